@@ -1,0 +1,646 @@
+"""IWAE(k=50) training speed against Pyro (and pythae) and the k=5000 evaluation time, each
+compared with the matmul-bound minimum measured on this machine in the same run.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=src python benchmarks/iwae_speed.py            # full (several minutes)
+    PYTHONPATH=src python benchmarks/iwae_speed.py --quick    # CI-sized, well under a minute
+
+Network: the IWAE paper's one-stochastic-layer MNIST model, encoder 784-200-200-(2·50) and
+decoder 50-200-200-784, tanh, Bernoulli likelihood with logits, N(0, I) prior; batch 20, k = 50,
+Adam (lr 1e-3). Every implementation starts from the same initial weights and sees the same
+batches (binarised MNIST when found, else random binary images; timing hardly depends on them).
+
+Implementations, each run the way a user would run it:
+- ``ours``: ``diffvi.objectives.IWAE(k=50)`` + a plain ``torch.optim.Adam`` loop, with the
+  library's default ``configure_numerics(flush_denormal=True)``; also with flush-denormal off.
+- ``pyro``: ``SVI`` + ``pyro.optim.Adam`` with ``RenyiELBO(alpha=0, num_particles=50,
+  vectorize_particles=True)`` on the same networks (torch default denormals, and flushed).
+- ``pythae``: ``pythae.models.IWAE`` (``reconstruction_loss="bce"``, ``number_samples=50``) with
+  the same networks (its decoder must output probabilities, so a sigmoid is appended), driven
+  by a plain Adam loop calling ``model({"data": x}).loss`` (not pythae's trainer), if it can be
+  installed without changing torch.
+
+Measurements are interleaved (one timing of every implementation per round, several rounds)
+and the median is reported, because the machine is shared and noisy.
+
+FLOP count (a linear layer on n rows, in -> out: 2·n·in·out FLOPs; biases, activations and the
+likelihood are elementwise and not counted):
+- forward of one step = encoder on B = 20 rows (784·200 + 200·200 + 200·100 MACs per row)
+  + decoder on K·B = 1000 rows (50·200 + 200·200 + 200·784 MACs per row)
+  = 8.67 + 413.6 = 422.3 MFLOP;
+- forward + backward ≈ 3 × forward = 1.267 GFLOP (the backward pass needs the input gradient
+  and the weight gradient of every layer, each a GEMM as large as the forward one; the exact
+  count, which skips the input gradient of the first encoder layer, is 0.5% lower and is also
+  recorded).
+The roofline (max steps/s) is the measured peak fp32 GEMM rate divided by that count. A second,
+"shape-exact" GEMM bound times the very GEMMs of the step (forward, input-gradient and
+weight-gradient GEMM of every layer, with their shapes and transposes) and sums them.
+
+k = 5000 evaluation: ``estimate_log_likelihood`` on the MNIST test set (defaults: batches of
+100, at most 25,000 decoder rows at once). Its matmul-bound minimum is the forward FLOPs of
+k·N decoder passes plus N encoder passes over the peak GEMM rate (the shape-exact variant
+times the decoder GEMMs on 25,000-row chunks). If the full 10k set would take longer than
+``--max-eval-seconds``, only the first blocks of 1000 images are run and the time for 10k is
+extrapolated (stated in the results).
+"""
+
+import argparse
+import copy
+import gzip
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import machine_info, markdown_table, write_results
+from torch import Tensor
+
+from diffvi.evaluation.likelihood import estimate_log_likelihood
+from diffvi.models.vae import build_vae
+from diffvi.objectives.iwae import IWAE
+from diffvi.utils.runtime import configure_numerics
+
+K, BATCH, LATENT, DATA_DIM = 50, 20, 50, 784
+EVAL_K = 5000
+ENCODER = [(784, 200), (200, 200), (200, 2 * LATENT)]
+DECODER = [(LATENT, 200), (200, 200), (200, DATA_DIM)]
+EVAL_MAX_ROWS = 25_000  # estimate_log_likelihood's default max_rows
+LR = 1e-3
+
+
+# ----------------------------------------------------------------------------------- FLOPs
+
+
+def mlp_flops(rows: int, layers: list[tuple[int, int]]) -> int:
+    """Forward GEMM FLOPs of an MLP on ``rows`` inputs: Σ 2·rows·in·out."""
+    return sum(2 * rows * n_in * n_out for n_in, n_out in layers)
+
+
+def step_flops() -> dict:
+    fwd = mlp_flops(BATCH, ENCODER) + mlp_flops(K * BATCH, DECODER)
+    first_in, first_out = ENCODER[0]
+    exact = 3 * fwd - 2 * BATCH * first_in * first_out  # no input gradient for x
+    return {"forward": fwd, "forward_backward_3x": 3 * fwd, "forward_backward_exact": exact}
+
+
+def eval_flops(n_images: int, k: int = EVAL_K) -> int:
+    return mlp_flops(n_images * k, DECODER) + mlp_flops(n_images, ENCODER)
+
+
+# ------------------------------------------------------------------------------ GEMM rates
+
+
+def best_time(fn: Callable[[], object], repeats: int, inner: int) -> float:
+    """Best over ``repeats`` of the mean time of ``inner`` calls (after one warm-up call)."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / inner)
+    return best
+
+
+def gemm_rate(m: int, k: int, n: int, repeats: int, inner: int) -> dict:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    t = best_time(lambda: a @ b, repeats, inner)
+    return {"shape": f"[{m},{k}]x[{k},{n}]", "seconds": t, "gflops": 2 * m * k * n / t / 1e9}
+
+
+def linear_gemms(rows: int, n_in: int, n_out: int, input_grad: bool) -> list[Callable]:
+    """The GEMMs of ``nn.Linear`` on ``rows`` inputs, laid out as autograd runs them."""
+    x, w, b = torch.randn(rows, n_in), torch.randn(n_out, n_in), torch.randn(n_out)
+    g = torch.randn(rows, n_out)
+    calls = [lambda: torch.addmm(b, x, w.t()), lambda: g.t().mm(x)]  # forward, weight grad
+    if input_grad:
+        calls.append(lambda: g.mm(w))
+    return calls
+
+
+def step_gemm_seconds(repeats: int, inner: int) -> float:
+    """Sum of the best times of every GEMM in one IWAE training step (forward + backward)."""
+    calls = []
+    for i, (n_in, n_out) in enumerate(ENCODER):
+        calls += linear_gemms(BATCH, n_in, n_out, input_grad=i > 0)
+    for n_in, n_out in DECODER:
+        calls += linear_gemms(K * BATCH, n_in, n_out, input_grad=True)
+    return sum(best_time(c, repeats, inner) for c in calls)
+
+
+def eval_chunk_gemm_seconds(repeats: int) -> float:
+    """Best time of the decoder's forward GEMMs on one chunk of EVAL_MAX_ROWS rows."""
+    calls = [
+        c
+        for n_in, n_out in DECODER
+        for c in linear_gemms(EVAL_MAX_ROWS, n_in, n_out, input_grad=False)[:1]
+    ]
+    return sum(best_time(c, repeats, 1) for c in calls)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def mnist_dir() -> Path | None:
+    roots = [Path(p) for p in os.environ.get("DIFFVI_DATA", "").split(os.pathsep) if p]
+    for root in [*roots, Path("/work/shared/data")]:
+        for cand in (root / "mnist", root):
+            if (cand / "t10k-images-idx3-ubyte.gz").is_file():
+                return cand
+    return None
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, n, rows, cols = np.frombuffer(raw[:16], dtype=">u4")
+    if magic != 2051:
+        raise ValueError(f"{path}: IDX image magic must be 2051, got {magic}")
+    return np.frombuffer(raw[16:], dtype=np.uint8).reshape(int(n), int(rows), int(cols))
+
+
+def load_data(n_train: int, n_test: int, seed: int) -> tuple[Tensor, Tensor, str]:
+    """Binarised (Bernoulli draw of the grey level, fixed seed) images ``[N, 1, 28, 28]``."""
+    gen = torch.Generator().manual_seed(seed)
+    folder = mnist_dir()
+    if folder is None:
+        train = torch.bernoulli(torch.full((n_train, 1, 28, 28), 0.13), generator=gen)
+        test = torch.bernoulli(torch.full((n_test, 1, 28, 28), 0.13), generator=gen)
+        return train, test, "random binary images (p = 0.13): MNIST not found"
+    parts = []
+    for name, n in (("train-images-idx3-ubyte.gz", n_train), ("t10k-images-idx3-ubyte.gz", n_test)):
+        grey = torch.from_numpy(read_idx_images(folder / name)[:n].astype(np.float32) / 255.0)
+        parts.append(torch.bernoulli(grey.unsqueeze(1), generator=gen))
+    return parts[0], parts[1], f"MNIST from {folder}, binarised by a Bernoulli draw"
+
+
+# -------------------------------------------------------------------------- implementations
+
+
+def make_ours(model, posterior) -> Callable[[Tensor], None]:
+    objective = IWAE(k=K)
+    opt = torch.optim.Adam([*model.parameters(), *posterior.parameters()], lr=LR)
+
+    def step(x: Tensor) -> None:
+        out = objective(model, posterior, x)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+
+    return step
+
+
+def make_pyro(tag: str, encoder: torch.nn.Module, decoder: torch.nn.Module):
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import SVI, RenyiELBO
+
+    def model(x: Tensor) -> None:
+        pyro.module(f"{tag}_decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            prior = dist.Normal(x.new_zeros(LATENT), x.new_ones(LATENT)).to_event(1)
+            z = pyro.sample("z", prior)
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x: Tensor) -> None:
+        pyro.module(f"{tag}_encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = encoder(x).chunk(2, dim=-1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    elbo = RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": LR}), loss=elbo)
+    return lambda x: svi.step(x.flatten(1))
+
+
+def make_pythae(encoder: torch.nn.Module, decoder: torch.nn.Module):
+    from pythae.models import IWAE as PythaeIWAE
+    from pythae.models import IWAEConfig
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+
+    class Encoder(BaseEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = encoder
+
+        def forward(self, x: Tensor) -> ModelOutput:
+            loc, log_scale = self.net(x.flatten(1)).chunk(2, dim=-1)
+            return ModelOutput(embedding=loc, log_covariance=2 * log_scale)
+
+    class Decoder(BaseDecoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = decoder
+
+        def forward(self, z: Tensor) -> ModelOutput:
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    config = IWAEConfig(
+        input_dim=(1, 28, 28), latent_dim=LATENT, reconstruction_loss="bce", number_samples=K
+    )
+    net = PythaeIWAE(config, encoder=Encoder(), decoder=Decoder())
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+
+    def step(x: Tensor) -> None:
+        loss = net({"data": x}).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def pythae_status() -> tuple[bool, str]:
+    """pythae is used only if it imports and the torch in use is still the one we test."""
+    try:
+        import pythae
+        from pythae.models import IWAE as _  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - any import failure means "not usable"
+        return False, f"not installable/importable: {type(err).__name__}: {err}"
+    return True, f"pythae {getattr(pythae, '__version__', '?')} with torch {torch.__version__}"
+
+
+# ---------------------------------------------------------------------------------- timing
+
+
+class Runner:
+    """One implementation under one denormal setting, with its own weights and optimiser."""
+
+    def __init__(self, key: str, label: str, flush_denormal: bool, step, batches: list[Tensor]):
+        self.key, self.label, self.flush_denormal = key, label, flush_denormal
+        self.step, self.batches = step, batches
+        self.done = 0
+        self.rates: list[float] = []
+
+    def set_numerics(self) -> None:
+        # The library's own switch for ours; torch's for the others (the same call inside).
+        if self.key.startswith("ours"):
+            configure_numerics(flush_denormal=self.flush_denormal)
+        else:
+            torch.set_flush_denormal(self.flush_denormal)
+
+    def run(self, min_steps: int, min_seconds: float) -> float:
+        self.set_numerics()
+        n, t0 = 0, time.perf_counter()
+        while True:
+            self.step(self.batches[self.done % len(self.batches)])
+            self.done += 1
+            n += 1
+            elapsed = time.perf_counter() - t0
+            if n >= min_steps and elapsed >= min_seconds:
+                return n / elapsed
+
+    def summary(self) -> dict:
+        return {
+            "label": self.label,
+            "flush_denormal": self.flush_denormal,
+            "steps_per_s_median": statistics.median(self.rates),
+            "steps_per_s_min": min(self.rates),
+            "steps_per_s_max": max(self.rates),
+            "steps_per_s_rounds": self.rates,
+            "total_steps": self.done,
+        }
+
+
+def time_eval(model, posterior, test: Tensor, block: int, max_seconds: float) -> dict:
+    """Run ``estimate_log_likelihood`` block by block; stop early (and extrapolate) if the
+    whole set would take longer than ``max_seconds``."""
+    configure_numerics(flush_denormal=True)  # the library's default for evaluation
+    n_total, done, seconds, log_px = test.shape[0], 0, 0.0, []
+    while done < n_total:
+        x = test[done : done + block]
+        t0 = time.perf_counter()
+        est = estimate_log_likelihood(model, posterior, x, num_samples=EVAL_K)
+        seconds += time.perf_counter() - t0
+        done += x.shape[0]
+        log_px.append(est.log_px)
+        if done < n_total and seconds / done * n_total > max_seconds:
+            break
+    return {
+        "images_run": done,
+        "images_target": n_total,
+        "seconds_run": seconds,
+        "seconds_per_image": seconds / done,
+        "seconds_for_target": seconds / done * n_total,
+        "extrapolated": done < n_total,
+        "mean_log_px": float(torch.cat(log_px).mean()),
+    }
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="CI-sized run (well under a minute)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 7, quick 2)")
+    p.add_argument("--seconds", type=float, help="seconds per timing (default 3, quick 0.4)")
+    p.add_argument("--eval-images", type=int, help="test images (default 10000, quick 50)")
+    p.add_argument(
+        "--max-eval-seconds",
+        type=float,
+        default=600.0,
+        help="above this projected time, run a subset and extrapolate",
+    )
+    p.add_argument("--no-pythae", action="store_true", help="skip pythae even if installed")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    quick = args.quick
+    rounds = args.rounds or (2 if quick else 7)
+    seconds = args.seconds or (0.4 if quick else 3.0)
+    min_steps = 3 if quick else 20
+    warmup = 3 if quick else 20
+    n_eval = args.eval_images or (50 if quick else 10_000)
+    gemm_repeats, gemm_inner = (3, 2) if quick else (7, 5)
+
+    torch.set_num_threads(args.threads)
+    load_start = list(os.getloadavg())
+    machine = machine_info()
+    print(
+        f"{machine['cpu_model']}, {machine['cpu_count']} cores, torch {torch.__version__}, "
+        f"{args.threads} threads, load {load_start}",
+        flush=True,
+    )
+
+    # GEMM rates (denormals do not occur in random matrices; flush setting is irrelevant).
+    configure_numerics(flush_denormal=True)
+    gemms = [
+        gemm_rate(K * BATCH, 200, DATA_DIM, gemm_repeats, gemm_inner),
+        gemm_rate(2048, 2048, 2048, gemm_repeats, max(1, gemm_inner // 2)),
+    ]
+    peak = max(g["gflops"] for g in gemms) * 1e9
+    step_gemm_s = step_gemm_seconds(gemm_repeats, gemm_inner)
+    flops = step_flops()
+    roofline = {
+        "flops_per_step": flops,
+        "gemm_rate_used_gflops": peak / 1e9,
+        "gemm_rate_used": "best of the measured GEMM rates",
+        "max_steps_per_s": peak / flops["forward_backward_3x"],
+        "max_steps_per_s_exact_count": peak / flops["forward_backward_exact"],
+        "step_gemm_seconds_shape_exact": step_gemm_s,
+        "max_steps_per_s_shape_exact": 1.0 / step_gemm_s,
+    }
+    for g in gemms:
+        print(f"GEMM {g['shape']}: {g['gflops']:.0f} GFLOP/s", flush=True)
+    print(
+        f"roofline {roofline['max_steps_per_s']:.1f} steps/s "
+        f"(shape-exact GEMMs {roofline['max_steps_per_s_shape_exact']:.1f})",
+        flush=True,
+    )
+
+    # Data and identical initial networks.
+    n_train = BATCH * (50 if quick else 500)
+    train, test, data_source = load_data(n_train, n_eval, args.seed)
+    batches = list(train.split(BATCH))
+    torch.manual_seed(args.seed)
+    model0, posterior0 = build_vae((1, 28, 28), "iwae-1")
+
+    def fresh():
+        return copy.deepcopy(model0), copy.deepcopy(posterior0)
+
+    import pyro
+
+    pyro.set_rng_seed(args.seed)
+    pyro.clear_param_store()
+    runners: list[Runner] = []
+    ours_model, ours_posterior = fresh()
+    runners.append(
+        Runner("ours", "diffvi IWAE(k=50)", True, make_ours(ours_model, ours_posterior), batches)
+    )
+    m, q = fresh()
+    runners.append(
+        Runner(
+            "pyro",
+            "Pyro RenyiELBO(α=0)",
+            False,
+            make_pyro("pyro", q.encoders[0], m.decoder),
+            batches,
+        )
+    )
+    runners.append(Runner("ours_no_ftz", "diffvi IWAE(k=50)", False, make_ours(*fresh()), batches))
+    m, q = fresh()
+    runners.append(
+        Runner(
+            "pyro_ftz",
+            "Pyro RenyiELBO(α=0)",
+            True,
+            make_pyro("pyro_ftz", q.encoders[0], m.decoder),
+            batches,
+        )
+    )
+    pythae_ok, pythae_note = (False, "skipped (--no-pythae)") if args.no_pythae else pythae_status()
+    if pythae_ok:
+        for key, ftz in (("pythae", False), ("pythae_ftz", True)):
+            m, q = fresh()
+            runners.append(
+                Runner(key, "pythae IWAE", ftz, make_pythae(q.encoders[0], m.decoder), batches)
+            )
+    print(f"pythae: {pythae_note}", flush=True)
+
+    for r in runners:  # warm-up (allocator, Pyro's first trace, MKL kernels)
+        r.run(warmup, 0.0)
+    for i in range(rounds):
+        for r in runners:
+            r.rates.append(r.run(min_steps, seconds))
+        print(
+            f"round {i + 1}/{rounds}: " + ", ".join(f"{r.key} {r.rates[-1]:.1f}" for r in runners),
+            flush=True,
+        )
+    training = {r.key: r.summary() for r in runners}
+    med = {k: v["steps_per_s_median"] for k, v in training.items()}
+
+    ratios = {
+        "ours_vs_pyro_as_users_run_them": med["ours"] / med["pyro"],
+        "ours_vs_pyro_both_ftz": med["ours"] / med["pyro_ftz"],
+        "ours_vs_pyro_both_default_denormals": med["ours_no_ftz"] / med["pyro"],
+        "ours_ftz_speedup": med["ours"] / med["ours_no_ftz"],
+        "pyro_ftz_speedup": med["pyro_ftz"] / med["pyro"],
+        "ours_fraction_of_roofline": med["ours"] / roofline["max_steps_per_s"],
+        "ours_fraction_of_shape_exact_gemm_bound": med["ours"]
+        / roofline["max_steps_per_s_shape_exact"],
+        "pyro_fraction_of_roofline": med["pyro"] / roofline["max_steps_per_s"],
+    }
+    if pythae_ok:
+        ratios["ours_vs_pythae_as_users_run_them"] = med["ours"] / med["pythae"]
+        ratios["ours_vs_pythae_both_ftz"] = med["ours"] / med["pythae_ftz"]
+    goals = {
+        "fraction_of_roofline_target": 0.5,
+        "fraction_of_roofline_met": ratios["ours_fraction_of_roofline"] >= 0.5,
+        "speedup_over_pyro_target": 4.0,
+        "speedup_over_pyro_met": ratios["ours_vs_pyro_as_users_run_them"] >= 4.0,
+    }
+
+    # k = 5000 evaluation with the model trained above (ours, flush-denormal on).
+    print(f"k={EVAL_K} evaluation on {n_eval} test images ...", flush=True)
+    block = 1000 if n_eval >= 1000 else n_eval
+    ev = time_eval(ours_model, ours_posterior, test, block, args.max_eval_seconds)
+    n_small = min(n_eval, 10 if quick else 100)
+    configure_numerics(flush_denormal=False)
+    t0 = time.perf_counter()
+    estimate_log_likelihood(ours_model, ours_posterior, test[:n_small], num_samples=EVAL_K)
+    no_ftz_per_image = (time.perf_counter() - t0) / n_small
+    configure_numerics(flush_denormal=True)
+    chunk_s = eval_chunk_gemm_seconds(gemm_repeats)
+    target_flops = eval_flops(n_eval)
+    ev.update(
+        {
+            "k": EVAL_K,
+            "batch_size": 100,
+            "max_rows": EVAL_MAX_ROWS,
+            "flush_denormal": True,
+            "forward_flops_for_target": target_flops,
+            "matmul_bound_seconds_for_target": target_flops / peak,
+            "ratio_to_matmul_bound": ev["seconds_for_target"] / (target_flops / peak),
+            "decoder_gemm_seconds_shape_exact": chunk_s * n_eval * EVAL_K / EVAL_MAX_ROWS,
+            "ratio_to_shape_exact_gemm_time": ev["seconds_for_target"]
+            / (chunk_s * n_eval * EVAL_K / EVAL_MAX_ROWS),
+            "no_ftz_subset_images": n_small,
+            "no_ftz_seconds_per_image": no_ftz_per_image,
+        }
+    )
+    how = f"extrapolated from {ev['images_run']}" if ev["extrapolated"] else "measured"
+    print(
+        f"eval: {ev['seconds_for_target']:.1f} s for {n_eval} images ({how}), "
+        f"{ev['ratio_to_matmul_bound']:.2f}x the matmul bound",
+        flush=True,
+    )
+
+    load_end = list(os.getloadavg())
+    payload = {
+        "mode": "quick" if quick else "full",
+        "seed": args.seed,
+        "seeds": {"torch": args.seed, "pyro": args.seed, "data_binarisation": args.seed},
+        "threads": args.threads,
+        "machine": machine,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "settings": {
+            "k": K,
+            "batch_size": BATCH,
+            "lr": LR,
+            "network": "784-200-200-50 encoder (loc, log-scale), 50-200-200-784 decoder, tanh",
+            "rounds": rounds,
+            "seconds_per_timing": seconds,
+            "min_steps_per_timing": min_steps,
+            "warmup_steps": warmup,
+            "data": data_source,
+            "pyro_validation_enabled": _pyro_validation(),
+        },
+        "pythae": pythae_note,
+        "gemm": gemms,
+        "roofline": roofline,
+        "training": training,
+        "ratios": ratios,
+        "goals": goals,
+        "evaluation": ev,
+        "notes": [
+            "Pyro's RenyiELBO(alpha=0) takes the log-mean-exp over particles of the log weight "
+            "summed over the batch (pyro issue #3104), not per data point as IWAE does; the "
+            "network and the work per step are the same.",
+            "steps/s is the median over interleaved rounds; min/max show the spread.",
+        ],
+    }
+    md = render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note)
+    json_path, md_path = write_results("iwae_speed", payload, md)
+    print(md)
+    print(f"wrote {json_path} and {md_path}")
+
+
+def _pyro_validation() -> bool:
+    from pyro.infer.util import is_validation_enabled
+
+    return bool(is_validation_enabled())
+
+
+def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note) -> str:
+    m = payload["machine"]
+    roof = roofline["max_steps_per_s"]
+    pyro_default = training["pyro"]["steps_per_s_median"]
+    rows = [
+        [
+            v["label"],
+            "on" if v["flush_denormal"] else "off",
+            v["steps_per_s_median"],
+            f"{v['steps_per_s_min']:.3g}–{v['steps_per_s_max']:.3g}",
+            v["steps_per_s_median"] / pyro_default,
+            v["steps_per_s_median"] / roof,
+        ]
+        for v in training.values()
+    ]
+    rows.append(["GEMM roofline (peak rate)", "", roof, "", roof / pyro_default, 1.0])
+    shape_exact = roofline["max_steps_per_s_shape_exact"]
+    rows.append(
+        [
+            "GEMM bound (the step's GEMM shapes)",
+            "",
+            shape_exact,
+            "",
+            shape_exact / pyro_default,
+            shape_exact / roof,
+        ]
+    )
+    train_table = markdown_table(
+        [
+            "implementation",
+            "flush denormal",
+            "steps/s (median)",
+            "range",
+            "× Pyro (default)",
+            "fraction of roofline",
+        ],
+        rows,
+    )
+    how = (
+        f"extrapolated from the first {ev['images_run']} images"
+        if ev["extrapolated"]
+        else "measured"
+    )
+    eval_table = markdown_table(
+        ["quantity", "value"],
+        [
+            ["test images", n_eval],
+            ["time (s)", f"{ev['seconds_for_target']:.1f} ({how})"],
+            ["matmul-bound minimum (s)", ev["matmul_bound_seconds_for_target"]],
+            ["ratio to matmul bound", ev["ratio_to_matmul_bound"]],
+            ["decoder GEMMs at their shapes (s)", ev["decoder_gemm_seconds_shape_exact"]],
+            ["ratio to those GEMMs", ev["ratio_to_shape_exact_gemm_time"]],
+            [
+                "s/image, flush denormal on / off",
+                f"{ev['seconds_per_image']:.4f} / {ev['no_ftz_seconds_per_image']:.4f}",
+            ],
+            ["mean log p̂(x) (model after the timing steps only)", ev["mean_log_px"]],
+        ],
+    )
+    gemm_line = ", ".join(f"{g['shape']} {g['gflops']:.0f} GFLOP/s" for g in payload["gemm"])
+    return (
+        f"# IWAE speed ({payload['mode']} mode)\n\n"
+        f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']}, "
+        f"{payload['threads']} threads; load average {payload['loadavg_start']} at start, "
+        f"{payload['loadavg_end']} at end. Seed {payload['seed']}. "
+        f"Data: {payload['settings']['data']}.\n\n"
+        f"## Training: IWAE k = {K}, batch {BATCH}, Adam, 784-200-200-50 tanh\n\n"
+        f"Median of {payload['settings']['rounds']} interleaved rounds. GEMM: {gemm_line}; "
+        f"roofline = {roofline['gemm_rate_used_gflops']:.0f} GFLOP/s / "
+        f"{roofline['flops_per_step']['forward_backward_3x'] / 1e9:.3f} GFLOP per step.\n\n"
+        f"{train_table}\n"
+        f"ours / Pyro as users run them: {ratios['ours_vs_pyro_as_users_run_them']:.2f}× "
+        f"(goal 4×); ours / roofline: {ratios['ours_fraction_of_roofline']:.2f} (goal 0.5). "
+        f"pythae: {pythae_note}.\n\n"
+        f"## Evaluation: log p(x) with k = {EVAL_K}\n\n{eval_table}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""diffvi: variational inference with deep latent-variable models and diffusion models."""
+
+from diffvi.distributions import BernoulliLikelihood, GaussianLikelihood, StandardNormal
+from diffvi.evaluation import active_units, estimate_log_likelihood
+from diffvi.models import VAE, build_vae
+from diffvi.objectives import ELBO, IWAE, ObjectiveOutput, build_objective
+from diffvi.posteriors import GaussianPosterior, PosteriorSample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ELBO",
+    "IWAE",
+    "VAE",
+    "BernoulliLikelihood",
+    "GaussianLikelihood",
+    "GaussianPosterior",
+    "ObjectiveOutput",
+    "PosteriorSample",
+    "StandardNormal",
+    "active_units",
+    "build_objective",
+    "build_vae",
+    "estimate_log_likelihood",
+]

@@ -1,0 +1,396 @@
+"""Locate, download and verify data files.
+
+Every data file has a *relative path* such as ``mnist/train-images-idx3-ubyte.gz``; the
+layout is the one of the shared data folder, so ``DIFFVI_DATA=/path/to/shared/data`` just
+works. A file is looked up, in order, in
+
+1. ``$DIFFVI_DATA/<relative_path>`` (``DIFFVI_DATA`` may hold several folders separated by
+   ``os.pathsep``),
+2. the user cache ``${XDG_CACHE_HOME:-~/.cache}/diffvi/<relative_path>``,
+
+and only then downloaded into the user cache (unless ``DIFFVI_OFFLINE`` is set to a true
+value such as ``1``). Downloads are written atomically: the bytes go to a temporary file in
+the destination folder, are checked against the known SHA-256 digest, and only then is the
+file moved into place with :func:`os.replace`, so a failed or corrupt download leaves nothing
+behind.
+
+Files found locally are checked against the known digest too. The check is remembered
+in-process, keyed by (path, size, mtime), so loading a data set twice costs one hash.
+
+Some files are not distributed in our layout (the statically binarised MNIST ``.npz`` and the
+Frey faces ``.npz``); :func:`fetch_derived` downloads their original sources and converts them
+in the cache. A converted file cannot be byte-identical to the published one (the zip
+container holds time stamps), so its digest is recorded next to it in ``<file>.sha256`` at
+conversion time; a file whose digest matches such a record is accepted as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+__all__ = [
+    "ENV_DATA",
+    "ENV_OFFLINE",
+    "SHA256SUMS",
+    "Source",
+    "cache_dir",
+    "fetch",
+    "fetch_derived",
+    "find_file",
+    "is_offline",
+    "search_dirs",
+    "sha256_file",
+    "verify_file",
+]
+
+ENV_DATA = "DIFFVI_DATA"
+"""Environment variable naming folder(s) that hold the data files (searched first)."""
+
+ENV_OFFLINE = "DIFFVI_OFFLINE"
+"""Environment variable; a true value (``1``, ``true``, ``yes``, ``on``) forbids downloads."""
+
+SHA256SUMS: dict[str, str] = {
+    "binarized_mnist/binarized_mnist.npz": (
+        "350243cb824d66d022e0c3e87cac231231668817ff03f5f6d7b6533017d56b4b"
+    ),
+    "fashion_mnist/t10k-images-idx3-ubyte.gz": (
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"
+    ),
+    "fashion_mnist/t10k-labels-idx1-ubyte.gz": (
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"
+    ),
+    "fashion_mnist/train-images-idx3-ubyte.gz": (
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"
+    ),
+    "fashion_mnist/train-labels-idx1-ubyte.gz": (
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"
+    ),
+    "frey_faces/frey_faces.npz": (
+        "3c70375e0a9c4751ad49ad5f1f692bd094c46f133cf4aa8ea77d1cb14e1efcd1"
+    ),
+    "mnist/t10k-images-idx3-ubyte.gz": (
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+    ),
+    "mnist/t10k-labels-idx1-ubyte.gz": (
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
+    ),
+    "mnist/train-images-idx3-ubyte.gz": (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+    ),
+    "mnist/train-labels-idx1-ubyte.gz": (
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"
+    ),
+}
+"""SHA-256 of every published data file, keyed by relative path (``shared/data/SHA256SUMS``)."""
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60.0
+_SIDECAR_SUFFIX = ".sha256"
+
+# (resolved path, size, mtime_ns) -> hex digest of the file's content.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One original file a derived file is built from.
+
+    Attributes:
+        relative_path: where the file lives in the data layout (searched like any file).
+        url: where to download it from.
+        sha256: its expected SHA-256 digest, or ``None`` when no published digest exists.
+    """
+
+    relative_path: str
+    url: str
+    sha256: str | None
+
+
+def cache_dir() -> Path:
+    """The user cache folder for diffvi data: ``${XDG_CACHE_HOME:-~/.cache}/diffvi``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
+    return root / "diffvi"
+
+
+def is_offline() -> bool:
+    """Whether downloads are forbidden (``DIFFVI_OFFLINE`` set to a true value)."""
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for data files, in order: each ``$DIFFVI_DATA`` entry, then the cache."""
+    dirs = [Path(p).expanduser() for p in os.environ.get(ENV_DATA, "").split(os.pathsep) if p]
+    return [*dirs, cache_dir()]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file, remembered in-process by (path, size, mtime)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        digest = h.hexdigest()
+        _DIGESTS[key] = digest
+    return digest
+
+
+def _recorded_digest(path: Path) -> str | None:
+    """The digest recorded in ``<path>.sha256`` when the file was converted locally."""
+    sidecar = path.with_name(path.name + _SIDECAR_SUFFIX)
+    try:
+        text = sidecar.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text[0].lower() if text else None
+
+
+def verify_file(path: str | os.PathLike[str], sha256: str | None) -> Path:
+    """Check a file's SHA-256 digest.
+
+    Args:
+        path: the file.
+        sha256: the expected hex digest; ``None`` skips the check.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: the digest differs from ``sha256`` (and from the digest recorded in
+            ``<path>.sha256`` by a local conversion, when there is one). The message names the
+            file, the expected and the actual digest.
+    """
+    path = Path(path)
+    if sha256 is None:
+        return path
+    actual = sha256_file(path)
+    if actual == sha256.lower():
+        return path
+    recorded = _recorded_digest(path)
+    if recorded is not None and actual == recorded:
+        return path
+    extra = f" (nor the digest {recorded} recorded at conversion)" if recorded else ""
+    raise ValueError(
+        f"SHA-256 mismatch for {path}: expected {sha256.lower()}{extra}, found {actual}. "
+        "The file is corrupt or a different version; delete it or point "
+        f"{ENV_DATA} to a good copy."
+    )
+
+
+def _check_relative(relative_path: str) -> PurePosixPath:
+    rel = PurePosixPath(relative_path)
+    if not relative_path or rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(
+            f"relative_path must be a relative path inside the data folder, got {relative_path!r}"
+        )
+    return rel
+
+
+def _candidates(relative_path: str) -> list[Path]:
+    rel = _check_relative(relative_path)
+    return [d.joinpath(*rel.parts) for d in search_dirs()]
+
+
+def find_file(relative_path: str, sha256: str | None = None) -> Path | None:
+    """Find a data file locally (``$DIFFVI_DATA``, then the cache); never downloads.
+
+    Args:
+        relative_path: path in the data layout, e.g. ``"mnist/t10k-labels-idx1-ubyte.gz"``.
+        sha256: expected digest of the file; checked when given.
+
+    Returns:
+        The first existing file, or ``None`` when there is none.
+
+    Raises:
+        ValueError: the first file found has the wrong digest (see :func:`verify_file`).
+    """
+    for path in _candidates(relative_path):
+        if path.is_file():
+            return verify_file(path, sha256)
+    return None
+
+
+def _not_found(relative_path: str, urls: Sequence[str], reason: str) -> FileNotFoundError:
+    places = "\n".join(f"  - {p}" for p in _candidates(relative_path))
+    env = "" if os.environ.get(ENV_DATA) else f" ({ENV_DATA} is not set)"
+    links = "\n".join(f"  - {u}" for u in urls)
+    return FileNotFoundError(
+        f"data file {relative_path!r} not found. Searched{env}:\n{places}\n"
+        f"Download from:\n{links}\n{reason}. Set {ENV_DATA} to a folder holding "
+        f"{relative_path}, or allow the download (unset {ENV_OFFLINE})."
+    )
+
+
+class _Progress:
+    """A one-line download progress report on stderr (updated in place on a terminal)."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label = label
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.done = 0
+        self._write(f"Downloading {label}" + (f" ({total / 1e6:.1f} MB)" if total else ""))
+
+    def _write(self, text: str, end: str = "\n") -> None:
+        sys.stderr.write(text + end)
+        sys.stderr.flush()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.tty and now - self.last > 0.2:
+            self.last = now
+            pct = f" {100 * self.done / self.total:5.1f}%" if self.total else ""
+            self._write(f"\r  {self.done / 1e6:8.1f} MB{pct}", end="")
+
+    def close(self) -> None:
+        prefix = "\r" if self.tty else ""
+        self._write(f"{prefix}  {self.done / 1e6:8.1f} MB done: {self.label}")
+
+
+def _download(url: str, dest: Path, sha256: str | None) -> Path:
+    """Download ``url`` to ``dest`` atomically, checking the digest before moving into place.
+
+    Raises:
+        urllib.error.URLError, OSError: network or file-system errors (nothing is left behind).
+        ValueError: the downloaded bytes have the wrong digest (nothing is left behind).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        request = urllib.request.Request(url, headers={"User-Agent": "diffvi"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as r:
+            headers = getattr(r, "headers", None)
+            length = headers.get("Content-Length") if headers is not None else None
+            progress = _Progress(url, int(length) if length and length.isdigit() else None)
+            while chunk := r.read(_CHUNK):
+                out.write(chunk)
+                h.update(chunk)
+                progress.update(len(chunk))
+            progress.close()
+        actual = h.hexdigest()
+        if sha256 is not None and actual != sha256.lower():
+            raise ValueError(
+                f"SHA-256 mismatch for {dest.name} downloaded from {url}: "
+                f"expected {sha256.lower()}, found {actual}. The file was not saved."
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def fetch(relative_path: str, url: str, sha256: str | None) -> Path:
+    """Find a data file locally, or download it into the user cache.
+
+    Looks in ``$DIFFVI_DATA/<relative_path>``, then in
+    ``${XDG_CACHE_HOME:-~/.cache}/diffvi/<relative_path>``, and only then downloads ``url``
+    there (atomically, checking ``sha256``).
+
+    Args:
+        relative_path: path in the data layout, e.g. ``"mnist/train-images-idx3-ubyte.gz"``.
+        url: where to download the file from.
+        sha256: the expected SHA-256 hex digest, or ``None`` when unknown (no check).
+
+    Returns:
+        The path of a verified local copy.
+
+    Raises:
+        ValueError: a file (found or downloaded) has the wrong digest; the message names the
+            file, the expected and the actual digest.
+        FileNotFoundError: the file is nowhere locally and cannot be downloaded
+            (``DIFFVI_OFFLINE`` set, or a network error); the message lists every folder
+            searched and the URL.
+    """
+    found = find_file(relative_path, sha256)
+    if found is not None:
+        return found
+    if is_offline():
+        raise _not_found(relative_path, [url], f"Downloads are disabled ({ENV_OFFLINE} is set)")
+    dest = _candidates(relative_path)[-1]
+    try:
+        return _download(url, dest, sha256)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        raise _not_found(relative_path, [url], f"The download failed: {err}") from err
+
+
+def fetch_derived(
+    relative_path: str,
+    sha256: str | None,
+    sources: Sequence[Source],
+    build: Callable[[list[Path], Path], None],
+) -> Path:
+    """Find a derived data file locally, or build it in the cache from downloaded sources.
+
+    Used for files whose published form differs from ours (e.g. text ``.amat`` or ``.mat``
+    originals of an ``.npz``). The lookup is the one of :func:`fetch`. When the file is
+    missing, each source is found locally or downloaded (into a temporary folder in the cache,
+    removed afterwards), ``build(source_paths, out_path)`` writes the derived file to a
+    temporary path, its digest is recorded in ``<file>.sha256`` and the file is moved into
+    place atomically.
+
+    Args:
+        relative_path: path of the derived file in the data layout.
+        sha256: digest of the published derived file (a locally built one is accepted through
+            its recorded digest instead), or ``None``.
+        sources: the original files, in the order ``build`` expects them.
+        build: ``build(source_paths, out_path)`` writes the derived file to ``out_path``.
+
+    Returns:
+        The path of a verified local copy.
+
+    Raises:
+        ValueError: a file has the wrong digest, or ``build`` rejected a source.
+        FileNotFoundError: the file is missing and a source cannot be found or downloaded.
+    """
+    found = find_file(relative_path, sha256)
+    if found is not None:
+        return found
+    urls = [s.url for s in sources]
+    if is_offline():
+        raise _not_found(relative_path, urls, f"Downloads are disabled ({ENV_OFFLINE} is set)")
+    dest = _candidates(relative_path)[-1]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".build", dir=dest.parent))
+    try:
+        paths = []
+        for src in sources:
+            path = find_file(src.relative_path, src.sha256)
+            if path is None:
+                name = PurePosixPath(src.relative_path).name
+                try:
+                    path = _download(src.url, workdir / name, src.sha256)
+                except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                    raise _not_found(relative_path, urls, f"The download failed: {err}") from err
+            paths.append(path)
+        out = workdir / dest.name
+        build(paths, out)
+        digest = sha256_file(out)
+        sidecar = workdir / (dest.name + _SIDECAR_SUFFIX)
+        sidecar.write_text(f"{digest}  {dest.name}\n", encoding="ascii")
+        os.replace(sidecar, dest.with_name(dest.name + _SIDECAR_SUFFIX))
+        os.replace(out, dest)
+        stat = dest.stat()
+        _DIGESTS[(str(dest.resolve()), stat.st_size, stat.st_mtime_ns)] = digest
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return dest

@@ -1,0 +1,104 @@
+"""Observation models p(x|z), parameterised by a decoder's output.
+
+A decoder maps latents ``[K, B, D]`` to parameters ``[K, B, num_params(F)]``; the likelihood
+scores flattened data ``x: [B, F]`` against them and returns ``[K, B]`` (summed over the F
+observed dimensions, broadcast over the K samples).
+"""
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffvi.distributions.gaussian import LOG_2PI
+
+
+class Likelihood(nn.Module, ABC):
+    """Base class: ``log_prob(x [B, F], params [K, B, P]) -> [K, B]``."""
+
+    @abstractmethod
+    def num_params(self, data_dim: int) -> int:
+        """How many decoder outputs the likelihood needs for ``data_dim`` observed values."""
+
+    @abstractmethod
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x|z) summed over the data axis."""
+
+    @abstractmethod
+    def mean(self, params: Tensor) -> Tensor:
+        """E[x|z]: ``[..., P] -> [..., F]``."""
+
+    @abstractmethod
+    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x ~ p(x|z): ``[..., P] -> [..., F]``."""
+
+
+class BernoulliLikelihood(Likelihood):
+    """Independent Bernoulli pixels with logits from the decoder (binary or grey-level data)."""
+
+    def num_params(self, data_dim: int) -> int:
+        return data_dim
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        # x·l − softplus(l), fused and numerically stable; x is broadcast over the sample axis.
+        bce = F.binary_cross_entropy_with_logits(params, x.expand_as(params), reduction="none")
+        return -bce.sum(-1)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params)
+
+    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(params), generator=generator)
+
+
+class GaussianLikelihood(Likelihood):
+    """Diagonal Gaussian p(x|z) = N(μ(z), σ²) for real-valued data (AEVB's Frey-faces model).
+
+    ``scale="learned"``: the decoder outputs μ and log σ per pixel (AEVB App. C.2, P = 2F);
+    ``scale=<float>``: fixed σ (P = F). ``sigmoid_mean`` squashes μ into (0, 1) as AEVB does.
+    """
+
+    def __init__(self, scale: str | float = "learned", sigmoid_mean: bool = True) -> None:
+        super().__init__()
+        if isinstance(scale, str) and scale != "learned":
+            raise ValueError(f"scale must be 'learned' or a float, got {scale!r}")
+        if not isinstance(scale, str) and scale <= 0:
+            raise ValueError(f"a fixed scale must be > 0, got {scale}")
+        self.scale = scale
+        self.sigmoid_mean = sigmoid_mean
+
+    def num_params(self, data_dim: int) -> int:
+        return 2 * data_dim if self.scale == "learned" else data_dim
+
+    def _mean_and_log_std(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        if self.scale == "learned":
+            mean, log_std = params.chunk(2, dim=-1)
+        else:
+            mean, log_std = params, torch.full_like(params, math.log(float(self.scale)))
+        if self.sigmoid_mean:
+            mean = torch.sigmoid(mean)
+        return mean, log_std
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        mean, log_std = self._mean_and_log_std(params)
+        scaled = (x - mean) * torch.exp(-log_std)
+        return -0.5 * (scaled.square() + LOG_2PI).sum(-1) - log_std.sum(-1)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return self._mean_and_log_std(params)[0]
+
+    def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        mean, log_std = self._mean_and_log_std(params)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(log_std) * noise
+
+
+def build_likelihood(name: str) -> Likelihood:
+    """``"bernoulli"`` or ``"gaussian"`` (per-pixel learned scale)."""
+    if name == "bernoulli":
+        return BernoulliLikelihood()
+    if name == "gaussian":
+        return GaussianLikelihood()
+    raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {name!r}")

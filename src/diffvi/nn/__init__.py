@@ -1,0 +1,5 @@
+"""Neural-network building blocks (no probabilistic logic lives here)."""
+
+from diffvi.nn.mlp import MLP
+
+__all__ = ["MLP"]

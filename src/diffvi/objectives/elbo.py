@@ -1,0 +1,40 @@
+"""The evidence lower bound, estimated with reparameterised samples (AEVB, Kingma & Welling).
+
+ELBO(x) = E_q[log p(x|z)] − KL(q(z|x) || p(z)). With ``analytic_kl`` the KL is the closed form
+of AEVB App. B (single-layer Gaussian q, standard-normal prior: the estimator of their eq. 10);
+otherwise the sampled form E_q[log p(x,z) − log q(z|x)] (their eq. 6).
+"""
+
+from torch import Tensor
+
+from diffvi.distributions.gaussian import kl_to_standard_normal
+from diffvi.distributions.priors import StandardNormal
+from diffvi.objectives.base import Objective, ObjectiveOutput
+
+
+class ELBO(Objective):
+    """Reparameterised ELBO averaged over ``num_samples`` draws per data point."""
+
+    name = "elbo"
+
+    def __init__(self, num_samples: int = 1, analytic_kl: bool = False) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = num_samples
+        self.analytic_kl = analytic_kl
+
+    def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
+        s = posterior.sample(x, self.num_samples)
+        log_lik = model.log_likelihood(x, s.z)  # [K, B]
+        if self.analytic_kl:
+            if len(model.latent_dims) > 1 or not isinstance(model.prior, StandardNormal):
+                raise ValueError(
+                    "analytic_kl needs one latent layer and a standard-normal prior; "
+                    "use analytic_kl=False for this model"
+                )
+            kl = kl_to_standard_normal(s.extras["mean"], s.extras["log_std"])  # [B]
+        else:
+            kl = (s.log_q - model.log_prior(s.z)).mean(0)
+        bound = log_lik.mean(0) - kl
+        metrics = {"kl": kl.detach().mean(), "log_likelihood": log_lik.detach().mean()}
+        return ObjectiveOutput(loss=-bound.mean(), bound=bound.detach(), metrics=metrics)

@@ -1,0 +1,84 @@
+"""The training entry point: config in, trained run folder out."""
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from diffvi.training.checkpoint import AtomicCheckpointIO, export_model, resolve_checkpoint
+from diffvi.training.config import TrainConfig
+from diffvi.training.data import ImageDataModule
+from diffvi.training.module import VAEModule
+from diffvi.utils.runtime import configure_numerics
+
+
+def fit(
+    config: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    progress_bar: bool = True,
+    limit_train_batches: int | float | None = None,
+    callbacks: Sequence[Callback] = (),
+    log_every_n_steps: int = 50,
+) -> VAEModule:
+    """Train a VAE as ``config`` says and write the run to ``run_dir``:
+    ``config.json``, ``checkpoints/last.ckpt`` (every epoch, atomic), ``metrics.csv``,
+    and ``export/model.safetensors`` at the end.
+
+    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` with the optimiser,
+    schedule, step count and random state restored; training then runs up to
+    ``config.max_epochs`` in total. The Lightning arguments (``accelerator``, ``devices``,
+    ``num_nodes``, ``strategy``) pass through unchanged, e.g. ``strategy="ddp"``.
+    """
+    run_dir = Path(run_dir)
+    configure_numerics(config.flush_denormal)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
+    config.event_shape = list(data.event_shape)
+    ckpt_path = str(resolve_checkpoint(run_dir)) if resume else None
+    module = VAEModule(config)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+    )
+    all_callbacks: list[Callback] = [checkpoint, *callbacks]
+    if progress_bar:
+        all_callbacks.append(TQDMProgressBar(refresh_rate=20))
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs"),
+        callbacks=all_callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        limit_train_batches=limit_train_batches,
+        log_every_n_steps=log_every_n_steps,
+        use_distributed_sampler=False,  # the data module shards batches itself
+    )
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        export_model(module, run_dir / "export")
+    return module
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON via a temporary file and a rename."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)

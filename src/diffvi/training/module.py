@@ -1,0 +1,113 @@
+"""The Lightning module that trains a VAE and its posterior with a variational objective."""
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from diffvi.models.vae import build_vae
+from diffvi.objectives import ELBO, IWAE, Objective
+from diffvi.training.config import ADAM_PRESETS, TrainConfig, iwae_lr_factor
+
+
+def build_objective_from_config(config: TrainConfig) -> Objective:
+    """The training objective a config names (``k`` is IWAE's k or the ELBO's sample count)."""
+    if config.objective == "elbo":
+        return ELBO(num_samples=config.k, analytic_kl=config.analytic_kl)
+    return IWAE(k=config.k, estimator=config.estimator)
+
+
+class VAEModule(L.LightningModule):
+    """Trains ``model`` (p) and ``posterior`` (q) by minimising ``objective``'s loss.
+
+    Logged: ``train/bound`` (the bound, not the surrogate loss), ``val/bound`` (the training
+    objective's bound on held-out data), ``val/iwae`` (IWAE bound with ``val_k`` samples).
+    Built from a ``TrainConfig`` only, so a checkpoint's hyperparameters rebuild it.
+    """
+
+    def __init__(self, config: TrainConfig | dict[str, Any]) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        if not config.event_shape:
+            raise ValueError("config.event_shape must be set (the shape of one observation)")
+        self.config = config
+        self.save_hyperparameters({"config": config.to_dict()})
+        self.model, self.posterior = build_vae(
+            config.event_shape,
+            config.architecture,
+            config.likelihood,
+            config.latent_dims,
+            config.hidden,
+            config.activation,
+        )
+        self.objective = build_objective_from_config(config)
+        self.val_objective = IWAE(k=config.val_k)
+        # Non-finite losses are flagged on the device and checked at log/epoch/checkpoint
+        # time, which avoids a host sync on every step.
+        self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x = batch[0]
+        out = self.objective(self.model, self.posterior, x)
+        self._nonfinite_steps += (~torch.isfinite(out.loss)).long()
+        self.log("train/bound", out.bound.mean(), prog_bar=True, batch_size=x.shape[0])
+        for name, value in out.metrics.items():
+            self.log(f"train/{name}", value, batch_size=x.shape[0])
+        return out.loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (self.global_step % self.trainer.log_every_n_steps) == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Stop training with a clear message once any loss was NaN or infinite."""
+        if int(self._nonfinite_steps) > 0:
+            raise FloatingPointError(
+                f"the training loss became NaN or infinite (by step {self.global_step}, "
+                f"epoch {self.current_epoch}); stopping before writing a checkpoint. "
+                "Try a lower learning rate, or check the data range for the likelihood."
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x = batch[0]
+        bound = self.objective(self.model, self.posterior, x).bound.mean()
+        iwae = self.val_objective(self.model, self.posterior, x).bound.mean()
+        self.log("val/bound", bound, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("val/iwae", iwae, batch_size=x.shape[0], sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        preset = ADAM_PRESETS[self.config.adam]
+        optimizer = torch.optim.Adam(
+            self.parameters(),
+            lr=self.config.lr,
+            betas=preset["betas"],
+            eps=preset["eps"],
+            fused=True,  # one kernel for all parameters: ~2x faster steps on CPU than foreach
+        )
+        if self.config.schedule == "constant":
+            return {"optimizer": optimizer}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, iwae_lr_factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()
+        # RNG states make a resumed run draw the same noise as an uninterrupted one.
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng")
+        if rng is None:
+            return
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

@@ -1,0 +1,1 @@
+"""Small helpers shared across the library (devices, seeds, numerics, progress bars)."""

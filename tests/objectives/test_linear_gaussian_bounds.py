@@ -1,0 +1,76 @@
+"""ELBO and IWAE against the exact log p(x) of a linear-Gaussian model (float64)."""
+
+import torch
+
+from diffvi.objectives import ELBO, IWAE
+
+# A posterior that is wrong (mean moved by 1.5 posterior std, std 1.5× too wide) but has
+# light-tailed weights, so that L_k visibly climbs towards log p(x) within k ≤ 500.
+SHIFT, WIDEN = 1.5, 1.5
+
+
+def test_fixture_posterior_equals_the_exact_gaussian_posterior(linear_gaussian):
+    lg = linear_gaussian
+    x = lg.data(5)
+    # S is diagonal because W has orthogonal columns: a diagonal q can be exact.
+    torch.testing.assert_close(lg.S, torch.diag(torch.diagonal(lg.S)), rtol=0, atol=1e-14)
+    posterior = lg.posterior()
+    torch.testing.assert_close(posterior.expected_latent(x), lg.posterior_mean(x))
+    s = posterior.sample(x, 3)
+    torch.testing.assert_close(s.extras["log_std"][0], lg.log_std)
+    # Bayes: log p(z|x) = log p(x, z) − log p(x) for the exact posterior.
+    lp_post = torch.distributions.MultivariateNormal(lg.posterior_mean(x), lg.S).log_prob(s.z)
+    torch.testing.assert_close(s.log_q, lp_post, rtol=0, atol=1e-10)
+
+
+def test_log_weights_under_exact_posterior_are_constant_and_equal_log_px(linear_gaussian):
+    lg = linear_gaussian
+    x = lg.data(6)
+    posterior = lg.posterior()
+    s = posterior.sample(x, 64)
+    log_w = lg.model.log_joint(x, s.z) - s.log_q
+    torch.testing.assert_close(log_w, lg.log_px(x).expand(64, 6), rtol=0, atol=1e-6)
+
+
+def test_elbo_and_iwae_with_exact_posterior_equal_log_px_for_every_data_point(linear_gaussian):
+    lg = linear_gaussian
+    x = lg.data(6)
+    posterior, log_px = lg.posterior(), lg.log_px(x)
+    for objective in (ELBO(num_samples=1), ELBO(num_samples=10), IWAE(k=1), IWAE(k=20)):
+        out = objective(lg.model, posterior, x)
+        torch.testing.assert_close(out.bound, log_px, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.loss, -log_px.mean(), rtol=0, atol=1e-6)
+
+
+def test_analytic_kl_elbo_with_exact_posterior_has_expectation_log_px(linear_gaussian):
+    # With the analytic KL the per-sample value is no longer constant, but its mean still is
+    # the ELBO, which equals log p(x) when q is the exact posterior.
+    lg = linear_gaussian
+    x = lg.data(3)
+    torch.manual_seed(0)
+    out = ELBO(num_samples=20_000, analytic_kl=True)(lg.model, lg.posterior(), x)
+    torch.testing.assert_close(out.bound, lg.log_px(x), rtol=0, atol=0.03)
+
+
+def test_expected_iwae_bound_increases_with_k_and_approaches_log_px(linear_gaussian):
+    lg = linear_gaussian
+    x = lg.data(4)
+    log_px = lg.log_px(x)
+    posterior = lg.posterior(SHIFT, WIDEN)
+    torch.manual_seed(0)
+    gaps, ses = [], []
+    # repeats: the batch holds R copies of the 4 points; more copies where k is small.
+    for k, repeats in [(1, 4000), (5, 2000), (50, 1000), (500, 200)]:
+        bound = IWAE(k=k)(lg.model, posterior, x.repeat(repeats, 1)).bound.view(repeats, 4)
+        gap = (log_px - bound).mean(1)  # log p(x) − L_k, averaged over the 4 points
+        gaps.append(gap.mean())
+        ses.append(gap.std() / repeats**0.5)
+    gaps, ses = torch.stack(gaps), torch.stack(ses)
+    # monotone in k, each step well beyond the Monte Carlo noise
+    steps = gaps[:-1] - gaps[1:]
+    step_se = (ses[:-1].square() + ses[1:].square()).sqrt()
+    assert (steps > 4 * step_se).all(), (gaps, ses)
+    # still a lower bound in expectation, and close to log p(x) at k = 500
+    assert (gaps > -3 * ses).all(), (gaps, ses)
+    assert gaps[0] > 1.0
+    assert gaps[-1] < 0.02
