@@ -50,6 +50,7 @@ import copy
 import gzip
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -112,6 +113,15 @@ def gemm_rate(m: int, k: int, n: int, repeats: int, inner: int) -> dict:
     a, b = torch.randn(m, k), torch.randn(k, n)
     t = best_time(lambda: a @ b, repeats, inner)
     return {"shape": f"[{m},{k}]x[{k},{n}]", "seconds": t, "gflops": 2 * m * k * n / t / 1e9}
+
+
+def measure_gemms(repeats: int, inner: int) -> dict:
+    """Rates of a [1000,200]x[200,784] and a 2048² GEMM, and the step's GEMM time."""
+    rates = [
+        gemm_rate(K * BATCH, 200, DATA_DIM, repeats, inner),
+        gemm_rate(2048, 2048, 2048, repeats, max(1, inner // 2)),
+    ]
+    return {"rates": rates, "step_gemm_seconds": step_gemm_seconds(repeats, inner)}
 
 
 def linear_gemms(rows: int, n_in: int, n_out: int, input_grad: bool) -> list[Callable]:
@@ -260,11 +270,12 @@ def make_pythae(encoder: torch.nn.Module, decoder: torch.nn.Module):
 def pythae_status() -> tuple[bool, str]:
     """pythae is used only if it imports and the torch in use is still the one we test."""
     try:
-        import pythae
+        from importlib.metadata import version
+
         from pythae.models import IWAE as _  # noqa: F401
     except Exception as err:  # noqa: BLE001 - any import failure means "not usable"
         return False, f"not installable/importable: {type(err).__name__}: {err}"
-    return True, f"pythae {getattr(pythae, '__version__', '?')} with torch {torch.__version__}"
+    return True, f"pythae {version('pythae')} installed without changing torch {torch.__version__}"
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -278,6 +289,8 @@ class Runner:
         self.step, self.batches = step, batches
         self.done = 0
         self.rates: list[float] = []
+        self.cpu_per_wall: list[float] = []  # < threads when other processes take the CPU
+        self.preempted_per_s: list[float] = []
 
     def set_numerics(self) -> None:
         # The library's own switch for ours; torch's for the others (the same call inside).
@@ -287,15 +300,22 @@ class Runner:
             torch.set_flush_denormal(self.flush_denormal)
 
     def run(self, min_steps: int, min_seconds: float) -> float:
+        """Time steps until both limits are reached; record steps/s and how much CPU we got."""
         self.set_numerics()
-        n, t0 = 0, time.perf_counter()
+        n, c0, u0 = 0, time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
         while True:
             self.step(self.batches[self.done % len(self.batches)])
             self.done += 1
             n += 1
             elapsed = time.perf_counter() - t0
             if n >= min_steps and elapsed >= min_seconds:
-                return n / elapsed
+                break
+        u1 = resource.getrusage(resource.RUSAGE_SELF)
+        self.rates.append(n / elapsed)
+        self.cpu_per_wall.append((time.process_time() - c0) / elapsed)
+        self.preempted_per_s.append((u1.ru_nivcsw - u0.ru_nivcsw) / elapsed)
+        return n / elapsed
 
     def summary(self) -> dict:
         return {
@@ -305,6 +325,8 @@ class Runner:
             "steps_per_s_min": min(self.rates),
             "steps_per_s_max": max(self.rates),
             "steps_per_s_rounds": self.rates,
+            "cpu_seconds_per_wall_second_rounds": self.cpu_per_wall,
+            "involuntary_context_switches_per_s_rounds": self.preempted_per_s,
             "total_steps": self.done,
         }
 
@@ -374,31 +396,12 @@ def main() -> None:
         flush=True,
     )
 
-    # GEMM rates (denormals do not occur in random matrices; flush setting is irrelevant).
+    # GEMM rates, measured before and after the training timings (denormals do not occur in
+    # random matrices). The roofline uses the best rate seen: the least disturbed measurement.
     configure_numerics(flush_denormal=True)
-    gemms = [
-        gemm_rate(K * BATCH, 200, DATA_DIM, gemm_repeats, gemm_inner),
-        gemm_rate(2048, 2048, 2048, gemm_repeats, max(1, gemm_inner // 2)),
-    ]
-    peak = max(g["gflops"] for g in gemms) * 1e9
-    step_gemm_s = step_gemm_seconds(gemm_repeats, gemm_inner)
-    flops = step_flops()
-    roofline = {
-        "flops_per_step": flops,
-        "gemm_rate_used_gflops": peak / 1e9,
-        "gemm_rate_used": "best of the measured GEMM rates",
-        "max_steps_per_s": peak / flops["forward_backward_3x"],
-        "max_steps_per_s_exact_count": peak / flops["forward_backward_exact"],
-        "step_gemm_seconds_shape_exact": step_gemm_s,
-        "max_steps_per_s_shape_exact": 1.0 / step_gemm_s,
-    }
-    for g in gemms:
+    gemm_before = measure_gemms(gemm_repeats, gemm_inner)
+    for g in gemm_before["rates"]:
         print(f"GEMM {g['shape']}: {g['gflops']:.0f} GFLOP/s", flush=True)
-    print(
-        f"roofline {roofline['max_steps_per_s']:.1f} steps/s "
-        f"(shape-exact GEMMs {roofline['max_steps_per_s_shape_exact']:.1f})",
-        flush=True,
-    )
 
     # Data and identical initial networks.
     n_train = BATCH * (50 if quick else 500)
@@ -451,14 +454,38 @@ def main() -> None:
 
     for r in runners:  # warm-up (allocator, Pyro's first trace, MKL kernels)
         r.run(warmup, 0.0)
+    for r in runners:
+        r.rates, r.cpu_per_wall, r.preempted_per_s = [], [], []
+    load_rounds = []
     for i in range(rounds):
         for r in runners:
-            r.rates.append(r.run(min_steps, seconds))
+            r.run(min_steps, seconds)
+        load_rounds.append(os.getloadavg()[0])
         print(
             f"round {i + 1}/{rounds}: " + ", ".join(f"{r.key} {r.rates[-1]:.1f}" for r in runners),
             flush=True,
         )
+    configure_numerics(flush_denormal=True)
+    gemm_after = measure_gemms(gemm_repeats, gemm_inner)
+    peak = max(g["gflops"] for m in (gemm_before, gemm_after) for g in m["rates"]) * 1e9
+    step_gemm_s = min(gemm_before["step_gemm_seconds"], gemm_after["step_gemm_seconds"])
+    flops = step_flops()
+    roofline = {
+        "flops_per_step": flops,
+        "gemm_rate_used_gflops": peak / 1e9,
+        "gemm_rate_used": "best of the GEMM rates measured before and after the training timings",
+        "max_steps_per_s": peak / flops["forward_backward_3x"],
+        "max_steps_per_s_exact_count": peak / flops["forward_backward_exact"],
+        "step_gemm_seconds_shape_exact": step_gemm_s,
+        "max_steps_per_s_shape_exact": 1.0 / step_gemm_s,
+    }
+    print(
+        f"roofline {roofline['max_steps_per_s']:.1f} steps/s "
+        f"(shape-exact GEMMs {roofline['max_steps_per_s_shape_exact']:.1f})",
+        flush=True,
+    )
     training = {r.key: r.summary() for r in runners}
+    by_key = {r.key: r for r in runners}
     med = {k: v["steps_per_s_median"] for k, v in training.items()}
 
     ratios = {
@@ -471,6 +498,13 @@ def main() -> None:
         "ours_fraction_of_shape_exact_gemm_bound": med["ours"]
         / roofline["max_steps_per_s_shape_exact"],
         "pyro_fraction_of_roofline": med["pyro"] / roofline["max_steps_per_s"],
+        # Paired within each round (both timed back to back): less exposed to load changes.
+        "ours_vs_pyro_paired_median": statistics.median(
+            o / p for o, p in zip(by_key["ours"].rates, by_key["pyro"].rates, strict=True)
+        ),
+        "ours_no_ftz_vs_pyro_paired_median": statistics.median(
+            o / p for o, p in zip(by_key["ours_no_ftz"].rates, by_key["pyro"].rates, strict=True)
+        ),
     }
     if pythae_ok:
         ratios["ours_vs_pythae_as_users_run_them"] = med["ours"] / med["pythae"]
@@ -518,6 +552,18 @@ def main() -> None:
     )
 
     load_end = list(os.getloadavg())
+    cpu_share = statistics.median(c for r in runners for c in r.cpu_per_wall) / max(
+        1, min(args.threads, os.cpu_count() or 1)
+    )
+    contention = (
+        f"median CPU time per wall second over all timings: {cpu_share:.0%} of "
+        f"{args.threads} threads"
+        + (
+            " — other processes were taking the cores, absolute rates are depressed and noisy"
+            if cpu_share < 0.6
+            else ""
+        )
+    )
     payload = {
         "mode": "quick" if quick else "full",
         "seed": args.seed,
@@ -539,7 +585,8 @@ def main() -> None:
             "pyro_validation_enabled": _pyro_validation(),
         },
         "pythae": pythae_note,
-        "gemm": gemms,
+        "loadavg_1min_after_each_round": load_rounds,
+        "gemm": {"before_training": gemm_before, "after_training": gemm_after},
         "roofline": roofline,
         "training": training,
         "ratios": ratios,
@@ -550,6 +597,7 @@ def main() -> None:
             "summed over the batch (pyro issue #3104), not per data point as IWAE does; the "
             "network and the work per step are the same.",
             "steps/s is the median over interleaved rounds; min/max show the spread.",
+            contention,
         ],
     }
     md = render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note)
@@ -576,10 +624,11 @@ def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note
             f"{v['steps_per_s_min']:.3g}–{v['steps_per_s_max']:.3g}",
             v["steps_per_s_median"] / pyro_default,
             v["steps_per_s_median"] / roof,
+            statistics.median(v["cpu_seconds_per_wall_second_rounds"]),
         ]
         for v in training.values()
     ]
-    rows.append(["GEMM roofline (peak rate)", "", roof, "", roof / pyro_default, 1.0])
+    rows.append(["GEMM roofline (peak rate)", "", roof, "", roof / pyro_default, 1.0, None])
     shape_exact = roofline["max_steps_per_s_shape_exact"]
     rows.append(
         [
@@ -589,6 +638,7 @@ def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note
             "",
             shape_exact / pyro_default,
             shape_exact / roof,
+            None,
         ]
     )
     train_table = markdown_table(
@@ -599,6 +649,7 @@ def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note
             "range",
             "× Pyro (default)",
             "fraction of roofline",
+            "CPU s / wall s",
         ],
         rows,
     )
@@ -623,7 +674,14 @@ def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note
             ["mean log p̂(x) (model after the timing steps only)", ev["mean_log_px"]],
         ],
     )
-    gemm_line = ", ".join(f"{g['shape']} {g['gflops']:.0f} GFLOP/s" for g in payload["gemm"])
+    gemm_line = ", ".join(
+        f"{g['shape']} {g['gflops']:.0f}/{h['gflops']:.0f} GFLOP/s"
+        for g, h in zip(
+            payload["gemm"]["before_training"]["rates"],
+            payload["gemm"]["after_training"]["rates"],
+            strict=True,
+        )
+    )
     return (
         f"# IWAE speed ({payload['mode']} mode)\n\n"
         f"{m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch']}, "
@@ -631,13 +689,18 @@ def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note
         f"{payload['loadavg_end']} at end. Seed {payload['seed']}. "
         f"Data: {payload['settings']['data']}.\n\n"
         f"## Training: IWAE k = {K}, batch {BATCH}, Adam, 784-200-200-50 tanh\n\n"
-        f"Median of {payload['settings']['rounds']} interleaved rounds. GEMM: {gemm_line}; "
+        f"Median of {payload['settings']['rounds']} interleaved rounds. GEMM (before/after the "
+        f"training timings): {gemm_line}; "
         f"roofline = {roofline['gemm_rate_used_gflops']:.0f} GFLOP/s / "
         f"{roofline['flops_per_step']['forward_backward_3x'] / 1e9:.3f} GFLOP per step.\n\n"
         f"{train_table}\n"
         f"ours / Pyro as users run them: {ratios['ours_vs_pyro_as_users_run_them']:.2f}× "
-        f"(goal 4×); ours / roofline: {ratios['ours_fraction_of_roofline']:.2f} (goal 0.5). "
+        f"(goal 4×; paired within rounds: {ratios['ours_vs_pyro_paired_median']:.2f}×); "
+        f"ours / roofline: {ratios['ours_fraction_of_roofline']:.2f} (goal 0.5). "
+        f"CPU s / wall s is the CPU time this process got per second ({payload['threads']} "
+        "threads): well below the thread count means other processes took the cores. "
         f"pythae: {pythae_note}.\n\n"
+        f"{payload['notes'][-1]}.\n\n"
         f"## Evaluation: log p(x) with k = {EVAL_K}\n\n{eval_table}"
     )
 

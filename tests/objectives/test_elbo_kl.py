@@ -30,8 +30,6 @@ def test_analytic_and_sampled_kl_elbo_have_the_same_expectation():
     diff = analytic - sampled  # same draws: only the KL term differs
     se = diff.std(0) / repeats**0.5
     assert (diff.mean(0).abs() < 4 * se).all(), (diff.mean(0), se)
-    # the analytic KL removes the KL's sampling noise: lower variance of the estimate
-    assert (analytic.var(0) < sampled.var(0)).all()
 
 
 def test_sampled_kl_term_is_mean_of_log_q_minus_log_prior_on_the_same_draws():

@@ -118,11 +118,11 @@ def test_expected_encoder_gradient_of_dreg_equals_that_of_standard_and_stl_is_bi
     linear_gaussian,
 ):
     # Both the standard and the DReG estimators are unbiased for ∇φ L_k; STL is biased for k > 1
-    # (Tucker et al. 2018). Each repeat averages a batch of 2 points × 200 copies.
+    # (Tucker et al. 2018). Each of 100 repeats averages a batch of 2 points × 200 copies.
     lg = linear_gaussian
     posterior = lg.learnable_posterior(shift=1.0, widen=1.5)
     x = lg.data(2).repeat(200, 1)
-    grads = encoder_gradient_draws(lg, posterior, x, 5, ESTIMATORS, repeats=30)
+    grads = encoder_gradient_draws(lg, posterior, x, 5, ESTIMATORS, repeats=100)
     z_dreg = paired_z_scores(grads["dreg"], grads["standard"])
     assert z_dreg.abs().max() < 4.5, z_dreg
     # the comparison has power: DReG has lower variance, and STL's bias is detected
@@ -135,6 +135,6 @@ def test_expected_encoder_gradient_of_stl_equals_standard_for_one_sample(linear_
     lg = linear_gaussian
     posterior = lg.learnable_posterior(shift=1.0, widen=1.5)
     x = lg.data(2).repeat(200, 1)
-    grads = encoder_gradient_draws(lg, posterior, x, 1, ["standard", "stl"], repeats=30)
+    grads = encoder_gradient_draws(lg, posterior, x, 1, ["standard", "stl"], repeats=100)
     z_stl = paired_z_scores(grads["stl"], grads["standard"])
     assert z_stl.abs().max() < 4.5, z_stl

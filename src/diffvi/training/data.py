@@ -49,11 +49,12 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        indices = self._rank_indices()
-        batches = indices.split(self.batch_size)
+        # A generator: the order is drawn at the first next(), after Lightning's set_epoch
+        # (on resume Lightning calls iter() before set_epoch).
+        batches = self._rank_indices().split(self.batch_size)
         if self.drop_last and len(batches) and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]
-        return iter(batches)
+        yield from batches
 
     def __len__(self) -> int:
         per_rank = self.num_items // self.world_size
@@ -62,8 +63,12 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
 
 
 def index_batch_loader(dataset: Dataset, sampler: IndexBatchSampler) -> DataLoader:
-    """A DataLoader that hands whole index batches to ``dataset[indices]``."""
-    return DataLoader(dataset, sampler=sampler, batch_size=None)
+    """A DataLoader that hands whole index batches to ``dataset[indices]``.
+
+    It has a generator of its own: a DataLoader otherwise draws a seed from the global RNG
+    each time it is iterated, which would shift the training noise of a resumed run.
+    """
+    return DataLoader(dataset, sampler=sampler, batch_size=None, generator=torch.Generator())
 
 
 class ImageDataModule(L.LightningDataModule):

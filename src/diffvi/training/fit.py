@@ -45,8 +45,13 @@ def fit(
     config.event_shape = list(data.event_shape)
     ckpt_path = str(resolve_checkpoint(run_dir)) if resume else None
     module = VAEModule(config)
+    # One file, rewritten (atomically) at the end of every epoch.
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
     )
     all_callbacks: list[Callback] = [checkpoint, *callbacks]
     if progress_bar:

@@ -105,9 +105,15 @@ class VAEModule(L.LightningModule):
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        rng = checkpoint.get("rng")
+        # Applied in on_train_start: the sanity-check validation that Lightning runs after
+        # restoring would otherwise consume random numbers the uninterrupted run did not.
+        self._restored_rng = checkpoint.get("rng")
+
+    def on_train_start(self) -> None:
+        rng = getattr(self, "_restored_rng", None)
         if rng is None:
             return
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        self._restored_rng = None

@@ -1,0 +1,99 @@
+"""Helpers shared by the command modules: error reporting, quiet Lightning, devices, data, JSON.
+
+Heavy imports (torch, Lightning) stay inside functions so that ``diffvi --help`` is quick.
+"""
+
+import functools
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors that mean "bad input": reported in one line, exit code 1, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
+
+
+def report_errors(command: F) -> F:
+    """Turn the user errors a command raises into ``Error: <message>`` on stderr and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as err:
+            typer.secho(f"Error: {err}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(code=1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's info lines ("GPU available", tips, "`Trainer.fit` stopped") and a few
+    warnings that do not concern the user; progress bars and real warnings stay."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        r".*isinstance\(treespec, LeafSpec\).*",  # torch deprecation inside Lightning
+        r".*does not have many workers.*",  # data are in memory; workers would not help
+        r"Checkpoint directory .* exists and is not empty.*",  # the demo reuses its folder
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def setup_numerics(flush_denormal: bool) -> None:
+    """Flush denormals (or not) before any computation; see ``diffvi.utils.runtime``."""
+    from diffvi.utils.runtime import configure_numerics
+
+    configure_numerics(flush_denormal)
+
+
+def parse_devices(devices: str) -> int | str:
+    """Lightning's ``devices``: ``"auto"``, a count such as ``"2"``, or a list such as ``"0,1"``."""
+    text = devices.strip()
+    if text.isdigit():
+        return int(text)
+    if text in ("auto", "-1") or all(part.strip().isdigit() for part in text.split(",")):
+        return text
+    raise ValueError(
+        f"--devices must be 'auto', a count (2) or a list of ids (0,1), got {devices!r}"
+    )
+
+
+def check_dataset(name: str) -> str:
+    """Fail early, with the list of valid names, on an unknown data set."""
+    from diffvi.data import dataset_splits
+
+    dataset_splits(name)  # raises ValueError listing the valid names
+    return name
+
+
+def check_split(name: str, split: str) -> None:
+    from diffvi.data import dataset_splits
+
+    splits = dataset_splits(name)
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r} for data set {name!r}; valid: {list(splits)}")
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

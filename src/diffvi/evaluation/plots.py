@@ -1,0 +1,295 @@
+"""Figures: image grids, data-over-reconstruction rows and 2-D latent scatter plots.
+
+Images follow the library convention: float ``[N, C, H, W]`` in [0, 1] with ``C`` = 1 (grey) or
+3 (RGB); any ``H × W`` works (8×8 digits, 28×28 MNIST, 28×20 Frey faces). Tensors may live on
+any device and need no gradient; NumPy arrays are accepted as well.
+
+``save_image_grid`` writes the grid pixel for pixel (no axes, no resampling) so that its size is
+predictable: ``nrows·(H·s + p) + p`` by ``ncols·(W·s + p) + p`` pixels, with ``s`` the integer
+``scale`` and ``p`` the ``padding`` (see :func:`grid_size`). The other two draw matplotlib
+figures. Every function writes to a temporary file in the destination folder and renames it into
+place, so a reader never sees a half-written file, and returns the path it wrote.
+
+Matplotlib runs on its non-interactive Agg backend; no display is needed.
+"""
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = ["grid_size", "save_image_grid", "save_latent_scatter", "save_reconstructions"]
+
+ArrayLike = torch.Tensor | np.ndarray
+
+# Values this far outside [0, 1] are rounding noise (clipped); further out is an error.
+_RANGE_TOLERANCE = 1e-3
+
+
+def _to_numpy(values: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64).numpy()
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    raise ValueError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(values).__name__}")
+
+
+def _check_images(images: ArrayLike, name: str = "images") -> np.ndarray:
+    """``[N, C, H, W]`` with C in {1, 3}, finite, in [0, 1] -> float64 array (clipped)."""
+    array = _to_numpy(images, name)
+    if array.ndim != 4 or array.shape[1] not in (1, 3) or array.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape [N, C, H, W] with N >= 1 and C = 1 (grey) or 3 (RGB), "
+            f"got {list(array.shape)}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite, got NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+    return np.clip(array, 0.0, 1.0)
+
+
+def default_scale(height: int, width: int) -> int:
+    """Integer up-scaling that makes small images viewable: ``max(1, 32 // max(H, W))``
+    (4 for 8×8 digits, 1 for 28×28 MNIST)."""
+    return max(1, 32 // max(height, width))
+
+
+def grid_size(
+    num: int, height: int, width: int, nrow: int, padding: int = 1, scale: int = 1
+) -> tuple[int, int]:
+    """Pixel size ``(height, width)`` of the grid ``save_image_grid`` writes for ``num`` images
+    of ``height × width`` with ``nrow`` images per row."""
+    ncols = min(nrow, num)
+    nrows = math.ceil(num / nrow)
+    return (
+        nrows * (height * scale + padding) + padding,
+        ncols * (width * scale + padding) + padding,
+    )
+
+
+def _compose_grid(
+    images: np.ndarray, nrow: int, padding: int, scale: int, pad_value: float
+) -> np.ndarray:
+    """Tile ``[N, C, H, W]`` into one ``[H', W', C]`` array."""
+    num, channels, height, width = images.shape
+    if scale > 1:
+        images = images.repeat(scale, axis=2).repeat(scale, axis=3)
+    cell_h, cell_w = height * scale, width * scale
+    out_h, out_w = grid_size(num, height, width, nrow, padding, scale)
+    grid = np.full((out_h, out_w, channels), pad_value, dtype=np.float64)
+    for i in range(num):
+        row, col = divmod(i, nrow)
+        top = padding + row * (cell_h + padding)
+        left = padding + col * (cell_w + padding)
+        grid[top : top + cell_h, left : left + cell_w] = images[i].transpose(1, 2, 0)
+    return grid
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` for a temporary file next to ``path``, then rename it to ``path``."""
+    path = Path(path)
+    if not path.suffix:
+        raise ValueError(f"path needs an image suffix such as .png or .pdf, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
+    try:
+        return _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def save_image_grid(
+    images: ArrayLike,
+    path: str | os.PathLike[str],
+    nrow: int = 8,
+    padding: int = 1,
+    scale: int | None = None,
+    pad_value: float = 0.5,
+) -> Path:
+    """Save ``images`` ``[N, C, H, W]`` in [0, 1] as one grid image, ``nrow`` images per row.
+
+    Args:
+        images: grey (C = 1) or RGB (C = 3) images.
+        path: output file; the format follows the suffix (``.png`` recommended).
+        nrow: images per row.
+        padding: pixels of ``pad_value`` between and around the images.
+        scale: integer nearest-neighbour up-scaling; ``None`` picks
+            :func:`default_scale` (4 for 8×8 images, 1 for 28×28).
+        pad_value: grey level of the padding, in [0, 1].
+    Returns:
+        ``path``. The image is :func:`grid_size` pixels large.
+    """
+    array = _check_images(images)
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    if scale is None:
+        scale = default_scale(array.shape[2], array.shape[3])
+    if scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale}")
+    if not 0.0 <= pad_value <= 1.0:
+        raise ValueError(f"pad_value must lie in [0, 1], got {pad_value}")
+    grid = _compose_grid(array, nrow, padding, scale, pad_value)
+    if grid.shape[2] == 1:
+        pixels, cmap = grid[:, :, 0], "gray"
+    else:
+        pixels, cmap = grid, None
+    # imsave writes one file pixel per array entry (no axes, no interpolation).
+    return _atomic_write(path, lambda tmp: plt.imsave(tmp, pixels, cmap=cmap, vmin=0.0, vmax=1.0))
+
+
+def save_reconstructions(
+    x: ArrayLike,
+    x_hat: ArrayLike,
+    path: str | os.PathLike[str],
+    padding: int = 1,
+    scale: int | None = None,
+) -> Path:
+    """Save data ``x`` (top row) over its reconstructions ``x_hat`` (bottom row).
+
+    Args:
+        x, x_hat: ``[N, C, H, W]`` in [0, 1], the same shape; one column per data point
+            (pass ~8–16 points).
+    Returns:
+        ``path``.
+    """
+    originals = _check_images(x, "x")
+    recons = _check_images(x_hat, "x_hat")
+    if originals.shape != recons.shape:
+        raise ValueError(
+            f"x_hat must have the shape of x, expected {list(originals.shape)}, "
+            f"got {list(recons.shape)}"
+        )
+    num, _, height, width = originals.shape
+    if scale is None:
+        scale = default_scale(height, width)
+    if scale < 1:
+        raise ValueError(f"scale must be an integer >= 1, got {scale}")
+    grid = _compose_grid(np.concatenate([originals, recons]), num, padding, scale, 0.5)
+    fig_h, fig_w = grid.shape[0] / 50, grid.shape[1] / 50  # ~50 grid pixels per inch
+    fig, ax = plt.subplots(figsize=(max(fig_w, 3.0) + 1.2, max(fig_h, 1.2)))
+    if grid.shape[2] == 1:
+        ax.imshow(grid[:, :, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+    row_centres = [padding + (r + 0.5) * (height * scale + padding) for r in range(2)]
+    ax.set_yticks(row_centres, ["data", "reconstruction"])
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return _save_figure(fig, path)
+
+
+def _check_labels(labels: ArrayLike | None, num: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    if isinstance(labels, torch.Tensor):
+        array = labels.detach().cpu().numpy()
+    elif isinstance(labels, np.ndarray):
+        array = labels
+    else:
+        raise ValueError(f"labels must be a tensor, array or None, got {type(labels).__name__}")
+    if array.ndim != 1 or array.shape[0] != num:
+        raise ValueError(f"labels must have shape [N] = [{num}], got {list(array.shape)}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"labels must be integers (-1 for unlabelled), got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def save_latent_scatter(
+    z: ArrayLike,
+    labels: ArrayLike | None,
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """Scatter plot of latent codes ``z`` ``[N, D]``, coloured by ``labels``.
+
+    ``D = 2`` is drawn as is; ``D > 2`` is projected on its first two principal components
+    (scikit-learn PCA; the axis labels say so and give the explained variance). ``labels`` is an
+    integer ``[N]`` or ``None``; ``-1`` marks unlabelled points (drawn in grey). Each class gets
+    its own colour and a legend entry.
+
+    Args:
+        seed: PCA's random state (only used by its randomised solver on large inputs).
+    Returns:
+        ``path``.
+    """
+    points = _to_numpy(z, "z")
+    if points.ndim != 2 or points.shape[0] < 1 or points.shape[1] < 2:
+        raise ValueError(
+            f"z must have shape [N, D] with N >= 1 and D >= 2, got {list(points.shape)}"
+        )
+    if not np.isfinite(points).all():
+        raise ValueError("z must be finite, got NaN or infinite values")
+    label_array = _check_labels(labels, points.shape[0])
+    dim = points.shape[1]
+    if dim == 2:
+        xy, axis_names = points, ("$z_1$", "$z_2$")
+    else:
+        if points.shape[0] < 2:
+            raise ValueError(f"PCA of a {dim}-D latent needs N >= 2 points, got {points.shape[0]}")
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=seed)
+        xy = pca.fit_transform(points)
+        ratio = pca.explained_variance_ratio_
+        axis_names = (
+            f"PC 1 of {dim}-D latent ({100 * ratio[0]:.0f}% var.)",
+            f"PC 2 of {dim}-D latent ({100 * ratio[1]:.0f}% var.)",
+        )
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    size = 12 if len(xy) <= 2000 else 4
+    if label_array is None or (label_array < 0).all():
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, color="tab:blue", linewidths=0)
+    else:
+        unlabelled = label_array < 0
+        if unlabelled.any():
+            ax.scatter(
+                xy[unlabelled, 0], xy[unlabelled, 1], s=size, alpha=0.4, color="0.6",
+                linewidths=0, label="unlabelled",
+            )  # fmt: skip
+        classes = np.unique(label_array[~unlabelled])
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        for i, cls in enumerate(classes):
+            mask = label_array == cls
+            ax.scatter(
+                xy[mask, 0], xy[mask, 1], s=size, alpha=0.8, color=cmap(i % cmap.N),
+                linewidths=0, label=str(cls),
+            )  # fmt: skip
+        ax.legend(
+            title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+            markerscale=1.5, ncols=1 if len(classes) <= 20 else 2,
+        )  # fmt: skip
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    if title:
+        ax.set_title(title)
+    return _save_figure(fig, path)
