@@ -1,5 +1,6 @@
 """ELBO and IWAE against the exact log p(x) of a linear-Gaussian model (float64)."""
 
+import pytest
 import torch
 
 from diffvi.objectives import ELBO, IWAE
@@ -74,3 +75,57 @@ def test_expected_iwae_bound_increases_with_k_and_approaches_log_px(linear_gauss
     assert (gaps > -3 * ses).all(), (gaps, ses)
     assert gaps[0] > 1.0
     assert gaps[-1] < 0.02
+
+
+def test_closed_form_elbo_equals_log_px_at_the_exact_posterior(linear_gaussian):
+    # checks the reference used below: ELBO = log p(x) − KL(q || p(z|x))
+    lg = linear_gaussian
+    x = lg.data(4)
+    mean, log_std = lg.posterior_mean(x), lg.log_std.expand(4, -1)
+    torch.testing.assert_close(lg.closed_form_elbo(x, mean, log_std), lg.log_px(x))
+    assert (lg.closed_form_elbo(x, mean + 0.3, log_std) < lg.log_px(x)).all()
+
+
+@pytest.mark.parametrize("analytic_kl", [False, True])
+def test_elbo_estimate_is_unbiased_for_the_closed_form_elbo_of_a_wrong_posterior(
+    linear_gaussian, analytic_kl
+):
+    lg = linear_gaussian
+    x = lg.data(3)
+    posterior = lg.posterior(SHIFT, WIDEN)
+    repeats = 5000
+    torch.manual_seed(10)
+    out = ELBO(num_samples=1, analytic_kl=analytic_kl)(lg.model, posterior, x.repeat(repeats, 1))
+    bound = out.bound.view(repeats, 3)
+    s = posterior.sample(x, 1)
+    exact = lg.closed_form_elbo(x, s.extras["mean"], s.extras["log_std"])
+    z_scores = (bound.mean(0) - exact) / (bound.std(0) / repeats**0.5)
+    assert z_scores.abs().max() < 4, z_scores
+    assert (exact < lg.log_px(x) - 0.5).all()  # the posterior is wrong enough to matter
+
+
+@pytest.mark.parametrize("analytic_kl", [False, True])
+def test_expected_elbo_gradient_equals_gradient_of_closed_form_elbo(linear_gaussian, analytic_kl):
+    # Reparameterised ELBO gradients w.r.t. the encoder φ and the decoder θ = (W, b) are
+    # unbiased for the gradient of the exact ELBO.
+    lg = linear_gaussian
+    x = lg.data(2)
+    posterior = lg.learnable_posterior(shift=1.0, widen=1.5)
+    params = [*posterior.parameters(), *lg.model.parameters()]
+
+    def flat_grad(loss):
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)])
+
+    mean, log_std = posterior.encoders[0](x).chunk(2, -1)
+    exact = flat_grad(-lg.closed_form_elbo(x, mean, log_std).mean())
+    xr = x.repeat(200, 1)
+    torch.manual_seed(11)
+    draws = torch.stack(
+        [
+            flat_grad(ELBO(num_samples=1, analytic_kl=analytic_kl)(lg.model, posterior, xr).loss)
+            for _ in range(60)
+        ]
+    )
+    z_scores = (draws.mean(0) - exact) / (draws.std(0) / draws.shape[0] ** 0.5 + 1e-12)
+    assert z_scores.abs().max() < 4.5, z_scores
+    assert exact.abs().max() > 0.1  # away from the optimum: the gradient is not trivially 0

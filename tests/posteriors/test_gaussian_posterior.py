@@ -16,13 +16,16 @@ def small_posterior(layers: int) -> tuple[GaussianPosterior, tuple[int, ...]]:
     if layers == 1:
         event_shape = (6,)
         _, posterior = build_vae(event_shape, "iwae-1", latent_dims=[2], hidden=[[8]])
-    else:
+    elif layers == 2:
         event_shape = (1, 28, 28)
         _, posterior = build_vae(event_shape, "iwae-2", latent_dims=[4, 3], hidden=[[16], [8]])
+    else:
+        event_shape = (6,)
+        _, posterior = build_vae(event_shape, latent_dims=[3, 2, 2], hidden=[[8], [4], [4]])
     return posterior.double(), event_shape
 
 
-@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("layers", [1, 2, 3])
 def test_sample_has_z_k_b_d_and_log_q_k_b(layers):
     posterior, event_shape = small_posterior(layers)
     x = torch.rand(B, *event_shape, dtype=torch.float64)
@@ -36,7 +39,7 @@ def test_sample_has_z_k_b_d_and_log_q_k_b(layers):
     assert s.extras["log_std"].shape == (B, first)
 
 
-@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("layers", [1, 2, 3])
 def test_sample_log_q_equals_log_prob_of_the_same_z(layers):
     posterior, event_shape = small_posterior(layers)
     x = torch.rand(B, *event_shape, dtype=torch.float64)

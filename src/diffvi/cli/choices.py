@@ -5,32 +5,32 @@ They mirror registries in the library (``diffvi.models.vae.ARCHITECTURES``,
 does not import Lightning. ``tests/cli`` checks that both stay the same.
 """
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Objective(str, Enum):
+class Objective(StrEnum):
     elbo = "elbo"
     iwae = "iwae"
 
 
-class Estimator(str, Enum):
+class Estimator(StrEnum):
     standard = "standard"
     stl = "stl"
     dreg = "dreg"
 
 
-class Architecture(str, Enum):
+class Architecture(StrEnum):
     iwae_1 = "iwae-1"
     iwae_2 = "iwae-2"
     aevb = "aevb"
 
 
-class Likelihood(str, Enum):
+class Likelihood(StrEnum):
     bernoulli = "bernoulli"
     gaussian = "gaussian"
 
 
-class Activation(str, Enum):
+class Activation(StrEnum):
     tanh = "tanh"
     relu = "relu"
     softplus = "softplus"
@@ -38,12 +38,12 @@ class Activation(str, Enum):
     silu = "silu"
 
 
-class Adam(str, Enum):
+class Adam(StrEnum):
     iwae_paper = "iwae-paper"
     iwae_code = "iwae-code"
     torch = "torch"
 
 
-class Schedule(str, Enum):
+class Schedule(StrEnum):
     constant = "constant"
     iwae = "iwae"

@@ -37,7 +37,11 @@ def report_errors(command: F) -> F:
 
 def quiet_lightning() -> None:
     """Silence Lightning's info lines ("GPU available", tips, "`Trainer.fit` stopped") and a few
-    warnings that do not concern the user; progress bars and real warnings stay."""
+    warnings that do not concern the user; progress bars and real warnings stay.
+
+    Imports Lightning first: its import sets its loggers' level to INFO."""
+    import lightning.pytorch  # noqa: F401
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (
@@ -53,6 +57,17 @@ def setup_numerics(flush_denormal: bool) -> None:
     from diffvi.utils.runtime import configure_numerics
 
     configure_numerics(flush_denormal)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given; ``None`` keeps torch's default."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def parse_devices(devices: str) -> int | str:

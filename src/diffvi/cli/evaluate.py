@@ -10,13 +10,14 @@ from diffvi.cli.common import (
     check_split,
     quiet_lightning,
     report_errors,
+    set_threads,
     setup_numerics,
     write_json,
 )
 
 
 def load_for_evaluation(run_or_checkpoint: Path, device: str):
-    """``(module, checkpoint path, torch.device)``: the trained module, in eval mode, on the device."""
+    """``(module, checkpoint path, torch.device)``: the module in eval mode on ``device``."""
     from diffvi.training import load_module
     from diffvi.training.checkpoint import resolve_checkpoint
     from diffvi.utils.runtime import resolve_device
@@ -28,8 +29,22 @@ def load_for_evaluation(run_or_checkpoint: Path, device: str):
     return module, checkpoint, torch_device
 
 
-def load_images(name: str, split: str, event_shape: list[int] | tuple[int, ...], limit: int | None):
-    """``(images, labels)`` of a data set split, checked against the model's event shape."""
+def load_images(
+    name: str,
+    split: str,
+    event_shape: list[int] | tuple[int, ...],
+    limit: int | None,
+    seed: int = 0,
+):
+    """``(images, labels)`` of a data set split, checked against the model's event shape.
+
+    Labels are ``-1`` for unlabelled data; a dynamically binarised split is binarised once
+    with ``seed``.
+    """
+    import dataclasses
+
+    import torch
+
     from diffvi.data import load_dataset
 
     check_dataset(name)
@@ -40,10 +55,9 @@ def load_images(name: str, split: str, event_shape: list[int] | tuple[int, ...],
             f"data set {name!r} has images of shape {list(data.image_shape)}, but the model "
             f"expects {list(event_shape)}"
         )
-    keep = slice(None) if limit is None else slice(0, limit)
-    images = data.images[keep]
-    labels = data.labels[keep] if data.labels is not None else None
-    return images, labels
+    if data.binarize != "none":
+        data = dataclasses.replace(data, generator=torch.Generator().manual_seed(seed))
+    return data[slice(None) if limit is None else slice(0, limit)]
 
 
 @report_errors
@@ -86,6 +100,10 @@ def evaluate_command(
     flush_denormal: Annotated[
         bool, typer.Option(help="Flush denormal floats to zero on the CPU.")
     ] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="CPU threads for torch.", show_default="torch's default"),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Evaluate a trained VAE on held-out data.
@@ -99,8 +117,9 @@ def evaluate_command(
         diffvi evaluate runs/mnist-dynamic-iwae-k50 --k 5000 --limit 1000
         diffvi evaluate runs/d/checkpoints/last.ckpt --k 1000 --json m.json
     """
-    quiet_lightning()
     setup_numerics(flush_denormal)
+    quiet_lightning()
+    set_threads(threads)
     metrics = run_evaluation(
         run_or_checkpoint, k, iwae_k, elbo_samples, dataset, split, limit, batch_size, device,
         seed, progress,
@@ -133,7 +152,7 @@ def run_evaluation(
 
     module, checkpoint, torch_device = load_for_evaluation(run_or_checkpoint, device)
     name = dataset or module.config.dataset
-    images, _ = load_images(name, split, module.config.event_shape, limit)
+    images, _ = load_images(name, split, module.config.event_shape, limit, seed)
     with torch.no_grad():
         metrics = evaluate_module(
             module, images.to(torch_device), k=k, elbo_samples=elbo_samples, iwae_k=iwae_k,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from diffvi.cli.common import quiet_lightning, report_errors, setup_numerics
+from diffvi.cli.common import quiet_lightning, report_errors, set_threads, setup_numerics
 
 
 @report_errors
@@ -43,6 +43,10 @@ def sample_command(
     device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu, cuda, cuda:N.")] = (
         "auto"
     ),
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="CPU threads for torch.", show_default="torch's default"),
+    ] = None,
     flush_denormal: Annotated[
         bool, typer.Option(help="Flush denormal floats to zero on the CPU.")
     ] = True,
@@ -54,8 +58,9 @@ def sample_command(
         diffvi sample runs/mnist-dynamic-iwae-k50 --num 64 --out samples.png
         diffvi sample runs/d/checkpoints/last.ckpt --num 100 --seed 1 -o d.png
     """
-    quiet_lightning()
     setup_numerics(flush_denormal)
+    quiet_lightning()
+    set_threads(threads)
     import torch
 
     from diffvi.cli.evaluate import load_for_evaluation

@@ -6,14 +6,15 @@ from typing import Annotated, Any
 import typer
 
 from diffvi.cli import choices
-from diffvi.data import available_datasets
 from diffvi.cli.common import (
     check_dataset,
     parse_devices,
     quiet_lightning,
     report_errors,
+    set_threads,
     setup_numerics,
 )
+from diffvi.data import available_datasets
 
 train_app = typer.Typer(
     help="Train a model; one sub-command per model family.",
@@ -28,48 +29,53 @@ _MODEL = "Model"
 _OPTIM = "Optimisation"
 
 
-class FinalMetrics:
-    """Lightning callback (built lazily) that keeps the last validation figures."""
+def final_metrics_callback() -> Any:
+    """A Lightning callback that keeps the last validation figures (``.metrics``), the final
+    step and epoch, and whether this process is global rank 0 (built here so that importing
+    this module does not import Lightning)."""
+    from lightning.pytorch.callbacks import Callback
 
-    @staticmethod
-    def create() -> Any:
-        from lightning.pytorch.callbacks import Callback
+    class FinalMetrics(Callback):
+        def __init__(self) -> None:
+            self.metrics: dict[str, float] = {}
+            self.is_global_zero = True
+            self.global_step = 0
+            self.epoch = 0
 
-        class _FinalMetrics(Callback):
-            def __init__(self) -> None:
-                self.metrics: dict[str, float] = {}
-                self.is_global_zero = True
-                self.global_step = 0
-                self.epoch = 0
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
+            for name, value in trainer.callback_metrics.items():
+                if name.startswith("val/"):
+                    self.metrics[name] = float(value)
 
-            def on_validation_end(self, trainer, pl_module) -> None:
-                if trainer.sanity_checking:
-                    return
-                for name, value in trainer.callback_metrics.items():
-                    if name.startswith("val/"):
-                        self.metrics[name] = float(value)
+        def on_train_end(self, trainer, pl_module) -> None:
+            self.is_global_zero = trainer.is_global_zero
+            self.global_step = trainer.global_step
+            self.epoch = trainer.current_epoch
 
-            def on_train_end(self, trainer, pl_module) -> None:
-                self.is_global_zero = trainer.is_global_zero
-                self.global_step = trainer.global_step
-                self.epoch = trainer.current_epoch
-
-        return _FinalMetrics()
+    return FinalMetrics()
 
 
-def _resolve_config(explicit: dict[str, Any], run_dir: Path, resume: bool):
-    """The ``TrainConfig`` of this run: the command-line values over the defaults for a new run;
-    the saved ``config.json`` for ``--resume`` (only ``RESUMABLE_FIELDS`` may change)."""
+def _resolve_config(explicit: dict[str, Any], run_dir: Path | None, resume: bool):
+    """``(config, run_dir)`` of this run. A new run: the command-line values over the
+    ``TrainConfig`` defaults, in ``run_dir`` or ``runs/DATASET-OBJECTIVE-kK``. ``--resume``:
+    the saved ``config.json`` of ``run_dir`` (only ``RESUMABLE_FIELDS`` may change)."""
     from diffvi.training import TrainConfig
 
     given = {name: value for name, value in explicit.items() if value is not None}
     if not resume:
+        config = TrainConfig(**given)
+        if run_dir is None:
+            run_dir = Path("runs") / f"{config.dataset}-{config.objective}-k{config.k}"
         if (run_dir / "checkpoints" / "last.ckpt").exists():
             raise ValueError(
                 f"{run_dir} already holds a run (checkpoints/last.ckpt); pass --resume to "
                 "continue it, or choose another --run-dir"
             )
-        return TrainConfig(**given)
+        return config, run_dir
+    if run_dir is None:
+        raise ValueError("--resume needs the --run-dir of the run to continue")
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
@@ -92,7 +98,7 @@ def _resolve_config(explicit: dict[str, Any], run_dir: Path, resume: bool):
     for name in RESUMABLE_FIELDS:
         if name in given:
             setattr(saved, name, given[name])
-    return saved
+    return saved, run_dir
 
 
 def _parse_hidden(hidden: list[str] | None) -> list[list[int]] | None:
@@ -245,7 +251,19 @@ def train_vae(
             rich_help_panel=_HARDWARE,
         ),
     ] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads for torch.",
+            show_default="torch's default",
+            rich_help_panel=_HARDWARE,
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    log_every_n_steps: Annotated[
+        int, typer.Option(min=1, help="Write training metrics to logs/ every N steps.")
+    ] = 50,
 ) -> None:
     """Train a VAE with the ELBO or the IWAE bound (Burda et al. 2016).
 
@@ -259,8 +277,9 @@ def train_vae(
         diffvi train vae --run-dir runs/d --resume --max-epochs 200
         diffvi train vae --dataset mnist --strategy ddp --devices 4
     """
-    quiet_lightning()
     setup_numerics(flush_denormal)
+    quiet_lightning()
+    set_threads(threads)
     if dataset is not None:
         check_dataset(dataset)
     explicit: dict[str, Any] = {
@@ -282,19 +301,13 @@ def train_vae(
         "max_steps": max_steps,
         "seed": seed,
     }
-    if run_dir is None:
-        if resume:
-            raise ValueError("--resume needs the --run-dir of the run to continue")
-        run_dir = Path("runs") / (
-            f"{dataset or 'mnist-dynamic'}-{explicit['objective'] or 'iwae'}-k{k or 50}"
-        )
-    config = _resolve_config(explicit, run_dir, resume)
+    config, run_dir = _resolve_config(explicit, run_dir, resume)
     config.flush_denormal = flush_denormal
     check_dataset(config.dataset)
 
     from diffvi.training import fit
 
-    tracker = FinalMetrics.create()
+    tracker = final_metrics_callback()
     fit(
         config,
         run_dir,
@@ -305,6 +318,7 @@ def train_vae(
         strategy=strategy,
         progress_bar=progress,
         callbacks=[tracker],
+        log_every_n_steps=log_every_n_steps,
     )
     if not tracker.is_global_zero:
         return

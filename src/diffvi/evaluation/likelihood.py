@@ -34,7 +34,12 @@ class LikelihoodEstimate:
 
 @torch.no_grad()
 def log_weights_chunked(
-    model, posterior, x: Tensor, num_samples: int, max_rows: int
+    model,
+    posterior,
+    x: Tensor,
+    num_samples: int,
+    max_rows: int,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Running ``(logsumexp log w, logsumexp 2·log w)`` over ``num_samples`` draws, each ``[B]``."""
     chunk = max(1, min(num_samples, max_rows // max(1, x.shape[0])))
@@ -42,7 +47,7 @@ def log_weights_chunked(
     done = 0
     while done < num_samples:
         k = min(chunk, num_samples - done)
-        s = posterior.sample(x, k)
+        s = posterior.sample(x, k, generator=generator)
         log_w = model.log_joint(x, s.z) - s.log_q  # [k, B]
         a, b = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
         lse = a if lse is None else torch.logaddexp(lse, a)
@@ -60,6 +65,7 @@ def estimate_log_likelihood(
     batch_size: int = 100,
     max_rows: int = 25_000,
     show_progress: bool = False,
+    generator: torch.Generator | None = None,
 ) -> LikelihoodEstimate:
     """Estimate log p(x) for every data point.
 
@@ -69,6 +75,7 @@ def estimate_log_likelihood(
         num_samples: k, importance samples per point.
         max_rows: at most this many (sample, data point) pairs go through the decoder at once;
             memory is about ``max_rows × data_dim × 4`` bytes per activation.
+        generator: source of the importance samples (the global RNG when ``None``).
     Returns:
         ``LikelihoodEstimate`` with ``log_px`` and ``stderr`` of shape ``[N]``.
     """
@@ -82,7 +89,7 @@ def estimate_log_likelihood(
     try:
         for batch in progress(batches, desc=f"log p(x), k={num_samples}", enable=show_progress):
             x = batch[0] if isinstance(batch, list | tuple) else batch
-            lse, lse2 = log_weights_chunked(model, posterior, x, num_samples, max_rows)
+            lse, lse2 = log_weights_chunked(model, posterior, x, num_samples, max_rows, generator)
             log_px.append(lse - math.log(num_samples))
             # Var[log p̂] ≈ Var[w] / (k·E[w]²) = (k·Σw²/(Σw)² − 1) / k   (delta method)
             rel_var = torch.clamp(torch.exp(lse2 - 2 * lse + math.log(num_samples)) - 1, min=0)

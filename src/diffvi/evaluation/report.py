@@ -21,7 +21,7 @@ __all__ = ["evaluate_module", "format_table", "mean_bound"]
 
 @torch.no_grad()
 def mean_bound(objective: Objective, model, posterior, x: Tensor, batch_size: int = 100) -> float:
-    """Mean over the data points of ``objective``'s per-point bound, in batches of ``batch_size``."""
+    """Mean over the data points of ``objective``'s per-point bound, batch by batch."""
     total = 0.0
     for batch in x.split(batch_size):
         total += float(objective(model, posterior, batch).bound.double().sum())
@@ -110,7 +110,7 @@ def format_table(metrics: dict[str, Any], title: str | None = None) -> str:
     table.add_column("metric (nats per data point)")
     table.add_column("value", justify="right")
     rows = [
-        (f"test ELBO ({metrics['elbo_samples']} samples)", f"{metrics['elbo']:.3f}"),
+        (f"ELBO ({metrics['elbo_samples']} samples)", f"{metrics['elbo']:.3f}"),
         (f"IWAE bound (k={metrics['iwae_k']})", f"{metrics['iwae_bound']:.3f}"),
         (
             f"log p(x), importance-sampled (k={metrics['k']})",
@@ -118,7 +118,7 @@ def format_table(metrics: dict[str, Any], title: str | None = None) -> str:
         ),
         ("NLL = -log p(x)", f"{metrics['nll']:.3f}"),
         ("active units", f"{metrics['active_units']} / {metrics['latent_dim']}"),
-        ("test points", str(metrics["num_points"])),
+        ("data points", str(metrics["num_points"])),
     ]
     for name, value in rows:
         table.add_row(name, value)

@@ -62,8 +62,17 @@ class VAE(nn.Module):
             )
         return x.flatten(1)
 
+    def _check_z(self, z: Tensor, batch_size: int | None = None) -> None:
+        if z.ndim < 2 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must have shape [K, B, {self.latent_dim}], got {list(z.shape)}")
+        if batch_size is not None and z.shape[-2] != batch_size:
+            raise ValueError(
+                f"z must have batch size {batch_size} (that of x) on axis -2, got {list(z.shape)}"
+            )
+
     def log_prior(self, z: Tensor) -> Tensor:
         """log p(z_1, …, z_L) = log p(z_L) + Σ log p(z_l | z_{l+1}): ``[K, B, D] -> [K, B]``."""
+        self._check_z(z)
         layers = z.split(self.latent_dims, dim=-1)
         total = self.prior.log_prob(layers[-1])
         for i, net in enumerate(self.conditionals):
@@ -77,7 +86,9 @@ class VAE(nn.Module):
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x|z) for ``x: [B, *event_shape]``, ``z: [K, B, D]`` -> ``[K, B]``."""
-        return self.likelihood.log_prob(self._check_x(x), self.decode(z))
+        flat = self._check_x(x)
+        self._check_z(z, flat.shape[0])
+        return self.likelihood.log_prob(flat, self.decode(z))
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x, z): ``[K, B]``."""
@@ -88,8 +99,10 @@ class VAE(nn.Module):
         layers = [self.prior.sample((num,), generator=generator)]
         for net in reversed(self.conditionals):
             mean, log_std = net(layers[0]).chunk(2, dim=-1)
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device)
-            layers.insert(0, mean + torch.exp(log_std) * noise.to(mean.dtype))
+            noise = torch.randn(
+                mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
+            )
+            layers.insert(0, mean + torch.exp(log_std) * noise)
         return torch.cat(layers, dim=-1)
 
     @torch.no_grad()

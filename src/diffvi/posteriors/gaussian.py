@@ -74,6 +74,16 @@ class GaussianPosterior(Posterior):
         return total
 
     def expected_latent(self, x: Tensor, num_samples: int = 100) -> Tensor:
-        if len(self.encoders) == 1:
-            return self._params(x.flatten(1), 0)[0]
-        return super().expected_latent(x, num_samples)
+        """E_q[z|x] ``[B, D]``: exact for the bottom layer; for layer l > 1 the Monte Carlo mean
+        of its conditional mean μ_l(z_{l−1}) over draws of the layer below (exact for units
+        whose mean does not depend on the layer below, e.g. collapsed ones)."""
+        mean, log_std = self._params(x.flatten(1), 0)
+        means = [mean]
+        z = mean + torch.exp(log_std) * torch.randn(
+            (num_samples, *mean.shape), dtype=mean.dtype, device=mean.device
+        )
+        for layer in range(1, len(self.encoders)):
+            mean, log_std = self._params(z, layer)
+            means.append(mean.mean(0))
+            z = mean + torch.exp(log_std) * torch.randn_like(mean)
+        return means[0] if len(means) == 1 else torch.cat(means, dim=-1)

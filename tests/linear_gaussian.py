@@ -3,13 +3,12 @@
 p(z) = N(0, I_D), p(x|z) = N(Wz + b, σ² I_F). Then p(x) = N(b, WWᵀ + σ²I) and
 p(z|x) = N(m, S) with S = (I + WᵀW/σ²)⁻¹, m = S Wᵀ(x − b)/σ². W has orthogonal columns, so
 WᵀW and S are diagonal and the exact posterior is a diagonal Gaussian whose mean is affine in x:
-an encoder with fixed tensors represents it exactly. (tests/evaluation/conftest.py holds the
-same construction.)
+an encoder with fixed tensors represents it exactly. The ``linear_gaussian`` fixture of
+tests/conftest.py builds one.
 """
 
 import math
 
-import pytest
 import torch
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
@@ -63,6 +62,21 @@ class LinearGaussian:
         cov = self.W @ self.W.T + self.sigma**2 * torch.eye(self.data_dim, dtype=F64)
         return MultivariateNormal(self.b, cov).log_prob(x)
 
+    def closed_form_elbo(self, x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+        """E_q[log p(x|z)] + E_q[log p(z)] + H[q] for q = N(mean, diag exp(log_std)²), in
+        closed form, differentiable in q's parameters and in the decoder's W and b: ``[N]``."""
+        W, b, var = self.model.decoder.weight, self.model.decoder.bias, torch.exp(2 * log_std)
+        resid = x - b - mean @ W.T
+        trace = (var * W.square().sum(0)).sum(-1)  # tr(W diag(var) Wᵀ)
+        log_2pi = math.log(2 * math.pi)
+        e_log_lik = (
+            -0.5 * self.data_dim * (log_2pi + 2 * math.log(self.sigma))
+            - 0.5 * (resid.square().sum(-1) + trace) / self.sigma**2
+        )
+        e_log_prior = -0.5 * self.latent_dim * log_2pi - 0.5 * (mean.square() + var).sum(-1)
+        entropy = 0.5 * self.latent_dim * (log_2pi + 1) + log_std.sum(-1)
+        return e_log_lik + e_log_prior + entropy
+
     def posterior_mean(self, x: Tensor) -> Tensor:
         return (x - self.b) @ self.W @ self.S.T / self.sigma**2
 
@@ -89,18 +103,3 @@ class LinearGaussian:
         z = torch.randn(n, self.latent_dim, generator=g, dtype=F64)
         noise = torch.randn(n, self.data_dim, generator=g, dtype=F64)
         return z @ self.W.T + self.b + self.sigma * noise
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which costs up to
-    100× on a machine whose cores are shared with other jobs. Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def linear_gaussian() -> LinearGaussian:
-    return LinearGaussian()

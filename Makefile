@@ -1,0 +1,51 @@
+# Set-up and everyday commands. Every target creates .venv when it is missing.
+# torch==2.13.0 is installed first: on this project's machines that is a local CPU build;
+# anywhere else it is the normal wheel.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_DATA := $(abspath ../shared/data)
+export DIFFVI_DATA ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+
+.PHONY: install demo test test-fast lint format bench bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/diffvi demo
+
+test: install
+	$(PY) -m pytest -q --durations=15
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# Full benchmarks (budgets recorded in each JSON); bench-quick is the CI-sized version.
+bench: $(VENV)/.bench
+	$(PY) benchmarks/iwae_speed.py
+	$(PY) benchmarks/iwae_table1.py --epochs 10
+
+bench-quick: $(VENV)/.bench
+	$(PY) benchmarks/iwae_speed.py --quick
+	$(PY) benchmarks/iwae_table1.py --quick
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

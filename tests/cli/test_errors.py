@@ -1,0 +1,68 @@
+"""Bad input ends with a one-line message naming the problem and a non-zero exit code."""
+
+
+def _assert_clean_failure(result, *needles):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_train_with_an_unknown_dataset_names_it_and_the_valid_ones(cli, tmp_path):
+    result = cli("train", "vae", "--dataset", "no-such-data", "--run-dir", tmp_path / "r")
+    _assert_clean_failure(result, "no-such-data", "digits")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_with_k_below_one_is_a_usage_error(cli, tmp_path):
+    result = cli("train", "vae", "--k", "0", "--run-dir", tmp_path / "r")
+    _assert_clean_failure(result, "--k")
+    assert result.exit_code == 2
+
+
+def test_train_with_malformed_hidden_sizes_names_the_option(cli, tmp_path):
+    result = cli("train", "vae", "--dataset", "digits", "--hidden", "200,x", "--run-dir", tmp_path)
+    _assert_clean_failure(result, "--hidden", "200,x")
+
+
+def test_resume_without_a_run_folder_says_what_is_missing(cli, tmp_path):
+    result = cli("train", "vae", "--run-dir", tmp_path / "none", "--resume")
+    _assert_clean_failure(result, "config.json")
+
+
+def test_evaluate_a_missing_checkpoint_names_the_path(cli, tmp_path):
+    missing = tmp_path / "no-run"
+    result = cli("evaluate", missing)
+    _assert_clean_failure(result, str(missing))
+    assert result.exit_code == 1
+
+
+def test_evaluate_a_run_folder_without_checkpoint_says_so(cli, tmp_path):
+    result = cli("evaluate", tmp_path)
+    _assert_clean_failure(result, "last.ckpt")
+
+
+def test_evaluate_a_corrupt_checkpoint_says_it_is_unreadable(cli, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    result = cli("evaluate", bad)
+    _assert_clean_failure(result, "not a readable diffvi checkpoint")
+
+
+def test_evaluate_on_an_unknown_dataset_or_split_names_it(cli, trained_run):
+    result = cli("evaluate", trained_run[0], "--dataset", "no-such-data")
+    _assert_clean_failure(result, "no-such-data")
+    result = cli("evaluate", trained_run[0], "--split", "valid")
+    _assert_clean_failure(result, "valid", "test")
+
+
+def test_sample_a_missing_checkpoint_names_the_path(cli, tmp_path):
+    result = cli("sample", tmp_path / "nothing.ckpt")
+    _assert_clean_failure(result, "nothing.ckpt")
+
+
+def test_unknown_device_is_rejected_with_the_valid_forms(cli, trained_run):
+    result = cli("sample", trained_run[0], "--device", "tpu9")
+    _assert_clean_failure(result, "tpu9")

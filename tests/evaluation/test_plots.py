@@ -1,0 +1,156 @@
+"""Plots: grid geometry, grey and RGB images, PCA for wide latents, shape validation."""
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+
+from diffvi.evaluation.plots import (
+    grid_size,
+    save_image_grid,
+    save_latent_scatter,
+    save_reconstructions,
+)
+
+
+def _read(path) -> np.ndarray:
+    return mpimg.imread(path)
+
+
+def test_grid_of_16_digits_with_4_per_row_is_square(tmp_path):
+    images = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    path = save_image_grid(images, tmp_path / "grid.png", nrow=4, scale=1)
+    pixels = _read(path)
+    assert path == tmp_path / "grid.png"
+    assert pixels.shape[:2] == (4 * 9 + 1, 4 * 9 + 1)
+
+
+def test_grid_of_16_digits_with_8_per_row_is_twice_as_wide_as_2_rows(tmp_path):
+    images = torch.rand(16, 1, 8, 8)
+    pixels = _read(save_image_grid(images, tmp_path / "grid.png", nrow=8, scale=1, padding=0))
+    assert pixels.shape[:2] == (2 * 8, 8 * 8)
+
+
+def test_grid_default_scale_enlarges_small_images_only(tmp_path):
+    digits = _read(save_image_grid(torch.rand(4, 1, 8, 8), tmp_path / "d.png", nrow=2))
+    mnist = _read(save_image_grid(torch.rand(4, 1, 28, 28), tmp_path / "m.png", nrow=2))
+    assert digits.shape[:2] == grid_size(4, 8, 8, nrow=2, scale=4) == (2 * 33 + 1, 2 * 33 + 1)
+    assert mnist.shape[:2] == grid_size(4, 28, 28, nrow=2, scale=1) == (2 * 29 + 1, 2 * 29 + 1)
+
+
+def test_grid_keeps_the_aspect_of_non_square_frey_faces(tmp_path):
+    pixels = _read(save_image_grid(torch.rand(6, 1, 28, 20), tmp_path / "f.png", nrow=3))
+    assert pixels.shape[:2] == (2 * 29 + 1, 3 * 21 + 1)
+
+
+def test_grid_places_each_image_pixel_for_pixel(tmp_path):
+    images = torch.zeros(2, 1, 8, 8)
+    images[1] = 1.0  # second image white, first black, grey padding
+    pixels = _read(save_image_grid(images, tmp_path / "g.png", nrow=2, scale=1))
+    grey = pixels[..., 0]
+    assert np.allclose(grey[1:9, 1:9], 0.0)
+    assert np.allclose(grey[1:9, 10:18], 1.0)
+    assert np.allclose(grey[0, :], 0.5, atol=0.01)
+
+
+def test_grid_writes_rgb_colours(tmp_path):
+    images = torch.zeros(1, 3, 4, 4)
+    images[0, 0] = 1.0  # pure red
+    pixels = _read(save_image_grid(images, tmp_path / "rgb.png", nrow=1, scale=1, padding=0))
+    assert np.allclose(pixels[..., :3], [1.0, 0.0, 0.0])
+
+
+def test_grid_leaves_no_temporary_files(tmp_path):
+    save_image_grid(torch.rand(3, 1, 8, 8), tmp_path / "grid.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (16, 8, 8), (4, 2, 8, 8), (0, 1, 8, 8), (2, 1, 1, 8, 8)])
+def test_grid_rejects_images_that_are_not_N_C_H_W_grey_or_rgb(tmp_path, shape):
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\].*got"):
+        save_image_grid(torch.rand(shape), tmp_path / "bad.png")
+
+
+def test_grid_rejects_values_outside_unit_interval_and_nan(tmp_path):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        save_image_grid(torch.full((1, 1, 8, 8), 2.0), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="finite"):
+        save_image_grid(torch.full((1, 1, 8, 8), float("nan")), tmp_path / "bad.png")
+
+
+def test_grid_rejects_bad_nrow_and_missing_suffix(tmp_path):
+    with pytest.raises(ValueError, match="nrow"):
+        save_image_grid(torch.rand(2, 1, 8, 8), tmp_path / "bad.png", nrow=0)
+    with pytest.raises(ValueError, match="suffix"):
+        save_image_grid(torch.rand(2, 1, 8, 8), tmp_path / "no_suffix")
+
+
+def test_reconstructions_figure_is_written_and_wider_than_tall(tmp_path):
+    x = torch.rand(10, 1, 28, 28)
+    path = save_reconstructions(x, x.flip(0), tmp_path / "rec.png")
+    pixels = _read(path)
+    assert pixels.shape[1] > pixels.shape[0]
+
+
+def test_reconstructions_reject_mismatched_shapes(tmp_path):
+    with pytest.raises(ValueError, match=r"x_hat must have the shape of x.*\[4, 1, 8, 8\]"):
+        save_reconstructions(torch.rand(4, 1, 8, 8), torch.rand(3, 1, 8, 8), tmp_path / "r.png")
+
+
+def test_latent_scatter_2d_uses_raw_axes(tmp_path, monkeypatch):
+    labels_seen = _capture_axis_labels(monkeypatch)
+    z = torch.randn(50, 2)
+    save_latent_scatter(z, torch.arange(50) % 3, tmp_path / "z.png", title="2-D")
+    assert labels_seen == ["$z_1$", "$z_2$"]
+    assert (tmp_path / "z.png").stat().st_size > 0
+
+
+def test_latent_scatter_projects_wide_latents_with_pca(tmp_path, monkeypatch):
+    labels_seen = _capture_axis_labels(monkeypatch)
+    z = torch.randn(60, 8)
+    labels = torch.arange(60) % 10
+    labels[:5] = -1  # some unlabelled points
+    save_latent_scatter(z, labels, tmp_path / "z.png")
+    assert all("PC" in name and "8-D" in name for name in labels_seen)
+
+
+def test_latent_scatter_accepts_no_labels_and_numpy(tmp_path):
+    path = save_latent_scatter(
+        np.random.default_rng(0).normal(size=(30, 5)), None, tmp_path / "z.png"
+    )
+    assert path.exists()
+
+
+@pytest.mark.parametrize("shape", [(10,), (10, 1), (2, 3, 4)])
+def test_latent_scatter_rejects_z_that_is_not_N_by_at_least_2(tmp_path, shape):
+    with pytest.raises(ValueError, match=r"\[N, D\].*got"):
+        save_latent_scatter(torch.randn(shape), None, tmp_path / "z.png")
+
+
+def test_latent_scatter_rejects_labels_of_the_wrong_length_or_type(tmp_path):
+    with pytest.raises(ValueError, match=r"labels must have shape \[N\] = \[10\], got \[9\]"):
+        save_latent_scatter(
+            torch.randn(10, 2), torch.zeros(9, dtype=torch.long), tmp_path / "z.png"
+        )
+    with pytest.raises(ValueError, match="integers"):
+        save_latent_scatter(torch.randn(10, 2), torch.zeros(10), tmp_path / "z.png")
+
+
+def _capture_axis_labels(monkeypatch) -> list[str]:
+    """Record the x and y labels the scatter plot sets."""
+    from matplotlib.axes import Axes
+
+    seen: list[str] = []
+    set_x, set_y = Axes.set_xlabel, Axes.set_ylabel
+
+    def record_x(self, label, *args, **kwargs):
+        seen.append(label)
+        return set_x(self, label, *args, **kwargs)
+
+    def record_y(self, label, *args, **kwargs):
+        seen.append(label)
+        return set_y(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_xlabel", record_x)
+    monkeypatch.setattr(Axes, "set_ylabel", record_y)
+    return seen
