@@ -1,49 +1,25 @@
-"""The fixed choices of CLI options, as enums (typer lists them in ``--help``).
+"""The fixed choices of CLI options, as enums built from the library's registries (typer lists
+them in ``--help``). Nothing here imports Lightning."""
 
-They mirror registries in the library (``diffvi.models.vae.ARCHITECTURES``,
-``diffvi.training.config.ADAM_PRESETS`` …); they are spelled out here so that ``diffvi --help``
-does not import Lightning. ``tests/cli`` checks that both stay the same.
-"""
-
+from collections.abc import Iterable
 from enum import StrEnum
 
-
-class Objective(StrEnum):
-    elbo = "elbo"
-    iwae = "iwae"
-
-
-class Estimator(StrEnum):
-    standard = "standard"
-    stl = "stl"
-    dreg = "dreg"
+from diffvi.distributions.likelihoods import LIKELIHOODS
+from diffvi.models.vae import ARCHITECTURES
+from diffvi.nn.mlp import ACTIVATIONS
+from diffvi.objectives.iwae import ESTIMATORS
+from diffvi.training.config import ADAM_PRESETS, OBJECTIVES, SCHEDULES
 
 
-class Architecture(StrEnum):
-    iwae_1 = "iwae-1"
-    iwae_2 = "iwae-2"
-    aevb = "aevb"
+def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
+    """A ``StrEnum`` whose members are ``values`` (member names with ``-`` as ``_``)."""
+    return StrEnum(name, {v.replace("-", "_"): v for v in values})
 
 
-class Likelihood(StrEnum):
-    bernoulli = "bernoulli"
-    gaussian = "gaussian"
-
-
-class Activation(StrEnum):
-    tanh = "tanh"
-    relu = "relu"
-    softplus = "softplus"
-    gelu = "gelu"
-    silu = "silu"
-
-
-class Adam(StrEnum):
-    iwae_paper = "iwae-paper"
-    iwae_code = "iwae-code"
-    torch = "torch"
-
-
-class Schedule(StrEnum):
-    constant = "constant"
-    iwae = "iwae"
+Objective = choice("Objective", OBJECTIVES)
+Estimator = choice("Estimator", ESTIMATORS)
+Architecture = choice("Architecture", ARCHITECTURES)
+Likelihood = choice("Likelihood", LIKELIHOODS)
+Activation = choice("Activation", ACTIVATIONS)
+Adam = choice("Adam", ADAM_PRESETS)
+Schedule = choice("Schedule", SCHEDULES)

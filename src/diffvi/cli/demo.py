@@ -85,9 +85,11 @@ def demo_command(
 
     **Examples**
 
-        diffvi demo
-        diffvi demo --quick --out /tmp/demo
-        diffvi demo --max-epochs 200 --seed 1 --out runs/demo-long
+    ```
+    diffvi demo
+    diffvi demo --quick --out /tmp/demo
+    diffvi demo --max-epochs 200 --seed 1 --out runs/demo-long
+    ```
     """
     setup_numerics(flush_denormal)
     quiet_lightning()
@@ -115,7 +117,14 @@ def demo_command(
     )
     started = time.perf_counter()
     tracker = final_metrics_callback()
-    module = fit(config, out, progress_bar=progress, callbacks=[tracker], log_every_n_steps=10)
+    module = fit(
+        config,
+        out,
+        progress_bar=progress,
+        callbacks=[tracker],
+        log_every_n_steps=10,
+        checkpoint_every_n_epochs=25,
+    )
     train_seconds = time.perf_counter() - started
     module = module.cpu().eval()
 

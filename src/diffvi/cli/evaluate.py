@@ -65,7 +65,9 @@ def evaluate_command(
     run_or_checkpoint: Annotated[
         Path,
         typer.Argument(
-            help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.", show_default=False
+            metavar="RUN_OR_CKPT",
+            help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.",
+            show_default=False,
         ),
     ],
     k: Annotated[
@@ -114,8 +116,10 @@ def evaluate_command(
 
     **Examples**
 
-        diffvi evaluate runs/mnist-dynamic-iwae-k50 --k 5000 --limit 1000
-        diffvi evaluate runs/d/checkpoints/last.ckpt --k 1000 --json m.json
+    ```
+    diffvi evaluate runs/mnist-dynamic-iwae-k50 --k 5000 --limit 1000
+    diffvi evaluate runs/d/checkpoints/last.ckpt --k 1000 --json m.json
+    ```
     """
     setup_numerics(flush_denormal)
     quiet_lightning()

@@ -14,7 +14,9 @@ def sample_command(
     run_or_checkpoint: Annotated[
         Path,
         typer.Argument(
-            help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.", show_default=False
+            metavar="RUN_OR_CKPT",
+            help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.",
+            show_default=False,
         ),
     ],
     num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
@@ -55,8 +57,10 @@ def sample_command(
 
     **Examples**
 
-        diffvi sample runs/mnist-dynamic-iwae-k50 --num 64 --out samples.png
-        diffvi sample runs/d/checkpoints/last.ckpt --num 100 --seed 1 -o d.png
+    ```
+    diffvi sample runs/mnist-dynamic-iwae-k50 --num 64 --out samples.png
+    diffvi sample runs/d/checkpoints/last.ckpt --num 100 --seed 1 -o d.png
+    ```
     """
     setup_numerics(flush_denormal)
     quiet_lightning()

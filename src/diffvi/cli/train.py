@@ -272,10 +272,12 @@ def train_vae(
 
     **Examples**
 
-        diffvi train vae --dataset mnist-dynamic --objective iwae --k 50
-        diffvi train vae --dataset digits --objective elbo --k 1 --run-dir runs/d
-        diffvi train vae --run-dir runs/d --resume --max-epochs 200
-        diffvi train vae --dataset mnist --strategy ddp --devices 4
+    ```
+    diffvi train vae --dataset mnist-dynamic --objective iwae --k 50
+    diffvi train vae --dataset digits --objective elbo --k 1 --run-dir runs/d
+    diffvi train vae --run-dir runs/d --resume --max-epochs 200
+    diffvi train vae --dataset mnist --strategy ddp --devices 4
+    ```
     """
     setup_numerics(flush_denormal)
     quiet_lightning()

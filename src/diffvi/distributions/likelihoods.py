@@ -95,10 +95,14 @@ class GaussianLikelihood(Likelihood):
         return mean + torch.exp(log_std) * noise
 
 
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "bernoulli": BernoulliLikelihood,
+    "gaussian": GaussianLikelihood,  # per-pixel learned scale
+}
+
+
 def build_likelihood(name: str) -> Likelihood:
-    """``"bernoulli"`` or ``"gaussian"`` (per-pixel learned scale)."""
-    if name == "bernoulli":
-        return BernoulliLikelihood()
-    if name == "gaussian":
-        return GaussianLikelihood()
-    raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {name!r}")
+    """A likelihood by name: ``"bernoulli"`` or ``"gaussian"`` (per-pixel learned scale)."""
+    if name not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {name!r}")
+    return LIKELIHOODS[name]()

@@ -13,7 +13,7 @@ Gradient estimators for the variational parameters φ (the model's θ always get
   ∂z_i/∂φ with q scored at fixed parameters. Unbiased; its SNR does not decay with k.
 """
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -21,6 +21,7 @@ from torch import Tensor
 from diffvi.objectives.base import Objective, ObjectiveOutput, effective_sample_size, log_mean_exp
 
 Estimator = Literal["standard", "stl", "dreg"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 
 class IWAE(Objective):
@@ -31,8 +32,8 @@ class IWAE(Objective):
     def __init__(self, k: int = 50, estimator: Estimator = "standard") -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if estimator not in ("standard", "stl", "dreg"):
-            raise ValueError(f"estimator must be 'standard', 'stl' or 'dreg', got {estimator!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         self.k = k
         self.estimator = estimator
 

@@ -1,8 +1,26 @@
-"""Training: Lightning modules, data loading for training, checkpoints and the fit entry point."""
+"""Training: Lightning modules, data loading for training, checkpoints and the fit entry point.
 
-from diffvi.training.checkpoint import AtomicCheckpointIO, load_module
+``TrainConfig`` is plain data; everything else imports Lightning, so it loads on first use
+(``diffvi --help`` stays fast).
+"""
+
+from importlib import import_module
+from typing import Any
+
 from diffvi.training.config import TrainConfig
-from diffvi.training.fit import fit
-from diffvi.training.module import VAEModule
+
+_LAZY = {
+    "AtomicCheckpointIO": "diffvi.training.checkpoint",
+    "load_module": "diffvi.training.checkpoint",
+    "fit": "diffvi.training.trainer",
+    "VAEModule": "diffvi.training.module",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'diffvi.training' has no attribute {name!r}")
+
 
 __all__ = ["AtomicCheckpointIO", "TrainConfig", "VAEModule", "fit", "load_module"]

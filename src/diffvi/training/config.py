@@ -57,7 +57,8 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"{message}; got {self.to_dict()}")
+                field_name = message.split()[0]
+                raise ValueError(f"{message}, got {getattr(self, field_name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,10 +28,12 @@ def fit(
     limit_train_batches: int | float | None = None,
     callbacks: Sequence[Callback] = (),
     log_every_n_steps: int = 50,
+    checkpoint_every_n_epochs: int = 1,
 ) -> VAEModule:
     """Train a VAE as ``config`` says and write the run to ``run_dir``:
-    ``config.json``, ``checkpoints/last.ckpt`` (every epoch, atomic), ``metrics.csv``,
-    and ``export/model.safetensors`` at the end.
+    ``config.json``, ``checkpoints/last.ckpt`` (every ``checkpoint_every_n_epochs`` epochs
+    and at the end, written atomically), ``logs/version_N/metrics.csv``, and
+    ``export/model.safetensors`` at the end.
 
     ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` with the optimiser,
     schedule, step count and random state restored; training then runs up to
@@ -45,12 +47,12 @@ def fit(
     config.event_shape = list(data.event_shape)
     ckpt_path = str(resolve_checkpoint(run_dir)) if resume else None
     module = VAEModule(config)
-    # One file, rewritten (atomically) at the end of every epoch.
+    # One file, rewritten (atomically) every few epochs and once more at the end.
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="last",
         save_top_k=1,
-        every_n_epochs=1,
+        every_n_epochs=checkpoint_every_n_epochs,
         enable_version_counter=False,
     )
     all_callbacks: list[Callback] = [checkpoint, *callbacks]
@@ -77,6 +79,7 @@ def fit(
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # rank 0 writes
     if trainer.is_global_zero:
         export_model(module, run_dir / "export")
     return module
