@@ -8,13 +8,27 @@ from diffvi.distributions.likelihoods import (
     build_likelihood,
 )
 from diffvi.distributions.priors import StandardNormal
+from diffvi.distributions.toy2d import (
+    TOY_PRIORS,
+    MixturePrior,
+    PinwheelPrior,
+    SquarePrior,
+    SwissRollPrior,
+    build_prior,
+)
 
 __all__ = [
     "BernoulliLikelihood",
     "GaussianLikelihood",
     "Likelihood",
+    "MixturePrior",
+    "PinwheelPrior",
+    "SquarePrior",
     "StandardNormal",
+    "SwissRollPrior",
+    "TOY_PRIORS",
     "build_likelihood",
+    "build_prior",
     "diagonal_normal_log_prob",
     "kl_to_standard_normal",
 ]
