@@ -6,6 +6,8 @@ Usage (from the repository root)::
     PYTHONPATH=src python benchmarks/iwae_speed.py            # full (several minutes)
     PYTHONPATH=src python benchmarks/iwae_speed.py --quick    # CI-sized, well under a minute
 
+Writes ``benchmarks/results/iwae_speed.{json,md}`` (``iwae_speed_quick.*`` with ``--quick``).
+
 Network: the IWAE paper's one-stochastic-layer MNIST model, encoder 784-200-200-(2·50) and
 decoder 50-200-200-784, tanh, Bernoulli likelihood with logits, N(0, I) prior; batch 20, k = 50,
 Adam (lr 1e-3). Every implementation starts from the same initial weights and sees the same
@@ -195,7 +197,8 @@ def load_data(n_train: int, n_test: int, seed: int) -> tuple[Tensor, Tensor, str
 
 def make_ours(model, posterior) -> Callable[[Tensor], None]:
     objective = IWAE(k=K)
-    opt = torch.optim.Adam([*model.parameters(), *posterior.parameters()], lr=LR)
+    # The optimiser diffvi's training module uses: fused Adam.
+    opt = torch.optim.Adam([*model.parameters(), *posterior.parameters()], lr=LR, fused=True)
 
     def step(x: Tensor) -> None:
         out = objective(model, posterior, x)
@@ -279,6 +282,59 @@ def pythae_status() -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------------------------- timing
+
+
+def pretrain(model, posterior, batches: list[Tensor], steps: int) -> None:
+    """Train the shared initial networks for ``steps`` steps (ours, flush-denormal on), so that
+    every implementation is timed in the regime where most of training happens: after a few
+    hundred steps many normalised importance weights fall below float32's normal range, and
+    denormal arithmetic slows the backward pass (at initialisation none do)."""
+    configure_numerics(flush_denormal=True)
+    step = make_ours(model, posterior)
+    for i in range(steps):
+        step(batches[i % len(batches)])
+
+
+def time_lightning(model0, posterior0, steps: int, warmup: int, seed: int) -> dict:
+    """Steps/s of ``diffvi.training.fit`` (Lightning, as ``diffvi train vae`` runs it) on the
+    same network, started from the same pretrained weights; data: ``mnist-dynamic``."""
+    import tempfile
+
+    import lightning as L
+
+    from diffvi.training import TrainConfig, fit
+
+    class Timer(L.Callback):
+        def on_train_start(self, trainer, module) -> None:
+            module.model.load_state_dict(model0.state_dict())
+            module.posterior.load_state_dict(posterior0.state_dict())
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            if trainer.global_step == warmup:
+                self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+        def on_train_end(self, trainer, module) -> None:
+            self.seconds = time.perf_counter() - self.t0
+            self.cpu = time.process_time() - self.c0
+            self.steps = trainer.global_step - warmup
+
+    config = TrainConfig(
+        dataset="mnist-dynamic", objective="iwae", k=K, batch_size=BATCH, lr=LR,
+        max_epochs=1, max_steps=warmup + steps, val_size=BATCH, seed=seed,
+    )  # fmt: skip
+    timer = Timer()
+    try:
+        with tempfile.TemporaryDirectory() as run_dir:
+            fit(config, run_dir, progress_bar=False, callbacks=[timer], log_every_n_steps=50)
+    except FileNotFoundError as err:
+        return {"skipped": f"mnist-dynamic not available: {err}"}
+    return {
+        "label": "diffvi train vae (Lightning, fused Adam)",
+        "steps": timer.steps,
+        "seconds": timer.seconds,
+        "steps_per_s": timer.steps / timer.seconds,
+        "cpu_seconds_per_wall_second": timer.cpu / timer.seconds,
+    }
 
 
 class Runner:
@@ -374,6 +430,11 @@ def parse_args() -> argparse.Namespace:
         help="above this projected time, run a subset and extrapolate",
     )
     p.add_argument("--no-pythae", action="store_true", help="skip pythae even if installed")
+    p.add_argument(
+        "--pretrain-steps",
+        type=int,
+        help="train the shared starting weights this many steps first (default 1500, quick 0)",
+    )
     return p.parse_args()
 
 
@@ -409,6 +470,11 @@ def main() -> None:
     batches = list(train.split(BATCH))
     torch.manual_seed(args.seed)
     model0, posterior0 = build_vae((1, 28, 28), "iwae-1")
+    pretrain_steps = (
+        args.pretrain_steps if args.pretrain_steps is not None else (0 if quick else 1500)
+    )
+    print(f"pretraining the shared starting weights for {pretrain_steps} steps ...", flush=True)
+    pretrain(model0, posterior0, batches, pretrain_steps)
 
     def fresh():
         return copy.deepcopy(model0), copy.deepcopy(posterior0)
@@ -465,6 +531,16 @@ def main() -> None:
             f"round {i + 1}/{rounds}: " + ", ".join(f"{r.key} {r.rates[-1]:.1f}" for r in runners),
             flush=True,
         )
+    lightning = time_lightning(
+        model0, posterior0, steps=50 if quick else 600, warmup=warmup, seed=args.seed
+    )
+    if "steps_per_s" in lightning:
+        bare = runners[0].run(min_steps, seconds)  # ours, right after: not part of its median
+        for series in (runners[0].rates, runners[0].cpu_per_wall, runners[0].preempted_per_s):
+            series.pop()
+        lightning["ours_bare_loop_after"] = bare
+        lightning["lightning_vs_bare_loop"] = lightning["steps_per_s"] / bare
+        print(f"lightning {lightning['steps_per_s']:.1f} steps/s, bare {bare:.1f}", flush=True)
     configure_numerics(flush_denormal=True)
     gemm_after = measure_gemms(gemm_repeats, gemm_inner)
     peak = max(g["gflops"] for m in (gemm_before, gemm_after) for g in m["rates"]) * 1e9
@@ -581,6 +657,7 @@ def main() -> None:
             "seconds_per_timing": seconds,
             "min_steps_per_timing": min_steps,
             "warmup_steps": warmup,
+            "pretrain_steps": pretrain_steps,
             "data": data_source,
             "pyro_validation_enabled": _pyro_validation(),
         },
@@ -589,6 +666,7 @@ def main() -> None:
         "gemm": {"before_training": gemm_before, "after_training": gemm_after},
         "roofline": roofline,
         "training": training,
+        "lightning": lightning,
         "ratios": ratios,
         "goals": goals,
         "evaluation": ev,
@@ -601,7 +679,9 @@ def main() -> None:
         ],
     }
     md = render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note)
-    json_path, md_path = write_results("iwae_speed", payload, md)
+    # --quick writes its own files so that a CI/smoke run never replaces the full results.
+    name = "iwae_speed_quick" if quick else "iwae_speed"
+    json_path, md_path = write_results(name, payload, md)
     print(md)
     print(f"wrote {json_path} and {md_path}")
 
@@ -628,6 +708,13 @@ def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note
         ]
         for v in training.values()
     ]
+    light = payload["lightning"]
+    if "steps_per_s" in light:
+        rows.append(
+            [light["label"], "on", light["steps_per_s"], f"{light['steps']} steps",
+             light["steps_per_s"] / pyro_default, light["steps_per_s"] / roof,
+             light["cpu_seconds_per_wall_second"]]
+        )  # fmt: skip
     rows.append(["GEMM roofline (peak rate)", "", roof, "", roof / pyro_default, 1.0, None])
     shape_exact = roofline["max_steps_per_s_shape_exact"]
     rows.append(
@@ -689,6 +776,8 @@ def render_markdown(payload, training, ratios, roofline, ev, n_eval, pythae_note
         f"{payload['loadavg_end']} at end. Seed {payload['seed']}. "
         f"Data: {payload['settings']['data']}.\n\n"
         f"## Training: IWAE k = {K}, batch {BATCH}, Adam, 784-200-200-50 tanh\n\n"
+        f"Starting weights pretrained for {payload['settings']['pretrain_steps']} steps and "
+        "shared by every implementation. "
         f"Median of {payload['settings']['rounds']} interleaved rounds. GEMM (before/after the "
         f"training timings): {gemm_line}; "
         f"roofline = {roofline['gemm_rate_used_gflops']:.0f} GFLOP/s / "

@@ -2,25 +2,12 @@
 
 import pytest
 import torch
+from tiny_vae import small_vae
 
-from diffvi.models import build_vae
 from diffvi.objectives import ELBO, IWAE, build_objective
 from diffvi.objectives.base import log_mean_exp
 
 K, B = 16, 5
-
-
-def small_vae(layers: int = 1):
-    torch.manual_seed(0)
-    if layers == 1:
-        model, posterior = build_vae((6,), "iwae-1", "bernoulli", latent_dims=[2], hidden=[[8]])
-    else:
-        model, posterior = build_vae(
-            (1, 4, 4), "iwae-2", "bernoulli", latent_dims=[3, 2], hidden=[[8], [4]]
-        )
-    g = torch.Generator().manual_seed(1)
-    probs = torch.full((B, *model.event_shape), 0.3, dtype=torch.float64)
-    return model.double(), posterior.double(), torch.bernoulli(probs, generator=g)
 
 
 def log_weights(model, posterior, x, k, seed):
@@ -37,7 +24,7 @@ def test_log_mean_exp_equals_naive_formula_and_is_stable_for_large_values():
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_log_mean_exp_of_one_sample_of_log_weights_is_at_least_their_mean(layers):
-    model, posterior, x = small_vae(layers)
+    model, posterior, x = small_vae(layers, B)
     log_w, s = log_weights(model, posterior, x, K, seed=0)
     assert log_w.shape == (K, B)
     # Jensen, on the very same draws; strict since the weights are not all equal
@@ -47,7 +34,7 @@ def test_log_mean_exp_of_one_sample_of_log_weights_is_at_least_their_mean(layers
 @pytest.mark.parametrize("estimator", ["standard", "stl", "dreg"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_iwae_bound_is_at_least_elbo_bound_elementwise_under_the_same_seed(layers, estimator):
-    model, posterior, x = small_vae(layers)
+    model, posterior, x = small_vae(layers, B)
     torch.manual_seed(3)
     elbo = ELBO(num_samples=K)(model, posterior, x)
     torch.manual_seed(3)
@@ -62,7 +49,7 @@ def test_iwae_bound_is_at_least_elbo_bound_elementwise_under_the_same_seed(layer
 
 
 def test_iwae_with_one_sample_equals_elbo_with_one_sample_under_the_same_seed():
-    model, posterior, x = small_vae()
+    model, posterior, x = small_vae(1, B)
     torch.manual_seed(4)
     elbo = ELBO(num_samples=1)(model, posterior, x)
     torch.manual_seed(4)
@@ -73,7 +60,7 @@ def test_iwae_with_one_sample_equals_elbo_with_one_sample_under_the_same_seed():
 
 @pytest.mark.parametrize("estimator", ["standard", "stl"])
 def test_iwae_loss_is_minus_the_batch_mean_of_the_per_point_bound(estimator):
-    model, posterior, x = small_vae()
+    model, posterior, x = small_vae(1, B)
     torch.manual_seed(5)
     out = IWAE(k=K, estimator=estimator)(model, posterior, x)
     assert out.loss.shape == ()
@@ -81,7 +68,7 @@ def test_iwae_loss_is_minus_the_batch_mean_of_the_per_point_bound(estimator):
 
 
 def test_elbo_loss_is_minus_mean_bound_and_bound_is_log_likelihood_minus_kl():
-    model, posterior, x = small_vae()
+    model, posterior, x = small_vae(1, B)
     torch.manual_seed(6)
     out = ELBO(num_samples=K)(model, posterior, x)
     torch.testing.assert_close(out.loss.detach(), -out.bound.mean(), rtol=0, atol=1e-12)
@@ -91,7 +78,7 @@ def test_elbo_loss_is_minus_mean_bound_and_bound_is_log_likelihood_minus_kl():
 
 
 def test_iwae_batch_bound_equals_per_item_bound_computed_with_the_same_draws():
-    model, posterior, x = small_vae()
+    model, posterior, x = small_vae(1, B)
     torch.manual_seed(7)
     out = IWAE(k=K)(model, posterior, x)
     torch.manual_seed(7)
@@ -105,7 +92,7 @@ def test_iwae_batch_bound_equals_per_item_bound_computed_with_the_same_draws():
 def test_iwae_bound_differs_from_batch_summed_log_weights_version_of_pyro_issue_3104():
     # Pyro's RenyiELBO (issue #3104) sums log w over the batch before the log-mean-exp over K:
     # (1/B) log (1/K) Σ_k exp(Σ_b log w_kb), which is not the mean of per-point IWAE bounds.
-    model, posterior, x = small_vae()
+    model, posterior, x = small_vae(1, B)
     log_w, _ = log_weights(model, posterior, x, K, seed=8)
     torch.manual_seed(8)
     out = IWAE(k=K)(model, posterior, x)
@@ -123,7 +110,7 @@ def test_batch_summed_log_weights_fall_below_the_per_point_iwae_bound_on_a_large
     # As B grows, Σ_b log w_kb is dominated by one k and the batch-summed value falls back
     # towards the ELBO (by how much varies with the draws; at least 20% of the way on the
     # models we tried), while the per-point bound keeps its gain over the ELBO.
-    model, posterior, _ = small_vae()
+    model, posterior, _ = small_vae(1, B)
     g = torch.Generator().manual_seed(2)
     x = torch.bernoulli(torch.full((200, 6), 0.3, dtype=torch.float64), generator=g)
     torch.manual_seed(9)
@@ -138,7 +125,7 @@ def test_batch_summed_log_weights_fall_below_the_per_point_iwae_bound_on_a_large
 
 
 def test_iwae_effective_sample_size_metric_lies_between_one_and_k():
-    model, posterior, x = small_vae()
+    model, posterior, x = small_vae(1, B)
     torch.manual_seed(9)
     ess = IWAE(k=K)(model, posterior, x).metrics["ess"]
     assert 1.0 <= float(ess) <= K

@@ -3,25 +3,12 @@ agreement of expected gradients (float64)."""
 
 import pytest
 import torch
+from tiny_vae import small_vae
 
-from diffvi.models import build_vae
 from diffvi.objectives import IWAE
 
 B = 4
 ESTIMATORS = ["standard", "stl", "dreg"]
-
-
-def small_vae(layers: int):
-    torch.manual_seed(0)
-    if layers == 1:
-        model, posterior = build_vae((6,), "iwae-1", "bernoulli", latent_dims=[2], hidden=[[8]])
-    else:
-        model, posterior = build_vae(
-            (1, 4, 4), "iwae-2", "bernoulli", latent_dims=[3, 2], hidden=[[8], [4]]
-        )
-    g = torch.Generator().manual_seed(1)
-    x = torch.bernoulli(torch.full((B, *model.event_shape), 0.3, dtype=torch.float64), generator=g)
-    return model.double(), posterior.double(), x
 
 
 def gradients(objective, model, posterior, x, seed):
@@ -55,7 +42,7 @@ def manual_path_gradient(model, posterior, x, k, seed, power):
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_decoder_gradients_of_standard_stl_and_dreg_are_identical_on_the_same_draws(layers):
-    model, posterior, x = small_vae(layers)
+    model, posterior, x = small_vae(layers, B)
     reference, _ = gradients(IWAE(k=8, estimator="standard"), model, posterior, x, seed=0)
     assert any(g.abs().sum() > 0 for g in reference)
     for estimator in ("stl", "dreg"):
@@ -67,7 +54,7 @@ def test_decoder_gradients_of_standard_stl_and_dreg_are_identical_on_the_same_dr
 @pytest.mark.parametrize("estimator", ["stl", "dreg"])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_stl_and_dreg_encoder_gradients_equal_their_path_derivative_formulas(layers, estimator):
-    model, posterior, x = small_vae(layers)
+    model, posterior, x = small_vae(layers, B)
     _, phi = gradients(IWAE(k=8, estimator=estimator), model, posterior, x, seed=1)
     power = 1 if estimator == "stl" else 2
     expected = manual_path_gradient(model, posterior, x, 8, seed=1, power=power)
@@ -78,7 +65,7 @@ def test_stl_and_dreg_encoder_gradients_equal_their_path_derivative_formulas(lay
 
 def test_dreg_and_stl_encoder_gradients_coincide_for_one_sample():
     # k = 1: w̃ = 1, so w̃² = w̃ and both reduce to the path derivative.
-    model, posterior, x = small_vae(1)
+    model, posterior, x = small_vae(1, B)
     _, stl = gradients(IWAE(k=1, estimator="stl"), model, posterior, x, seed=2)
     _, dreg = gradients(IWAE(k=1, estimator="dreg"), model, posterior, x, seed=2)
     for a, b in zip(stl, dreg, strict=True):

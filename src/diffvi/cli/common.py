@@ -4,14 +4,11 @@ Heavy imports (torch, Lightning) stay inside functions so that ``diffvi --help``
 """
 
 import functools
-import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -98,17 +95,11 @@ def check_split(name: str, split: str) -> None:
         raise ValueError(f"unknown split {split!r} for data set {name!r}; valid: {list(splits)}")
 
 
-def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as indented JSON through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+RunOrCheckpoint = Annotated[
+    Path,
+    typer.Argument(
+        metavar="RUN_OR_CKPT",
+        help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.",
+        show_default=False,
+    ),
+]

@@ -11,8 +11,8 @@ from diffvi.cli.common import (
     report_errors,
     set_threads,
     setup_numerics,
-    write_json,
 )
+from diffvi.utils.io import write_json
 
 # The demo model: one stochastic layer of 8 units, MLPs 64-256-256-16 (tanh), trained with the
 # single-sample ELBO and Adam at lr 1e-3 (PyTorch's betas). Bernoulli likelihood on the grey

@@ -6,14 +6,15 @@ from typing import Annotated, Any
 import typer
 
 from diffvi.cli.common import (
+    RunOrCheckpoint,
     check_dataset,
     check_split,
     quiet_lightning,
     report_errors,
     set_threads,
     setup_numerics,
-    write_json,
 )
+from diffvi.utils.io import write_json
 
 
 def load_for_evaluation(run_or_checkpoint: Path, device: str):
@@ -62,14 +63,7 @@ def load_images(
 
 @report_errors
 def evaluate_command(
-    run_or_checkpoint: Annotated[
-        Path,
-        typer.Argument(
-            metavar="RUN_OR_CKPT",
-            help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.",
-            show_default=False,
-        ),
-    ],
+    run_or_checkpoint: RunOrCheckpoint,
     k: Annotated[
         int, typer.Option("--k", "-k", min=1, help="Importance samples per point for log p(x).")
     ] = 5000,

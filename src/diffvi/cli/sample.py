@@ -6,19 +6,18 @@ from typing import Annotated
 
 import typer
 
-from diffvi.cli.common import quiet_lightning, report_errors, set_threads, setup_numerics
+from diffvi.cli.common import (
+    RunOrCheckpoint,
+    quiet_lightning,
+    report_errors,
+    set_threads,
+    setup_numerics,
+)
 
 
 @report_errors
 def sample_command(
-    run_or_checkpoint: Annotated[
-        Path,
-        typer.Argument(
-            metavar="RUN_OR_CKPT",
-            help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.",
-            show_default=False,
-        ),
-    ],
+    run_or_checkpoint: RunOrCheckpoint,
     num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output image (.png).")] = Path(
         "samples.png"

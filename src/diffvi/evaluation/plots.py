@@ -15,7 +15,6 @@ Matplotlib runs on its non-interactive Agg backend; no display is needed.
 
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from diffvi.utils.io import atomic_write
 
 __all__ = ["grid_size", "save_image_grid", "save_latent_scatter", "save_reconstructions"]
 
@@ -98,21 +99,10 @@ def _compose_grid(
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` for a temporary file next to ``path``, then rename it to ``path``."""
-    path = Path(path)
-    if not path.suffix:
+    """``atomic_write`` for images: the suffix picks the format, so it must be there."""
+    if not Path(path).suffix:
         raise ValueError(f"path needs an image suffix such as .png or .pdf, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, write)
 
 
 def _save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:

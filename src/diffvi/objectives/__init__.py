@@ -1,17 +1,27 @@
 """Estimators of variational bounds and of their gradients."""
 
 from diffvi.objectives.base import Objective, ObjectiveOutput
+from diffvi.objectives.ddvi import DDVI, auxiliary_log_weights
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
 
-OBJECTIVES: dict[str, type[Objective]] = {"elbo": ELBO, "iwae": IWAE}
+OBJECTIVES: dict[str, type[Objective]] = {"elbo": ELBO, "iwae": IWAE, "ddvi": DDVI}
 
 
 def build_objective(name: str, **options) -> Objective:
-    """Objective by name (``elbo``, ``iwae``) with its options, e.g. ``k=50``."""
+    """Objective by name (``elbo``, ``iwae``, ``ddvi``) with its options, e.g. ``k=50``."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES[name](**options)
 
 
-__all__ = ["ELBO", "IWAE", "OBJECTIVES", "Objective", "ObjectiveOutput", "build_objective"]
+__all__ = [
+    "DDVI",
+    "ELBO",
+    "IWAE",
+    "OBJECTIVES",
+    "Objective",
+    "ObjectiveOutput",
+    "auxiliary_log_weights",
+    "build_objective",
+]

@@ -1,8 +1,5 @@
 """Checkpoints: atomic writes, safe loading (``weights_only=True``), and model export."""
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +8,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import save_file
 
 from diffvi.training.module import VAEModule
+from diffvi.utils.io import atomic_write, write_json
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -20,16 +18,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
@@ -65,6 +54,6 @@ def export_model(module: VAEModule, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, folder / "model.safetensors")
-    (folder / "config.json").write_text(json.dumps(module.config.to_dict(), indent=2))
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp))
+    write_json(folder / "config.json", module.config.to_dict())
     return folder / "model.safetensors"

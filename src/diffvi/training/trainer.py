@@ -1,9 +1,7 @@
 """The training entry point: config in, trained run folder out."""
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
@@ -13,6 +11,7 @@ from diffvi.training.checkpoint import AtomicCheckpointIO, export_model, resolve
 from diffvi.training.config import TrainConfig
 from diffvi.training.data import ImageDataModule
 from diffvi.training.module import VAEModule
+from diffvi.utils.io import write_json
 from diffvi.utils.runtime import configure_numerics
 
 
@@ -83,10 +82,3 @@ def fit(
     if trainer.is_global_zero:
         export_model(module, run_dir / "export")
     return module
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON via a temporary file and a rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)

@@ -1,0 +1,193 @@
+"""Denoising diffusion variational inference (DDVI; Piriyakulkij, Wang & Kuleshov, arXiv
+2401.02739): the regularised ELBO that trains a :class:`~diffvi.posteriors.DiffusionPosterior`.
+
+With auxiliary latents y = (y_1 … y_T), y_0 = z, the posterior's joint q(y, z|x) and the
+forward noising chain r(y|z) = Π_t r(y_t | y_{t−1}), the objective to maximise is
+
+    L(x) = L_rec + β_reg · L_reg − β_sleep · L_sleep,
+    L_rec = E_q[log p(x|z)],
+    L_reg = −KL(q(y, z|x) ‖ r(y|z) p(z))
+          = E_q[log p(z) + log r(y|z) − log q(y_T|x) − Σ_t log q(y_{t−1}|y_t, x)],
+    L_sleep = E_{z~p(z), x̂~p(x|z)} E_{t, ε} ‖ε − ε_φ(√ᾱ_t z + √(1−ᾱ_t) ε, t, x̂)‖².
+
+L_rec + L_reg is the auxiliary-variable ELBO (Agakov & Barber 2004; Ranganath et al. 2016's
+hierarchical variational models): since ∫ r(y|z) dy = 1, log p(x) ≥ L_rec + L_reg for any
+r, with equality when q(y, z|x) = p(z|x) r(y|z). That (with β_reg = 1 whatever the training
+weight) is the ``bound`` this objective reports. Every term is estimated on the same
+reparameterised draws of the whole chain.
+
+L_sleep is the denoising (ε-prediction) loss of the reverse chain on "fantasy" pairs from the
+model (wake-sleep, Hinton et al. 1995). Up to weights and constants it is the reverse-step part
+of a bound on E_p(x) KL(p(z|x) ‖ q(z|x)), the forward KL that makes q cover all of p(z|x)'s
+modes (with DDPM's simplified weights, Ho et al. 2020 eq. 14; the KL(r(y_T|z) ‖ q(y_T|x̂)) term,
+which would train the encoder, is left out). It trains q only: z and x̂ are drawn without
+gradient, so no gradient reaches the model. The unconditional ("latent wake-sleep") posterior
+ignores x̂, and then only z ~ p(z) is drawn.
+
+Mode coverage depends on the schedule. The bound is tight when q(y, z|x) = p(z|x) r(y|z), whose
+y_T-marginal ∫ p(z|x) r(y_T|z) dz is as multimodal as p(z|x) when ᾱ_T is near 1. With the
+official schedule (β from 1e-4 to 0.02, T = 20: ᾱ_T ≈ 0.82) a Gaussian q(y_T|x) cannot match
+it, and on a bimodal toy (p(z) = N(0, 1), p(x|z) = N(|z|, σ²)) the wake term drives q to one
+mode within a few hundred steps even with the sleep term on. A schedule that noises to
+ᾱ_T ≲ 0.2 (T = 5 with β up to 0.5, as in tests/objectives/test_ddvi.py) makes r(y_T|z) nearly
+forget z, and q then keeps both modes (σ = 0.5); with a sharp likelihood (σ ≤ 0.2) a few
+hundred steps still end in one mode.
+
+Options and defaults, beside the official code (GitHub topwasu/DDVI,
+``algorithms/vaes/diff_vae.py`` classes ``DiffVAE``, ``DiffVAEWarmup``; configs
+``conf/model/diff_vae*.yaml``):
+
+- ``beta_reg = 1`` (the bound itself). Official: a KL weight of 0.01 (``diff_vae``) or 0.003
+  (``diff_vae_warmup``) on a different regulariser: KL(q(y_T|x) ‖ N(0, I)) in ``DiffVAE``;
+  ``DiffVAEWarmup`` adds −log p(z) and, weighted by ``diff_weight``, a Huber loss between the
+  reverse mean and the forward posterior mean on the wake chain in place of the reverse-step
+  terms. Its ``get_elbo`` treats r(y_T | ·) as N(0, I), which is not a bound when ᾱ_T ≈ 0.8.
+  Here log r(y|z) is the exact forward chain, so L_rec + L_reg is a bound for any schedule.
+- ``beta_sleep = 1``, ``sleep_steps = 1``, ``sleep_batch = B``. Official: ``diff_weight = 1``
+  and ``diff_ct = 3`` sleep batches of 128, each its own optimiser step after the wake step.
+  Here the ``sleep_steps`` batches are averaged into the one returned loss (same expected
+  gradient, one optimiser step); call :meth:`DDVI.sleep_loss` for separate sleep steps.
+- ``sleep_x = "sample"`` draws x̂ ~ p(x|z); ``"mean"`` uses E[x|z] (the official code feeds
+  the decoder's output to the context network).
+- ``huber = False`` (squared error, L_simple); ``True`` uses the official smooth-L1 loss.
+- Not here (the training loop's job): the official two-stage schedule (``DiffVAEWarmup``:
+  an unconditional latent diffusion trained first, then a conditional one with the decoder
+  frozen for 30 epochs), its learning-rate steps, and the stochastic vs. DDIM reverse steps
+  (the official steps are deterministic DDIM, for which this bound does not exist: a
+  ``DiffusionPosterior`` with ``sampler="ddim"`` is refused with a ValueError).
+"""
+
+import torch
+from torch import Tensor
+
+from diffvi.objectives.base import Objective, ObjectiveOutput
+from diffvi.posteriors.base import PosteriorSample
+
+SLEEP_X = ("sample", "mean")
+
+
+class DDVI(Objective):
+    """DDVI's wake-sleep regularised auxiliary ELBO.
+
+    Args:
+        num_samples: K draws of the chain per data point for the wake terms.
+        beta_reg: weight of L_reg in the training loss (the reported bound uses 1).
+        beta_sleep: weight of the sleep (denoising) loss; 0 skips it.
+        sleep_steps: number of fantasy batches whose losses are averaged.
+        sleep_batch: fantasy pairs per sleep batch; ``None``: the data batch size B.
+        sleep_x: ``"sample"`` (x̂ ~ p(x|z)) or ``"mean"`` (x̂ = E[x|z]).
+        huber: smooth-L1 instead of squared error in the sleep loss.
+    """
+
+    name = "ddvi"
+
+    def __init__(
+        self,
+        num_samples: int = 1,
+        beta_reg: float = 1.0,
+        beta_sleep: float = 1.0,
+        sleep_steps: int = 1,
+        sleep_batch: int | None = None,
+        sleep_x: str = "sample",
+        huber: bool = False,
+    ) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if beta_reg < 0 or beta_sleep < 0:
+            raise ValueError(
+                f"beta_reg and beta_sleep must be >= 0, got beta_reg={beta_reg}, "
+                f"beta_sleep={beta_sleep}"
+            )
+        if sleep_steps < 1:
+            raise ValueError(f"sleep_steps must be >= 1, got {sleep_steps}")
+        if sleep_batch is not None and sleep_batch < 1:
+            raise ValueError(f"sleep_batch must be >= 1 or None, got {sleep_batch}")
+        if sleep_x not in SLEEP_X:
+            raise ValueError(f"sleep_x must be one of {SLEEP_X}, got {sleep_x!r}")
+        self.num_samples = num_samples
+        self.beta_reg = float(beta_reg)
+        self.beta_sleep = float(beta_sleep)
+        self.sleep_steps = sleep_steps
+        self.sleep_batch = sleep_batch
+        self.sleep_x = sleep_x
+        self.huber = huber
+
+    def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
+        _check_posterior(posterior)
+        s = posterior.sample(x, self.num_samples)
+        rec = model.log_likelihood(x, s.z)  # [K, B]  L_rec
+        # L_reg: log p(z) + log r(y|z) − log q(y, z|x) on the same draws of the chain.
+        reg = model.log_prior(s.z) + s.extras["log_r"] - s.extras["log_q_joint"]  # [K, B]
+        bound = (rec + reg).mean(0)  # [B] the auxiliary ELBO, β_reg = 1
+        wake = (rec + self.beta_reg * reg).mean(0).mean()
+        loss = -wake
+        metrics = {"rec": rec.detach().mean(), "reg": reg.detach().mean()}
+        if self.beta_sleep > 0:
+            batch = self.sleep_batch if self.sleep_batch is not None else x.shape[0]
+            sleep = self.sleep_loss(model, posterior, batch)
+            loss = loss + self.beta_sleep * sleep
+            metrics["sleep"] = sleep.detach()
+        else:
+            metrics["sleep"] = torch.zeros((), dtype=bound.dtype, device=bound.device)
+        return ObjectiveOutput(loss=loss, bound=bound.detach(), metrics=metrics)
+
+    def sleep_loss(
+        self,
+        model,
+        posterior,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Mean denoising loss of q on ``sleep_steps`` batches of ``batch_size`` fantasy pairs
+        (z ~ p(z), x̂ ~ p(x|z), drawn without gradient): a scalar whose gradient reaches only
+        the posterior's parameters."""
+        _check_posterior(posterior)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        total = None
+        for _ in range(self.sleep_steps):
+            with torch.no_grad():
+                z = model.sample_latent(batch_size, generator=generator)  # [N, D]
+                x_hat = self._fantasy_x(model, z, generator) if posterior.conditional else None
+            loss = posterior.denoising_loss(z, x_hat, generator=generator, huber=self.huber)
+            total = loss.mean() if total is None else total + loss.mean()
+        return total / self.sleep_steps
+
+    def _fantasy_x(self, model, z: Tensor, generator: torch.Generator | None) -> Tensor:
+        params = model.decode(z)
+        if self.sleep_x == "mean":
+            x_hat = model.likelihood.mean(params)
+        else:
+            x_hat = model.likelihood.sample(params, generator)
+        return x_hat.reshape(z.shape[0], *model.event_shape)
+
+
+def auxiliary_log_weights(model, x: Tensor, sample: PosteriorSample) -> Tensor:
+    """log w = log p(x, z) + log r(y|z) − log q(y, z|x) of a DiffusionPosterior sample: ``[K, B]``.
+
+    Its mean over draws is the DDVI bound (L_rec + L_reg). Since E_q[w] = ∫ p(x, z) r(y|z) dy dz
+    = p(x), its log-mean-exp over K draws is an importance-weighted bound on the extended space
+    that tends to log p(x) as K grows: what an importance-sampled log p(x) estimate needs for a
+    posterior whose ``log_q`` is ``None``.
+    """
+    if "log_q_joint" not in sample.extras or "log_r" not in sample.extras:
+        raise ValueError(
+            "the sample carries no log_q_joint/log_r: draw it from a DiffusionPosterior with "
+            "stochastic (sampler='ddpm') reverse steps"
+        )
+    return model.log_joint(x, sample.z) + sample.extras["log_r"] - sample.extras["log_q_joint"]
+
+
+def _check_posterior(posterior) -> None:
+    sampler = getattr(posterior, "sampler", None)
+    if sampler == "ddim":
+        raise ValueError(
+            "DDVI needs stochastic reverse steps: with sampler='ddim' the chain is "
+            "deterministic, q(y, z|x) has no density and the bound does not exist; "
+            "set posterior.sampler = 'ddpm'"
+        )
+    if not hasattr(posterior, "denoising_loss"):
+        raise ValueError(
+            "DDVI needs a DiffusionPosterior (auxiliary log_q_joint, log_r and a denoising "
+            f"loss), got {type(posterior).__name__}; use ELBO or IWAE for this posterior"
+        )

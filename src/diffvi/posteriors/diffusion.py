@@ -1,0 +1,334 @@
+"""Diffusion-based variational posteriors: the q(z|x) of DDVI (Piriyakulkij, Wang & Kuleshov,
+"Diffusion Variational Inference: Diffusion Models as Expressive Variational Posteriors",
+arXiv 2401.02739).
+
+The family has auxiliary latents y = (y_1, …, y_T) and y_0 := z:
+
+    q(y, z | x) = q(y_T | x) Π_{t=1}^T q(y_{t−1} | y_t, x),
+    q(y_T | x) = N(μ(x), diag σ(x)²)                 (the ``encoder``),
+    q(y_{t−1} | y_t, x) = N(μ_φ(y_t, t, x), σ_t² I)  (a reverse-diffusion step),
+    μ_φ(y_t, t, x) = (y_t − β_t / √(1−ᾱ_t) · ε_φ(y_t, t, c(x))) / √α_t   (DDPM's mean),
+
+so q(z|x) = ∫ q(y, z|x) dy is a continuous mixture with no closed-form density: ``sample``
+returns ``log_q = None`` and the auxiliaries needed by the auxiliary-variable bound of
+:class:`~diffvi.objectives.ddvi.DDVI`: ``log_q_joint`` = log q(y, z|x) and ``log_r`` =
+log r(y|z) = Σ_t log r(y_t | y_{t−1}), the forward noising chain of the schedule
+(r(y_t | y_{t−1}) = N(√(1−β_t) y_{t−1}, β_t I)) evaluated on the same draws. Every draw is
+reparameterised, so both are differentiable in φ.
+
+The ε-network ``denoiser`` sees ``concat(y_t, time embedding of t, c(x))``; ``c`` is the
+``context`` network of x. With ``context=None`` the reverse steps ignore x (the paper's
+"latent wake-sleep" variant: an unconditional latent diffusion fitted to the prior p(z)); x
+then reaches q only through q(y_T | x).
+
+Choices, and what the official code (GitHub topwasu/DDVI: ``diffusion/gaussian.py``,
+``algorithms/vaes/diff_vae.py``, ``models/simple.py``, ``conf/model/diff_vae*.yaml``) does:
+
+- Reverse steps are stochastic (DDPM ancestral steps) by default, σ_t² = β_t
+  (``reverse_variance="beta"``) or the forward posterior variance β̃_t (``"posterior"``, with
+  β̃_1 clipped to β̃_2 so the last step keeps a density). The official
+  ``GaussianDiffusionNoise.p_sample`` takes deterministic DDIM (η = 0) steps; then
+  q(y, z|x) is concentrated on a T-fold lower-dimensional set, log q(y, z|x) is undefined and
+  the auxiliary bound does not exist. ``sampler="ddim"`` is offered for sampling only: it
+  returns no ``log_q_joint`` and the DDVI objective refuses it with a ValueError.
+- Schedule: linear β from 1e-4 to 0.02 over few steps (official: T = 20 for ``diff_vae``,
+  40 for ``diff_vae_warmup``), so ᾱ_T ≈ 0.82 (T = 20): y_T is far from pure noise and the
+  encoder does much of the work. :func:`build_diffusion_posterior` uses the same defaults;
+  raise ``beta_end`` (ᾱ_T ≲ 0.2) for posteriors with several modes (see objectives/ddvi.py).
+- Time enters through fixed sinusoidal features of t/T (:func:`diffvi.nn.sinusoidal_embedding`)
+  concatenated to the input; the official MLPs add a learned per-step embedding to every
+  hidden layer (``ConditionalLinear``). Its context net keeps dropout active at evaluation
+  (``F.dropout`` without ``training=self.training``); our MLPs have no dropout.
+- ``T = 0`` is allowed: then z = y_T and q(z|x) is exactly the Gaussian encoder (``log_q`` is
+  returned, and the DDVI bound is the ELBO).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffvi.diffusion.schedules import DiscreteSchedule
+from diffvi.distributions.gaussian import LOG_2PI
+from diffvi.nn.embeddings import sinusoidal_embedding
+from diffvi.nn.mlp import MLP
+from diffvi.posteriors.base import Posterior, PosteriorSample
+
+REVERSE_VARIANCES = ("beta", "posterior")
+SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass
+class ReverseChain:
+    """A run of the reverse chain from y_T down to y_0 = z.
+
+    chain: ``[T+1, K, B, D]``, ``chain[i]`` = y_{T−i} (so ``chain[-1]`` is z).
+    log_q_steps: ``[K, B]`` Σ_t log q(y_{t−1} | y_t, x) (``None`` for DDIM steps).
+    log_r: ``[K, B]`` Σ_t log r(y_t | y_{t−1}) of the forward chain (``None`` for DDIM steps).
+    """
+
+    chain: Tensor
+    log_q_steps: Tensor | None
+    log_r: Tensor | None
+
+    @property
+    def z(self) -> Tensor:
+        return self.chain[-1]
+
+
+class DiffusionPosterior(Posterior):
+    """q(z|x) through a reverse diffusion started from a Gaussian encoder (DDVI).
+
+    Args:
+        encoder: x flattened ``[B, F] -> [B, 2·D]`` = (mean, log σ) of q(y_T | x).
+        denoiser: ε-network ``[..., D + E + C] -> [..., D]`` on ``concat(y_t, temb(t), c(x))``.
+        context: ``[B, F] -> [B, C]``, or ``None`` for reverse steps that ignore x (C = 0).
+        latent_dim: D.
+        schedule: the T-step forward schedule (``T = 0``: q is the Gaussian encoder).
+        reverse_variance: σ_t² = β_t (``"beta"``) or the clipped β̃_t (``"posterior"``).
+        sampler: ``"ddpm"`` (stochastic steps; needed by the DDVI bound) or ``"ddim"``
+            (deterministic η = 0 steps, for sampling only). A plain attribute: set
+            ``posterior.sampler = "ddim"`` after training to sample deterministically.
+        time_embedding_dim: E, the number of sinusoidal features of t/T.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        denoiser: nn.Module,
+        context: nn.Module | None,
+        latent_dim: int,
+        schedule: DiscreteSchedule,
+        reverse_variance: str = "beta",
+        sampler: str = "ddpm",
+        time_embedding_dim: int = 16,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if not isinstance(schedule, DiscreteSchedule):
+            raise ValueError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
+        if reverse_variance not in REVERSE_VARIANCES:
+            raise ValueError(
+                f"reverse_variance must be one of {REVERSE_VARIANCES}, got {reverse_variance!r}"
+            )
+        _check_sampler(sampler)
+        self.encoder = encoder
+        self.denoiser = denoiser
+        self.context = context
+        self.latent_dim = latent_dim
+        self.schedule = schedule
+        self.reverse_variance = reverse_variance
+        self.sampler = sampler
+        self.time_embedding_dim = time_embedding_dim
+        steps = torch.arange(1, schedule.num_steps + 1, dtype=torch.float64)
+        features = sinusoidal_embedding(steps / max(1, schedule.num_steps), time_embedding_dim)
+        self.register_buffer(
+            "time_features", features.to(torch.get_default_dtype()), persistent=False
+        )
+
+    @property
+    def num_steps(self) -> int:
+        """T, the number of reverse steps."""
+        return self.schedule.num_steps
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the reverse steps see x (through the context network)."""
+        return self.context is not None
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, log σ) of q(y_T | x), each ``[B, D]``."""
+        out = self.encoder(x.flatten(1))
+        if out.shape[-1] != 2 * self.latent_dim:
+            raise ValueError(
+                f"encoder must output [B, {2 * self.latent_dim}] (mean, log σ), "
+                f"got {list(out.shape)}"
+            )
+        mean, log_std = out.chunk(2, dim=-1)
+        return mean, log_std
+
+    def time_embedding(self, t: Tensor) -> Tensor:
+        """Features of integer steps ``t`` (in ``1 … T``, any shape) ``-> [*t.shape, E]``."""
+        return self.time_features[t - 1]
+
+    def _context(self, x: Tensor | None, batch: int) -> Tensor | None:
+        if self.context is None:
+            return None
+        if x is None:
+            raise ValueError("a conditional DiffusionPosterior needs x (got None)")
+        if x.shape[0] != batch:
+            raise ValueError(f"x must have batch size {batch}, got {list(x.shape)}")
+        return self.context(x.flatten(1))
+
+    def predict_noise(self, y_t: Tensor, temb: Tensor, c: Tensor | None) -> Tensor:
+        """ε_φ: ``y_t [..., D]``, ``temb [..., E]``, ``c [..., C]`` (or None) ``-> [..., D]``."""
+        parts = [y_t, temb] if c is None else [y_t, temb, c]
+        return self.denoiser(torch.cat(parts, dim=-1))
+
+    # -- the reverse chain --------------------------------------------------------------------
+
+    def reverse(
+        self, y_T: Tensor, x: Tensor | None, generator: torch.Generator | None = None
+    ) -> ReverseChain:
+        """Run the reverse chain from ``y_T: [K, B, D]`` with context from ``x: [B, ...]``
+        (``x`` may be ``None`` for an unconditional posterior)."""
+        if y_T.ndim != 3 or y_T.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"y_T must have shape [K, B, {self.latent_dim}], got {list(y_T.shape)}"
+            )
+        _check_sampler(self.sampler)
+        c = self._context(x, y_T.shape[1])
+        if c is not None:
+            c = c.expand(y_T.shape[0], *c.shape)
+        s = self.schedule
+        ddim = self.sampler == "ddim"
+        variances = s.reverse_variances(self.reverse_variance)
+        y, chain = y_T, [y_T]
+        log_q = log_r = y_T.new_zeros(y_T.shape[:-1]) if not ddim else None
+        for t in range(s.num_steps, 0, -1):
+            i = t - 1
+            beta, alpha, alpha_bar = s.betas[i], s.alphas[i], s.alpha_bars[i]
+            eps_hat = self.predict_noise(y, self.time_features[i].expand(*y.shape[:-1], -1), c)
+            if ddim:
+                # DDIM, η = 0 (Song et al. 2021, eq. 12): y_{t−1} = √ᾱ_{t−1} ŷ_0 + √(1−ᾱ_{t−1}) ε̂.
+                y0_hat = (y - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt()
+                ab_prev = s.alpha_bars_prev[i]
+                y_prev = ab_prev.sqrt() * y0_hat + (1 - ab_prev).sqrt() * eps_hat
+            else:
+                # DDPM ancestral step (Ho et al. 2020, eq. 11 and Algorithm 2).
+                mean = (y - beta / (1 - alpha_bar).sqrt() * eps_hat) / alpha.sqrt()
+                noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+                y_prev = mean + variances[i].sqrt() * noise
+                # log N(mean + σn; mean, σ²) = −½n² − log σ − ½log 2π, per dimension.
+                log_q = log_q - 0.5 * (noise.square() + LOG_2PI + variances[i].log()).sum(-1)
+                # The forward kernel r(y_t | y_{t−1}) = N(√α_t y_{t−1}, β_t I) on the same draws.
+                resid = y - alpha.sqrt() * y_prev
+                log_r = log_r - 0.5 * (resid.square() / beta + LOG_2PI + beta.log()).sum(-1)
+            chain.append(y_prev)
+            y = y_prev
+        return ReverseChain(chain=torch.stack(chain), log_q_steps=log_q, log_r=log_r)
+
+    def sample(
+        self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+    ) -> PosteriorSample:
+        """``z: [K, B, D]`` with ``log_q = None`` (the exact log q(z|x) when T = 0) and extras
+        ``log_q_joint`` ``[K, B]`` = log q(y_T|x) + Σ_t log q(y_{t−1}|y_t, x), ``log_r``
+        ``[K, B]`` = Σ_t log r(y_t|y_{t−1}) with y_0 = z, ``y_T`` ``[K, B, D]``, and the encoder's
+        ``y_T_mean``/``y_T_log_std`` ``[B, D]`` (also as ``mean``/``log_std`` when T = 0, where
+        they are q(z|x)'s own). With ``sampler="ddim"`` there is no ``log_q_joint``/``log_r``."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        mean, log_std = self.encode(x)
+        eps = torch.randn(
+            (num_samples, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
+        )
+        y_T = mean + torch.exp(log_std) * eps
+        log_q_T = -0.5 * (eps.square() + LOG_2PI).sum(-1) - log_std.sum(-1)
+        out = self.reverse(y_T, x, generator)
+        extras = {"y_T": y_T, "y_T_mean": mean, "y_T_log_std": log_std}
+        if out.log_q_steps is not None:
+            extras["log_q_joint"] = log_q_T + out.log_q_steps
+            extras["log_r"] = out.log_r
+        log_q = None
+        if self.num_steps == 0:
+            log_q = log_q_T
+            extras.update(mean=mean, log_std=log_std)
+        return PosteriorSample(z=out.z, log_q=log_q, extras=extras)
+
+    def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "a diffusion posterior q(z|x) = ∫ q(y, z|x) dy has no tractable density; use the "
+            "auxiliary-variable bound (the DDVI objective: log_q_joint and log_r from sample())"
+        )
+
+    # -- the sleep term -----------------------------------------------------------------------
+
+    def denoising_loss(
+        self,
+        z: Tensor,
+        x: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        huber: bool = False,
+    ) -> Tensor:
+        """Noise-prediction loss of the reverse chain on clean latents ``z: [N, D]`` paired with
+        ``x: [N, ...]`` (ignored, and may be ``None``, when the posterior is unconditional).
+
+        Draws t ~ U{1, …, T}, ε ~ N(0, I), y_t = √ᾱ_t z + √(1−ᾱ_t) ε, and returns
+        Σ_d (ε − ε_φ(y_t, t, c(x)))² (DDPM's L_simple, Ho et al. 2020 eq. 14, summed over the
+        latent dimensions), or with ``huber`` the summed smooth-L1 (Huber, δ = 1) loss of the
+        official code. ``[N]``, ≥ 0; zeros when T = 0 (nothing to denoise).
+        """
+        if z.ndim != 2 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must have shape [N, {self.latent_dim}], got {list(z.shape)}")
+        n = z.shape[0]
+        if self.num_steps == 0:
+            return z.new_zeros(n)
+        c = self._context(x, n)
+        t = torch.randint(1, self.num_steps + 1, (n,), generator=generator, device=z.device)
+        noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        y_t = self.schedule.add_noise(z, t, noise)
+        eps_hat = self.predict_noise(y_t, self.time_embedding(t), c)
+        if huber:
+            return F.smooth_l1_loss(eps_hat, noise, reduction="none").sum(-1)
+        return (eps_hat - noise).square().sum(-1)
+
+
+def _check_sampler(sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+
+
+def build_diffusion_posterior(
+    data_dim: int,
+    latent_dim: int,
+    num_steps: int = 20,
+    hidden: Sequence[int] = (128, 128, 128),
+    context_dim: int = 32,
+    conditional: bool = True,
+    encoder_hidden: Sequence[int] | None = None,
+    context_hidden: Sequence[int] | None = None,
+    time_embedding_dim: int = 16,
+    activation: str = "silu",
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    reverse_variance: str = "beta",
+    sampler: str = "ddpm",
+    zero_init_denoiser: bool = True,
+) -> DiffusionPosterior:
+    """A :class:`DiffusionPosterior` with MLP networks and a linear β schedule.
+
+    Encoder ``F -> encoder_hidden -> 2D``, context ``F -> context_hidden -> C`` (only when
+    ``conditional``), denoiser ``D + E + C -> hidden -> D``; the hidden sizes default to
+    ``hidden``. ``zero_init_denoiser`` zeroes the denoiser's output layer, so that at
+    initialisation ε̂ = 0 and each reverse step is a slight rescaling plus Gaussian noise: q
+    starts close to the Gaussian encoder.
+    """
+    if data_dim < 1 or latent_dim < 1:
+        raise ValueError(f"data_dim and latent_dim must be >= 1, got {data_dim}, {latent_dim}")
+    if conditional and context_dim < 1:
+        raise ValueError(f"a conditional posterior needs context_dim >= 1, got {context_dim}")
+    enc_hidden = list(encoder_hidden if encoder_hidden is not None else hidden)
+    ctx_hidden = list(context_hidden if context_hidden is not None else hidden)
+    encoder = MLP(data_dim, enc_hidden, 2 * latent_dim, activation)
+    context = MLP(data_dim, ctx_hidden, context_dim, activation) if conditional else None
+    c_dim = context_dim if conditional else 0
+    denoiser = MLP(latent_dim + time_embedding_dim + c_dim, list(hidden), latent_dim, activation)
+    if zero_init_denoiser:
+        nn.init.zeros_(denoiser[-1].weight)
+        nn.init.zeros_(denoiser[-1].bias)
+    schedule = DiscreteSchedule.linear(num_steps, beta_start, beta_end)
+    return DiffusionPosterior(
+        encoder,
+        denoiser,
+        context,
+        latent_dim,
+        schedule,
+        reverse_variance=reverse_variance,
+        sampler=sampler,
+        time_embedding_dim=time_embedding_dim,
+    )
