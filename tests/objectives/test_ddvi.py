@@ -14,8 +14,14 @@ from diffvi.diffusion import DiscreteSchedule
 from diffvi.distributions import GaussianLikelihood, MixturePrior
 from diffvi.models import VAE
 from diffvi.nn import MLP
-from diffvi.objectives import DDVI, ELBO, OBJECTIVES, auxiliary_log_weights, build_objective
-from diffvi.posteriors import DiffusionPosterior, GaussianPosterior, build_diffusion_posterior
+from diffvi.objectives import DDVI, ELBO, OBJECTIVES, build_objective
+from diffvi.objectives.base import log_importance_weights
+from diffvi.posteriors import (
+    DiffusionPosterior,
+    GaussianPosterior,
+    PosteriorSample,
+    build_diffusion_posterior,
+)
 
 F64 = torch.float64
 
@@ -92,7 +98,7 @@ def test_importance_weighted_auxiliary_bound_tends_to_log_px(linear_gaussian):
     torch.manual_seed(0)
     with torch.no_grad():
         s = posterior.sample(x, 2000)
-        log_w = auxiliary_log_weights(lg.model, x, s)  # [K, B]
+        log_w = log_importance_weights(lg.model, x, s)  # [K, B]
         bound = DDVI(num_samples=2000, beta_sleep=0)(lg.model, posterior, x).bound
     assert log_w.shape == (2000, 3)
     log_px = lg.log_px(x)
@@ -100,8 +106,9 @@ def test_importance_weighted_auxiliary_bound_tends_to_log_px(linear_gaussian):
     assert (iw > log_w.mean(0)).all()  # Jensen: the IW bound is above the mean bound
     torch.testing.assert_close(iw, log_px, rtol=0, atol=0.01)
     assert (bound < log_px).all()
+    bare = PosteriorSample(z=s.z[:2], log_q=None)  # no log_q and no auxiliary densities
     with pytest.raises(ValueError, match="log_q_joint"):
-        auxiliary_log_weights(lg.model, x, lg.posterior().sample(x, 2))
+        log_importance_weights(lg.model, x, bare)
 
 
 @pytest.mark.parametrize("conditional", [True, False])
@@ -400,3 +407,19 @@ def test_diffusion_posterior_covers_both_modes_where_a_gaussian_posterior_cannot
     log_px = abs_log_px(torch.tensor(1.5)).item()
     assert bound <= log_px + 3 * se
     assert log_px - bound < best_gaussian_gap(1.5) - 0.1, (log_px - bound.item(), se)
+
+
+def test_iwae_and_log_likelihood_estimate_accept_a_diffusion_posterior(linear_gaussian):
+    from diffvi.evaluation import estimate_log_likelihood
+    from diffvi.objectives import IWAE
+
+    lg = linear_gaussian
+    x = lg.data(3)
+    posterior = near_exact_posterior(lg, num_steps=10, beta_end=0.1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        iwae_bound = IWAE(k=200)(lg.model, posterior, x).bound
+    estimate = estimate_log_likelihood(lg.model, posterior, x, num_samples=2000, max_rows=500)
+    log_px = lg.log_px(x)
+    assert (iwae_bound - log_px).abs().max() < 0.02
+    assert (estimate.log_px - log_px).abs().max() < 4 * estimate.stderr.max() + 0.01

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from diffvi.objectives.base import log_importance_weights
 from diffvi.utils.progress import progress
 
 
@@ -48,7 +49,7 @@ def log_weights_chunked(
     while done < num_samples:
         k = min(chunk, num_samples - done)
         s = posterior.sample(x, k, generator=generator)
-        log_w = model.log_joint(x, s.z) - s.log_q  # [k, B]
+        log_w = log_importance_weights(model, x, s)  # [k, B]
         a, b = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
         lse = a if lse is None else torch.logaddexp(lse, a)
         lse2 = b if lse2 is None else torch.logaddexp(lse2, b)

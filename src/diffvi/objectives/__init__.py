@@ -1,7 +1,7 @@
 """Estimators of variational bounds and of their gradients."""
 
 from diffvi.objectives.base import Objective, ObjectiveOutput
-from diffvi.objectives.ddvi import DDVI, auxiliary_log_weights
+from diffvi.objectives.ddvi import DDVI
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
 
@@ -22,6 +22,5 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "ObjectiveOutput",
-    "auxiliary_log_weights",
     "build_objective",
 ]

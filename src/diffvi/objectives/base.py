@@ -31,6 +31,30 @@ class Objective(ABC):
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput: ...
 
 
+def log_density_ratio(model, sample) -> Tensor:
+    """log q(z|x) − log p(z) per draw, ``[K, B]``.
+
+    For a posterior known only through auxiliary variables y (``log_q is None``, e.g. DDVI's
+    diffusion posterior), the extended-space ratio log q(y, z|x) − log r(y|z) − log p(z): its
+    negative mean is L_reg, and p(x, z) r(y|z) / q(y, z|x) is still an unbiased weight for p(x).
+    """
+    if sample.log_q is not None:
+        return sample.log_q - model.log_prior(sample.z)
+    extras = sample.extras
+    if "log_q_joint" in extras and "log_r" in extras:
+        return extras["log_q_joint"] - extras["log_r"] - model.log_prior(sample.z)
+    raise ValueError(
+        "the posterior sample has neither log_q nor the auxiliary densities log_q_joint and "
+        "log_r; importance weights need one of them (a DiffusionPosterior with sampler='ddim' "
+        "has neither)"
+    )
+
+
+def log_importance_weights(model, x: Tensor, sample) -> Tensor:
+    """log w = log p(x|z) − (log q − log p(z)) per draw: ``[K, B]`` (see ``log_density_ratio``)."""
+    return model.log_likelihood(x, sample.z) - log_density_ratio(model, sample)
+
+
 def log_mean_exp(log_w: Tensor, dim: int = 0) -> Tensor:
     """log (1/K Σ_k exp(log_w_k)) along ``dim``, computed stably."""
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])

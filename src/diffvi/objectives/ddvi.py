@@ -60,8 +60,7 @@ Options and defaults, beside the official code (GitHub topwasu/DDVI,
 import torch
 from torch import Tensor
 
-from diffvi.objectives.base import Objective, ObjectiveOutput
-from diffvi.posteriors.base import PosteriorSample
+from diffvi.objectives.base import Objective, ObjectiveOutput, log_density_ratio
 
 SLEEP_X = ("sample", "mean")
 
@@ -117,7 +116,7 @@ class DDVI(Objective):
         s = posterior.sample(x, self.num_samples)
         rec = model.log_likelihood(x, s.z)  # [K, B]  L_rec
         # L_reg: log p(z) + log r(y|z) − log q(y, z|x) on the same draws of the chain.
-        reg = model.log_prior(s.z) + s.extras["log_r"] - s.extras["log_q_joint"]  # [K, B]
+        reg = -log_density_ratio(model, s)  # [K, B]
         bound = (rec + reg).mean(0)  # [B] the auxiliary ELBO, β_reg = 1
         wake = (rec + self.beta_reg * reg).mean(0).mean()
         loss = -wake
@@ -160,22 +159,6 @@ class DDVI(Objective):
         else:
             x_hat = model.likelihood.sample(params, generator)
         return x_hat.reshape(z.shape[0], *model.event_shape)
-
-
-def auxiliary_log_weights(model, x: Tensor, sample: PosteriorSample) -> Tensor:
-    """log w = log p(x, z) + log r(y|z) − log q(y, z|x) of a DiffusionPosterior sample: ``[K, B]``.
-
-    Its mean over draws is the DDVI bound (L_rec + L_reg). Since E_q[w] = ∫ p(x, z) r(y|z) dy dz
-    = p(x), its log-mean-exp over K draws is an importance-weighted bound on the extended space
-    that tends to log p(x) as K grows: what an importance-sampled log p(x) estimate needs for a
-    posterior whose ``log_q`` is ``None``.
-    """
-    if "log_q_joint" not in sample.extras or "log_r" not in sample.extras:
-        raise ValueError(
-            "the sample carries no log_q_joint/log_r: draw it from a DiffusionPosterior with "
-            "stochastic (sampler='ddpm') reverse steps"
-        )
-    return model.log_joint(x, sample.z) + sample.extras["log_r"] - sample.extras["log_q_joint"]
 
 
 def _check_posterior(posterior) -> None:

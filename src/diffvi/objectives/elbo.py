@@ -9,7 +9,7 @@ from torch import Tensor
 
 from diffvi.distributions.gaussian import kl_to_standard_normal
 from diffvi.distributions.priors import StandardNormal
-from diffvi.objectives.base import Objective, ObjectiveOutput
+from diffvi.objectives.base import Objective, ObjectiveOutput, log_density_ratio
 
 
 class ELBO(Objective):
@@ -34,7 +34,7 @@ class ELBO(Objective):
                 )
             kl = kl_to_standard_normal(s.extras["mean"], s.extras["log_std"])  # [B]
         else:
-            kl = (s.log_q - model.log_prior(s.z)).mean(0)
+            kl = log_density_ratio(model, s).mean(0)
         bound = log_lik.mean(0) - kl
         metrics = {"kl": kl.detach().mean(), "log_likelihood": log_lik.detach().mean()}
         return ObjectiveOutput(loss=-bound.mean(), bound=bound.detach(), metrics=metrics)

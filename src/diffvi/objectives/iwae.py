@@ -18,7 +18,13 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from diffvi.objectives.base import Objective, ObjectiveOutput, effective_sample_size, log_mean_exp
+from diffvi.objectives.base import (
+    Objective,
+    ObjectiveOutput,
+    effective_sample_size,
+    log_importance_weights,
+    log_mean_exp,
+)
 
 Estimator = Literal["standard", "stl", "dreg"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
@@ -40,7 +46,7 @@ class IWAE(Objective):
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
         s = posterior.sample(x, self.k)
         if self.estimator == "standard":
-            log_w = model.log_joint(x, s.z) - s.log_q  # [K, B]
+            log_w = log_importance_weights(model, x, s)  # [K, B]
             bound = log_mean_exp(log_w)
             loss = -bound.mean()
         else:
