@@ -421,5 +421,5 @@ def test_iwae_and_log_likelihood_estimate_accept_a_diffusion_posterior(linear_ga
         iwae_bound = IWAE(k=200)(lg.model, posterior, x).bound
     estimate = estimate_log_likelihood(lg.model, posterior, x, num_samples=2000, max_rows=500)
     log_px = lg.log_px(x)
-    assert (iwae_bound - log_px).abs().max() < 0.02
+    assert (iwae_bound - log_px).abs().max() < 0.05  # k = 200: a bound within a few 0.01 nats
     assert (estimate.log_px - log_px).abs().max() < 4 * estimate.stderr.max() + 0.01
