@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 
 from diffvi.distributions.likelihoods import LIKELIHOODS
+from diffvi.distributions.toy2d import TOY_PRIORS
 from diffvi.models.vae import ARCHITECTURES
 from diffvi.nn.mlp import ACTIVATIONS
 from diffvi.objectives.iwae import ESTIMATORS
@@ -23,3 +24,4 @@ Likelihood = choice("Likelihood", LIKELIHOODS)
 Activation = choice("Activation", ACTIVATIONS)
 Adam = choice("Adam", ADAM_PRESETS)
 Schedule = choice("Schedule", SCHEDULES)
+Prior = choice("Prior", TOY_PRIORS)

@@ -103,3 +103,12 @@ RunOrCheckpoint = Annotated[
         show_default=False,
     ),
 ]
+
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA if available), cpu, cuda, cuda:N.")]
+FlushDenormalOpt = Annotated[
+    bool, typer.Option(help="Flush denormal floats to zero on the CPU (faster IWAE-type steps).")
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="CPU threads for torch.", show_default="torch's default"),
+]

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from diffvi.cli.common import (
+    FlushDenormalOpt,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -72,9 +73,7 @@ def demo_command(
             "more than one, and on busy shared cores extra threads make it slower.",
         ),
     ] = 1,
-    flush_denormal: Annotated[
-        bool, typer.Option(help="Flush denormal floats to zero on the CPU.")
-    ] = True,
+    flush_denormal: FlushDenormalOpt = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, evaluate and plot a VAE on 8x8 digits in about two minutes.

@@ -6,7 +6,10 @@ from typing import Annotated, Any
 import typer
 
 from diffvi.cli.common import (
+    DeviceOpt,
+    FlushDenormalOpt,
     RunOrCheckpoint,
+    ThreadsOpt,
     check_dataset,
     check_split,
     quiet_lightning,
@@ -89,17 +92,10 @@ def evaluate_command(
             show_default=False,
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu, cuda, cuda:N.")] = (
-        "auto"
-    ),
+    device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the Monte Carlo estimates.")] = 0,
-    flush_denormal: Annotated[
-        bool, typer.Option(help="Flush denormal floats to zero on the CPU.")
-    ] = True,
-    threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="CPU threads for torch.", show_default="torch's default"),
-    ] = None,
+    flush_denormal: FlushDenormalOpt = True,
+    threads: ThreadsOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Evaluate a trained VAE on held-out data.

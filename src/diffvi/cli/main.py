@@ -1,5 +1,5 @@
-"""The ``diffvi`` command: ``train`` (a group: ``train vae``, later ``train ddvi`` …),
-``evaluate``, ``sample`` and ``demo``.
+"""The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``), ``evaluate``,
+``embed``, ``sample`` and ``demo``.
 
 Each command group lives in its own module; this one only assembles them. Heavy imports happen
 inside the commands, so ``diffvi --help`` stays quick.
@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from diffvi.cli.demo import demo_command
+from diffvi.cli.embed import embed_command
 from diffvi.cli.evaluate import evaluate_command
 from diffvi.cli.sample import sample_command
 from diffvi.cli.train import train_app
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
+app.command("embed")(embed_command)
 app.command("sample")(sample_command)
 app.command("demo")(demo_command)
 

@@ -7,7 +7,10 @@ from typing import Annotated
 import typer
 
 from diffvi.cli.common import (
+    DeviceOpt,
+    FlushDenormalOpt,
     RunOrCheckpoint,
+    ThreadsOpt,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -41,16 +44,9 @@ def sample_command(
         ),
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the latent draws.")] = 0,
-    device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu, cuda, cuda:N.")] = (
-        "auto"
-    ),
-    threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="CPU threads for torch.", show_default="torch's default"),
-    ] = None,
-    flush_denormal: Annotated[
-        bool, typer.Option(help="Flush denormal floats to zero on the CPU.")
-    ] = True,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    flush_denormal: FlushDenormalOpt = True,
 ) -> None:
     """Draw samples z ~ p(z), x ~ p(x|z) from a trained VAE and save them as an image grid.
 

@@ -138,11 +138,13 @@ def build_vae(
     latent_dims: Sequence[int] | None = None,
     hidden: Sequence[Sequence[int]] | None = None,
     activation: str = "tanh",
+    prior: nn.Module | None = None,
 ) -> tuple[VAE, GaussianPosterior]:
     """A VAE and its Gaussian posterior with mirrored MLPs.
 
     ``architecture`` names a preset (``iwae-1``, ``iwae-2``, ``aevb``); ``latent_dims`` and
     ``hidden`` (one list of hidden sizes per stochastic layer, bottom first) override it.
+    ``prior`` is p(z_L) over the top layer (``[..., D_L]``); default N(0, I).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(
@@ -163,5 +165,5 @@ def build_vae(
     conditionals = [
         MLP(dims[i + 1], layers[i + 1][::-1], 2 * dims[i], activation) for i in range(len(dims) - 1)
     ]
-    model = VAE(event_shape, dims, decoder, lik, conditionals)
+    model = VAE(event_shape, dims, decoder, lik, conditionals, prior=prior)
     return model, GaussianPosterior(encoders, dims)

@@ -11,7 +11,10 @@ ADAM_PRESETS: dict[str, dict[str, Any]] = {
     "iwae-code": {"betas": (0.99, 0.999), "eps": 1e-4},
 }
 SCHEDULES = ("constant", "iwae")
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = ("elbo", "iwae", "ddvi")
+POSTERIORS = ("gaussian", "diffusion")
+# Priors that exist in 2-D only (``diffvi.distributions.toy2d.build_prior``).
+PRIORS_2D = ("pinwheel", "swiss-roll", "square")
 
 
 @dataclass
@@ -21,6 +24,15 @@ class TrainConfig:
     ``k`` is the number of samples per data point: IWAE's k, or the ELBO's sample count.
     ``schedule="iwae"`` is the IWAE paper's: 3^i epochs at lr·10^(-i/7), i = 0…7 (3280 epochs),
     cut at ``max_epochs``.
+
+    DD-VAE (DDVI, Piriyakulkij et al. 2024): ``posterior="diffusion"`` with ``objective="ddvi"``
+    (one needs the other). ``k`` is then DDVI's number of chain draws per data point; the
+    diffusion posterior's encoder, context and denoiser MLPs use ``hidden[0]`` and
+    ``activation``; ``diffusion_steps`` (T), ``beta_end`` (linear β schedule from 1e-4),
+    ``beta_reg``, ``beta_sleep``, ``sleep_steps`` and ``conditional`` are those of
+    :class:`~diffvi.objectives.DDVI` and :func:`~diffvi.posteriors.build_diffusion_posterior`.
+    ``prior`` is any ``build_prior`` name over the top latent layer; the 2-D ones
+    (``PRIORS_2D``) need ``latent_dims == [2]``.
     """
 
     dataset: str = "mnist-dynamic"
@@ -44,6 +56,14 @@ class TrainConfig:
     val_size: int = 1000
     flush_denormal: bool = True
     event_shape: list[int] = field(default_factory=list)
+    posterior: str = "gaussian"
+    prior: str = "standard-normal"
+    diffusion_steps: int = 20
+    beta_end: float = 0.02
+    beta_reg: float = 1.0
+    beta_sleep: float = 1.0
+    sleep_steps: int = 1
+    conditional: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -54,11 +74,53 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.max_epochs >= 1, "max_epochs must be >= 1"),
+            (self.posterior in POSTERIORS, f"posterior must be one of {POSTERIORS}"),
+            (self.diffusion_steps >= 1, "diffusion_steps must be >= 1"),
+            (0 < self.beta_end < 1, "beta_end must be in (0, 1)"),
+            (self.beta_reg >= 0, "beta_reg must be >= 0"),
+            (self.beta_sleep >= 0, "beta_sleep must be >= 0"),
+            (self.sleep_steps >= 1, "sleep_steps must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
                 field_name = message.split()[0]
                 raise ValueError(f"{message}, got {getattr(self, field_name)!r}")
+        self._check_posterior_and_prior()
+
+    def resolved_latent_dims(self) -> list[int]:
+        """``latent_dims``, or the architecture preset's when unset."""
+        if self.latent_dims is not None:
+            return list(self.latent_dims)
+        from diffvi.models.vae import ARCHITECTURES
+
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}"
+            )
+        return list(ARCHITECTURES[self.architecture]["latent_dims"])
+
+    def _check_posterior_and_prior(self) -> None:
+        if (self.objective == "ddvi") != (self.posterior == "diffusion"):
+            raise ValueError(
+                "objective 'ddvi' and posterior 'diffusion' go together (DDVI's bound needs the "
+                "diffusion posterior's auxiliary chain; ELBO/IWAE train the Gaussian one), got "
+                f"objective={self.objective!r} with posterior={self.posterior!r}"
+            )
+        from diffvi.distributions.toy2d import TOY_PRIORS
+
+        if self.prior not in TOY_PRIORS:
+            raise ValueError(f"prior must be one of {sorted(TOY_PRIORS)}, got {self.prior!r}")
+        dims = self.resolved_latent_dims()
+        if self.prior in PRIORS_2D and dims != [2]:
+            raise ValueError(
+                f"prior {self.prior!r} is 2-D: it needs latent_dims [2], got {dims} "
+                "(pass --latent-dim 2, or choose prior standard-normal or mixture)"
+            )
+        if self.posterior == "diffusion" and len(dims) != 1:
+            raise ValueError(
+                f"the diffusion posterior has one latent layer: latent_dims must have one "
+                f"entry, got {dims}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,16 +6,73 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from diffvi.models.vae import build_vae
-from diffvi.objectives import ELBO, IWAE, Objective
+from diffvi.models.vae import VAE, build_vae
+from diffvi.objectives import DDVI, ELBO, IWAE, Objective
+from diffvi.posteriors.base import Posterior
 from diffvi.training.config import ADAM_PRESETS, TrainConfig, iwae_lr_factor
+
+# Width of the context features c(x) that the conditional diffusion posterior's denoiser sees.
+DIFFUSION_CONTEXT_DIM = 32
 
 
 def build_objective_from_config(config: TrainConfig) -> Objective:
-    """The training objective a config names (``k`` is IWAE's k or the ELBO's sample count)."""
+    """The training objective a config names (``k`` is IWAE's k, the ELBO's sample count, or
+    DDVI's number of chain draws)."""
     if config.objective == "elbo":
         return ELBO(num_samples=config.k, analytic_kl=config.analytic_kl)
+    if config.objective == "ddvi":
+        return DDVI(
+            num_samples=config.k,
+            beta_reg=config.beta_reg,
+            beta_sleep=config.beta_sleep,
+            sleep_steps=config.sleep_steps,
+        )
     return IWAE(k=config.k, estimator=config.estimator)
+
+
+def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
+    """The model p (with the config's prior) and posterior q a config names.
+
+    ``posterior="gaussian"``: :func:`build_vae`'s mirrored MLPs. ``"diffusion"``: the same
+    decoder with :func:`~diffvi.posteriors.build_diffusion_posterior` (encoder, context and
+    denoiser MLPs of ``hidden[0]``, T = ``diffusion_steps``, β linear from 1e-4 to
+    ``beta_end``) in place of the Gaussian encoder.
+    """
+    from diffvi.distributions.toy2d import build_prior
+    from diffvi.posteriors.diffusion import build_diffusion_posterior
+
+    dims = config.resolved_latent_dims()
+    # None keeps build_vae's own N(0, I), so runs from before the prior option are unchanged.
+    prior = None if config.prior == "standard-normal" else build_prior(config.prior, dims[-1])
+    model, posterior = build_vae(
+        config.event_shape,
+        config.architecture,
+        config.likelihood,
+        config.latent_dims,
+        config.hidden,
+        config.activation,
+        prior=prior,
+    )
+    if config.posterior == "diffusion":
+        hidden = config.hidden[0] if config.hidden else build_vae_hidden(config)
+        posterior = build_diffusion_posterior(
+            model.data_dim,
+            model.latent_dim,
+            num_steps=config.diffusion_steps,
+            hidden=hidden,
+            context_dim=DIFFUSION_CONTEXT_DIM,
+            conditional=config.conditional,
+            activation=config.activation,
+            beta_end=config.beta_end,
+        )
+    return model, posterior
+
+
+def build_vae_hidden(config: TrainConfig) -> list[int]:
+    """The bottom layer's hidden sizes of the config's architecture preset."""
+    from diffvi.models.vae import ARCHITECTURES
+
+    return list(ARCHITECTURES[config.architecture]["hidden"][0])
 
 
 class VAEModule(L.LightningModule):
@@ -23,7 +80,9 @@ class VAEModule(L.LightningModule):
 
     Logged: ``train/bound`` (the bound, not the surrogate loss), ``val/bound`` (the training
     objective's bound on held-out data), ``val/iwae`` (IWAE bound with ``val_k`` samples).
-    Built from a ``TrainConfig`` only, so a checkpoint's hyperparameters rebuild it.
+    Built from a ``TrainConfig`` only, so a checkpoint's hyperparameters rebuild it; the
+    config picks the posterior (Gaussian, or DDVI's diffusion posterior) and the prior
+    (:func:`build_model_from_config`).
     """
 
     def __init__(self, config: TrainConfig | dict[str, Any]) -> None:
@@ -34,14 +93,7 @@ class VAEModule(L.LightningModule):
             raise ValueError("config.event_shape must be set (the shape of one observation)")
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
-        self.model, self.posterior = build_vae(
-            config.event_shape,
-            config.architecture,
-            config.likelihood,
-            config.latent_dims,
-            config.hidden,
-            config.activation,
-        )
+        self.model, self.posterior = build_model_from_config(config)
         self.objective = build_objective_from_config(config)
         self.val_objective = IWAE(k=config.val_k)
         # Non-finite losses are flagged on the device and checked at log/epoch/checkpoint

@@ -1,0 +1,75 @@
+"""``train ddvae`` writes a DD-VAE run; ``embed`` writes one latent row per test image, a plot and
+the kNN / latent-NLL figures; inconsistent options fail with one-line errors."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from diffvi.cli.main import app
+from diffvi.data import load_dataset
+
+TINY_DDVAE = [
+    "train", "ddvae", "--dataset", "digits", "--prior", "pinwheel", "--diffusion-steps", "5",
+    "--hidden", "32,32", "--batch-size", "64", "--lr", "3e-3", "--max-epochs", "2",
+    "--seed", "0", "--threads", "1", "--no-progress", "--log-every-n-steps", "10",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ddvae_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ddvae") / "run"
+    threads = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, [*TINY_DDVAE, "--run-dir", str(run_dir)])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return run_dir, result
+
+
+def test_train_ddvae_writes_checkpoint_and_config_with_ddvi_settings(ddvae_run):
+    run_dir, result = ddvae_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "export" / "model.safetensors").is_file()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["objective"] == "ddvi" and config["posterior"] == "diffusion"
+    assert config["prior"] == "pinwheel" and config["latent_dims"] == [2]
+    assert config["diffusion_steps"] == 5 and config["hidden"] == [[32, 32]]
+    assert "Final validation DDVI bound" in result.stdout
+
+
+def test_embed_writes_one_csv_row_per_test_image_png_and_metrics(cli, ddvae_run, tmp_path):
+    run_dir, _ = ddvae_run
+    out = tmp_path / "emb"
+    result = cli("embed", run_dir, "--out", out, "--seed", "3", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    with open(out / "latents.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["z1", "z2", "label"]
+    test_set = load_dataset("digits", "test")
+    assert len(rows) - 1 == len(test_set)
+    assert [int(r[2]) for r in rows[1:11]] == test_set.labels[:10].tolist()
+    assert (out / "latents.png").stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["knn_k"] == 20
+    assert math.isfinite(metrics["latent_nll"])
+    assert "kNN accuracy (k=20" in result.stdout and "Latent NLL" in result.stdout
+
+
+def test_train_ddvae_with_2d_prior_and_latent_dim_8_fails_with_one_line_error(cli, tmp_path):
+    result = cli(*TINY_DDVAE, "--latent-dim", "8", "--run-dir", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "pinwheel" in result.stderr and "latent_dims [2]" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_vae_with_ddvi_objective_fails_with_one_line_error(cli, tmp_path):
+    result = cli("train", "vae", "--dataset", "digits", "--objective", "ddvi",
+                 "--run-dir", tmp_path / "r")  # fmt: skip
+    assert result.exit_code == 1
+    assert "posterior 'diffusion'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
