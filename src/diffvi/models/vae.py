@@ -14,6 +14,7 @@ from diffvi.distributions.gaussian import diagonal_normal_log_prob
 from diffvi.distributions.likelihoods import Likelihood, build_likelihood
 from diffvi.distributions.priors import StandardNormal
 from diffvi.nn.mlp import MLP
+from diffvi.posteriors.base import Posterior
 from diffvi.posteriors.gaussian import GaussianPosterior
 
 
@@ -116,7 +117,7 @@ class VAE(nn.Module):
         return x.reshape(num, *self.event_shape)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, posterior: "GaussianPosterior") -> Tensor:
+    def reconstruct(self, x: Tensor, posterior: Posterior) -> Tensor:
         """E[x|z] at the posterior mean of z: ``[B, *event_shape] -> [B, *event_shape]``."""
         z = posterior.expected_latent(x)
         return self.likelihood.mean(self.decode(z)).reshape(x.shape)

@@ -1,21 +1,28 @@
 """Estimators of variational bounds and of their gradients."""
 
+from diffvi.objectives.adversarial import AAE
 from diffvi.objectives.base import Objective, ObjectiveOutput
 from diffvi.objectives.ddvi import DDVI
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
 
-OBJECTIVES: dict[str, type[Objective]] = {"elbo": ELBO, "iwae": IWAE, "ddvi": DDVI}
+OBJECTIVES: dict[str, type[Objective]] = {
+    "elbo": ELBO,
+    "iwae": IWAE,
+    "ddvi": DDVI,
+    "aae": AAE,
+}
 
 
 def build_objective(name: str, **options) -> Objective:
-    """Objective by name (``elbo``, ``iwae``, ``ddvi``) with its options, e.g. ``k=50``."""
+    """Objective by name (``elbo``, ``iwae``, ``ddvi``, ``aae``) with its options, e.g. ``k=50``."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES[name](**options)
 
 
 __all__ = [
+    "AAE",
     "DDVI",
     "ELBO",
     "IWAE",

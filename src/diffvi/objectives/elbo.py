@@ -10,6 +10,7 @@ from torch import Tensor
 from diffvi.distributions.gaussian import kl_to_standard_normal
 from diffvi.distributions.priors import StandardNormal
 from diffvi.objectives.base import Objective, ObjectiveOutput, log_density_ratio
+from diffvi.posteriors.gaussian import GaussianPosterior
 
 
 class ELBO(Objective):
@@ -27,10 +28,14 @@ class ELBO(Objective):
         s = posterior.sample(x, self.num_samples)
         log_lik = model.log_likelihood(x, s.z)  # [K, B]
         if self.analytic_kl:
-            if len(model.latent_dims) > 1 or not isinstance(model.prior, StandardNormal):
+            single_gaussian = (
+                isinstance(posterior, GaussianPosterior) and len(posterior.encoders) == 1
+            )
+            if not single_gaussian or not isinstance(model.prior, StandardNormal):
                 raise ValueError(
-                    "analytic_kl needs one latent layer and a standard-normal prior; "
-                    "use analytic_kl=False for this model"
+                    "analytic_kl needs a one-layer GaussianPosterior and a standard-normal prior, "
+                    f"got {type(posterior).__name__} and {type(model.prior).__name__}; "
+                    "use analytic_kl=False"
                 )
             kl = kl_to_standard_normal(s.extras["mean"], s.extras["log_std"])  # [B]
         else:

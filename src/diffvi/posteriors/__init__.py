@@ -7,12 +7,17 @@ from diffvi.posteriors.diffusion import (
     build_diffusion_posterior,
 )
 from diffvi.posteriors.gaussian import GaussianPosterior
+from diffvi.posteriors.iaf import MADE, IAFPosterior, MaskedLinear, build_iaf_posterior
 
 __all__ = [
     "DiffusionPosterior",
     "GaussianPosterior",
+    "IAFPosterior",
+    "MADE",
+    "MaskedLinear",
     "Posterior",
     "PosteriorSample",
     "ReverseChain",
     "build_diffusion_posterior",
+    "build_iaf_posterior",
 ]
