@@ -9,7 +9,7 @@ from diffvi.distributions.toy2d import TOY_PRIORS
 from diffvi.models.vae import ARCHITECTURES
 from diffvi.nn.mlp import ACTIVATIONS
 from diffvi.objectives.iwae import ESTIMATORS
-from diffvi.training.config import ADAM_PRESETS, OBJECTIVES, SCHEDULES
+from diffvi.training.config import ADAM_PRESETS, OBJECTIVES, POSTERIORS, SCHEDULES
 
 
 def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
@@ -25,3 +25,5 @@ Activation = choice("Activation", ACTIVATIONS)
 Adam = choice("Adam", ADAM_PRESETS)
 Schedule = choice("Schedule", SCHEDULES)
 Prior = choice("Prior", TOY_PRIORS)
+# Posteriors of `train vae` (the diffusion one is `train ddvae`'s).
+VAEPosterior = choice("VAEPosterior", [p for p in POSTERIORS if p != "diffusion"])

@@ -11,8 +11,10 @@ ADAM_PRESETS: dict[str, dict[str, Any]] = {
     "iwae-code": {"betas": (0.99, 0.999), "eps": 1e-4},
 }
 SCHEDULES = ("constant", "iwae")
-OBJECTIVES = ("elbo", "iwae", "ddvi")
-POSTERIORS = ("gaussian", "diffusion")
+OBJECTIVES = ("elbo", "iwae", "ddvi", "aae")
+POSTERIORS = ("gaussian", "diffusion", "iaf")
+# MADE hidden sizes of each IAF step when ``made_hidden`` is unset.
+DEFAULT_MADE_HIDDEN = [128, 128, 128]
 # Priors that exist in 2-D only (``diffvi.distributions.toy2d.build_prior``).
 PRIORS_2D = ("pinwheel", "swiss-roll", "square")
 
@@ -33,6 +35,15 @@ class TrainConfig:
     :class:`~diffvi.objectives.DDVI` and :func:`~diffvi.posteriors.build_diffusion_posterior`.
     ``prior`` is any ``build_prior`` name over the top latent layer; the 2-D ones
     (``PRIORS_2D``) need ``latent_dims == [2]``.
+
+    IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
+    ``iaf_flows`` steps of MADE ``made_hidden`` (default ``DEFAULT_MADE_HIDDEN``); its encoder
+    MLP uses ``hidden[0]``. See :func:`~diffvi.posteriors.build_iaf_posterior`.
+
+    AAE (Makhzani et al. 2016): ``objective="aae"`` with a Gaussian or IAF posterior, one latent
+    layer; ``adversarial_weight`` is λ, ``deterministic_encoder`` encodes with q's mean (Gaussian
+    posterior only), ``k`` is the number of draws per data point, and the discriminator gets its
+    own Adam at ``discriminator_lr`` (default ``lr``). See :class:`~diffvi.objectives.AAE`.
     """
 
     dataset: str = "mnist-dynamic"
@@ -64,6 +75,11 @@ class TrainConfig:
     beta_sleep: float = 1.0
     sleep_steps: int = 1
     conditional: bool = True
+    iaf_flows: int = 4
+    made_hidden: list[int] | None = None
+    adversarial_weight: float = 1.0
+    deterministic_encoder: bool = False
+    discriminator_lr: float | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,6 +96,20 @@ class TrainConfig:
             (self.beta_reg >= 0, "beta_reg must be >= 0"),
             (self.beta_sleep >= 0, "beta_sleep must be >= 0"),
             (self.sleep_steps >= 1, "sleep_steps must be >= 1"),
+            (self.iaf_flows >= 1, "iaf_flows must be >= 1"),
+            (
+                self.made_hidden is None
+                or (len(self.made_hidden) > 0 and min(self.made_hidden) >= 1),
+                "made_hidden must be None or a non-empty list of sizes >= 1",
+            ),
+            (
+                0 <= self.adversarial_weight < float("inf"),
+                "adversarial_weight must be finite and >= 0",
+            ),
+            (
+                self.discriminator_lr is None or self.discriminator_lr > 0,
+                "discriminator_lr must be None or > 0",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -116,10 +146,36 @@ class TrainConfig:
                 f"prior {self.prior!r} is 2-D: it needs latent_dims [2], got {dims} "
                 "(pass --latent-dim 2, or choose prior standard-normal or mixture)"
             )
-        if self.posterior == "diffusion" and len(dims) != 1:
+        if self.posterior in ("diffusion", "iaf") and len(dims) != 1:
             raise ValueError(
-                f"the diffusion posterior has one latent layer: latent_dims must have one "
+                f"the {self.posterior} posterior has one latent layer: latent_dims must have one "
                 f"entry, got {dims}"
+            )
+        self._check_aae()
+
+    def _check_aae(self) -> None:
+        if self.objective != "aae":
+            if self.deterministic_encoder or self.discriminator_lr is not None:
+                raise ValueError(
+                    "deterministic_encoder and discriminator_lr are options of objective 'aae', "
+                    f"got objective={self.objective!r}"
+                )
+            return
+        if self.posterior not in ("gaussian", "iaf"):
+            raise ValueError(
+                "objective 'aae' trains a Gaussian or IAF posterior, got "
+                f"posterior={self.posterior!r}"
+            )
+        dims = self.resolved_latent_dims()
+        if len(dims) != 1:
+            raise ValueError(
+                f"objective 'aae' needs one latent layer: latent_dims must have one entry, "
+                f"got {dims}"
+            )
+        if self.deterministic_encoder and self.posterior != "gaussian":
+            raise ValueError(
+                "deterministic_encoder encodes with the Gaussian posterior's mean; it needs "
+                f"posterior 'gaussian', got {self.posterior!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:

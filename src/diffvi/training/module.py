@@ -7,17 +7,30 @@ import torch
 from torch import Tensor
 
 from diffvi.models.vae import VAE, build_vae
-from diffvi.objectives import DDVI, ELBO, IWAE, Objective
+from diffvi.objectives import AAE, DDVI, ELBO, IWAE, Objective
 from diffvi.posteriors.base import Posterior
-from diffvi.training.config import ADAM_PRESETS, TrainConfig, iwae_lr_factor
+from diffvi.training.config import (
+    ADAM_PRESETS,
+    DEFAULT_MADE_HIDDEN,
+    TrainConfig,
+    iwae_lr_factor,
+)
 
 # Width of the context features c(x) that the conditional diffusion posterior's denoiser sees.
 DIFFUSION_CONTEXT_DIM = 32
 
 
-def build_objective_from_config(config: TrainConfig) -> Objective:
-    """The training objective a config names (``k`` is IWAE's k, the ELBO's sample count, or
-    DDVI's number of chain draws)."""
+def build_objective_from_config(config: TrainConfig, latent_dim: int | None = None) -> Objective:
+    """The training objective a config names (``k`` is IWAE's k, the ELBO's sample count,
+    DDVI's number of chain draws, or the AAE's draws per data point). ``latent_dim`` (the
+    model's) builds the AAE's discriminator at once; without it, it is built on first use."""
+    if config.objective == "aae":
+        return AAE(
+            adversarial_weight=config.adversarial_weight,
+            latent_dim=latent_dim,
+            num_samples=config.k,
+            deterministic=config.deterministic_encoder,
+        )
     if config.objective == "elbo":
         return ELBO(num_samples=config.k, analytic_kl=config.analytic_kl)
     if config.objective == "ddvi":
@@ -36,10 +49,13 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     ``posterior="gaussian"``: :func:`build_vae`'s mirrored MLPs. ``"diffusion"``: the same
     decoder with :func:`~diffvi.posteriors.build_diffusion_posterior` (encoder, context and
     denoiser MLPs of ``hidden[0]``, T = ``diffusion_steps``, β linear from 1e-4 to
-    ``beta_end``) in place of the Gaussian encoder.
+    ``beta_end``) in place of the Gaussian encoder. ``"iaf"``: the same decoder with
+    :func:`~diffvi.posteriors.build_iaf_posterior` (encoder MLP of ``hidden[0]``,
+    ``iaf_flows`` steps of MADE ``made_hidden``).
     """
     from diffvi.distributions.toy2d import build_prior
     from diffvi.posteriors.diffusion import build_diffusion_posterior
+    from diffvi.posteriors.iaf import build_iaf_posterior
 
     dims = config.resolved_latent_dims()
     # None keeps build_vae's own N(0, I), so runs from before the prior option are unchanged.
@@ -65,6 +81,15 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
             activation=config.activation,
             beta_end=config.beta_end,
         )
+    elif config.posterior == "iaf":
+        posterior = build_iaf_posterior(
+            model.data_dim,
+            model.latent_dim,
+            encoder_hidden=config.hidden[0] if config.hidden else build_vae_hidden(config),
+            num_flows=config.iaf_flows,
+            made_hidden=config.made_hidden or DEFAULT_MADE_HIDDEN,
+            activation=config.activation,
+        )
     return model, posterior
 
 
@@ -83,6 +108,12 @@ class VAEModule(L.LightningModule):
     Built from a ``TrainConfig`` only, so a checkpoint's hyperparameters rebuild it; the
     config picks the posterior (Gaussian, or DDVI's diffusion posterior) and the prior
     (:func:`build_model_from_config`).
+
+    ``objective="aae"`` trains by manual optimisation: per batch a generator step (decoder and
+    posterior, on the AAE's reconstruction + adversarial loss) then a discriminator step, each
+    with its own Adam. The discriminator is the submodule ``discriminator`` (checkpointed,
+    moved and wrapped with the module). ``global_step`` counts batches, as for the other
+    objectives; the IWAE schedule sets both learning rates at the start of each epoch.
     """
 
     def __init__(self, config: TrainConfig | dict[str, Any]) -> None:
@@ -94,7 +125,11 @@ class VAEModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.model, self.posterior = build_model_from_config(config)
-        self.objective = build_objective_from_config(config)
+        self.objective = build_objective_from_config(config, self.model.latent_dim)
+        self.adversarial = isinstance(self.objective, AAE)
+        if self.adversarial:
+            self.automatic_optimization = False
+            self.discriminator = self.objective.ensure_discriminator(self.model.latent_dim)
         self.val_objective = IWAE(k=config.val_k)
         # Non-finite losses are flagged on the device and checked at log/epoch/checkpoint
         # time, which avoids a host sync on every step.
@@ -102,12 +137,52 @@ class VAEModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0]
+        if self.adversarial:
+            return self._adversarial_step(x)
         out = self.objective(self.model, self.posterior, x)
         self._nonfinite_steps += (~torch.isfinite(out.loss)).long()
-        self.log("train/bound", out.bound.mean(), prog_bar=True, batch_size=x.shape[0])
-        for name, value in out.metrics.items():
-            self.log(f"train/{name}", value, batch_size=x.shape[0])
+        self._log_train(out, x.shape[0])
         return out.loss
+
+    def _log_train(self, out: Any, batch_size: int) -> None:
+        self.log("train/bound", out.bound.mean(), prog_bar=True, batch_size=batch_size)
+        for name, value in out.metrics.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+
+    def _adversarial_step(self, x: Tensor) -> Tensor:
+        """The AAE's two steps on one batch: generator (decoder + posterior), then
+        discriminator on fresh encodings by the updated posterior."""
+        opt_g, opt_d = self.optimizers()
+        out = self.objective(self.model, self.posterior, x)
+        opt_g.zero_grad()
+        self.manual_backward(out.loss)
+        opt_g.step()
+        d_loss = self.objective.discriminator_loss(self.model, self.posterior, x)
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        # The wrapped optimiser's step would count a second global step per batch; the raw
+        # one keeps global_step (max_steps, logging, checkpoints) counting batches.
+        getattr(opt_d, "optimizer", opt_d).step()
+        finite = torch.isfinite(out.loss) & torch.isfinite(d_loss)
+        self._nonfinite_steps += (~finite).long()
+        self._log_train(out, x.shape[0])
+        self.log("train/d_step_loss", d_loss.detach(), batch_size=x.shape[0])
+        return out.loss.detach()
+
+    def on_train_epoch_start(self) -> None:
+        # Manual optimisation: Lightning steps no scheduler, so the IWAE schedule is applied
+        # here, from the epoch alone (nothing to restore on resume).
+        if not self.adversarial or self.config.schedule != "iwae":
+            return
+        factor = iwae_lr_factor(self.current_epoch)
+        for optimizer, base in zip(self.optimizers(), self._base_lrs(), strict=True):
+            for group in optimizer.param_groups:
+                group["lr"] = base * factor
+
+    def _base_lrs(self) -> tuple[float, float]:
+        """(generator, discriminator) learning rates before any schedule."""
+        d_lr = self.config.discriminator_lr
+        return self.config.lr, self.config.lr if d_lr is None else d_lr
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if (self.global_step % self.trainer.log_every_n_steps) == 0:
@@ -132,8 +207,23 @@ class VAEModule(L.LightningModule):
         self.log("val/bound", bound, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         self.log("val/iwae", iwae, batch_size=x.shape[0], sync_dist=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:
         preset = ADAM_PRESETS[self.config.adam]
+        if self.adversarial:
+            g_lr, d_lr = self._base_lrs()
+            generator = [*self.model.parameters(), *self.posterior.parameters()]
+            return [
+                torch.optim.Adam(
+                    generator, lr=g_lr, betas=preset["betas"], eps=preset["eps"], fused=True
+                ),
+                torch.optim.Adam(
+                    self.discriminator.parameters(),
+                    lr=d_lr,
+                    betas=preset["betas"],
+                    eps=preset["eps"],
+                    fused=True,
+                ),
+            ]
         optimizer = torch.optim.Adam(
             self.parameters(),
             lr=self.config.lr,
