@@ -5,6 +5,7 @@ inconsistent configs are refused with clear errors."""
 import lightning as L
 import pytest
 import torch
+from tiny_configs import tiny_config
 
 from diffvi.data import load_dataset
 from diffvi.objectives import DDVI
@@ -12,28 +13,21 @@ from diffvi.posteriors import DiffusionPosterior
 from diffvi.training import TrainConfig, fit, load_module
 from diffvi.training.module import VAEModule
 
+DDVAE_PRESET = dict(
+    objective="ddvi",
+    posterior="diffusion",
+    prior="pinwheel",
+    latent_dims=[2],
+    hidden=[[32, 32]],
+    activation="silu",
+    diffusion_steps=5,
+    k=1,
+    adam="torch",
+)
+
 
 def tiny_ddvae_config(**overrides) -> TrainConfig:
-    values = dict(
-        dataset="digits",
-        objective="ddvi",
-        posterior="diffusion",
-        prior="pinwheel",
-        latent_dims=[2],
-        hidden=[[32, 32]],
-        activation="silu",
-        diffusion_steps=5,
-        k=1,
-        batch_size=64,
-        lr=3e-3,
-        adam="torch",
-        max_epochs=2,
-        val_size=100,
-        val_k=5,
-        seed=0,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_config(DDVAE_PRESET, **overrides)
 
 
 def held_out_ddvi_bound(module, seed: int = 0) -> float:

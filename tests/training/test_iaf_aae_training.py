@@ -7,6 +7,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from tiny_configs import tiny_config
 
 from diffvi.data import load_dataset
 from diffvi.objectives import AAE, IWAE
@@ -14,49 +15,36 @@ from diffvi.posteriors import IAFPosterior
 from diffvi.training import TrainConfig, fit, load_module
 from diffvi.training.module import VAEModule
 
+IAF_PRESET = dict(
+    objective="elbo",
+    posterior="iaf",
+    latent_dims=[4],
+    hidden=[[32]],
+    iaf_flows=2,
+    made_hidden=[32, 32],
+    k=1,
+    adam="torch",
+)
+
 
 def tiny_iaf_config(**overrides) -> TrainConfig:
-    values = dict(
-        dataset="digits",
-        objective="elbo",
-        posterior="iaf",
-        latent_dims=[4],
-        hidden=[[32]],
-        iaf_flows=2,
-        made_hidden=[32, 32],
-        k=1,
-        batch_size=64,
-        lr=3e-3,
-        adam="torch",
-        max_epochs=2,
-        val_size=100,
-        val_k=5,
-        seed=0,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_config(IAF_PRESET, **overrides)
+
+
+AAE_PRESET = dict(
+    objective="aae",
+    posterior="gaussian",
+    prior="pinwheel",
+    latent_dims=[2],
+    hidden=[[32, 32]],
+    activation="silu",
+    k=1,
+    adam="torch",
+)
 
 
 def tiny_aae_config(**overrides) -> TrainConfig:
-    values = dict(
-        dataset="digits",
-        objective="aae",
-        posterior="gaussian",
-        prior="pinwheel",
-        latent_dims=[2],
-        hidden=[[32, 32]],
-        activation="silu",
-        k=1,
-        batch_size=64,
-        lr=3e-3,
-        adam="torch",
-        max_epochs=2,
-        val_size=100,
-        val_k=5,
-        seed=0,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_config(AAE_PRESET, **overrides)
 
 
 def untrained_like(config: TrainConfig) -> VAEModule:

@@ -6,6 +6,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from tiny_configs import tiny_config
 
 from diffvi.data import load_dataset
 from diffvi.objectives import IWAE
@@ -13,24 +14,13 @@ from diffvi.training import TrainConfig, fit, load_module
 from diffvi.training.config import iwae_lr_factor
 from diffvi.training.data import IndexBatchSampler
 
+IWAE_PRESET = dict(
+    architecture="iwae-1", latent_dims=[4], hidden=[[32]], objective="iwae", k=5, seed=3
+)
 
-def tiny_config(**overrides) -> TrainConfig:
-    values = dict(
-        dataset="digits",
-        architecture="iwae-1",
-        latent_dims=[4],
-        hidden=[[32]],
-        objective="iwae",
-        k=5,
-        batch_size=64,
-        lr=3e-3,
-        max_epochs=2,
-        val_size=100,
-        val_k=5,
-        seed=3,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+
+def tiny_iwae_config(**overrides) -> TrainConfig:
+    return tiny_config(IWAE_PRESET, **overrides)
 
 
 def held_out_bound(module, seed: int = 0, k: int = 20) -> float:
@@ -45,7 +35,7 @@ def flat_parameters(module) -> torch.Tensor:
 
 
 def test_short_training_run_improves_held_out_bound_by_at_least_5_nats(tmp_path):
-    config = tiny_config(max_epochs=4)
+    config = tiny_iwae_config(max_epochs=4)
     L.seed_everything(config.seed)
     untrained = load_module_like(config)
     before = held_out_bound(untrained)
@@ -62,7 +52,7 @@ def load_module_like(config: TrainConfig):
 
 
 def test_checkpoint_round_trip_gives_identical_bound_under_fixed_seed(tmp_path):
-    module = fit(tiny_config(max_epochs=1), tmp_path / "run", progress_bar=False)
+    module = fit(tiny_iwae_config(max_epochs=1), tmp_path / "run", progress_bar=False)
     loaded = load_module(tmp_path / "run")
     assert torch.equal(flat_parameters(module), flat_parameters(loaded))
     assert held_out_bound(module, seed=7) == held_out_bound(loaded, seed=7)
@@ -71,12 +61,14 @@ def test_checkpoint_round_trip_gives_identical_bound_under_fixed_seed(tmp_path):
 
 
 def test_resume_continues_step_count_and_matches_uninterrupted_run(tmp_path):
-    straight = fit(tiny_config(max_epochs=2), tmp_path / "straight", progress_bar=False)
-    fit(tiny_config(max_epochs=1), tmp_path / "split", progress_bar=False)
+    straight = fit(tiny_iwae_config(max_epochs=2), tmp_path / "straight", progress_bar=False)
+    fit(tiny_iwae_config(max_epochs=1), tmp_path / "split", progress_bar=False)
     first_steps = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=True)[
         "global_step"
     ]
-    resumed = fit(tiny_config(max_epochs=2), tmp_path / "split", resume=True, progress_bar=False)
+    resumed = fit(
+        tiny_iwae_config(max_epochs=2), tmp_path / "split", resume=True, progress_bar=False
+    )
     final_steps = torch.load(tmp_path / "split" / "checkpoints" / "last.ckpt", weights_only=True)[
         "global_step"
     ]
@@ -87,7 +79,7 @@ def test_resume_continues_step_count_and_matches_uninterrupted_run(tmp_path):
 
 def test_resume_without_checkpoint_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint"):
-        fit(tiny_config(), tmp_path / "nothing-here", resume=True, progress_bar=False)
+        fit(tiny_iwae_config(), tmp_path / "nothing-here", resume=True, progress_bar=False)
 
 
 class PoisonParameters(L.Callback):
@@ -103,7 +95,7 @@ class PoisonParameters(L.Callback):
 def test_nan_loss_stops_training_with_message_and_writes_no_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         fit(
-            tiny_config(max_epochs=3),
+            tiny_iwae_config(max_epochs=3),
             tmp_path / "run",
             progress_bar=False,
             callbacks=[PoisonParameters()],
