@@ -207,30 +207,19 @@ class VAEModule(L.LightningModule):
         self.log("val/bound", bound, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         self.log("val/iwae", iwae, batch_size=x.shape[0], sync_dist=True)
 
-    def configure_optimizers(self) -> Any:
+    def _adam(self, parameters: Any, lr: float) -> torch.optim.Adam:
         preset = ADAM_PRESETS[self.config.adam]
+        # fused: one kernel for all parameters, ~2x faster steps on CPU than foreach.
+        return torch.optim.Adam(
+            parameters, lr=lr, betas=preset["betas"], eps=preset["eps"], fused=True
+        )
+
+    def configure_optimizers(self) -> Any:
         if self.adversarial:
             g_lr, d_lr = self._base_lrs()
             generator = [*self.model.parameters(), *self.posterior.parameters()]
-            return [
-                torch.optim.Adam(
-                    generator, lr=g_lr, betas=preset["betas"], eps=preset["eps"], fused=True
-                ),
-                torch.optim.Adam(
-                    self.discriminator.parameters(),
-                    lr=d_lr,
-                    betas=preset["betas"],
-                    eps=preset["eps"],
-                    fused=True,
-                ),
-            ]
-        optimizer = torch.optim.Adam(
-            self.parameters(),
-            lr=self.config.lr,
-            betas=preset["betas"],
-            eps=preset["eps"],
-            fused=True,  # one kernel for all parameters: ~2x faster steps on CPU than foreach
-        )
+            return [self._adam(generator, g_lr), self._adam(self.discriminator.parameters(), d_lr)]
+        optimizer = self._adam(self.parameters(), self.config.lr)
         if self.config.schedule == "constant":
             return {"optimizer": optimizer}
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, iwae_lr_factor)
