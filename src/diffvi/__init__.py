@@ -3,12 +3,16 @@
 from diffvi.distributions import BernoulliLikelihood, GaussianLikelihood, StandardNormal
 from diffvi.evaluation import active_units, estimate_log_likelihood
 from diffvi.models import VAE, build_vae
-from diffvi.objectives import ELBO, IWAE, ObjectiveOutput, build_objective
-from diffvi.posteriors import GaussianPosterior, PosteriorSample
+from diffvi.objectives import AAE, DDVI, ELBO, IWAE, ObjectiveOutput, build_objective
+from diffvi.posteriors import DiffusionPosterior, GaussianPosterior, IAFPosterior, PosteriorSample
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AAE",
+    "DDVI",
+    "DiffusionPosterior",
+    "IAFPosterior",
     "ELBO",
     "IWAE",
     "VAE",
