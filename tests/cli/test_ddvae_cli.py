@@ -57,6 +57,8 @@ def test_embed_writes_one_csv_row_per_test_image_png_and_metrics(cli, ddvae_run,
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["knn_k"] == 20
     assert math.isfinite(metrics["latent_nll"])
+    assert metrics["clusters"] == 10
+    assert all(0.0 <= metrics[key] <= 1.0 for key in ("purity", "completeness", "nmi"))
     assert "kNN accuracy (k=20" in result.stdout and "Latent NLL" in result.stdout
 
 
