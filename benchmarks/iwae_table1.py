@@ -4,7 +4,8 @@ epochs; test NLL with k = 5000 importance samples and active units, beside the p
 
 Each model trains through the library's own entry point (``diffvi.training.fit``), as a user
 would run ``diffvi train vae``. Each model's result is written to
-``results/iwae_table1/<model>.json`` as soon as it is done, so models can run in separate
+``results/iwae_table1/<series>-<model>.json`` (series ``full``, ``quick``, ``full-2layer`` …)
+as soon as it is done, so models can run in separate
 processes; the table is assembled from whatever parts exist.
 
   python benchmarks/iwae_table1.py --quick                 # CI-sized smoke run (~1 min)
@@ -32,6 +33,7 @@ MODELS = {
     "iwae-k50": ("iwae", 50, 84.78, 82.90),
 }
 PARTS = RESULTS_DIR / "iwae_table1"
+LAYERS = {"iwae-1": "one stochastic layer", "iwae-2": "two stochastic layers"}
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict:
@@ -93,11 +95,17 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     }
 
 
-def assemble(mode: str) -> None:
-    parts = {p.stem: json.loads(p.read_text()) for p in sorted(PARTS.glob(f"{mode}-*.json"))}
+def series_name(mode: str, architecture: str) -> str:
+    """``full``/``quick`` for one stochastic layer, ``full-2layer``/``quick-2layer`` for two."""
+    return mode if architecture == "iwae-1" else f"{mode}-2layer"
+
+
+def assemble(mode: str, architecture: str) -> None:
+    series = series_name(mode, architecture)
+    parts = {p.stem: json.loads(p.read_text()) for p in sorted(PARTS.glob(f"{series}-*.json"))}
     rows, models = [], {}
     for name in MODELS:
-        part = parts.get(f"{mode}-{name}")
+        part = parts.get(f"{series}-{name}")
         if part is None:
             continue
         r = part["result"]
@@ -140,7 +148,7 @@ def assemble(mode: str) -> None:
         "estimate with its standard error over test points' sampling noise.\n"
     )
     md = (
-        "## IWAE Table 1 protocol, one stochastic layer\n\n"
+        f"## IWAE Table 1 protocol, {LAYERS[architecture]}\n\n"
         + note
         + "\n"
         + markdown_table(header, rows)
@@ -151,7 +159,9 @@ def assemble(mode: str) -> None:
             f"VAE − IWAE(50) = {checks['vae_minus_iwae50_nats']:.2f} nats.\n"
         )
     write_results(
-        f"iwae_table1{'_quick' if mode == 'quick' else ''}",
+        "iwae_table1"
+        + ("_quick" if mode == "quick" else "")
+        + ("" if architecture == "iwae-1" else "_2layer"),
         {"mode": mode, "models": models, "checks": checks},
         md,
     )
@@ -189,8 +199,9 @@ def main() -> None:
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         result = run_model(name, args)
         part = {"result": result, "started": started, "machine": machine_info(), "args": vars(args)}
-        (PARTS / f"{mode}-{name}.json").write_text(json.dumps(part, indent=2) + "\n")
-        assemble(mode)
+        series = series_name(mode, args.architecture)
+        (PARTS / f"{series}-{name}.json").write_text(json.dumps(part, indent=2) + "\n")
+        assemble(mode, args.architecture)
         print(json.dumps({k: result[k] for k in ("model", "epochs", "test_nll", "active_units")}))
 
 
