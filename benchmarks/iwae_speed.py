@@ -49,7 +49,6 @@ extrapolated (stated in the results).
 
 import argparse
 import copy
-import gzip
 import math
 import os
 import resource
@@ -57,13 +56,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 import torch
 from common import machine_info, markdown_table, write_results
 from torch import Tensor
 
+from diffvi.data import load_dataset
 from diffvi.evaluation.likelihood import estimate_log_likelihood
 from diffvi.models.vae import build_vae
 from diffvi.objectives.iwae import IWAE
@@ -159,37 +157,21 @@ def eval_chunk_gemm_seconds(repeats: int) -> float:
 # ------------------------------------------------------------------------------------ data
 
 
-def mnist_dir() -> Path | None:
-    roots = [Path(p) for p in os.environ.get("DIFFVI_DATA", "").split(os.pathsep) if p]
-    for root in [*roots, Path("/work/shared/data")]:
-        for cand in (root / "mnist", root):
-            if (cand / "t10k-images-idx3-ubyte.gz").is_file():
-                return cand
-    return None
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    magic, n, rows, cols = np.frombuffer(raw[:16], dtype=">u4")
-    if magic != 2051:
-        raise ValueError(f"{path}: IDX image magic must be 2051, got {magic}")
-    return np.frombuffer(raw[16:], dtype=np.uint8).reshape(int(n), int(rows), int(cols))
-
-
 def load_data(n_train: int, n_test: int, seed: int) -> tuple[Tensor, Tensor, str]:
-    """Binarised (Bernoulli draw of the grey level, fixed seed) images ``[N, 1, 28, 28]``."""
+    """Binarised (Bernoulli draw of the grey level, fixed seed) images ``[N, 1, 28, 28]``:
+    MNIST through ``diffvi.data`` (``$DIFFVI_DATA``, the cache, or a download), else random."""
     gen = torch.Generator().manual_seed(seed)
-    folder = mnist_dir()
-    if folder is None:
+    try:
+        grey = [
+            load_dataset("mnist", split).images[:n]
+            for split, n in (("train", n_train), ("test", n_test))
+        ]
+    except FileNotFoundError as err:
         train = torch.bernoulli(torch.full((n_train, 1, 28, 28), 0.13), generator=gen)
         test = torch.bernoulli(torch.full((n_test, 1, 28, 28), 0.13), generator=gen)
-        return train, test, "random binary images (p = 0.13): MNIST not found"
-    parts = []
-    for name, n in (("train-images-idx3-ubyte.gz", n_train), ("t10k-images-idx3-ubyte.gz", n_test)):
-        grey = torch.from_numpy(read_idx_images(folder / name)[:n].astype(np.float32) / 255.0)
-        parts.append(torch.bernoulli(grey.unsqueeze(1), generator=gen))
-    return parts[0], parts[1], f"MNIST from {folder}, binarised by a Bernoulli draw"
+        return train, test, f"random binary images (p = 0.13): MNIST not found ({err})"
+    train, test = (torch.bernoulli(g, generator=gen) for g in grey)
+    return train, test, "MNIST (diffvi.data), binarised by a Bernoulli draw"
 
 
 # -------------------------------------------------------------------------- implementations
