@@ -8,6 +8,7 @@ import torch
 from diffvi.evaluation.plots import (
     grid_size,
     save_image_grid,
+    save_latent_comparison,
     save_latent_scatter,
     save_reconstructions,
 )
@@ -154,3 +155,18 @@ def _capture_axis_labels(monkeypatch) -> list[str]:
     monkeypatch.setattr(Axes, "set_xlabel", record_x)
     monkeypatch.setattr(Axes, "set_ylabel", record_y)
     return seen
+
+
+def test_latent_comparison_draws_one_panel_per_model_side_by_side(tmp_path):
+    labels = torch.arange(40) % 4
+    one = _read(save_latent_comparison([("a", torch.randn(40, 2))], labels, tmp_path / "1.png"))
+    two = _read(
+        save_latent_comparison(
+            [("a", torch.randn(40, 2)), ("b", torch.randn(40, 5))], labels, tmp_path / "2.png"
+        )
+    )
+    assert one.shape[0] == two.shape[0] and two.shape[1] > 1.4 * one.shape[1]
+    with pytest.raises(ValueError, match="at least one"):
+        save_latent_comparison([], labels, tmp_path / "0.png")
+    with pytest.raises(ValueError, match=r"labels must have shape \[N\]"):
+        save_latent_comparison([("a", torch.randn(39, 2))], labels, tmp_path / "x.png")

@@ -218,3 +218,19 @@ def test_unbiased_mmd_averages_to_zero_under_the_null_and_can_be_negative():
 def test_bad_shapes_and_arguments_raise_value_error(call):
     with pytest.raises(ValueError, match="expected"):
         call()
+
+
+def test_embed_latents_draws_one_posterior_sample_per_image_reproducibly_under_a_generator():
+    from tiny_vae import small_vae
+
+    from diffvi.evaluation import embed_latents
+
+    _, posterior, x = small_vae(batch=7)
+    a = embed_latents(posterior, x, torch.Generator().manual_seed(3), batch_size=2)
+    b = embed_latents(posterior, x, torch.Generator().manual_seed(3), batch_size=7)
+    assert a.shape == (7, 2)
+    torch.testing.assert_close(a, b)  # batching does not change the draws' distribution ...
+    mean = posterior.sample(x, 1).extras["mean"]
+    assert not torch.allclose(a.double(), mean.double())  # ... and they are draws, not means
+    with pytest.raises(ValueError, match="batch_size"):
+        embed_latents(posterior, x, batch_size=0)

@@ -209,6 +209,26 @@ def test_beta_reg_weights_the_loss_but_not_the_reported_bound():
     torch.testing.assert_close(outs[0].loss, -(rec + reg))
 
 
+def test_without_wake_updates_the_chain_gets_gradient_from_the_sleep_term_only():
+    model, posterior, x = small_problem()
+    chain = [*posterior.denoiser.parameters(), *posterior.context.parameters()]
+    torch.manual_seed(5)
+    live = DDVI(num_samples=2, beta_sleep=0)(model, posterior, x)
+    torch.manual_seed(5)
+    frozen = DDVI(num_samples=2, beta_sleep=0, wake_updates_chain=False)(model, posterior, x)
+    torch.testing.assert_close(live.bound, frozen.bound)  # same values, other gradients
+    frozen.loss.backward()
+    assert all(p.grad is None for p in chain)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in posterior.encoder.parameters()
+    )
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    posterior.zero_grad(set_to_none=True)
+    DDVI(num_samples=2, wake_updates_chain=False)(model, posterior, x).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in chain)  # from sleep
+    assert not posterior._chain_frozen  # the context manager restored the flag
+
+
 # -- the sleep term -------------------------------------------------------------------------------
 
 

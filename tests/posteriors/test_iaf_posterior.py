@@ -186,3 +186,14 @@ def test_iaf_beats_gaussian_elbo_on_a_banana_posterior_after_200_steps():
     iaf = build_iaf_posterior(1, 2, encoder_hidden=(32,), made_hidden=(32, 32), context_dim=8)
     elbo_gaussian, elbo_iaf = fit_elbo(gaussian, x), fit_elbo(iaf, x)
     assert elbo_iaf > elbo_gaussian + IAF_MARGIN, (elbo_iaf, elbo_gaussian)
+
+
+def test_four_flow_state_dict_has_no_shared_tensors_so_safetensors_can_save_it(tmp_path):
+    # Flows 0 and 2 use the same variable order; a shared buffer made safetensors refuse it.
+    from safetensors.torch import load_file, save_file
+
+    posterior = small_iaf(num_flows=4)
+    state = {k: v.contiguous() for k, v in posterior.state_dict().items()}
+    save_file(state, tmp_path / "iaf.safetensors")
+    loaded = load_file(tmp_path / "iaf.safetensors")
+    assert torch.equal(loaded["flows.0.order"], loaded["flows.2.order"])

@@ -27,19 +27,14 @@ NUM_PRIOR_SAMPLES = 10_000
 
 
 def embed_images(module, images, seed: int, batch_size: int, device) -> Any:
-    """One posterior sample per image: ``images [N, ...] -> [N, D]`` (float, on the CPU).
-
-    The noise comes from a generator seeded with ``seed`` (on ``device``), so the same seed
-    gives the same latents on the same machine."""
+    """One posterior sample per image: ``images [N, ...] -> [N, D]`` (float, on the CPU), with
+    noise from a generator seeded with ``seed`` on ``device`` (same seed, same latents)."""
     import torch
 
+    from diffvi.evaluation.representation import embed_latents
+
     generator = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    with torch.no_grad():
-        for chunk in images.split(batch_size):
-            z = module.posterior.sample(chunk.to(device), 1, generator=generator).z[0]
-            out.append(z.cpu())
-    return torch.cat(out)
+    return embed_latents(module.posterior, images, generator, batch_size)
 
 
 def write_latents_csv(path: Path, latents, labels) -> Path:

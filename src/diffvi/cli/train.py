@@ -176,6 +176,48 @@ MaxStepsOpt = Annotated[
 ]
 
 
+_SEMI = "Semi-supervised"
+LabelledOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--labelled",
+        min=0,
+        show_default="0 = unsupervised",
+        rich_help_panel=_SEMI,
+        help="Train semi-supervised with exactly N labelled training images (balanced over "
+        "classes), the rest unlabelled. Needs a partitioned prior (pinwheel, swiss-roll, "
+        "square, mixture) and objective elbo or ddvi.",
+    ),
+]
+LabelledBatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        show_default="100",
+        rich_help_panel=_SEMI,
+        help="Labelled images added to every batch (with --labelled).",
+    ),
+]
+LabelWeightOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        show_default="1",
+        rich_help_panel=_SEMI,
+        help="Weight of the label term (log p(l|z), or −KL(q(l|x) ‖ p(l|z)) when unlabelled).",
+    ),
+]
+ClassifierWeightOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        show_default="1",
+        rich_help_panel=_SEMI,
+        help="Weight of the label classifier's cross-entropy on labelled images.",
+    ),
+]
+
+
 def dataset_opt(default: str) -> Any:
     return Annotated[
         str | None,
@@ -333,6 +375,11 @@ def run_training(
         summary.append(
             f"Final validation IWAE bound (k={config.val_k}): {tracker.metrics['val/iwae']:.3f}"
         )
+    if "val/accuracy" in tracker.metrics:
+        line = f"Final validation accuracy of q(l|x): {tracker.metrics['val/accuracy']:.3f}"
+        if "val/latent_accuracy" in tracker.metrics:
+            line += f"; of the prior partition of z: {tracker.metrics['val/latent_accuracy']:.3f}"
+        summary.append(line)
     if not tracker.metrics:
         summary.append("No validation ran (training stopped before the end of an epoch).")
     if config.posterior == "diffusion":
@@ -394,6 +441,10 @@ def train_vae(
         ),
     ] = None,
     prior: prior_opt("standard-normal") = None,
+    labelled: LabelledOpt = None,
+    labelled_batch: LabelledBatchOpt = None,
+    label_weight: LabelWeightOpt = None,
+    classifier_weight: ClassifierWeightOpt = None,
     k: Annotated[
         int | None,
         typer.Option(
@@ -463,6 +514,7 @@ def train_vae(
     diffvi train vae --dataset mnist --strategy ddp --devices 4
     diffvi train vae --dataset digits --objective elbo --k 1 --posterior iaf --iaf-flows 2
     diffvi train vae --dataset digits --objective aae --k 1 --prior pinwheel --latent-dim 2
+    diffvi train vae --dataset digits --objective elbo --k 1 --prior mixture --labelled 100
     ```
     """
     explicit: dict[str, Any] = {
@@ -475,6 +527,10 @@ def train_vae(
         "deterministic_encoder": deterministic_encoder,
         "discriminator_lr": discriminator_lr,
         "prior": _value(prior),
+        "num_labelled": labelled,
+        "labelled_batch": labelled_batch,
+        "label_weight": label_weight,
+        "classifier_weight": classifier_weight,
         "k": k,
         "estimator": _value(estimator),
         "analytic_kl": analytic_kl,
@@ -530,6 +586,10 @@ def _ddvae_run_name(config) -> str:
 def train_ddvae(
     dataset: dataset_opt("mnist") = None,
     prior: prior_opt("pinwheel") = None,
+    labelled: LabelledOpt = None,
+    labelled_batch: LabelledBatchOpt = None,
+    label_weight: LabelWeightOpt = None,
+    classifier_weight: ClassifierWeightOpt = None,
     diffusion_steps: Annotated[
         int | None,
         typer.Option(
@@ -617,11 +677,16 @@ def train_ddvae(
     diffvi train ddvae --dataset digits --prior swiss-roll --diffusion-steps 5 --run-dir runs/dd
     diffvi train ddvae --dataset digits --prior standard-normal --latent-dim 8 --unconditional
     diffvi train ddvae --run-dir runs/dd --resume --max-epochs 100
+    diffvi train ddvae --dataset mnist --prior pinwheel --labelled 1000
     ```
     """
     explicit: dict[str, Any] = {
         "dataset": dataset,
         "prior": _value(prior),
+        "num_labelled": labelled,
+        "labelled_batch": labelled_batch,
+        "label_weight": label_weight,
+        "classifier_weight": classifier_weight,
         "diffusion_steps": diffusion_steps,
         "beta_end": beta_end,
         "beta_reg": beta_reg,

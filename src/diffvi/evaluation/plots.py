@@ -212,6 +212,61 @@ def _check_labels(labels: ArrayLike | None, num: int) -> np.ndarray | None:
     return array.astype(np.int64)
 
 
+def _latent_xy(z: ArrayLike, seed: int) -> tuple[np.ndarray, tuple[str, str]]:
+    """``z [N, D]`` as plane coordinates (PCA when D > 2) and the two axis names."""
+    points = _to_numpy(z, "z")
+    if points.ndim != 2 or points.shape[0] < 1 or points.shape[1] < 2:
+        raise ValueError(
+            f"z must have shape [N, D] with N >= 1 and D >= 2, got {list(points.shape)}"
+        )
+    if not np.isfinite(points).all():
+        raise ValueError("z must be finite, got NaN or infinite values")
+    dim = points.shape[1]
+    if dim == 2:
+        return points, ("$z_1$", "$z_2$")
+    if points.shape[0] < 2:
+        raise ValueError(f"PCA of a {dim}-D latent needs N >= 2 points, got {points.shape[0]}")
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=seed)
+    xy = pca.fit_transform(points)
+    ratio = pca.explained_variance_ratio_
+    return xy, (
+        f"PC 1 of {dim}-D latent ({100 * ratio[0]:.0f}% var.)",
+        f"PC 2 of {dim}-D latent ({100 * ratio[1]:.0f}% var.)",
+    )
+
+
+def _scatter_by_label(ax, xy: np.ndarray, label_array: np.ndarray | None) -> bool:
+    """Draw ``xy`` on ``ax`` coloured by label (grey for −1); True when there is a legend."""
+    size = 12 if len(xy) <= 2000 else 4
+    if label_array is None or (label_array < 0).all():
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, color="tab:blue", linewidths=0)
+        return False
+    unlabelled = label_array < 0
+    if unlabelled.any():
+        ax.scatter(
+            xy[unlabelled, 0], xy[unlabelled, 1], s=size, alpha=0.4, color="0.6",
+            linewidths=0, label="unlabelled",
+        )  # fmt: skip
+    classes = np.unique(label_array[~unlabelled])
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for i, cls in enumerate(classes):
+        mask = label_array == cls
+        ax.scatter(
+            xy[mask, 0], xy[mask, 1], s=size, alpha=0.8, color=cmap(i % cmap.N),
+            linewidths=0, label=str(cls),
+        )  # fmt: skip
+    return True
+
+
+def _legend_right(ax, num_entries: int) -> None:
+    ax.legend(
+        title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+        markerscale=1.5, ncols=1 if num_entries <= 21 else 2,
+    )  # fmt: skip
+
+
 def save_latent_scatter(
     z: ArrayLike,
     labels: ArrayLike | None,
@@ -231,55 +286,41 @@ def save_latent_scatter(
     Returns:
         ``path``.
     """
-    points = _to_numpy(z, "z")
-    if points.ndim != 2 or points.shape[0] < 1 or points.shape[1] < 2:
-        raise ValueError(
-            f"z must have shape [N, D] with N >= 1 and D >= 2, got {list(points.shape)}"
-        )
-    if not np.isfinite(points).all():
-        raise ValueError("z must be finite, got NaN or infinite values")
-    label_array = _check_labels(labels, points.shape[0])
-    dim = points.shape[1]
-    if dim == 2:
-        xy, axis_names = points, ("$z_1$", "$z_2$")
-    else:
-        if points.shape[0] < 2:
-            raise ValueError(f"PCA of a {dim}-D latent needs N >= 2 points, got {points.shape[0]}")
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=2, random_state=seed)
-        xy = pca.fit_transform(points)
-        ratio = pca.explained_variance_ratio_
-        axis_names = (
-            f"PC 1 of {dim}-D latent ({100 * ratio[0]:.0f}% var.)",
-            f"PC 2 of {dim}-D latent ({100 * ratio[1]:.0f}% var.)",
-        )
-
+    xy, axis_names = _latent_xy(z, seed)
+    label_array = _check_labels(labels, xy.shape[0])
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    size = 12 if len(xy) <= 2000 else 4
-    if label_array is None or (label_array < 0).all():
-        ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, color="tab:blue", linewidths=0)
-    else:
-        unlabelled = label_array < 0
-        if unlabelled.any():
-            ax.scatter(
-                xy[unlabelled, 0], xy[unlabelled, 1], s=size, alpha=0.4, color="0.6",
-                linewidths=0, label="unlabelled",
-            )  # fmt: skip
-        classes = np.unique(label_array[~unlabelled])
-        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-        for i, cls in enumerate(classes):
-            mask = label_array == cls
-            ax.scatter(
-                xy[mask, 0], xy[mask, 1], s=size, alpha=0.8, color=cmap(i % cmap.N),
-                linewidths=0, label=str(cls),
-            )  # fmt: skip
-        ax.legend(
-            title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
-            markerscale=1.5, ncols=1 if len(classes) <= 20 else 2,
-        )  # fmt: skip
+    if _scatter_by_label(ax, xy, label_array):
+        _legend_right(ax, len(np.unique(label_array)))
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     if title:
         ax.set_title(title)
+    return _save_figure(fig, path)
+
+
+def save_latent_comparison(
+    panels: list[tuple[str, ArrayLike]],
+    labels: ArrayLike | None,
+    path: str | os.PathLike[str],
+    seed: int = 0,
+) -> Path:
+    """Latent scatter plots side by side, one per ``(title, z [N, D])`` panel, all coloured by
+    the same ``labels [N]`` (e.g. VAE and DD-VAE latents of one test set), one shared legend.
+
+    Returns:
+        ``path``.
+    """
+    if not panels:
+        raise ValueError("panels must hold at least one (title, z) pair")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.6), squeeze=False)
+    has_legend = False
+    for ax, (title, z) in zip(axes[0], panels, strict=True):
+        xy, axis_names = _latent_xy(z, seed)
+        label_array = _check_labels(labels, xy.shape[0])
+        has_legend = _scatter_by_label(ax, xy, label_array)
+        ax.set_xlabel(axis_names[0])
+        ax.set_ylabel(axis_names[1])
+        ax.set_title(title, fontsize=10)
+    if has_legend:
+        _legend_right(axes[0][-1], len(np.unique(label_array)))
     return _save_figure(fig, path)

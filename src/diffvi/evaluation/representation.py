@@ -47,6 +47,28 @@ DDVI_MMD_SIGMA_SQUARED: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
 @torch.no_grad()
+def embed_latents(
+    posterior,
+    images: Tensor,
+    generator: torch.Generator | None = None,
+    batch_size: int = 500,
+) -> Tensor:
+    """One posterior draw per image (DDVI's protocol, not the encoder mean): ``images [N, ...]
+    -> [N, D]`` float on the CPU. ``generator`` lives on the posterior's device; batches of
+    ``batch_size`` go to that device."""
+    if images.ndim < 2 or images.shape[0] < 1:
+        raise ValueError(f"images must be [N, ...] with N >= 1, got {list(images.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = next(posterior.parameters()).device
+    out = [
+        posterior.sample(chunk.to(device), 1, generator=generator).z[0].cpu()
+        for chunk in images.split(batch_size)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def active_units(
     posterior, data: Tensor | Iterable, threshold: float = 0.01, batch_size: int = 500
 ) -> tuple[int, Tensor]:

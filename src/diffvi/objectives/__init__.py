@@ -5,7 +5,10 @@ from diffvi.objectives.base import Objective, ObjectiveOutput
 from diffvi.objectives.ddvi import DDVI
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
+from diffvi.objectives.semisupervised import SemiSupervised
 
+# SemiSupervised wraps an ELBO or DDVI and needs labels and a classifier, so it is exported
+# but not registered as a plain objective.
 OBJECTIVES: dict[str, type[Objective]] = {
     "elbo": ELBO,
     "iwae": IWAE,
@@ -29,5 +32,6 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "ObjectiveOutput",
+    "SemiSupervised",
     "build_objective",
 ]

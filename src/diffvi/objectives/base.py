@@ -15,11 +15,15 @@ class ObjectiveOutput:
     loss: scalar to minimise (a surrogate where the gradient estimator needs one).
     bound: ``[B]`` per-data-point value of the bound, detached: the figure to log.
     metrics: further detached scalars (e.g. ``kl``, ``ess``).
+    z: the ``[K, B, D]`` latent draws the bound used (with gradient), for wrappers that add
+        per-draw terms (e.g. :class:`~diffvi.objectives.SemiSupervised`); ``None`` where the
+        objective does not expose them (set by ELBO and DDVI).
     """
 
     loss: Tensor
     bound: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    z: Tensor | None = None
 
 
 class Objective(ABC):

@@ -76,6 +76,9 @@ class DDVI(Objective):
         sleep_batch: fantasy pairs per sleep batch; ``None``: the data batch size B.
         sleep_x: ``"sample"`` (x̂ ~ p(x|z)) or ``"mean"`` (x̂ = E[x|z]).
         huber: smooth-L1 instead of squared error in the sleep loss.
+        wake_updates_chain: whether the wake terms (L_rec, L_reg) train the reverse chain's
+            denoiser and context networks; ``False`` leaves them to the sleep term, and the
+            wake terms then train only the encoder of q(y_T|x) and the model.
     """
 
     name = "ddvi"
@@ -89,6 +92,7 @@ class DDVI(Objective):
         sleep_batch: int | None = None,
         sleep_x: str = "sample",
         huber: bool = False,
+        wake_updates_chain: bool = True,
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -110,10 +114,15 @@ class DDVI(Objective):
         self.sleep_batch = sleep_batch
         self.sleep_x = sleep_x
         self.huber = huber
+        self.wake_updates_chain = wake_updates_chain
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
         _check_posterior(posterior)
-        s = posterior.sample(x, self.num_samples)
+        if self.wake_updates_chain:
+            s = posterior.sample(x, self.num_samples)
+        else:
+            with posterior.frozen_chain():
+                s = posterior.sample(x, self.num_samples)
         rec = model.log_likelihood(x, s.z)  # [K, B]  L_rec
         # L_reg: log p(z) + log r(y|z) − log q(y, z|x) on the same draws of the chain.
         reg = -log_density_ratio(model, s)  # [K, B]
@@ -128,7 +137,7 @@ class DDVI(Objective):
             metrics["sleep"] = sleep.detach()
         else:
             metrics["sleep"] = torch.zeros((), dtype=bound.dtype, device=bound.device)
-        return ObjectiveOutput(loss=loss, bound=bound.detach(), metrics=metrics)
+        return ObjectiveOutput(loss=loss, bound=bound.detach(), metrics=metrics, z=s.z)
 
     def sleep_loss(
         self,

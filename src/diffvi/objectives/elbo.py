@@ -42,4 +42,4 @@ class ELBO(Objective):
             kl = log_density_ratio(model, s).mean(0)
         bound = log_lik.mean(0) - kl
         metrics = {"kl": kl.detach().mean(), "log_likelihood": log_lik.detach().mean()}
-        return ObjectiveOutput(loss=-bound.mean(), bound=bound.detach(), metrics=metrics)
+        return ObjectiveOutput(loss=-bound.mean(), bound=bound.detach(), metrics=metrics, z=s.z)

@@ -43,12 +43,14 @@ Choices, and what the official code (GitHub topwasu/DDVI: ``diffusion/gaussian.p
   returned, and the DDVI bound is the ELBO).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from diffvi.diffusion.schedules import DiscreteSchedule
 from diffvi.distributions.gaussian import LOG_2PI
@@ -123,6 +125,7 @@ class DiffusionPosterior(Posterior):
         self.reverse_variance = reverse_variance
         self.sampler = sampler
         self.time_embedding_dim = time_embedding_dim
+        self._chain_frozen = False
         steps = torch.arange(1, schedule.num_steps + 1, dtype=torch.float64)
         features = sinusoidal_embedding(steps / max(1, schedule.num_steps), time_embedding_dim)
         self.register_buffer(
@@ -156,6 +159,24 @@ class DiffusionPosterior(Posterior):
         """Features of integer steps ``t`` (in ``1 … T``, any shape) ``-> [*t.shape, E]``."""
         return self.time_features[t - 1]
 
+    @contextmanager
+    def frozen_chain(self) -> Iterator[None]:
+        """Within the block the reverse chain (denoiser and context networks) runs with its
+        parameters detached: gradients still flow through y_t, c(x) and x to the encoder of
+        q(y_T|x) and upstream, but not into the chain's weights. DDVI uses it to train the chain
+        by the sleep term only (``DDVI(wake_updates_chain=False)``)."""
+        previous, self._chain_frozen = self._chain_frozen, True
+        try:
+            yield
+        finally:
+            self._chain_frozen = previous
+
+    def _run(self, net: nn.Module, inputs: Tensor) -> Tensor:
+        if not self._chain_frozen:
+            return net(inputs)
+        detached = {name: p.detach() for name, p in net.named_parameters()}
+        return functional_call(net, detached, (inputs,), strict=False)
+
     def _context(self, x: Tensor | None, batch: int) -> Tensor | None:
         if self.context is None:
             return None
@@ -163,12 +184,12 @@ class DiffusionPosterior(Posterior):
             raise ValueError("a conditional DiffusionPosterior needs x (got None)")
         if x.shape[0] != batch:
             raise ValueError(f"x must have batch size {batch}, got {list(x.shape)}")
-        return self.context(x.flatten(1))
+        return self._run(self.context, x.flatten(1))
 
     def predict_noise(self, y_t: Tensor, temb: Tensor, c: Tensor | None) -> Tensor:
         """ε_φ: ``y_t [..., D]``, ``temb [..., E]``, ``c [..., C]`` (or None) ``-> [..., D]``."""
         parts = [y_t, temb] if c is None else [y_t, temb, c]
-        return self.denoiser(torch.cat(parts, dim=-1))
+        return self._run(self.denoiser, torch.cat(parts, dim=-1))
 
     # -- the reverse chain --------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ class MADE(nn.Module):
             raise ValueError("MADE needs at least one hidden layer")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        order = torch.as_tensor(order, dtype=torch.long)
+        order = torch.as_tensor(order, dtype=torch.long).clone()  # flows must not share it
         if sorted(order.tolist()) != list(range(dim)):
             raise ValueError(f"order must be a permutation of range({dim}), got {order.tolist()}")
         self.dim = dim

@@ -17,6 +17,8 @@ POSTERIORS = ("gaussian", "diffusion", "iaf")
 DEFAULT_MADE_HIDDEN = [128, 128, 128]
 # Priors that exist in 2-D only (``diffvi.distributions.toy2d.build_prior``).
 PRIORS_2D = ("pinwheel", "swiss-roll", "square")
+# Priors with labelled partitions p(z) = Σ_l p(l) p(z|l), which semi-supervised runs need.
+PARTITIONED_PRIORS = ("pinwheel", "swiss-roll", "square", "mixture")
 
 
 @dataclass
@@ -34,7 +36,9 @@ class TrainConfig:
     ``beta_reg``, ``beta_sleep``, ``sleep_steps`` and ``conditional`` are those of
     :class:`~diffvi.objectives.DDVI` and :func:`~diffvi.posteriors.build_diffusion_posterior`.
     ``prior`` is any ``build_prior`` name over the top latent layer; the 2-D ones
-    (``PRIORS_2D``) need ``latent_dims == [2]``.
+    (``PRIORS_2D``) need ``latent_dims == [2]``. ``wake_updates_chain=False`` trains the
+    reverse chain by the sleep term only; ``warmup_steps`` pretrains it on the prior before the
+    first step (:class:`~diffvi.training.callbacks.PosteriorWarmup`).
 
     IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
     ``iaf_flows`` steps of MADE ``made_hidden`` (default ``DEFAULT_MADE_HIDDEN``); its encoder
@@ -44,6 +48,16 @@ class TrainConfig:
     layer; ``adversarial_weight`` is λ, ``deterministic_encoder`` encodes with q's mean (Gaussian
     posterior only), ``k`` is the number of draws per data point, and the discriminator gets its
     own Adam at ``discriminator_lr`` (default ``lr``). See :class:`~diffvi.objectives.AAE`.
+
+    Semi-supervised (M2 of Kingma et al. 2014, DDVI's semi-supervised DD-VAE):
+    ``num_labelled > 0`` keeps the labels of exactly that many training images (balanced over
+    classes, chosen by ``seed``; a multiple of the number of classes) and hides the others;
+    every batch gets ``labelled_batch`` labelled images on top of its ``batch_size``. The
+    objective (``elbo`` or ``ddvi``; not ``iwae`` or ``aae``) is wrapped in
+    :class:`~diffvi.objectives.SemiSupervised` with ``label_weight`` and ``classifier_weight``,
+    a classifier q(l|x) (an MLP of ``hidden[0]`` and ``activation``) is trained beside the
+    model, and the prior must be partitioned (``PARTITIONED_PRIORS``), one partition per class.
+    ``num_labelled = 0`` (the default) is unsupervised training.
     """
 
     dataset: str = "mnist-dynamic"
@@ -75,11 +89,17 @@ class TrainConfig:
     beta_sleep: float = 1.0
     sleep_steps: int = 1
     conditional: bool = True
+    wake_updates_chain: bool = True
+    warmup_steps: int = 0
     iaf_flows: int = 4
     made_hidden: list[int] | None = None
     adversarial_weight: float = 1.0
     deterministic_encoder: bool = False
     discriminator_lr: float | None = None
+    num_labelled: int = 0
+    labelled_batch: int = 100
+    label_weight: float = 1.0
+    classifier_weight: float = 1.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -96,6 +116,7 @@ class TrainConfig:
             (self.beta_reg >= 0, "beta_reg must be >= 0"),
             (self.beta_sleep >= 0, "beta_sleep must be >= 0"),
             (self.sleep_steps >= 1, "sleep_steps must be >= 1"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
             (self.iaf_flows >= 1, "iaf_flows must be >= 1"),
             (
                 self.made_hidden is None
@@ -110,6 +131,10 @@ class TrainConfig:
                 self.discriminator_lr is None or self.discriminator_lr > 0,
                 "discriminator_lr must be None or > 0",
             ),
+            (self.num_labelled >= 0, "num_labelled must be >= 0"),
+            (self.labelled_batch >= 1, "labelled_batch must be >= 1"),
+            (self.label_weight >= 0, "label_weight must be >= 0"),
+            (self.classifier_weight >= 0, "classifier_weight must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -130,6 +155,11 @@ class TrainConfig:
         return list(ARCHITECTURES[self.architecture]["latent_dims"])
 
     def _check_posterior_and_prior(self) -> None:
+        if self.warmup_steps and self.posterior != "diffusion":
+            raise ValueError(
+                f"warmup_steps pretrains a diffusion posterior's reverse chain; got "
+                f"warmup_steps={self.warmup_steps} with posterior={self.posterior!r}"
+            )
         if (self.objective == "ddvi") != (self.posterior == "diffusion"):
             raise ValueError(
                 "objective 'ddvi' and posterior 'diffusion' go together (DDVI's bound needs the "
@@ -152,6 +182,22 @@ class TrainConfig:
                 f"entry, got {dims}"
             )
         self._check_aae()
+        self._check_semisupervised()
+
+    def _check_semisupervised(self) -> None:
+        if self.num_labelled == 0:
+            return
+        if self.objective not in ("elbo", "ddvi"):
+            raise ValueError(
+                f"semi-supervised training (num_labelled={self.num_labelled}) adds a per-draw "
+                f"label term to the ELBO or DDVI objective; got objective={self.objective!r} "
+                "(use elbo or ddvi)"
+            )
+        if self.prior not in PARTITIONED_PRIORS:
+            raise ValueError(
+                f"semi-supervised training (num_labelled={self.num_labelled}) needs a prior with "
+                f"one partition per class, one of {PARTITIONED_PRIORS}; got prior={self.prior!r}"
+            )
 
     def _check_aae(self) -> None:
         if self.objective != "aae":

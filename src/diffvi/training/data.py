@@ -3,6 +3,11 @@
 Indexing an in-memory dataset with a batch of indices avoids per-item collation, which
 dominates at IWAE's batch size of 20. The permutation of each epoch depends only on
 ``(seed, epoch)``, so every rank agrees on it, and a resumed run replays the same order.
+
+Semi-supervised runs (``num_labelled > 0``) see every training image without its label except
+those of a fixed balanced subset (:func:`~diffvi.models.semisupervised.labelled_subset`), and
+every batch gets ``labelled_batch`` extra items drawn from that subset
+(:class:`LabelledBatchSampler`), as in M2 (Kingma et al. 2014).
 """
 
 from collections.abc import Iterator
@@ -62,7 +67,93 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         return full + (rest > 0 and not self.drop_last)
 
 
-def index_batch_loader(dataset: Dataset, sampler: IndexBatchSampler) -> DataLoader:
+class LabelledBatchSampler(Sampler[torch.Tensor]):
+    """The batches of an :class:`IndexBatchSampler` over all training items, each followed by
+    ``labelled_batch`` indices drawn from ``labelled`` (int64 ``[N_l]``).
+
+    The labelled indices of an epoch are the concatenation of permutations of ``labelled``
+    (enough of them to fill every batch), a function of ``(seed, epoch)`` only, so DDP ranks and
+    resumed runs agree. Each yielded batch is ``[b + labelled_batch]``: the base batch first.
+    """
+
+    def __init__(
+        self, base: IndexBatchSampler, labelled: torch.Tensor, labelled_batch: int
+    ) -> None:
+        labelled = torch.as_tensor(labelled, dtype=torch.long)
+        if labelled.ndim != 1 or labelled.numel() < 1:
+            raise ValueError(
+                f"labelled must be a non-empty index tensor [N_l], got shape {list(labelled.shape)}"
+            )
+        if labelled_batch < 1:
+            raise ValueError(f"labelled_batch must be >= 1, got {labelled_batch}")
+        self.base = base
+        self.labelled = labelled
+        self.labelled_batch = labelled_batch
+
+    @property
+    def epoch(self) -> int:
+        return self.base.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.base.set_epoch(epoch)
+
+    def _labelled_stream(self, num_batches: int) -> torch.Tensor:
+        base = self.base
+        # Distinct from the base sampler's stream, and from every rank's (DDP ranks draw their
+        # own labelled items, as they see their own share of the unlabelled ones).
+        seed = base.seed + 1_000_003 * base.epoch + 7_919 * (base.rank + 1) + 104_729
+        generator = torch.Generator().manual_seed(seed)
+        needed = num_batches * self.labelled_batch
+        if needed == 0:
+            return self.labelled[:0]
+        rounds = -(-needed // self.labelled.numel())
+        n = self.labelled.numel()
+        perms = [self.labelled[torch.randperm(n, generator=generator)] for _ in range(rounds)]
+        return torch.cat(perms)[:needed]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # Drawn at the first next(), after Lightning's set_epoch (see IndexBatchSampler).
+        batches = list(iter(self.base))
+        stream = self._labelled_stream(len(batches)).split(self.labelled_batch)
+        for batch, extra in zip(batches, stream, strict=True):
+            yield torch.cat((batch, extra))
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+class PartiallyLabelledDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """A view of a labelled data set whose labels are ``-1`` except at ``labelled`` indices.
+
+    ``view[idx] -> (x, y)`` as the wrapped data set returns it (whole index batches), with
+    ``y`` the true label where ``idx`` is in ``labelled`` and ``-1`` elsewhere.
+    """
+
+    def __init__(self, dataset: Dataset, labelled: torch.Tensor) -> None:
+        labels = getattr(dataset, "labels", None)
+        if labels is None:
+            raise ValueError("a partially labelled view needs a data set with labels")
+        self.dataset = dataset
+        self.labelled = torch.as_tensor(labelled, dtype=torch.long)
+        visible = torch.full_like(labels, -1)
+        visible[self.labelled] = labels[self.labelled.to(labels.device)]
+        self.labels = visible
+        self.num_classes = getattr(dataset, "num_classes", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.dataset.image_shape)
+
+    def __getitem__(self, index):
+        x, _ = self.dataset[index]
+        return x, self.labels[torch.as_tensor(index, device=self.labels.device)]
+
+
+def index_batch_loader(dataset: Dataset, sampler: Sampler[torch.Tensor]) -> DataLoader:
     """A DataLoader that hands whole index batches to ``dataset[indices]``.
 
     It has a generator of its own: a DataLoader otherwise draws a seed from the global RNG
@@ -75,16 +166,46 @@ class ImageDataModule(L.LightningDataModule):
     """Train and validation loaders for a registered data set.
 
     Validation uses the first ``val_size`` items of the held-out split (``valid`` where the data
-    set has one, else ``test``); each DDP rank trains on its own shard of every epoch's order.
+    set has one, else ``test``), with their true labels; each DDP rank trains on its own shard
+    of every epoch's order.
+
+    ``num_labelled > 0`` (semi-supervised): the training labels are hidden (``-1``) except at
+    ``labelled_subset(labels, num_labelled, seed)`` (exactly ``num_labelled`` images, balanced
+    over classes), and every batch of ``batch_size`` images gets ``labelled_batch`` more from
+    that subset (:class:`LabelledBatchSampler`).
     """
 
-    def __init__(self, dataset: str, batch_size: int, seed: int = 0, val_size: int = 1000) -> None:
+    def __init__(
+        self,
+        dataset: str,
+        batch_size: int,
+        seed: int = 0,
+        val_size: int = 1000,
+        num_labelled: int = 0,
+        labelled_batch: int = 100,
+    ) -> None:
         super().__init__()
+        if num_labelled < 0:
+            raise ValueError(f"num_labelled must be >= 0, got {num_labelled}")
         self.dataset_name = dataset
         self.batch_size = batch_size
         self.seed = seed
         self.val_size = val_size
+        self.num_labelled = num_labelled
+        self.labelled_batch = labelled_batch
         self.train_set = load_dataset(dataset, "train")
+        self.labelled: torch.Tensor | None = None
+        if num_labelled > 0:
+            labels = getattr(self.train_set, "labels", None)
+            if labels is None:
+                raise ValueError(
+                    f"semi-supervised training (num_labelled={num_labelled}) needs a labelled "
+                    f"data set; {dataset!r} has no labels"
+                )
+            from diffvi.models.semisupervised import labelled_subset
+
+            self.labelled = labelled_subset(labels, num_labelled, seed)
+            self.train_set = PartiallyLabelledDataset(self.train_set, self.labelled)
         held_out = "valid" if "valid" in dataset_splits(dataset) else "test"
         full_val = load_dataset(dataset, held_out)
         keep = torch.arange(min(val_size, len(full_val)))
@@ -94,6 +215,11 @@ class ImageDataModule(L.LightningDataModule):
     def event_shape(self) -> tuple[int, ...]:
         return tuple(self.train_set.image_shape)
 
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes of the training labels (``None`` for unlabelled data)."""
+        return getattr(self.train_set, "num_classes", None)
+
     def train_dataloader(self) -> DataLoader:
         rank, world = 0, 1
         if self.trainer is not None:
@@ -101,6 +227,8 @@ class ImageDataModule(L.LightningDataModule):
         sampler = IndexBatchSampler(
             len(self.train_set), self.batch_size, True, self.seed, rank, world, drop_last=True
         )
+        if self.labelled is not None:
+            sampler = LabelledBatchSampler(sampler, self.labelled, self.labelled_batch)
         return index_batch_loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from diffvi.models.vae import VAE, build_vae
-from diffvi.objectives import AAE, DDVI, ELBO, IWAE, Objective
+from diffvi.objectives import AAE, DDVI, ELBO, IWAE, Objective, SemiSupervised
+from diffvi.objectives.semisupervised import prior_log_responsibilities, top_layer
 from diffvi.posteriors.base import Posterior
 from diffvi.training.config import (
     ADAM_PRESETS,
@@ -39,6 +40,7 @@ def build_objective_from_config(config: TrainConfig, latent_dim: int | None = No
             beta_reg=config.beta_reg,
             beta_sleep=config.beta_sleep,
             sleep_steps=config.sleep_steps,
+            wake_updates_chain=config.wake_updates_chain,
         )
     return IWAE(k=config.k, estimator=config.estimator)
 
@@ -105,6 +107,13 @@ class VAEModule(L.LightningModule):
 
     Logged: ``train/bound`` (the bound, not the surrogate loss), ``val/bound`` (the training
     objective's bound on held-out data), ``val/iwae`` (IWAE bound with ``val_k`` samples).
+    Semi-supervised runs (``config.num_labelled > 0``) also train the label classifier
+    ``classifier`` (q(l|x), in the same Adam) with :class:`~diffvi.objectives.SemiSupervised`
+    on the batch's labels (``-1`` = unlabelled), log its terms (``train/label_term``,
+    ``train/classifier_loss``, ``train/labelled_fraction``), and validate on the held-out labels:
+    ``val/accuracy`` (argmax q(l|x)) and ``val/latent_accuracy`` (argmax_l p(l|z) for one
+    posterior draw z: the prior partition the latent falls in). ``val/bound`` stays the
+    unsupervised bound.
     Built from a ``TrainConfig`` only, so a checkpoint's hyperparameters rebuild it; the
     config picks the posterior (Gaussian, or DDVI's diffusion posterior) and the prior
     (:func:`build_model_from_config`).
@@ -126,6 +135,19 @@ class VAEModule(L.LightningModule):
         self.save_hyperparameters({"config": config.to_dict()})
         self.model, self.posterior = build_model_from_config(config)
         self.objective = build_objective_from_config(config, self.model.latent_dim)
+        self.semisupervised: SemiSupervised | None = None
+        if config.num_labelled > 0:
+            from diffvi.models.semisupervised import build_label_classifier
+
+            self.classifier = build_label_classifier(
+                self.model.data_dim,
+                self.model.prior.num_partitions,
+                config.hidden[0] if config.hidden else build_vae_hidden(config),
+                config.activation,
+            )
+            self.semisupervised = SemiSupervised(
+                self.objective, config.label_weight, config.classifier_weight
+            )
         self.adversarial = isinstance(self.objective, AAE)
         if self.adversarial:
             self.automatic_optimization = False
@@ -139,7 +161,10 @@ class VAEModule(L.LightningModule):
         x = batch[0]
         if self.adversarial:
             return self._adversarial_step(x)
-        out = self.objective(self.model, self.posterior, x)
+        if self.semisupervised is not None:
+            out = self.semisupervised(self.model, self.posterior, x, batch[1], self.classifier)
+        else:
+            out = self.objective(self.model, self.posterior, x)
         self._nonfinite_steps += (~torch.isfinite(out.loss)).long()
         self._log_train(out, x.shape[0])
         return out.loss
@@ -202,10 +227,29 @@ class VAEModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x = batch[0]
-        bound = self.objective(self.model, self.posterior, x).bound.mean()
+        out = self.objective(self.model, self.posterior, x)
+        bound = out.bound.mean()
         iwae = self.val_objective(self.model, self.posterior, x).bound.mean()
         self.log("val/bound", bound, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         self.log("val/iwae", iwae, batch_size=x.shape[0], sync_dist=True)
+        if self.semisupervised is not None:
+            self._log_accuracy(x, batch[1], out.z)
+
+    def _log_accuracy(self, x: Tensor, labels: Tensor, z: Tensor | None) -> None:
+        """``val/accuracy`` of argmax q(l|x) and ``val/latent_accuracy`` of argmax_l p(l|z) on
+        the first posterior draw ``z[0]`` (items with label ``-1`` are skipped)."""
+        known = labels >= 0
+        count = int(known.sum())
+        if count == 0:
+            return
+        predicted = self.classifier(x).argmax(-1)
+        accuracy = (predicted == labels)[known].float().mean()
+        self.log("val/accuracy", accuracy, prog_bar=True, batch_size=count, sync_dist=True)
+        if z is not None:
+            latent = top_layer(self.model, z[0])
+            picked = prior_log_responsibilities(self.model.prior, latent).argmax(-1)
+            latent_accuracy = (picked == labels)[known].float().mean()
+            self.log("val/latent_accuracy", latent_accuracy, batch_size=count, sync_dist=True)
 
     def _adam(self, parameters: Any, lr: float) -> torch.optim.Adam:
         preset = ADAM_PRESETS[self.config.adam]

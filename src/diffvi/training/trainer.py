@@ -7,6 +7,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from diffvi.training.callbacks import PosteriorWarmup
 from diffvi.training.checkpoint import AtomicCheckpointIO, export_model, resolve_checkpoint
 from diffvi.training.config import TrainConfig
 from diffvi.training.data import ImageDataModule
@@ -42,10 +43,24 @@ def fit(
     run_dir = Path(run_dir)
     configure_numerics(config.flush_denormal)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    data = ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
+    data = ImageDataModule(
+        config.dataset,
+        config.batch_size,
+        config.seed,
+        config.val_size,
+        num_labelled=config.num_labelled,
+        labelled_batch=config.labelled_batch,
+    )
     config.event_shape = list(data.event_shape)
     ckpt_path = str(resolve_checkpoint(run_dir)) if resume else None
     module = VAEModule(config)
+    if config.num_labelled > 0:
+        classes, parts = data.num_classes, module.model.prior.num_partitions
+        if classes is None or classes > parts:
+            raise ValueError(
+                f"semi-supervised training needs one prior partition per class: {config.dataset} "
+                f"has {classes} classes, prior {config.prior!r} has {parts} partitions"
+            )
     # One file, rewritten (atomically) every few epochs and once more at the end.
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
@@ -55,6 +70,8 @@ def fit(
         enable_version_counter=False,
     )
     all_callbacks: list[Callback] = [checkpoint, *callbacks]
+    if config.warmup_steps:
+        all_callbacks.append(PosteriorWarmup(config.warmup_steps, progress=progress_bar))
     if progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=20))
     trainer = L.Trainer(
