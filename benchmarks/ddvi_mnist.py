@@ -17,7 +17,15 @@ soon as the run is done, so an interrupted benchmark resumes where it stopped):
 - ``latent_nll``: DDVI's latent NLL (KDE of the test latents, one draw per image, bandwidths
   (0.05, 0.8, 0.1, 0.3, 0.5), scored at 10,000 prior samples);
 - ``knn``: kNN accuracy (k = 20) fitted on the train latents, scored on the test latents;
-- ``seconds_per_epoch`` and the epoch-cost ratio of each method to the VAE.
+- ``purity``, ``completeness``, ``nmi``: a 10-component GMM fitted to the test latents,
+  scored against the digit classes (DDVI's clustering protocol);
+- ``seconds_per_epoch`` and the epoch-cost ratio of each method to the VAE;
+- with ``--labelled N`` (semi-supervised, exactly N labelled training images): ``accuracy`` of
+  argmax q(l|x) and ``latent_accuracy`` of argmax_l p(l|z) (the prior partition one posterior
+  draw falls in) on the test set. AAE has no semi-supervised form here and is skipped.
+
+``--priors`` also takes ``mixture`` (the learnable 10-component Gaussian mixture, for
+clustering).
 
 Every model trains through the library's entry point (``diffvi.training.fit``), as
 ``diffvi train vae`` / ``diffvi train ddvae`` would; data: MNIST grey levels with a Bernoulli
@@ -41,6 +49,7 @@ import torch
 from common import RESULTS_DIR, machine_info, markdown_table, write_results
 
 PRIORS = ("pinwheel", "swiss-roll", "square")
+OPTIONAL_PRIORS = ("mixture",)
 # method -> TrainConfig fields on top of the shared ones (BENCH_CONFIG).
 METHODS: dict[str, dict] = {
     "vae": {"objective": "elbo", "posterior": "gaussian"},
@@ -64,9 +73,12 @@ BENCH_CONFIG = {
 # (see paper_elbo above) and latent NLL; the sleep ablation's latent NLL (DDVI without L_sleep).
 PAPER = {
     "pinwheel": {"ddvae": (-3.88, 1.27), "iaf": (-4.19, None), "ddvae-nosleep": (None, 2.12)},
+    "mixture": {},
     "swiss-roll": {"ddvae": (-5.03, 3.86), "iaf": (-5.10, None), "ddvae-nosleep": (None, 5.25)},
     "square": {"ddvae": (-3.79, 1.56), "iaf": (-3.97, None), "ddvae-nosleep": (None, 2.97)},
 }
+# Semi-supervised accuracy with 1000 labels in the paper (DDVI), per prior.
+PAPER_SEMI = {"pinwheel": 0.95, "swiss-roll": 0.92, "square": 0.90}
 PARTS = RESULTS_DIR / "ddvi_mnist"
 
 
@@ -90,13 +102,32 @@ def test_bound(module, x: torch.Tensor, batch_size: int = 500) -> dict:
     return {"elbo": rec + reg, "rec": rec, "reg": reg, "paper_elbo": rec / model.data_dim + reg}
 
 
+@torch.no_grad()
+def test_accuracies(module, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> dict:
+    """Test accuracy of argmax q(l|x) and of argmax_l p(l|z) on the latents ``z [N, 2]``."""
+    from diffvi.objectives.semisupervised import prior_log_responsibilities
+
+    predicted = torch.cat([module.classifier(b).argmax(-1) for b in x.split(1000)])
+    picked = prior_log_responsibilities(module.model.prior, z.double()).argmax(-1)
+    return {
+        "accuracy": float((predicted == y).double().mean()),
+        "latent_accuracy": float((picked == y).double().mean()),
+    }
+
+
 def run_one(task: tuple) -> dict:
     """Train and evaluate one (prior, method, seed); returns the part record."""
     prior, method, seed, args = task
     torch.set_num_threads(args.threads)
     from diffvi.cli.embed import NUM_PRIOR_SAMPLES
     from diffvi.data import load_dataset
-    from diffvi.evaluation import estimate_log_likelihood, knn_accuracy, latent_nll
+    from diffvi.evaluation import (
+        clustering_scores,
+        estimate_log_likelihood,
+        gmm_cluster,
+        knn_accuracy,
+        latent_nll,
+    )
     from diffvi.evaluation.representation import embed_latents
     from diffvi.training import TrainConfig, fit
     from diffvi.training.callbacks import PosteriorWarmup
@@ -105,7 +136,7 @@ def run_one(task: tuple) -> dict:
     configure_numerics(flush_denormal=True)
     fields = {**BENCH_CONFIG, **METHODS[method], "prior": prior, "seed": seed}
     fields.update(hidden=[[args.hidden, args.hidden]], max_epochs=args.epochs)
-    fields["max_steps"] = args.max_steps
+    fields.update(max_steps=args.max_steps, num_labelled=args.labelled)
     if fields["objective"] == "ddvi":
         fields["beta_reg"] = args.beta_reg
     config = TrainConfig(**fields)
@@ -142,6 +173,7 @@ def run_one(task: tuple) -> dict:
         "log_px_stderr": estimate.mean_stderr,
         "latent_nll": latent_nll(z_test.double(), prior_samples.double()),
         "knn": knn_accuracy(z_train, y_train, z_test, y_test, k=20),
+        **clustering_scores(y_test, gmm_cluster(z_test, 10, seed=seed)),
         "epochs": module.trainer.current_epoch,
         "steps": module.trainer.global_step,
         "train_seconds": round(train_seconds, 1),
@@ -150,6 +182,8 @@ def run_one(task: tuple) -> dict:
         "warmup_steps": warmup.steps,
         "warmup_seconds": round(warmup.seconds, 1),
     }
+    if args.labelled:
+        result.update(test_accuracies(module, x_test, y_test, z_test))
     record = {
         "prior": prior,
         "method": method,
@@ -180,6 +214,13 @@ def _fmt(values: list[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def _cell(results: list[dict], key: str) -> str | None:
+    """``mean ± sd`` of ``key`` over runs, or None where a run lacks it (older part files)."""
+    if not all(key in r for r in results):
+        return None
+    return _fmt([r[key] for r in results], 3)
+
+
 def assemble(args: argparse.Namespace) -> dict:
     """Gather the part files of ``args.series`` into the JSON and markdown tables."""
     parts = [json.loads(p.read_text()) for p in sorted((PARTS / args.series).glob("*.json"))]
@@ -188,22 +229,28 @@ def assemble(args: argparse.Namespace) -> dict:
         groups.setdefault((part["prior"], part["method"]), []).append(part["result"])
     vae_epoch = {
         prior: _mean_sd([r["seconds_per_epoch"] for r in groups[(prior, "vae")]])[0]
-        for prior in PRIORS
+        for prior in (*PRIORS, *OPTIONAL_PRIORS)
         if (prior, "vae") in groups
     }
     rows, summary = [], {}
-    for prior in PRIORS:
+    semi = any("accuracy" in part["result"] for part in parts)
+    for prior in (*PRIORS, *OPTIONAL_PRIORS):
         for method in METHODS:
             results = groups.get((prior, method))
             if not results:
                 continue
             paper_elbo, paper_nll = PAPER[prior].get(method, (None, None))
+            if semi:
+                paper_elbo = paper_nll = None  # the paper's table is the unsupervised one
             ratio = None
             if prior in vae_epoch:
                 ratio = _mean_sd([r["seconds_per_epoch"] for r in results])[0] / vae_epoch[prior]
+            keys = ["elbo", "paper_elbo", "log_px", "latent_nll", "knn", "purity", "nmi"]
+            keys += ["accuracy", "latent_accuracy"] if semi else []
             stats = {
                 key: _mean_sd([r[key] for r in results])
-                for key in ("elbo", "paper_elbo", "log_px", "latent_nll", "knn")
+                for key in keys
+                if all(key in r for r in results)
             }
             summary[f"{prior}/{method}"] = {
                 "seeds": len(results),
@@ -222,6 +269,17 @@ def assemble(args: argparse.Namespace) -> dict:
                     _fmt([r["latent_nll"] for r in results]),
                     paper_nll,
                     _fmt([r["knn"] for r in results], 3),
+                    _cell(results, "purity"),
+                    _cell(results, "nmi"),
+                    *(
+                        [
+                            _cell(results, "accuracy"),
+                            _cell(results, "latent_accuracy"),
+                            PAPER_SEMI.get(prior) if method == "ddvae" else None,
+                        ]
+                        if semi
+                        else []
+                    ),
                     None if ratio is None else f"{ratio:.2f}",
                 ]
             )
@@ -236,12 +294,16 @@ def assemble(args: argparse.Namespace) -> dict:
         "latent NLL",
         "paper",
         "kNN acc",
+        "GMM purity",
+        "GMM NMI",
+        *(["acc q(l\\|x)", "acc p(l\\|z)", "paper acc"] if semi else []),
         "epoch cost / VAE",
     ]
     first = parts[0]["config"] if parts else {}
     warmup = max((p["result"]["warmup_steps"] for p in parts), default=0)
+    kind = "semi-supervised" if semi else "unsupervised"
     md = (
-        f"## DDVI unsupervised MNIST (series `{args.series}`)\n\n"
+        f"## DDVI {kind} MNIST (series `{args.series}`)\n\n"
         f"Budget: {first.get('max_epochs')} epochs per run (max_steps {first.get('max_steps')}); "
         f"hidden {first.get('hidden')}, batch {first.get('batch_size')}, lr {first.get('lr')}; "
         f"DD-VAE β_reg = {args.beta_reg}, T = {first.get('diffusion_steps')}, posterior "
@@ -275,6 +337,9 @@ def main() -> None:
     parser.add_argument(
         "--warmup-steps", type=int, default=500, help="DD-VAE posterior warm-up on the prior"
     )
+    parser.add_argument(
+        "--labelled", type=int, default=0, help="semi-supervised: labelled training images"
+    )
     parser.add_argument("--test-size", type=int, default=10_000)
     parser.add_argument("--knn-train-size", type=int, default=60_000)
     parser.add_argument("--eval-size", type=int, default=1000, help="test images for log p̂(x)")
@@ -288,9 +353,13 @@ def main() -> None:
     if args.quick:
         args.epochs, args.max_steps, args.warmup_steps = 1, 60, 20
         args.test_size, args.knn_train_size, args.eval_size, args.eval_k = 1000, 2000, 100, 10
-    args.series = args.series or ("quick" if args.quick else f"full-e{args.epochs}")
+    semi = f"-semi{args.labelled}" if args.labelled else ""
+    args.series = args.series or ("quick" if args.quick else f"full-e{args.epochs}") + semi
     priors, methods = args.priors.split(","), args.methods.split(",")
-    for name, chosen, known in (("prior", priors, PRIORS), ("method", methods, METHODS)):
+    if args.labelled:
+        methods = [m for m in methods if m != "aae"]  # no semi-supervised AAE here
+    all_priors = (*PRIORS, *OPTIONAL_PRIORS)
+    for name, chosen, known in (("prior", priors, all_priors), ("method", methods, METHODS)):
         unknown = sorted(set(chosen) - set(known))
         if unknown:
             raise SystemExit(f"unknown {name}s {unknown}; choose from {sorted(known)}")

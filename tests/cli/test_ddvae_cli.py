@@ -16,6 +16,7 @@ TINY_DDVAE = [
     "train", "ddvae", "--dataset", "digits", "--prior", "pinwheel", "--diffusion-steps", "5",
     "--hidden", "32,32", "--batch-size", "64", "--lr", "3e-3", "--max-epochs", "2",
     "--seed", "0", "--threads", "1", "--no-progress", "--log-every-n-steps", "10",
+    "--warmup-steps", "5", "--sleep-trains-chain",
 ]  # fmt: skip
 
 
@@ -39,6 +40,7 @@ def test_train_ddvae_writes_checkpoint_and_config_with_ddvi_settings(ddvae_run):
     assert config["objective"] == "ddvi" and config["posterior"] == "diffusion"
     assert config["prior"] == "pinwheel" and config["latent_dims"] == [2]
     assert config["diffusion_steps"] == 5 and config["hidden"] == [[32, 32]]
+    assert config["warmup_steps"] == 5 and config["wake_updates_chain"] is False
     assert "Final validation DDVI bound" in result.stdout
 
 

@@ -71,6 +71,17 @@ def test_ddvi_objective_with_gaussian_posterior_raises_clear_error():
         tiny_ddvae_config(objective="elbo")
 
 
+def test_warmup_steps_need_a_diffusion_posterior_and_are_not_negative():
+    with pytest.raises(ValueError, match="warmup_steps pretrains a diffusion posterior"):
+        tiny_ddvae_config(posterior="gaussian", objective="elbo", warmup_steps=10)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        tiny_ddvae_config(warmup_steps=-1)
+    config = tiny_ddvae_config(warmup_steps=10, wake_updates_chain=False)
+    from diffvi.training.module import build_objective_from_config
+
+    assert build_objective_from_config(config).wake_updates_chain is False
+
+
 def test_two_dimensional_prior_with_latent_dim_8_raises_clear_error():
     with pytest.raises(ValueError, match=r"prior 'pinwheel' is 2-D: it needs latent_dims \[2\]"):
         tiny_ddvae_config(latent_dims=[8])

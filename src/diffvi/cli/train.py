@@ -634,6 +634,24 @@ def train_ddvae(
             help="Whether the denoiser sees x (unconditional: latent wake-sleep).",
         ),
     ] = None,
+    wake_updates_chain: Annotated[
+        bool | None,
+        typer.Option(
+            "--wake-updates-chain/--sleep-trains-chain",
+            show_default="wake-updates-chain",
+            help="Whether the wake terms also train the reverse chain (denoiser, context); "
+            "--sleep-trains-chain leaves it to the sleep term.",
+        ),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            show_default="0",
+            help="Pretrain the reverse chain on the prior for this many steps first "
+            "(the official code's first stage).",
+        ),
+    ] = None,
     k: Annotated[
         int | None,
         typer.Option("--k", "-k", min=1, show_default="1", help="Chain draws per data point."),
@@ -693,6 +711,8 @@ def train_ddvae(
         "beta_sleep": beta_sleep,
         "sleep_steps": sleep_steps,
         "conditional": conditional,
+        "wake_updates_chain": wake_updates_chain,
+        "warmup_steps": warmup_steps,
         "k": k,
         "latent_dims": latent_dim,
         "hidden": hidden,
