@@ -77,3 +77,19 @@ def test_train_vae_with_ddvi_objective_fails_with_one_line_error(cli, tmp_path):
     assert result.exit_code == 1
     assert "posterior 'diffusion'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_ddvae_official_sets_the_official_weights_and_embeds(cli, tmp_path):
+    run_dir = tmp_path / "official"
+    args = [a for a in TINY_DDVAE if a != "--sleep-trains-chain"]
+    result = cli(*args, "--official", "--max-epochs", "1", "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["objective"] == "ddvi-official"
+    assert config["beta_reg"] == 7.84 and config["beta_sleep"] == 784
+    assert config["warmup_steps"] == 5  # the explicit option wins over the official default
+    assert "trained with DDIM" in result.stdout
+    out = tmp_path / "emb"
+    result = cli("embed", run_dir, "--out", out, "--clusters", "0")
+    assert result.exit_code == 0, result.output
+    assert len((out / "latents.csv").read_text().splitlines()) == 1 + 360  # header + test set

@@ -14,7 +14,7 @@ from diffvi.diffusion import DiscreteSchedule
 from diffvi.distributions import GaussianLikelihood, MixturePrior
 from diffvi.models import VAE
 from diffvi.nn import MLP
-from diffvi.objectives import DDVI, ELBO, OBJECTIVES, build_objective
+from diffvi.objectives import DDVI, ELBO, OBJECTIVES, OfficialDDVI, build_objective
 from diffvi.objectives.base import log_importance_weights
 from diffvi.posteriors import (
     DiffusionPosterior,
@@ -443,3 +443,45 @@ def test_iwae_and_log_likelihood_estimate_accept_a_diffusion_posterior(linear_ga
     log_px = lg.log_px(x)
     assert (iwae_bound - log_px).abs().max() < 0.05  # k = 200: a bound within a few 0.01 nats
     assert (estimate.log_px - log_px).abs().max() < 4 * estimate.stderr.max() + 0.01
+
+
+# -- the official code's objective ----------------------------------------------------------------
+
+
+def test_official_objective_reports_the_ddpm_chain_bound_which_is_below_log_px(linear_gaussian):
+    lg = linear_gaussian
+    x = lg.data(4)
+    torch.manual_seed(1)
+    posterior = build_diffusion_posterior(
+        lg.data_dim, lg.latent_dim, num_steps=5, hidden=(16, 16), context_dim=4, beta_end=0.2,
+        zero_init_denoiser=False,
+    ).double()  # fmt: skip
+    torch.manual_seed(2)
+    with torch.no_grad():
+        out = OfficialDDVI(beta_sleep=0)(lg.model, posterior, x.repeat(2000, 1))
+    mean, se = mean_and_stderr(out.bound.view(2000, 4))
+    assert (mean <= lg.log_px(x) + 3 * se).all()
+    assert posterior.sampler == "ddpm"
+
+
+def test_official_wake_chain_is_deterministic_ddim_and_trains_every_network():
+    model, posterior, x = small_problem()
+    objective = OfficialDDVI(num_samples=2)
+    torch.manual_seed(3)
+    a = objective(model, posterior, x)
+    torch.manual_seed(3)
+    mean, log_std = posterior.encode(x)
+    y_T = mean + torch.exp(log_std) * torch.randn(2, 5, 2)
+    posterior.sampler = "ddim"
+    expected = posterior.reverse(y_T, x).z
+    posterior.sampler = "ddpm"
+    torch.testing.assert_close(a.z, expected)  # z is the DDIM map of the encoder's draw
+    assert set(a.metrics) == {"rec", "kl_y_T", "sleep"} and a.bound.shape == (5,)
+    a.loss.backward()
+    for net in (posterior.encoder, posterior.denoiser, posterior.context, model.decoder):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    assert all(p.grad is None for p in model.prior.parameters())  # no log p(z) in this loss
+    assert OBJECTIVES["ddvi-official"] is OfficialDDVI
+    assert OfficialDDVI().kl_weight == 7.84 and OfficialDDVI().sleep.beta_sleep == 784
+    with pytest.raises(ValueError, match="kl_weight must be >= 0"):
+        OfficialDDVI(kl_weight=-1)

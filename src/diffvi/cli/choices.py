@@ -17,7 +17,8 @@ def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
     return StrEnum(name, {v.replace("-", "_"): v for v in values})
 
 
-Objective = choice("Objective", OBJECTIVES)
+# Objectives of `train vae` (the diffusion-posterior ones are `train ddvae`'s).
+Objective = choice("Objective", [o for o in OBJECTIVES if o != "ddvi-official"])
 Estimator = choice("Estimator", ESTIMATORS)
 Architecture = choice("Architecture", ARCHITECTURES)
 Likelihood = choice("Likelihood", LIKELIHOODS)

@@ -107,6 +107,8 @@ def embed_command(
     )
 
     module, checkpoint, torch_device = load_for_evaluation(run_or_checkpoint, device)
+    if module.config.objective == "ddvi-official":
+        module.posterior.sampler = "ddim"  # its latents are the deterministic DDIM map's
     name = dataset or module.config.dataset
     images, labels = load_images(name, split, module.config.event_shape, None, seed)
     latents = embed_images(module, images, seed, batch_size, torch_device)

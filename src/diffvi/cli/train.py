@@ -21,6 +21,7 @@ from diffvi.cli.common import (
     setup_numerics,
 )
 from diffvi.data import available_datasets
+from diffvi.objectives.ddvi import OFFICIAL_KL_WEIGHT, OFFICIAL_SLEEP_WEIGHT
 
 train_app = typer.Typer(
     help="Train a model; one sub-command per model family.",
@@ -367,6 +368,7 @@ def run_training(
         names = {
             "elbo": "ELBO",
             "ddvi": f"DDVI bound (k={config.k})",
+            "ddvi-official": f"DDVI bound of the DDPM chain (k={config.k}; trained with DDIM)",
             "aae": "ELBO of q (AAE; not its training loss)",
         }
         name = names.get(config.objective, f"IWAE bound (k={config.k})")
@@ -575,6 +577,12 @@ DDVAE_DEFAULTS: dict[str, Any] = {
     "max_epochs": 50,
 }
 DDVAE_HIDDEN_SMALL: dict[str, list[list[int]]] = {"digits": [[256, 256]]}
+# `train ddvae --official`: the official code's weights in per-image units and its first stage.
+OFFICIAL_DEFAULTS: dict[str, Any] = {
+    "beta_reg": OFFICIAL_KL_WEIGHT,
+    "beta_sleep": OFFICIAL_SLEEP_WEIGHT,
+    "warmup_steps": 500,
+}
 
 
 def _ddvae_run_name(config) -> str:
@@ -634,6 +642,15 @@ def train_ddvae(
             help="Whether the denoiser sees x (unconditional: latent wake-sleep).",
         ),
     ] = None,
+    official: Annotated[
+        bool,
+        typer.Option(
+            "--official",
+            help="Train with the official code's objective (DDIM chain, KL(q(y_T|x) || N(0,I)), "
+            "Huber sleep; not a bound; docs/methods.md); defaults then --beta-reg 7.84 "
+            "(its KL weight per image), --beta-sleep 784, --warmup-steps 500.",
+        ),
+    ] = False,
     wake_updates_chain: Annotated[
         bool | None,
         typer.Option(
@@ -701,6 +718,7 @@ def train_ddvae(
     explicit: dict[str, Any] = {
         "dataset": dataset,
         "prior": _value(prior),
+        "objective": "ddvi-official" if official else None,
         "num_labelled": labelled,
         "labelled_batch": labelled_batch,
         "label_weight": label_weight,
@@ -727,6 +745,8 @@ def train_ddvae(
         "seed": seed,
     }
     defaults = dict(DDVAE_DEFAULTS)
+    if official:
+        defaults.update(OFFICIAL_DEFAULTS)
     defaults["hidden"] = DDVAE_HIDDEN_SMALL.get(dataset or defaults["dataset"], defaults["hidden"])
     hardware = dict(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,

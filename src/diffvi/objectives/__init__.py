@@ -2,7 +2,7 @@
 
 from diffvi.objectives.adversarial import AAE
 from diffvi.objectives.base import Objective, ObjectiveOutput
-from diffvi.objectives.ddvi import DDVI
+from diffvi.objectives.ddvi import DDVI, OfficialDDVI
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
 from diffvi.objectives.semisupervised import SemiSupervised
@@ -13,12 +13,14 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "elbo": ELBO,
     "iwae": IWAE,
     "ddvi": DDVI,
+    "ddvi-official": OfficialDDVI,
     "aae": AAE,
 }
 
 
 def build_objective(name: str, **options) -> Objective:
-    """Objective by name (``elbo``, ``iwae``, ``ddvi``, ``aae``) with its options, e.g. ``k=50``."""
+    """Objective by name (``elbo``, ``iwae``, ``ddvi``, ``ddvi-official``, ``aae``) with its
+    options, e.g. ``k=50``."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES[name](**options)
@@ -32,6 +34,7 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "ObjectiveOutput",
+    "OfficialDDVI",
     "SemiSupervised",
     "build_objective",
 ]

@@ -11,7 +11,9 @@ ADAM_PRESETS: dict[str, dict[str, Any]] = {
     "iwae-code": {"betas": (0.99, 0.999), "eps": 1e-4},
 }
 SCHEDULES = ("constant", "iwae")
-OBJECTIVES = ("elbo", "iwae", "ddvi", "aae")
+OBJECTIVES = ("elbo", "iwae", "ddvi", "ddvi-official", "aae")
+# Objectives that train a diffusion posterior (and that it needs).
+DIFFUSION_OBJECTIVES = ("ddvi", "ddvi-official")
 POSTERIORS = ("gaussian", "diffusion", "iaf")
 # MADE hidden sizes of each IAF step when ``made_hidden`` is unset.
 DEFAULT_MADE_HIDDEN = [128, 128, 128]
@@ -38,7 +40,10 @@ class TrainConfig:
     ``prior`` is any ``build_prior`` name over the top latent layer; the 2-D ones
     (``PRIORS_2D``) need ``latent_dims == [2]``. ``wake_updates_chain=False`` trains the
     reverse chain by the sleep term only; ``warmup_steps`` pretrains it on the prior before the
-    first step (:class:`~diffvi.training.callbacks.PosteriorWarmup`).
+    first step (:class:`~diffvi.training.callbacks.PosteriorWarmup`). ``objective=
+    "ddvi-official"`` trains the same posterior with the official code's objective
+    (:class:`~diffvi.objectives.OfficialDDVI`; not a bound): ``beta_reg`` is then its weight on
+    KL(q(y_T|x) ‖ N(0, I)) and ``beta_sleep`` its sleep weight, both per image.
 
     IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
     ``iaf_flows`` steps of MADE ``made_hidden`` (default ``DEFAULT_MADE_HIDDEN``); its encoder
@@ -160,7 +165,7 @@ class TrainConfig:
                 f"warmup_steps pretrains a diffusion posterior's reverse chain; got "
                 f"warmup_steps={self.warmup_steps} with posterior={self.posterior!r}"
             )
-        if (self.objective == "ddvi") != (self.posterior == "diffusion"):
+        if (self.objective in DIFFUSION_OBJECTIVES) != (self.posterior == "diffusion"):
             raise ValueError(
                 "objective 'ddvi' and posterior 'diffusion' go together (DDVI's bound needs the "
                 "diffusion posterior's auxiliary chain; ELBO/IWAE train the Gaussian one), got "

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from diffvi.models.vae import VAE, build_vae
-from diffvi.objectives import AAE, DDVI, ELBO, IWAE, Objective, SemiSupervised
+from diffvi.objectives import AAE, DDVI, ELBO, IWAE, Objective, OfficialDDVI, SemiSupervised
 from diffvi.objectives.semisupervised import prior_log_responsibilities, top_layer
 from diffvi.posteriors.base import Posterior
 from diffvi.training.config import (
@@ -34,6 +34,13 @@ def build_objective_from_config(config: TrainConfig, latent_dim: int | None = No
         )
     if config.objective == "elbo":
         return ELBO(num_samples=config.k, analytic_kl=config.analytic_kl)
+    if config.objective == "ddvi-official":
+        return OfficialDDVI(
+            num_samples=config.k,
+            kl_weight=config.beta_reg,
+            beta_sleep=config.beta_sleep,
+            sleep_steps=config.sleep_steps,
+        )
     if config.objective == "ddvi":
         return DDVI(
             num_samples=config.k,
