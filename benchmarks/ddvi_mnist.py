@@ -137,6 +137,7 @@ def run_one(task: tuple) -> dict:
     fields = {**BENCH_CONFIG, **METHODS[method], "prior": prior, "seed": seed}
     fields.update(hidden=[[args.hidden, args.hidden]], max_epochs=args.epochs)
     fields.update(max_steps=args.max_steps, num_labelled=args.labelled)
+    fields["smooth_prior"] = args.smooth_prior and prior in PRIORS
     if fields["objective"] == "ddvi":
         fields["beta_reg"] = args.beta_reg
     config = TrainConfig(**fields)
@@ -306,6 +307,7 @@ def assemble(args: argparse.Namespace) -> dict:
         f"## DDVI {kind} MNIST (series `{args.series}`)\n\n"
         f"Budget: {first.get('max_epochs')} epochs per run (max_steps {first.get('max_steps')}); "
         f"hidden {first.get('hidden')}, batch {first.get('batch_size')}, lr {first.get('lr')}; "
+        f"prior density: {'kernel-smoothed (official)' if first.get('smooth_prior') else 'exact'}; "
         f"DD-VAE β_reg = {args.beta_reg}, T = {first.get('diffusion_steps')}, posterior "
         f"warm-up {warmup} steps on the prior "
         "(not counted in the epoch cost). "
@@ -338,6 +340,11 @@ def main() -> None:
         "--warmup-steps", type=int, default=500, help="DD-VAE posterior warm-up on the prior"
     )
     parser.add_argument(
+        "--smooth-prior",
+        action="store_true",
+        help="score the 2-D priors with the official code's kernel-smoothed density",
+    )
+    parser.add_argument(
         "--labelled", type=int, default=0, help="semi-supervised: labelled training images"
     )
     parser.add_argument("--test-size", type=int, default=10_000)
@@ -353,8 +360,10 @@ def main() -> None:
     if args.quick:
         args.epochs, args.max_steps, args.warmup_steps = 1, 60, 20
         args.test_size, args.knn_train_size, args.eval_size, args.eval_k = 1000, 2000, 100, 10
-    semi = f"-semi{args.labelled}" if args.labelled else ""
-    args.series = args.series or ("quick" if args.quick else f"full-e{args.epochs}") + semi
+    suffix = (f"-semi{args.labelled}" if args.labelled else "") + (
+        f"-smooth-b{args.beta_reg:g}" if args.smooth_prior else ""
+    )
+    args.series = args.series or ("quick" if args.quick else f"full-e{args.epochs}") + suffix
     priors, methods = args.priors.split(","), args.methods.split(",")
     if args.labelled:
         methods = [m for m in methods if m != "aae"]  # no semi-supervised AAE here

@@ -41,6 +41,7 @@ def test_train_ddvae_writes_checkpoint_and_config_with_ddvi_settings(ddvae_run):
     assert config["prior"] == "pinwheel" and config["latent_dims"] == [2]
     assert config["diffusion_steps"] == 5 and config["hidden"] == [[32, 32]]
     assert config["warmup_steps"] == 5 and config["wake_updates_chain"] is False
+    assert config["smooth_prior"] is True and config["beta_reg"] == 1.0  # train ddvae defaults
     assert "Final validation DDVI bound" in result.stdout
 
 

@@ -82,6 +82,16 @@ def test_warmup_steps_need_a_diffusion_posterior_and_are_not_negative():
     assert build_objective_from_config(config).wake_updates_chain is False
 
 
+def test_smooth_prior_wraps_a_fixed_2d_prior_and_is_refused_for_others():
+    from diffvi.distributions import SmoothedPrior
+    from diffvi.training.module import build_model_from_config
+
+    model, _ = build_model_from_config(tiny_ddvae_config(smooth_prior=True))
+    assert isinstance(model.prior, SmoothedPrior)
+    with pytest.raises(ValueError, match="smooth_prior smooths a fixed 2-D prior"):
+        tiny_ddvae_config(smooth_prior=True, prior="mixture")
+
+
 def test_two_dimensional_prior_with_latent_dim_8_raises_clear_error():
     with pytest.raises(ValueError, match=r"prior 'pinwheel' is 2-D: it needs latent_dims \[2\]"):
         tiny_ddvae_config(latent_dims=[8])

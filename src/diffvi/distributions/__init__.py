@@ -8,6 +8,7 @@ from diffvi.distributions.likelihoods import (
     build_likelihood,
 )
 from diffvi.distributions.priors import StandardNormal
+from diffvi.distributions.smoothed import DDVI_PRIOR_BANDWIDTHS, SmoothedPrior
 from diffvi.distributions.toy2d import (
     TOY_PRIORS,
     MixturePrior,
@@ -18,11 +19,13 @@ from diffvi.distributions.toy2d import (
 )
 
 __all__ = [
+    "DDVI_PRIOR_BANDWIDTHS",
     "BernoulliLikelihood",
     "GaussianLikelihood",
     "Likelihood",
     "MixturePrior",
     "PinwheelPrior",
+    "SmoothedPrior",
     "SquarePrior",
     "StandardNormal",
     "SwissRollPrior",

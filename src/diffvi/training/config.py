@@ -38,7 +38,9 @@ class TrainConfig:
     ``beta_reg``, ``beta_sleep``, ``sleep_steps`` and ``conditional`` are those of
     :class:`~diffvi.objectives.DDVI` and :func:`~diffvi.posteriors.build_diffusion_posterior`.
     ``prior`` is any ``build_prior`` name over the top latent layer; the 2-D ones
-    (``PRIORS_2D``) need ``latent_dims == [2]``. ``wake_updates_chain=False`` trains the
+    (``PRIORS_2D``) need ``latent_dims == [2]``; ``smooth_prior`` replaces their exact density by
+    the kernel-smoothed one the official DDVI code scores with
+    (:class:`~diffvi.distributions.SmoothedPrior`). ``wake_updates_chain=False`` trains the
     reverse chain by the sleep term only; ``warmup_steps`` pretrains it on the prior before the
     first step (:class:`~diffvi.training.callbacks.PosteriorWarmup`). ``objective=
     "ddvi-official"`` trains the same posterior with the official code's objective
@@ -96,6 +98,7 @@ class TrainConfig:
     conditional: bool = True
     wake_updates_chain: bool = True
     warmup_steps: int = 0
+    smooth_prior: bool = False
     iaf_flows: int = 4
     made_hidden: list[int] | None = None
     adversarial_weight: float = 1.0
@@ -176,6 +179,11 @@ class TrainConfig:
         if self.prior not in TOY_PRIORS:
             raise ValueError(f"prior must be one of {sorted(TOY_PRIORS)}, got {self.prior!r}")
         dims = self.resolved_latent_dims()
+        if self.smooth_prior and self.prior not in PRIORS_2D:
+            raise ValueError(
+                f"smooth_prior smooths a fixed 2-D prior, one of {PRIORS_2D}; got "
+                f"prior={self.prior!r} (which has a smooth density already)"
+            )
         if self.prior in PRIORS_2D and dims != [2]:
             raise ValueError(
                 f"prior {self.prior!r} is 2-D: it needs latent_dims [2], got {dims} "

@@ -62,6 +62,7 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     :func:`~diffvi.posteriors.build_iaf_posterior` (encoder MLP of ``hidden[0]``,
     ``iaf_flows`` steps of MADE ``made_hidden``).
     """
+    from diffvi.distributions.smoothed import SmoothedPrior
     from diffvi.distributions.toy2d import build_prior
     from diffvi.posteriors.diffusion import build_diffusion_posterior
     from diffvi.posteriors.iaf import build_iaf_posterior
@@ -69,6 +70,8 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     dims = config.resolved_latent_dims()
     # None keeps build_vae's own N(0, I), so runs from before the prior option are unchanged.
     prior = None if config.prior == "standard-normal" else build_prior(config.prior, dims[-1])
+    if config.smooth_prior:
+        prior = SmoothedPrior(prior, seed=config.seed)
     model, posterior = build_vae(
         config.event_shape,
         config.architecture,

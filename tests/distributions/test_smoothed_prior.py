@@ -1,0 +1,71 @@
+"""SmoothedPrior: the kernel-smoothed 2-D priors the official DDVI code scores with."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_toy2d_priors import _cell_tv
+
+from diffvi.distributions import (
+    MixturePrior,
+    PinwheelPrior,
+    SmoothedPrior,
+    SquarePrior,
+    SwissRollPrior,
+)
+
+
+@pytest.mark.parametrize("base", [PinwheelPrior, SwissRollPrior, SquarePrior])
+def test_histogram_of_samples_matches_the_smoothed_density(base):
+    prior = SmoothedPrior(base(), num_samples=200, bandwidths=(0.05, 0.1)).double()
+    z = prior.sample((60_000,), torch.Generator().manual_seed(0))
+    lim = 3.6 if base is SwissRollPrior else 1.6
+    edges = np.linspace(-lim, lim, round(2 * lim / 0.2) + 1)
+    tv, floor, mass = _cell_tv(z, prior.log_prob, edges, edges, sub=4)
+    assert abs(mass - 1) < 0.02
+    assert tv < floor + 0.01
+
+
+def test_log_prob_is_the_kernel_mixture_written_out():
+    prior = SmoothedPrior(SquarePrior(), num_samples=20, bandwidths=(0.1, 0.3)).double()
+    z = torch.tensor([[0.9, 0.2], [-1.0, -0.95]], dtype=torch.float64)
+    centres = prior.centres.reshape(-1, 2)  # 2 per partition, 20 in all
+    terms = []
+    for h in (0.1, 0.3):
+        d2 = (z[:, None, :] - centres).square().sum(-1)
+        terms.append(torch.logsumexp(-d2 / (2 * h * h), 1) - math.log(2 * math.pi * h * h))
+    expected = torch.logsumexp(torch.stack(terms), 0) - math.log(20 * 2)
+    torch.testing.assert_close(prior.log_prob(z), expected)
+    per = prior.log_prob_per_partition(z)
+    torch.testing.assert_close(torch.logsumexp(per - math.log(10), -1), prior.log_prob(z))
+    labels = torch.tensor([3, 7])
+    torch.testing.assert_close(prior.log_prob_given_label(z, labels), per[[0, 1], labels])
+
+
+def test_smoothing_gives_the_thin_pinwheel_arms_tails_without_moving_them():
+    exact = PinwheelPrior().double()
+    smooth = SmoothedPrior(PinwheelPrior(), num_samples=2000).double()
+    z = exact.sample((500,), torch.Generator().manual_seed(1))
+    assert smooth.log_prob(z).mean() > exact.log_prob(z).mean() - 1.5  # on the arms: similar
+    off = z + torch.tensor([0.0, 0.1], dtype=torch.float64)
+    assert (smooth.log_prob(off) - exact.log_prob(off)).median() > 50  # between arms: tails
+
+
+def test_same_seed_same_centres_and_gradients_reach_z():
+    a, b = SmoothedPrior(PinwheelPrior(), seed=3), SmoothedPrior(PinwheelPrior(), seed=3)
+    assert torch.equal(a.centres, b.centres) and "centres" in a.state_dict()
+    z = torch.randn(4, 5, 2, requires_grad=True)
+    a.log_prob(z).sum().backward()
+    assert a.log_prob(z).shape == (4, 5) and torch.isfinite(z.grad).all()
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="fixed prior"):
+        SmoothedPrior(MixturePrior())
+    with pytest.raises(ValueError, match="partitioned prior"):
+        SmoothedPrior(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="bandwidths"):
+        SmoothedPrior(PinwheelPrior(), bandwidths=(0.1, 0.0))
+    with pytest.raises(ValueError, match="multiple of the 10 partitions"):
+        SmoothedPrior(PinwheelPrior(), num_samples=25)
