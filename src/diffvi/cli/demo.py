@@ -36,9 +36,11 @@ DEMO_MODEL: dict[str, Any] = {
 }
 FULL = {"max_epochs": 300, "k": 5000, "latent_epochs": 100}
 QUICK = {"max_epochs": 5, "k": 500, "latent_epochs": 3}
-# The second part: 2-D latents under the pinwheel prior, a Gaussian-posterior VAE (the ELBO)
-# beside a DD-VAE (DDVI with β_reg = 0.01, its reverse chain warmed up on the prior first), same
-# MLPs and epochs. ~45 s for both on one thread.
+# The second part: 2-D latents under the (exact) pinwheel prior, a Gaussian-posterior VAE (the
+# ELBO) beside a DD-VAE (DDVI with β_reg = 0.01, its reverse chain warmed up on the prior
+# first), same MLPs and epochs. Measured (100 epochs, busy machine): VAE kNN 0.20, latent NLL
+# 3.17 (collapsed near the origin); DD-VAE kNN 0.68, latent NLL 2.80. The exact prior keeps
+# the demo fast: the smoothed one (`train ddvae`'s default) costs more per step.
 LATENT_MODEL: dict[str, Any] = {
     "dataset": "digits",
     "latent_dims": [2],
@@ -222,7 +224,7 @@ def compare_latents(
             **LATENT_MODEL, **method, max_epochs=epochs, seed=seed, flush_denormal=flush_denormal
         )
         steps = warmup_steps if config.posterior == "diffusion" else 0
-        label = "VAE (Gaussian q)" if name == "vae" else "DD-VAE (diffusion q)"
+        label = "VAE (Gaussian q, ELBO)" if name == "vae" else "DD-VAE (diffusion q, β_reg 0.01)"
         typer.echo(f"Training a {label}, 2-D latent, pinwheel prior, for {epochs} epochs ...")
         started = time.perf_counter()
         module = fit(
