@@ -42,10 +42,13 @@ $(VENV)/.bench: $(VENV)/.installed
 bench: $(VENV)/.bench
 	$(PY) benchmarks/iwae_speed.py
 	$(PY) benchmarks/iwae_table1.py --epochs 10
+	$(PY) benchmarks/ddvi_mnist.py --epochs 3 --seeds 0,1,2 --jobs 2
+	$(PY) benchmarks/ddvi_mnist.py --epochs 3 --seeds 0 --smooth-prior --beta-reg 1
 
 bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/iwae_speed.py --quick
 	$(PY) benchmarks/iwae_table1.py --quick
+	$(PY) benchmarks/ddvi_mnist.py --quick --priors pinwheel
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

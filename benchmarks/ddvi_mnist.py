@@ -32,7 +32,7 @@ Every model trains through the library's entry point (``diffvi.training.fit``), 
 (BCE) likelihood, as the official code trains. Shared settings: MLPs of ``--hidden`` SiLU units,
 batch 128, Adam (PyTorch defaults) at lr 1e-3.
 
-  python benchmarks/ddvi_mnist.py --quick                       # CI smoke run (~2 min)
+  python benchmarks/ddvi_mnist.py --quick                       # CI smoke run (~5 min)
   python benchmarks/ddvi_mnist.py --epochs 5 --seeds 0,1,2 --jobs 2    # this machine's budget
   python benchmarks/ddvi_mnist.py --assemble-only --epochs 5    # rebuild the table from parts
 """
