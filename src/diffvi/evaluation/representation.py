@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffvi.distributions.smoothed import DDVI_PRIOR_BANDWIDTHS
+
 ArrayLike = Tensor | np.ndarray
 
 #: Bandwidths of the latent-NLL KDE in DDVI's ``run.py::fit_and_score`` (the MNIST runs): an
@@ -40,7 +42,7 @@ ArrayLike = Tensor | np.ndarray
 DDVI_LATENT_NLL_BANDWIDTHS: tuple[float, ...] = (0.05, 0.8, 0.1, 0.3, 0.5)
 #: The finer set in DDVI's ``get_all_results.py::fit_and_score`` (post-hoc re-scoring of saved
 #: latents) and in ``priors.py::BasePrior.evaluate`` (the KDE density of sample-only priors).
-DDVI_LATENT_NLL_BANDWIDTHS_FINE: tuple[float, ...] = (0.005, 0.008, 0.01, 0.03, 0.05)
+DDVI_LATENT_NLL_BANDWIDTHS_FINE: tuple[float, ...] = DDVI_PRIOR_BANDWIDTHS
 #: DDVI's image-space MMD (``utils.py::mmd_loss``) uses kernels exp(-‖x-y‖² / (2 s)) with these
 #: s (they act as σ², in pixel units of flattened images); pass ``bandwidths=[s**0.5 ...]``.
 DDVI_MMD_SIGMA_SQUARED: tuple[float, ...] = (2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
