@@ -1,4 +1,5 @@
-"""Noise schedules of Gaussian diffusions (DDPM, Ho et al. 2020).
+"""Noise schedules of Gaussian diffusions: discrete (DDPM, Ho et al. 2020) and continuous-time
+(VDM, Kingma et al. 2021) — linear, cosine and learned.
 
 The forward (noising) chain over ``T`` steps is r(y_t | y_{t−1}) = N(√(1−β_t) y_{t−1}, β_t I),
 ``t = 1 … T``, with y_0 the clean variable. Its marginals are
@@ -10,7 +11,11 @@ The log-SNR ``log(ᾱ_t / (1 − ᾱ_t))`` is kept too, so that continuous-time 
 γ(t), ``t ∈ [0, 1]``; DESIGN.md) can extend this module with a discrete grid as a view.
 """
 
+import math
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -129,3 +134,230 @@ class DiscreteSchedule(nn.Module):
             f"num_steps={self.num_steps}, beta_1={self.betas[0].item():.3g}, "
             f"beta_T={self.betas[-1].item():.3g}, alpha_bar_T={self.alpha_bars[-1].item():.3g}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Continuous-time schedules (Kingma et al. 2021, "Variational Diffusion Models", §3.2).
+#
+# A schedule is γ(t) = −log SNR(t), increasing in t ∈ [0, 1] from γ(0) (almost clean) to γ(1)
+# (almost pure noise). Variance preserving: α_t² = sigmoid(−γ(t)), σ_t² = sigmoid(γ(t)), and
+# q(z_t | x) = N(α_t x, σ_t² I). A T-step discrete schedule is the view ``discretize(T)``.
+# ---------------------------------------------------------------------------------------------
+
+
+def _ddpm_time(t: Tensor, num_steps: int) -> Tensor:
+    """Map ``t ∈ [0, 1]`` to DDPM's step index ``i ∈ [1, T]`` (continuous): ``1 + t (T − 1)``.
+
+    DDPM's first noisy latent x_1 (where its reconstruction term L_0 sits) is VDM's z_0 at t = 0,
+    and its last x_T is z_1 at t = 1.
+    """
+    return 1 + t * (num_steps - 1)
+
+
+class NoiseSchedule(nn.Module):
+    """Base class of continuous-time schedules: subclasses define :meth:`gamma`.
+
+    Every method takes times ``t`` of any shape (values in [0, 1]) and returns that shape.
+    """
+
+    def gamma(self, t: Tensor) -> Tensor:
+        """γ(t) = −log SNR(t), non-decreasing in ``t``."""
+        raise NotImplementedError
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.gamma(t)
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """log SNR(t) = log(α_t² / σ_t²) = −γ(t)."""
+        return -self.gamma(t)
+
+    def gamma_and_derivative(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(γ(t), dγ/dt(t))`` by automatic differentiation; the derivative stays differentiable
+        with respect to the schedule's parameters while gradients are enabled (the VDM loss
+        ½ γ'(t) ‖ε − ε̂‖² trains a learned schedule through it)."""
+        keep_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            t = t.detach().requires_grad_(True)
+            gamma = self.gamma(t)
+            (slope,) = torch.autograd.grad(gamma.sum(), t, create_graph=keep_graph)
+        if not keep_graph:
+            gamma = gamma.detach()
+        return gamma, slope
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(α_t, σ_t)`` with α_t² = sigmoid(−γ(t)), σ_t² = sigmoid(γ(t))."""
+        gamma = self.gamma(t)
+        return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
+    def add_noise(self, x: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Draw from q(z_t | x) = N(α_t x, σ_t² I): ``α_t x + σ_t noise``.
+
+        ``x, noise: [B, ...]``; ``t: [B]``. Returns ``[B, ...]``.
+        """
+        if t.shape != x.shape[:1]:
+            raise ValueError(f"t must have shape [{x.shape[0]}], got {list(t.shape)}")
+        alpha, sigma = self.alpha_sigma(t)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        return alpha.reshape(shape) * x + sigma.reshape(shape) * noise
+
+    @property
+    def gamma_min(self) -> float:
+        """γ(0)."""
+        return float(self.gamma(torch.zeros(1, dtype=torch.float64)).item())
+
+    @property
+    def gamma_max(self) -> float:
+        """γ(1)."""
+        return float(self.gamma(torch.ones(1, dtype=torch.float64)).item())
+
+    def discretize(self, num_steps: int) -> DiscreteSchedule:
+        """The ``T``-step view: step ``i = 1 … T`` sits at ``t = (i − 1) / (T − 1)`` (``t = 1``
+        when ``T = 1``), so ᾱ_1 = α²(0) and ᾱ_T = α²(1); β_i = 1 − ᾱ_i / ᾱ_{i−1}."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if num_steps == 1:
+            t = torch.ones(1, dtype=torch.float64)
+        else:
+            t = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+        with torch.no_grad():
+            log_alpha_bars = F.logsigmoid(-self.gamma(t).double())
+        log_prev = torch.cat([torch.zeros(1, dtype=torch.float64), log_alpha_bars[:-1]])
+        return DiscreteSchedule(-torch.expm1(log_alpha_bars - log_prev))
+
+
+class LinearSchedule(NoiseSchedule):
+    """DDPM's linear-β schedule (Ho et al. 2020, §4: β from 1e-4 to 0.02 over T = 1000) in
+    continuous time.
+
+    With ``i = 1 + t (T − 1)``, −log ᾱ(t) is the running sum of the βs made continuous,
+    ``S(i) = β_1 i + (β_T − β_1) i (i − 1) / (2 (T − 1))``, and γ(t) = log(exp(S) − 1).
+    At the grid points ᾱ matches DDPM's Π(1 − β) to the first order in β (γ(0) ≈ −9.2,
+    γ(1) ≈ 10.0 for the defaults).
+    """
+
+    def __init__(self, beta_start: float = 1e-4, beta_end: float = 0.02, num_steps: int = 1000):
+        super().__init__()
+        linear_betas(num_steps, beta_start, beta_end)  # validates the arguments
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+        self.beta_start, self.beta_end, self.num_steps = beta_start, beta_end, num_steps
+
+    def gamma(self, t: Tensor) -> Tensor:
+        i = _ddpm_time(t.double(), self.num_steps)
+        slope = (self.beta_end - self.beta_start) / (2 * (self.num_steps - 1))
+        total = self.beta_start * i + slope * i * (i - 1)
+        return torch.log(torch.expm1(total)).to(t.dtype)
+
+    def extra_repr(self) -> str:
+        return f"beta_start={self.beta_start}, beta_end={self.beta_end}, num_steps={self.num_steps}"
+
+
+class CosineSchedule(NoiseSchedule):
+    """The cosine schedule of Nichol & Dhariwal (2021, eq. 17) in continuous time.
+
+    ᾱ(τ) = f(τ) / f(0), f(τ) = cos²(π/2 · (τ + s) / (1 + s)), at DDPM time τ = i / T with
+    ``i = 1 + t (T − 1)``. So γ = log(1 − ᾱ) − log ᾱ
+    = log sin(u − u₀) + log sin(u + u₀) − 2 log cos u, with u = π/2 (τ + s)/(1 + s), u₀ = u(0).
+    As τ → 1, γ → ∞; like the paper's clipping β ≤ 0.999 it is capped at
+    ``gamma_cap`` (default: the γ that the clip gives at the last step, ≈ 19.8 for T = 1000).
+    """
+
+    def __init__(self, s: float = 0.008, num_steps: int = 1000, gamma_cap: float | None = None):
+        super().__init__()
+        if s <= 0:
+            raise ValueError(f"s must be > 0, got {s}")
+        if num_steps < 2:
+            raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+        self.s, self.num_steps = s, num_steps
+        if gamma_cap is None:
+            # ᾱ_T = ᾱ_{T−1} · (1 − 0.999), Nichol & Dhariwal's clip of the last β.
+            before = self._uncapped(
+                torch.tensor((num_steps - 2) / (num_steps - 1), dtype=torch.float64)
+            )
+            log_alpha_bar = F.logsigmoid(-before) + math.log(1e-3)
+            gamma_cap = float(torch.log(-torch.expm1(log_alpha_bar)) - log_alpha_bar)
+        self.gamma_cap = gamma_cap
+
+    def _uncapped(self, t: Tensor) -> Tensor:
+        tau = _ddpm_time(t.double(), self.num_steps) / self.num_steps  # cos(π/2) > 0 in float64
+        u = (math.pi / 2) * (tau + self.s) / (1 + self.s)
+        u0 = (math.pi / 2) * self.s / (1 + self.s)
+        # sin(u−u0)·sin(u+u0) = cos²u0 − cos²u, the 1 − ᾱ numerator, without cancellation.
+        return (
+            torch.log(torch.sin(u - u0))
+            + torch.log(torch.sin(u + u0))
+            - 2 * torch.log(torch.cos(u))
+        )
+
+    def gamma(self, t: Tensor) -> Tensor:
+        return self._uncapped(t).clamp(max=self.gamma_cap).to(t.dtype)
+
+    def extra_repr(self) -> str:
+        return f"s={self.s}, num_steps={self.num_steps}, gamma_cap={self.gamma_cap:.3g}"
+
+
+class _MonotoneLinear(nn.Linear):
+    """A linear layer whose weights are |W|, so the map is non-decreasing in every input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.abs(), self.bias)
+
+
+class LearnedSchedule(NoiseSchedule):
+    """The learned monotone schedule of Variational Diffusion Models (Kingma et al. 2021, §3.2
+    and App. H): γ(t) = γ₀ + (γ₁ − γ₀) · ĝ(t), where ĝ is a monotone network normalised to
+    ĝ(0) = 0, ĝ(1) = 1, and the endpoints γ₀, γ₁ are trainable (initialised at −13.3 and 5).
+
+    The network is VDM's: g(t) = l₁(t) + l₃(φ(l₂(l₁(t)))) / H with positive-weight linear
+    layers l₁ (1 → 1), l₂ (1 → H, ``hidden`` units), l₃ (H → 1, no bias) and
+    φ(x) = 2 sigmoid(x) − 1.
+    Positive weights and increasing activations make g, hence γ, monotone. At initialisation
+    the nonlinear part is small, so γ starts close to linear in t.
+
+    The continuous-time bound depends on the schedule only through γ₀ and γ₁ (VDM eq. 15): in
+    expectation its gradient moves the endpoints, and the shape only through sampling noise.
+    """
+
+    def __init__(self, gamma_min: float = -13.3, gamma_max: float = 5.0, hidden: int = 1024):
+        super().__init__()
+        if not gamma_min < gamma_max:
+            raise ValueError(f"need gamma_min < gamma_max, got {gamma_min} and {gamma_max}")
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        self.gamma_0 = nn.Parameter(torch.tensor(float(gamma_min)))
+        self.gamma_1 = nn.Parameter(torch.tensor(float(gamma_max)))
+        self.l1 = _MonotoneLinear(1, 1)
+        self.l2 = _MonotoneLinear(1, hidden)
+        self.l3 = _MonotoneLinear(hidden, 1, bias=False)
+        with torch.no_grad():
+            self.l1.weight.fill_(1.0)
+            self.l1.bias.zero_()
+            nn.init.normal_(self.l2.weight)
+            nn.init.normal_(self.l2.bias)
+            nn.init.normal_(self.l3.weight)
+        self.hidden = hidden
+
+    def _shape(self, t: Tensor) -> Tensor:
+        h = self.l1(t.unsqueeze(-1))
+        nonlinear = 2 * torch.sigmoid(self.l2(h)) - 1
+        return (h + self.l3(nonlinear) / self.hidden).squeeze(-1)
+
+    def gamma(self, t: Tensor) -> Tensor:
+        t = t.to(self.gamma_0.dtype)
+        ends = self._shape(torch.tensor([0.0, 1.0], dtype=t.dtype, device=t.device))
+        unit = (self._shape(t) - ends[0]) / (ends[1] - ends[0])
+        return self.gamma_0 + (self.gamma_1 - self.gamma_0) * unit
+
+    def extra_repr(self) -> str:
+        return f"hidden={self.hidden}"
+
+
+SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule, "learned": LearnedSchedule}
+
+
+def build_schedule(name: str, **kwargs: Any) -> NoiseSchedule:
+    """A schedule by name: ``"linear"``, ``"cosine"`` or ``"learned"`` (keyword arguments go to
+    its constructor)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
+    return SCHEDULES[name](**kwargs)

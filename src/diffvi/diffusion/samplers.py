@@ -1,0 +1,88 @@
+"""Samplers of continuous-time diffusion models: ancestral DDPM and DDIM.
+
+One DDIM step from time t to s < t (Song et al. 2021, eq. 12, in VDM's notation):
+
+    z_s = α_s x̂₀ + √(σ_s² − c²) ε̂ + c ξ,    c² = η² σ_s² (1 − SNR_t / SNR_s),
+
+with x̂₀ = (z_t − σ_t ε̂) / α_t (Tweedie) and ξ ~ N(0, I). σ_s² (1 − SNR_t/SNR_s) is the variance
+of q(z_s | z_t, x), so η = 1 is DDPM's ancestral step (Ho et al. 2020, eq. 7 with σ² = β̃) and
+η = 0 the deterministic DDIM update.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from diffvi.diffusion.schedules import NoiseSchedule
+from diffvi.utils.progress import progress as progress_bar
+
+# Sampler name → its default η.
+SAMPLERS = {"ddpm": 1.0, "ddim": 0.0}
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    z: Tensor,
+    noise_pred: Tensor,
+    t: Tensor,
+    s: Tensor,
+    eta: float,
+    generator: torch.Generator | None = None,
+    clip: float | None = None,
+) -> Tensor:
+    """One step ``z_t → z_s`` (``s < t`` scalars or ``[B]``) with ε̂ = ``noise_pred``."""
+    alpha_t, sigma_t = (per_item(v, z) for v in schedule.alpha_sigma(t))
+    alpha_s, sigma_s = (per_item(v, z) for v in schedule.alpha_sigma(s))
+    x0 = (z - sigma_t * noise_pred) / alpha_t
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+        noise_pred = (z - alpha_t * x0) / sigma_t
+    # 1 − SNR_t / SNR_s = −expm1(γ_s − γ_t): the posterior's share of σ_s².
+    share = per_item(-torch.expm1(schedule.gamma(s) - schedule.gamma(t)), z)
+    c2 = eta**2 * sigma_s**2 * share
+    z_s = alpha_s * x0 + (sigma_s**2 - c2).clamp_min(0).sqrt() * noise_pred
+    if eta > 0:
+        z_s = z_s + c2.sqrt() * torch.randn(
+            z.shape, generator=generator, device=z.device, dtype=z.dtype
+        )
+    return z_s
+
+
+def sample_chain(
+    schedule: NoiseSchedule,
+    predict_noise: Callable[[Tensor, Tensor], Tensor],
+    z: Tensor,
+    steps: int,
+    eta: float,
+    generator: torch.Generator | None = None,
+    clip: float | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Run the reverse chain from ``z = z_1 [B, ...]`` and return x̂₀ ``[B, ...]`` (model space).
+
+    ``steps`` network evaluations: ``steps − 1`` DDIM(η) steps on the even grid
+    ``t_k = 1 − k / (steps − 1)``, then Tweedie's x̂₀ at t = 0 (DDPM's noiseless last step).
+    ``steps = 1000`` with η = 1 is DDPM's sampler; ``steps = 50`` with η = 0 is DDIM-50.
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2 (the last one predicts x0), got {steps}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    grid = torch.linspace(1, 0, steps, device=z.device, dtype=z.dtype)
+    batch = z.shape[0]
+    for k in progress_bar(range(steps - 1), desc="sampling", enable=progress):
+        t = grid[k].expand(batch)
+        z = ddim_step(
+            schedule, z, predict_noise(z, t), t, grid[k + 1].expand(batch), eta, generator, clip
+        )
+    t = grid[-1].expand(batch)
+    alpha, sigma = (per_item(v, z) for v in schedule.alpha_sigma(t))
+    x0 = (z - sigma * predict_noise(z, t)) / alpha
+    return x0.clamp(-clip, clip) if clip is not None else x0
+
+
+def per_item(value: Tensor, like: Tensor) -> Tensor:
+    """``[B]`` (or a scalar) → ``[B, 1, …]`` in ``like``'s dtype."""
+    value = value.to(like.dtype)
+    return value.reshape(value.shape + (1,) * (like.ndim - value.ndim))

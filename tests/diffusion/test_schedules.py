@@ -1,0 +1,114 @@
+"""Continuous-time noise schedules: γ(t) monotone with the set endpoints, q(z_t | x) moments,
+discrete views."""
+
+import math
+
+import pytest
+import torch
+
+from diffvi.diffusion import (
+    CosineSchedule,
+    DiscreteSchedule,
+    LearnedSchedule,
+    LinearSchedule,
+    build_schedule,
+)
+
+GRID = torch.linspace(0, 1, 2001, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "learned"])
+def test_gamma_is_non_decreasing_on_a_fine_grid(name):
+    gamma = build_schedule(name).gamma(GRID).detach()
+    assert torch.isfinite(gamma).all()
+    assert (gamma.diff() >= -1e-9).all()
+    assert gamma[-1] - gamma[0] > 10
+
+
+def test_learned_schedule_starts_at_the_vdm_endpoints_and_keeps_set_endpoints_after_training():
+    schedule = LearnedSchedule(gamma_min=-13.3, gamma_max=5.0, hidden=64)
+    assert schedule.gamma_min == pytest.approx(-13.3, abs=1e-5)
+    assert schedule.gamma_max == pytest.approx(5.0, abs=1e-5)
+    # Scramble the network and move the endpoints: γ stays monotone between the new endpoints.
+    with torch.no_grad():
+        for p in schedule.parameters():
+            p.add_(torch.randn_like(p))
+        schedule.gamma_0.fill_(-7.0)
+        schedule.gamma_1.fill_(3.0)
+    gamma = schedule.gamma(GRID.float()).detach()
+    assert gamma[0].item() == pytest.approx(-7.0, abs=1e-4)
+    assert gamma[-1].item() == pytest.approx(3.0, abs=1e-4)
+    assert (gamma.diff() >= -1e-5).all()
+
+
+def test_linear_schedule_endpoints_are_ddpm_first_and_last_steps():
+    schedule = LinearSchedule()
+    assert schedule.gamma_min == pytest.approx(math.log(1e-4 / (1 - 1e-4)), abs=1e-3)
+    ddpm = DiscreteSchedule.linear(1000)
+    view = schedule.discretize(1000)
+    # First order in β: ᾱ agrees with Π(1 − β) to within Σβ²/2 ≈ 0.07 in log space.
+    log_ratio = (view.alpha_bars.log() - ddpm.alpha_bars.log()).abs()
+    assert log_ratio.max() < 0.08
+    assert view.betas[0].item() == pytest.approx(1e-4, rel=1e-3)
+    assert view.betas[-1].item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_cosine_view_matches_nichol_dhariwal_alpha_bar_formula():
+    T, s = 1000, 0.008
+    view = CosineSchedule(s=s, num_steps=T).discretize(T)
+    steps = torch.arange(1, T, dtype=torch.float64)
+    f = torch.cos((steps / T + s) / (1 + s) * math.pi / 2) ** 2
+    expected = f / math.cos(s / (1 + s) * math.pi / 2) ** 2
+    got = view.alpha_bars[:-1].double()
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+    assert view.betas[-1].item() == pytest.approx(0.999, abs=1e-4)  # the clipped last β
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "learned"])
+def test_gamma_derivative_matches_finite_differences(name):
+    schedule = build_schedule(name).double()
+    t = torch.tensor([0.1, 0.4, 0.7, 0.95], dtype=torch.float64)
+    _, slope = schedule.gamma_and_derivative(t)
+    h = 1e-6
+    numeric = (schedule.gamma(t + h) - schedule.gamma(t - h)) / (2 * h)
+    assert torch.allclose(slope.detach(), numeric.detach(), rtol=1e-5)
+
+
+def test_learned_schedule_derivative_carries_gradient_to_its_parameters():
+    schedule = LearnedSchedule(hidden=16)
+    _, slope = schedule.gamma_and_derivative(torch.rand(8))
+    slope.sum().backward()
+    assert schedule.l2.weight.grad is not None and schedule.l2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "learned"])
+def test_q_zt_given_x_has_mean_alpha_x_and_variance_sigma_squared(name):
+    schedule = build_schedule(name)
+    gen = torch.Generator().manual_seed(0)
+    n, x0 = 200_000, 1.7
+    t = torch.full((n,), 0.6)
+    z = schedule.add_noise(torch.full((n, 1), x0), t, torch.randn(n, 1, generator=gen))
+    gamma = schedule.gamma(torch.tensor(0.6)).detach()
+    alpha2, sigma2 = torch.sigmoid(-gamma).item(), torch.sigmoid(gamma).item()
+    assert alpha2 + sigma2 == pytest.approx(1.0)  # variance preserving
+    se = math.sqrt(sigma2 / n)
+    assert z.mean().item() == pytest.approx(math.sqrt(alpha2) * x0, abs=5 * se)
+    assert z.var().item() == pytest.approx(sigma2, rel=0.02)
+
+
+def test_discretize_gives_a_valid_discrete_schedule_with_matching_alpha_bars():
+    schedule = build_schedule("learned")
+    view = schedule.discretize(10)
+    t = torch.linspace(0, 1, 10)
+    expected = torch.sigmoid(-schedule.gamma(t)).detach()
+    assert torch.allclose(view.alpha_bars, expected, rtol=1e-5, atol=1e-9)
+    assert ((view.betas > 0) & (view.betas < 1)).all()
+
+
+def test_bad_schedule_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        build_schedule("sigmoid")
+    with pytest.raises(ValueError, match="gamma_min < gamma_max"):
+        LearnedSchedule(gamma_min=5.0, gamma_max=-1.0)
+    with pytest.raises(ValueError, match="t must have shape"):
+        LinearSchedule().add_noise(torch.zeros(3, 2), torch.zeros(2), torch.zeros(3, 2))
