@@ -4,6 +4,9 @@ them in ``--help``). Nothing here imports Lightning."""
 from collections.abc import Iterable
 from enum import StrEnum
 
+from diffvi.diffusion.model import LOSSES as DIFFUSION_LOSSES
+from diffvi.diffusion.samplers import SAMPLERS
+from diffvi.diffusion.schedules import SCHEDULES as DIFFUSION_SCHEDULES
 from diffvi.distributions.likelihoods import LIKELIHOODS
 from diffvi.distributions.toy2d import TOY_PRIORS
 from diffvi.models.vae import ARCHITECTURES
@@ -28,3 +31,7 @@ Schedule = choice("Schedule", SCHEDULES)
 Prior = choice("Prior", TOY_PRIORS)
 # Posteriors of `train vae` (the diffusion one is `train ddvae`'s).
 VAEPosterior = choice("VAEPosterior", [p for p in POSTERIORS if p != "diffusion"])
+# Diffusion models.
+NoiseSchedule = choice("NoiseSchedule", DIFFUSION_SCHEDULES)
+DiffusionLoss = choice("DiffusionLoss", DIFFUSION_LOSSES)
+Sampler = choice("Sampler", SAMPLERS)

@@ -1,4 +1,5 @@
-"""The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``), ``evaluate``,
+"""The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``,
+``train diffusion``), ``evaluate``,
 ``embed``, ``sample`` and ``demo``.
 
 Each command group lives in its own module; this one only assembles them. Heavy imports happen
@@ -14,6 +15,7 @@ from diffvi.cli.embed import embed_command
 from diffvi.cli.evaluate import evaluate_command
 from diffvi.cli.sample import sample_command
 from diffvi.cli.train import train_app
+from diffvi.cli.train_diffusion import train_diffusion
 
 app = typer.Typer(
     name="diffvi",
@@ -24,6 +26,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
 )
+train_app.command("diffusion")(train_diffusion)
 app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
 app.command("embed")(embed_command)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from diffvi.cli import choices
 from diffvi.cli.common import (
     DeviceOpt,
     FlushDenormalOpt,
@@ -44,17 +45,31 @@ def sample_command(
         ),
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the latent draws.")] = 0,
+    steps: Annotated[
+        int, typer.Option(min=2, help="Diffusion models: network evaluations of the sampler.")
+    ] = 1000,
+    sampler: Annotated[
+        choices.Sampler, typer.Option(help="Diffusion models: ancestral DDPM or DDIM.")
+    ] = choices.Sampler.ddpm,
+    eta: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Diffusion models: DDIM's η.", show_default="1 ddpm, 0 ddim"),
+    ] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     flush_denormal: FlushDenormalOpt = True,
 ) -> None:
-    """Draw samples z ~ p(z), x ~ p(x|z) from a trained VAE and save them as an image grid.
+    """Draw samples from a trained model and save them as an image grid: z ~ p(z), x ~ p(x|z)
+    from a VAE; the reverse chain of a diffusion model (a run folder, an export/ folder, or a
+    named model such as `mnist`, see docs) with --steps/--sampler/--eta.
 
     **Examples**
 
     ```
     diffvi sample runs/mnist-dynamic-iwae-k50 --num 64 --out samples.png
     diffvi sample runs/d/checkpoints/last.ckpt --num 100 --seed 1 -o d.png
+    diffvi sample mnist --steps 50 --sampler ddim -o digits.png
+    diffvi sample runs/mnist-diffusion-cosine --steps 1000 --num 16
     ```
     """
     setup_numerics(flush_denormal)
@@ -62,12 +77,17 @@ def sample_command(
     set_threads(threads)
     import torch
 
-    from diffvi.cli.evaluate import load_for_evaluation
     from diffvi.evaluation.plots import save_image_grid
 
-    module, checkpoint, torch_device = load_for_evaluation(run_or_checkpoint, device)
-    generator = torch.Generator(device=torch_device).manual_seed(seed)
-    images = module.model.sample(num, generator=generator, mean=mean).float().cpu()
+    diffusion = _diffusion_folder(run_or_checkpoint)
+    if diffusion is not None:
+        images, checkpoint = _sample_diffusion(diffusion, num, steps, sampler, eta, seed, device)
+    else:
+        from diffvi.cli.evaluate import load_for_evaluation
+
+        module, checkpoint, torch_device = load_for_evaluation(run_or_checkpoint, device)
+        generator = torch.Generator(device=torch_device).manual_seed(seed)
+        images = module.model.sample(num, generator=generator, mean=mean).float().cpu()
     if images.ndim != 4:
         raise ValueError(
             f"sample grids need image-shaped data [C, H, W]; this model's observations have "
@@ -77,3 +97,36 @@ def sample_command(
         images.clamp(0, 1), out, nrow=nrow or math.ceil(math.sqrt(num)), scale=scale
     )
     typer.echo(f"Wrote {num} samples from {checkpoint} to {path}")
+
+
+def _diffusion_folder(target: Path) -> Path | None:
+    """The saved diffusion model that ``target`` names (a run, an export folder, or a model
+    name), or ``None`` when it is something else (a VAE run or checkpoint)."""
+    from diffvi.diffusion.pretrained import find_diffusion
+
+    config = target / "config.json"
+    is_vae_run = config.is_file() and '"kind": "diffusion"' not in config.read_text()
+    if is_vae_run or target.suffix == ".ckpt":
+        return None
+    try:
+        return find_diffusion(target)
+    except FileNotFoundError:
+        if target.exists():
+            return None
+        raise
+
+
+def _sample_diffusion(folder, num, steps, sampler, eta, seed, device):
+    import torch
+
+    from diffvi.diffusion.pretrained import load_diffusion
+    from diffvi.utils.runtime import resolve_device
+
+    torch_device = resolve_device(device)
+    model, spec = load_diffusion(folder, torch_device)
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    shape = (num, *spec["event_shape"])
+    images = model.sample(
+        shape, steps=steps, sampler=sampler.value, eta=eta, generator=generator, progress=True
+    )
+    return images.float().cpu(), folder

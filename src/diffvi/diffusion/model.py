@@ -113,8 +113,12 @@ class DiffusionModel(nn.Module):
         - ``prior``: KL(q(z_1 | x) ‖ N(0, I));
         - ``reconstruction``: −E log p(x | z_0) (images: VDM's 256-level decoder, App. C);
         - ``diffusion``: ½ γ'(t) ‖ε − ε̂(z_t, t)‖², one t ~ U(0, 1) per item (unbiased).
+
+        Images are scored as 8-bit: values are rounded to the nearest k / 255 first.
         """
         self._check(x)
+        if self.image:  # the bound is over 8-bit images: x on the grid k / 255
+            x = torch.round(x * (PIXEL_LEVELS - 1)) / (PIXEL_LEVELS - 1)
         x = self.to_model_space(x)
         ends = torch.tensor([0.0, 1.0], device=x.device, dtype=x.dtype)
         gamma_0, gamma_1 = self.schedule.gamma(ends).to(x.dtype).unbind()

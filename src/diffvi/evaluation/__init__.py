@@ -1,6 +1,10 @@
 """Evaluation: importance-sampled log-likelihood, representation metrics, plots."""
 
-from diffvi.evaluation.likelihood import LikelihoodEstimate, estimate_log_likelihood
+from diffvi.evaluation.likelihood import (
+    LikelihoodEstimate,
+    diffusion_bits_per_dim,
+    estimate_log_likelihood,
+)
 from diffvi.evaluation.representation import (
     DDVI_LATENT_NLL_BANDWIDTHS,
     active_units,
@@ -34,6 +38,7 @@ __all__ = [
     "classifier_fid",
     "clustering_scores",
     "embed_latents",
+    "diffusion_bits_per_dim",
     "estimate_log_likelihood",
     "frechet_distance",
     "gmm_cluster",

@@ -1,16 +1,20 @@
 """The training entry point: config in, trained run folder out."""
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from diffvi.diffusion.pretrained import save_diffusion
 from diffvi.training.callbacks import PosteriorWarmup
 from diffvi.training.checkpoint import AtomicCheckpointIO, export_model, resolve_checkpoint
 from diffvi.training.config import TrainConfig
 from diffvi.training.data import ImageDataModule
+from diffvi.training.diffusion_module import DiffusionConfig, DiffusionModule
 from diffvi.training.module import VAEModule
 from diffvi.utils.io import write_json
 from diffvi.utils.runtime import configure_numerics
@@ -72,21 +76,16 @@ def fit(
     all_callbacks: list[Callback] = [checkpoint, *callbacks]
     if config.warmup_steps:
         all_callbacks.append(PosteriorWarmup(config.warmup_steps, progress=progress_bar))
-    if progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=20))
-    trainer = L.Trainer(
+    trainer = _trainer(
+        run_dir,
+        all_callbacks,
+        progress_bar,
         max_epochs=config.max_epochs,
         max_steps=config.max_steps,
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
-        default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="logs"),
-        callbacks=all_callbacks,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
         limit_train_batches=limit_train_batches,
         log_every_n_steps=log_every_n_steps,
         use_distributed_sampler=False,  # the data module shards batches itself
@@ -99,3 +98,95 @@ def fit(
     if trainer.is_global_zero:
         export_model(module, run_dir / "export")
     return module
+
+
+def _trainer(
+    run_dir: Path, callbacks: list[Callback], progress_bar: bool, **options: Any
+) -> L.Trainer:
+    """A Lightning ``Trainer`` writing CSV logs to ``run_dir/logs`` and atomic checkpoints;
+    ``options`` go to the ``Trainer`` unchanged."""
+    if progress_bar:
+        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=20)]
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=CSVLogger(run_dir, name="logs"),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        **options,
+    )
+
+
+def fit_diffusion(
+    config: DiffusionConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    progress_bar: bool = True,
+    callbacks: Sequence[Callback] = (),
+    log_every_n_steps: int = 50,
+) -> DiffusionModule:
+    """Train an image diffusion model as ``config`` says and write the run to ``run_dir``:
+    ``config.json``, ``checkpoints/last.ckpt`` (every ``val_every_n_steps`` steps and at the
+    end, atomically), ``logs/version_N/metrics.csv`` (train loss, validation bits/dim of the EMA
+    weights) and ``export/`` (EMA weights as ``model.safetensors`` + ``model.json``, loadable
+    with :func:`~diffvi.diffusion.pretrained.load_diffusion`).
+
+    ``resume=True`` continues from ``run_dir/checkpoints/last.ckpt`` (optimiser, EMA, step and
+    random state restored) up to ``config.max_steps`` in total.
+    """
+    run_dir = Path(run_dir)
+    configure_numerics(config.flush_denormal)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
+    config.event_shape = list(data.event_shape)
+    if len(config.event_shape) != 3:
+        raise ValueError(
+            f"diffusion training needs images [C, H, W]; {config.dataset} has "
+            f"items of shape {config.event_shape}"
+        )
+    ckpt_path = str(resolve_checkpoint(run_dir)) if resume else None
+    module = DiffusionModule(config)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        every_n_train_steps=config.val_every_n_steps,
+        enable_version_counter=False,
+    )
+    trainer = _trainer(
+        run_dir,
+        [checkpoint, *callbacks],
+        progress_bar,
+        max_steps=config.max_steps,
+        max_epochs=-1,
+        accelerator=accelerator,
+        devices=devices,
+        gradient_clip_val=config.grad_clip or None,
+        val_check_interval=config.val_every_n_steps,
+        check_val_every_n_epoch=None,
+        log_every_n_steps=log_every_n_steps,
+        use_distributed_sampler=False,
+    )
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", {"kind": "diffusion", **config.to_dict()})
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    if trainer.is_global_zero:
+        metadata = {
+            "dataset": config.dataset,
+            "steps": int(trainer.global_step),
+            "train_seconds_this_session": round(time.perf_counter() - started, 1),
+            "val_bpd": _last_metric(trainer, "val/bpd"),
+        }
+        save_diffusion(module.ema.module, module.exported_spec(metadata), run_dir / "export")
+    return module
+
+
+def _last_metric(trainer: L.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)

@@ -1,0 +1,215 @@
+"""``diffvi train diffusion``: an image diffusion model (schedule + UNet) on a registered data
+set, exported as a named, loadable prior."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from diffvi.cli import choices
+from diffvi.cli.common import (
+    FlushDenormalOpt,
+    ThreadsOpt,
+    check_dataset,
+    parse_devices,
+    quiet_lightning,
+    report_errors,
+    set_threads,
+    setup_numerics,
+)
+from diffvi.cli.train import (
+    AcceleratorOpt,
+    DevicesOpt,
+    LogEveryOpt,
+    ProgressOpt,
+    ResumeOpt,
+    SeedOpt,
+    batch_size_opt,
+    dataset_opt,
+    lr_opt,
+    run_dir_opt,
+)
+
+_MODEL = "Model"
+_OPTIM = "Optimisation"
+
+
+def _ints(text: str | None, option: str) -> list[int] | None:
+    """``"1,2,2"`` → ``[1, 2, 2]`` (``""`` → ``[]``)."""
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+@report_errors
+def train_diffusion(
+    dataset: dataset_opt("mnist") = None,
+    schedule: Annotated[
+        choices.NoiseSchedule | None,
+        typer.Option(
+            show_default="cosine",
+            rich_help_panel=_MODEL,
+            help="Noise schedule γ(t): linear (DDPM), cosine (Nichol & Dhariwal), learned (VDM; "
+            "needs --loss vdm).",
+        ),
+    ] = None,
+    loss: Annotated[
+        choices.DiffusionLoss | None,
+        typer.Option(
+            show_default="simple (vdm with --schedule learned)",
+            help="simple: DDPM's ε-loss; vdm: the VDM continuous-time bound in bits/dim.",
+        ),
+    ] = None,
+    base_channels: Annotated[
+        int | None, typer.Option(min=1, show_default="32", rich_help_panel=_MODEL)
+    ] = None,
+    channel_mults: Annotated[
+        str | None,
+        typer.Option(show_default="1,2,2", rich_help_panel=_MODEL, help="Width per UNet level."),
+    ] = None,
+    res_blocks: Annotated[
+        int | None,
+        typer.Option(min=1, show_default="1", rich_help_panel=_MODEL, help="Blocks per level."),
+    ] = None,
+    attention: Annotated[
+        str | None,
+        typer.Option(
+            show_default="7",
+            rich_help_panel=_MODEL,
+            help="Resolutions with self-attention, e.g. 14,7 ('' for none).",
+        ),
+    ] = None,
+    dropout: Annotated[
+        float | None, typer.Option(min=0.0, max=0.9, show_default="0", rich_help_panel=_MODEL)
+    ] = None,
+    batch_size: batch_size_opt("64") = None,
+    lr: lr_opt("2e-4") = None,
+    warmup_steps: Annotated[
+        int | None,
+        typer.Option(min=0, show_default="200", rich_help_panel=_OPTIM, help="LR warm-up."),
+    ] = None,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=0.99999, show_default="0.999", rich_help_panel=_OPTIM),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(min=1, show_default="5000", rich_help_panel=_OPTIM, help="Training steps."),
+    ] = None,
+    val_every: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default="1000",
+            help="Validate (bits/dim of the EMA weights) and checkpoint every N steps.",
+        ),
+    ] = None,
+    run_dir: run_dir_opt("runs/DATASET-diffusion-SCHEDULE") = None,
+    resume: ResumeOpt = False,
+    seed: SeedOpt = None,
+    accelerator: AcceleratorOpt = "auto",
+    devices: DevicesOpt = "auto",
+    flush_denormal: FlushDenormalOpt = True,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
+    log_every_n_steps: LogEveryOpt = 50,
+) -> None:
+    """Train an image diffusion model: a noise schedule and a UNet noise predictor (Ho et al.
+    2020; Kingma et al. 2021), with EMA weights (see docs/methods.md).
+
+    The run folder holds config.json, checkpoints/last.ckpt (resumable), logs/ (training
+    loss, validation bits/dim) and export/ (EMA weights + model.json). `diffvi sample RUN`
+    draws images from it; copy export/ to a models folder to load it by name.
+
+    **Examples**
+
+    ```
+    diffvi train diffusion --dataset mnist --max-steps 5000
+    diffvi train diffusion --dataset fashion-mnist --schedule learned --loss vdm
+    diffvi train diffusion --dataset digits --base-channels 16 --attention '' --max-steps 300
+    diffvi train diffusion --run-dir runs/mnist-diffusion-cosine --resume --max-steps 10000
+    ```
+    """
+    setup_numerics(flush_denormal)
+    quiet_lightning()
+    set_threads(threads)
+    from diffvi.training.diffusion_module import DiffusionConfig
+    from diffvi.training.trainer import fit_diffusion
+
+    given: dict[str, Any] = {
+        "dataset": check_dataset(dataset) if dataset is not None else None,
+        "schedule": schedule.value if schedule else None,
+        "loss_type": loss.value if loss else None,
+        "base_channels": base_channels,
+        "channel_mults": _ints(channel_mults, "--channel-mults"),
+        "num_res_blocks": res_blocks,
+        "attention_resolutions": _ints(attention, "--attention"),
+        "dropout": dropout,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup_steps": warmup_steps,
+        "ema_decay": ema_decay,
+        "max_steps": max_steps,
+        "val_every_n_steps": val_every,
+        "seed": seed,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if resume:
+        config = _saved_config(run_dir, given)
+    else:
+        if given.get("schedule") == "learned":
+            given.setdefault("loss_type", "vdm")
+        config = DiffusionConfig(**given)
+        run_dir = run_dir or Path("runs") / f"{config.dataset}-diffusion-{config.schedule}"
+        if (run_dir / "checkpoints" / "last.ckpt").exists():
+            raise ValueError(
+                f"{run_dir} already holds a run (checkpoints/last.ckpt); pass --resume to "
+                "continue it, or choose another --run-dir"
+            )
+    config.flush_denormal = flush_denormal
+    module = fit_diffusion(
+        config,
+        run_dir,
+        resume=resume,
+        accelerator=accelerator,
+        devices=parse_devices(devices),
+        progress_bar=progress,
+        log_every_n_steps=log_every_n_steps,
+    )
+    if module.global_rank == 0:
+        from diffvi.diffusion.pretrained import find_diffusion
+
+        spec = json.loads((find_diffusion(run_dir) / "model.json").read_text())
+        bpd = spec["metadata"].get("val_bpd")
+        typer.echo(
+            f"Run: {run_dir}  (step {spec['metadata']['steps']})\n"
+            + (f"Final validation bits/dim (EMA weights): {bpd:.3f}\n" if bpd else "")
+            + f"Next: diffvi sample {run_dir} --steps 50 --sampler ddim --out samples.png"
+        )
+
+
+def _saved_config(run_dir: Path | None, given: dict[str, Any]):
+    """The config of the run to resume; only ``max_steps`` may change."""
+    from diffvi.training.diffusion_module import DiffusionConfig
+
+    if run_dir is None:
+        raise ValueError("--resume needs the --run-dir of the run to continue")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
+    saved = json.loads(path.read_text())
+    if saved.pop("kind", None) != "diffusion":
+        raise ValueError(f"{run_dir} does not hold a diffusion run; resume it with its command")
+    config = DiffusionConfig.from_dict(saved)
+    clashes = [k for k, v in given.items() if k != "max_steps" and v != getattr(config, k)]
+    if clashes:
+        raise ValueError(
+            f"--resume continues {run_dir} with its saved config; these options differ: "
+            f"{', '.join(clashes)}. Drop them, or start a new --run-dir"
+        )
+    config.max_steps = given.get("max_steps", config.max_steps)
+    return config
