@@ -111,3 +111,27 @@ def test_bad_inputs_raise_value_errors():
         model.loss(torch.full((2, 1, 8, 8), 2.0))
     with pytest.raises(ValueError, match="x must have shape"):
         MLPDenoiser(2)(torch.zeros(3, 4), torch.zeros(3))
+
+
+def test_learned_schedule_shape_gets_the_gradient_of_the_squared_bound_and_endpoints_the_bound():
+    """VDM App. I.2: the shape minimises E[L²] (the estimator's variance), the endpoints E[L]."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 2, dtype=torch.float64)
+
+    def grads(minimise_variance: bool, square: bool):
+        torch.manual_seed(1)
+        schedule = build_schedule("learned", hidden=8, minimise_variance=minimise_variance)
+        torch.manual_seed(2)
+        model = DiffusionModel(schedule, MLPDenoiser(2, hidden=(16,)), loss_type="vdm", image=False)
+        model = model.double()
+        bound = model.bound(x, generator=torch.Generator().manual_seed(3))
+        (bound.pow(2) if square else bound).mean().backward()
+        s = model.schedule
+        return {n: p.grad.clone() for n, p in s.named_parameters()}
+
+    mixed, plain, squared = grads(True, False), grads(False, False), grads(False, True)
+    for name in ("gamma_0", "gamma_1"):
+        assert torch.allclose(mixed[name], plain[name])
+    for name in ("l2.weight", "l2.bias", "l3.weight"):
+        assert torch.allclose(mixed[name], squared[name], rtol=1e-8, atol=1e-12), name
+        assert not torch.allclose(mixed[name], plain[name])

@@ -127,7 +127,12 @@ class DiffusionModel(nn.Module):
         prior = 0.5 * (var_1 + torch.sigmoid(-gamma_1) * x.pow(2) - F.logsigmoid(gamma_1) - 1)
         reconstruction = self._reconstruction(x, gamma_0, generator)
         t = self._times(x.shape[0], x, generator)
-        gamma_t, slope = self.schedule.gamma_and_derivative(t)
+        weights = None
+        if getattr(self.schedule, "minimise_variance", False) and torch.is_grad_enabled():
+            weights = torch.zeros_like(t)  # filled below, read by the backward pass
+            gamma_t, slope = self.schedule.gamma_and_derivative(t, variance_weights=weights)
+        else:
+            gamma_t, slope = self.schedule.gamma_and_derivative(t)
         noise = _randn_like(x, generator)
         alpha, sigma = (
             per_item(torch.sigmoid(-gamma_t).sqrt(), x),
@@ -135,11 +140,15 @@ class DiffusionModel(nn.Module):
         )
         z = alpha * x + sigma * noise
         error = (noise - self.predict_noise(z, t, cond)).pow(2).flatten(1).sum(1)
-        return {
+        terms = {
             "prior": prior.flatten(1).sum(1),
             "reconstruction": reconstruction,
             "diffusion": 0.5 * slope.to(x.dtype) * error,
         }
+        if weights is not None:  # d mean(L²) = mean(2 L dL), L in the units of bound()
+            total = sum(v.detach() for v in terms.values()) / (x[0].numel() * math.log(2))
+            weights.copy_(2 * total)
+        return terms
 
     def _reconstruction(self, x: Tensor, gamma_0: Tensor, generator: torch.Generator | None):
         """−log p(x | z_0) summed over dimensions ``[B]``, with z_0 ~ q(z_0 | x)."""

@@ -296,6 +296,20 @@ class CosineSchedule(NoiseSchedule):
         return f"s={self.s}, num_steps={self.num_steps}, gamma_cap={self.gamma_cap:.3g}"
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward pass multiplies the incoming gradient by ``scale``, read
+    when the backward pass runs (so the caller may fill it after the forward pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, scale: Tensor) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale.to(grad.dtype), None
+
+
 class _MonotoneLinear(nn.Linear):
     """A linear layer whose weights are |W|, so the map is non-decreasing in every input."""
 
@@ -315,11 +329,22 @@ class LearnedSchedule(NoiseSchedule):
     the nonlinear part is small, so γ starts close to linear in t.
 
     The continuous-time bound depends on the schedule only through γ₀ and γ₁ (VDM eq. 15): in
-    expectation its gradient moves the endpoints, and the shape only through sampling noise.
+    expectation its gradient moves the endpoints and leaves the shape alone. So, as in VDM
+    (§5.2 and App. I.2), the shape ĝ is instead trained to minimise the variance of the bound's
+    estimate: with ``minimise_variance`` (the default), :meth:`gamma_and_derivative` takes
+    per-item ``variance_weights`` 2 L_i, which turn the shape's gradient of mean(L) into that of
+    mean(L²) within the same backward pass; the endpoints keep the bound's gradient.
     """
 
-    def __init__(self, gamma_min: float = -13.3, gamma_max: float = 5.0, hidden: int = 1024):
+    def __init__(
+        self,
+        gamma_min: float = -13.3,
+        gamma_max: float = 5.0,
+        hidden: int = 1024,
+        minimise_variance: bool = True,
+    ):
         super().__init__()
+        self.minimise_variance = minimise_variance
         if not gamma_min < gamma_max:
             raise ValueError(f"need gamma_min < gamma_max, got {gamma_min} and {gamma_max}")
         if hidden < 1:
@@ -342,14 +367,33 @@ class LearnedSchedule(NoiseSchedule):
         nonlinear = 2 * torch.sigmoid(self.l2(h)) - 1
         return (h + self.l3(nonlinear) / self.hidden).squeeze(-1)
 
-    def gamma(self, t: Tensor) -> Tensor:
-        t = t.to(self.gamma_0.dtype)
+    def _unit(self, t: Tensor) -> Tensor:
+        """ĝ(t), the shape normalised to ĝ(0) = 0, ĝ(1) = 1."""
         ends = self._shape(torch.tensor([0.0, 1.0], dtype=t.dtype, device=t.device))
-        unit = (self._shape(t) - ends[0]) / (ends[1] - ends[0])
-        return self.gamma_0 + (self.gamma_1 - self.gamma_0) * unit
+        return (self._shape(t) - ends[0]) / (ends[1] - ends[0])
+
+    def gamma(self, t: Tensor) -> Tensor:
+        return self.gamma_0 + (self.gamma_1 - self.gamma_0) * self._unit(t.to(self.gamma_0.dtype))
+
+    def gamma_and_derivative(
+        self, t: Tensor, variance_weights: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(γ(t), γ'(t))``; with ``variance_weights [N]`` (filled in by the caller before
+        the backward pass, e.g. with 2 L_i), the gradient reaching the shape network from item
+        i is multiplied by its weight (VDM's variance-minimising gradient, App. I.2)."""
+        if variance_weights is None:
+            return super().gamma_and_derivative(t)
+        with torch.enable_grad():
+            t = t.detach().to(self.gamma_0.dtype).requires_grad_(True)
+            unit = self._unit(t)
+            (unit_slope,) = torch.autograd.grad(unit.sum(), t, create_graph=True)
+        unit = _ScaleGradient.apply(unit, variance_weights)
+        unit_slope = _ScaleGradient.apply(unit_slope, variance_weights)
+        span = self.gamma_1 - self.gamma_0
+        return self.gamma_0 + span * unit, span * unit_slope
 
     def extra_repr(self) -> str:
-        return f"hidden={self.hidden}"
+        return f"hidden={self.hidden}, minimise_variance={self.minimise_variance}"
 
 
 SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule, "learned": LearnedSchedule}
