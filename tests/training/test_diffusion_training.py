@@ -57,7 +57,7 @@ def test_run_folder_holds_config_checkpoint_logs_and_a_loadable_export(trained):
     assert torch.equal(a, b)
 
 
-def test_resume_continues_to_the_new_step_count(trained, tmp_path):
+def test_resume_continues_to_the_new_step_count(tmp_path):
     run_dir = tmp_path / "run"
     config = DiffusionConfig(**TINY, max_steps=20, val_every_n_steps=10)
     fit_diffusion(config, run_dir, progress_bar=False, accelerator="cpu")

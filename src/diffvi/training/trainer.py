@@ -174,7 +174,7 @@ def fit_diffusion(
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {"kind": "diffusion", **config.to_dict()})
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if trainer.is_global_zero:
         metadata = {
