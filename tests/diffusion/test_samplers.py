@@ -95,3 +95,16 @@ def test_sampling_rejects_bad_arguments():
         model.sample((2, 2), steps=1)
     with pytest.raises(ValueError, match="noise must have shape"):
         model.sample((2, 2), noise=torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_a_custom_time_grid_is_used_and_validated():
+    model = exact_model()
+    noise = torch.randn(8, 2, dtype=torch.float64)
+    even = model.sample((8, 2), steps=5, sampler="ddim", noise=noise)
+    same = model.sample((8, 2), steps=5, sampler="ddim", noise=noise, times=torch.linspace(1, 0, 5))
+    other = model.sample(
+        (8, 2), steps=5, sampler="ddim", noise=noise, times=torch.tensor([1.0, 0.9, 0.5, 0.1, 0.0])
+    )
+    assert torch.allclose(even, same) and not torch.allclose(even, other)
+    with pytest.raises(ValueError, match="decreasing"):
+        model.sample((8, 2), steps=3, times=torch.tensor([0.0, 0.5, 1.0]))

@@ -194,13 +194,15 @@ class DiffusionModel(nn.Module):
         noise: Tensor | None = None,
         clip: bool | None = None,
         progress: bool = False,
+        times: Tensor | None = None,
     ) -> Tensor:
         """Draw ``shape = [B, ...]`` samples, returned in the public data range.
 
         ``steps`` network evaluations on the grid ``t = 1 → 0``
         (:func:`~diffvi.diffusion.samplers.sample_chain`); ``sampler="ddpm"`` (ancestral,
         η = 1) or ``"ddim"`` (η = 0 unless given). ``noise`` fixes z_1 (``[B, ...]``);
-        ``clip`` (default: on for images) clamps x̂₀ to [−1, 1] at every step.
+        ``clip`` (default: on for images) clamps x̂₀ to [−1, 1] at every step; ``times`` is a
+        custom decreasing grid of ``steps`` times (default: even from 1 to 0).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -221,6 +223,7 @@ class DiffusionModel(nn.Module):
             generator=generator,
             clip=1.0 if clip else None,
             progress=progress,
+            times=times,
         )
         return self.from_model_space(x0)
 

@@ -58,18 +58,28 @@ def sample_chain(
     generator: torch.Generator | None = None,
     clip: float | None = None,
     progress: bool = False,
+    times: Tensor | None = None,
 ) -> Tensor:
     """Run the reverse chain from ``z = z_1 [B, ...]`` and return x̂₀ ``[B, ...]`` (model space).
 
     ``steps`` network evaluations: ``steps − 1`` DDIM(η) steps on the even grid
-    ``t_k = 1 − k / (steps − 1)``, then Tweedie's x̂₀ at t = 0 (DDPM's noiseless last step).
-    ``steps = 1000`` with η = 1 is DDPM's sampler; ``steps = 50`` with η = 0 is DDIM-50.
+    ``t_k = 1 − k / (steps − 1)``, then Tweedie's x̂₀ at the last time (t = 0: DDPM's
+    noiseless last step). ``steps = 1000`` with η = 1 is DDPM's sampler; ``steps = 50`` with
+    η = 0 is DDIM-50. ``times`` replaces the even grid by any strictly decreasing ``[steps]``
+    sequence in [0, 1] (e.g. a subset of a discrete model's training steps).
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2 (the last one predicts x0), got {steps}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    grid = torch.linspace(1, 0, steps, device=z.device, dtype=z.dtype)
+    if times is None:
+        grid = torch.linspace(1, 0, steps, device=z.device, dtype=z.dtype)
+    else:
+        grid = torch.as_tensor(times, device=z.device, dtype=z.dtype)
+        if grid.shape != (steps,) or not bool((grid.diff() < 0).all()):
+            raise ValueError(f"times must be a decreasing sequence of {steps} values in [0, 1]")
+        if grid.min() < 0 or grid.max() > 1:
+            raise ValueError("times must lie in [0, 1]")
     batch = z.shape[0]
     for k in progress_bar(range(steps - 1), desc="sampling", enable=progress):
         t = grid[k].expand(batch)
