@@ -1,6 +1,12 @@
 """Diffusion models: noise schedules, the model (losses, VDM bound, x₀-prediction), samplers."""
 
 from diffvi.diffusion.model import DiffusionModel
+from diffvi.diffusion.pretrained import (
+    build_diffusion_model,
+    find_diffusion,
+    load_diffusion,
+    save_diffusion,
+)
 from diffvi.diffusion.samplers import SAMPLERS, ddim_step, sample_chain
 from diffvi.diffusion.schedules import (
     SCHEDULES,
@@ -22,8 +28,12 @@ __all__ = [
     "LearnedSchedule",
     "LinearSchedule",
     "NoiseSchedule",
+    "build_diffusion_model",
     "build_schedule",
     "ddim_step",
+    "find_diffusion",
     "linear_betas",
+    "load_diffusion",
     "sample_chain",
+    "save_diffusion",
 ]
