@@ -25,6 +25,7 @@ from diffvi.cli.train import (
     ProgressOpt,
     ResumeOpt,
     SeedOpt,
+    _parse_hidden,
     batch_size_opt,
     dataset_opt,
     lr_opt,
@@ -33,16 +34,6 @@ from diffvi.cli.train import (
 
 _MODEL = "Model"
 _OPTIM = "Optimisation"
-
-
-def _ints(text: str | None, option: str) -> list[int] | None:
-    """``"1,2,2"`` → ``[1, 2, 2]`` (``""`` → ``[]``)."""
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
 @report_errors
@@ -145,9 +136,11 @@ def train_diffusion(
         "schedule": schedule.value if schedule else None,
         "loss_type": loss.value if loss else None,
         "base_channels": base_channels,
-        "channel_mults": _ints(channel_mults, "--channel-mults"),
+        "channel_mults": _parse_hidden([channel_mults], "--channel-mults")[0]
+        if channel_mults
+        else None,
         "num_res_blocks": res_blocks,
-        "attention_resolutions": _ints(attention, "--attention"),
+        "attention_resolutions": _attention(attention),
         "dropout": dropout,
         "batch_size": batch_size,
         "lr": lr,
@@ -190,6 +183,13 @@ def train_diffusion(
             + (f"Final validation bits/dim (EMA weights): {bpd:.3f}\n" if bpd else "")
             + f"Next: diffvi sample {run_dir} --steps 50 --sampler ddim --out samples.png"
         )
+
+
+def _attention(text: str | None) -> list[int] | None:
+    """``--attention``: comma-separated resolutions, ``''`` for none."""
+    if text is None:
+        return None
+    return _parse_hidden([text], "--attention")[0] if text.strip() else []
 
 
 def _saved_config(run_dir: Path | None, given: dict[str, Any]):

@@ -1,7 +1,7 @@
 """Plain-data configuration of a training run: what a checkpoint stores to rebuild the run."""
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Self
 
 # Adam settings. The IWAE paper (§5) reports β1 = 0.9, β2 = 0.999, ε = 1e-4; the official code
 # (yburda/iwae) used β1 = 0.99 with ε = 1e-4. "torch" is PyTorch's default.
@@ -23,8 +23,24 @@ PRIORS_2D = ("pinwheel", "swiss-roll", "square")
 PARTITIONED_PRIORS = ("pinwheel", "swiss-roll", "square", "mixture")
 
 
+class JSONConfig:
+    """To and from plain dicts, for the dataclass configs that runs save as ``config.json``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        """Build from a dict, rejecting unknown keys (so a typo is an error, not a no-op)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(JSONConfig):
     """Everything that defines a VAE/IWAE training run (all fields are JSON-serialisable).
 
     ``k`` is the number of samples per data point: IWAE's k, or the ELBO's sample count.
@@ -236,18 +252,6 @@ class TrainConfig:
                 "deterministic_encoder encodes with the Gaussian posterior's mean; it needs "
                 f"posterior 'gaussian', got {self.posterior!r}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build from a dict, rejecting unknown keys (so a typo is an error, not a no-op)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; known keys: {sorted(known)}")
-        return cls(**values)
 
 
 def iwae_lr_factor(epoch: int) -> float:

@@ -1,7 +1,7 @@
 """Training an image diffusion model: its run configuration and Lightning module (Adam with a
 linear warm-up, gradient clipping, EMA weights, validation bits/dim)."""
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -12,10 +12,11 @@ from torch.optim.swa_utils import AveragedModel
 from diffvi.diffusion.model import LOSSES
 from diffvi.diffusion.pretrained import build_diffusion_model
 from diffvi.diffusion.schedules import SCHEDULES
+from diffvi.training.config import JSONConfig
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(JSONConfig):
     """Everything that defines a diffusion training run (JSON-serialisable).
 
     The UNet is ``base_channels · channel_mults`` wide per level with ``num_res_blocks`` blocks
@@ -78,18 +79,6 @@ class DiffusionConfig:
             "image": True,
             "event_shape": list(self.event_shape),
         }
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DiffusionConfig":
-        """Build from a dict, rejecting unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; known keys: {sorted(known)}")
-        return cls(**values)
 
 
 def ema_average(decay: float):
