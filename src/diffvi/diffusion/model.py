@@ -134,10 +134,8 @@ class DiffusionModel(nn.Module):
         else:
             gamma_t, slope = self.schedule.gamma_and_derivative(t)
         noise = _randn_like(x, generator)
-        alpha, sigma = (
-            per_item(torch.sigmoid(-gamma_t).sqrt(), x),
-            per_item(torch.sigmoid(gamma_t).sqrt(), x),
-        )
+        alpha = per_item(torch.sigmoid(-gamma_t).sqrt(), x)
+        sigma = per_item(torch.sigmoid(gamma_t).sqrt(), x)
         z = alpha * x + sigma * noise
         error = (noise - self.predict_noise(z, t, cond)).pow(2).flatten(1).sum(1)
         terms = {
