@@ -1,0 +1,557 @@
+"""Forward models A of inverse problems (y = A(x) + noise; the noise is not part of A).
+
+Hierarchy (after deepinv's Physics → LinearPhysics → DecomposablePhysics split):
+
+- :class:`Operator`: any, possibly nonlinear, map ``x [B, C, H, W] -> y [B, ...]``.
+- :class:`LinearOperator`: adds ``adjoint``, ``pinv`` (Moore–Penrose) and ``normal``.
+- :class:`SVDOperator`: A = U diag(s) Vᵀ known exactly (DDRM needs it). Spectral vectors are
+  flattened per image, ``[B, D]`` with ``D = C·H·W``; ``singulars()`` has length ``D`` with zeros
+  on the null space of A (not sorted). ``Vt``/``V`` map between x and all ``D`` spectral
+  coordinates; ``Ut`` returns ``[B, D]`` with zeros where ``s = 0`` and ``U`` reads only the
+  coordinates where A has a range, so ``U(s * Vt(x)) == A(x)`` and ``U(Ut(y)) == y``.
+
+Operators follow the dtype/device of their input (buffers are cast on use), so float64 inputs
+give float64-exact answers. Images are ``[B, C, H, W]``; ``input_shape`` is ``(C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Shape = tuple[int, int, int]
+
+
+def _check(t: Tensor, shape: tuple[int, ...], name: str) -> None:
+    if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape):
+        want = ", ".join(str(s) for s in ("B", *shape))
+        raise ValueError(f"expected {name} of shape [{want}], got {list(t.shape)}")
+
+
+def _image_shape(shape: tuple[int, ...]) -> Shape:
+    if len(shape) != 3 or any(int(s) < 1 for s in shape):
+        raise ValueError(f"expected an image shape (C, H, W) of positive sizes, got {shape}")
+    return (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+class Operator(nn.Module):
+    """Forward model ``A``: ``forward(x [B, C, H, W]) -> y [B, *output_shape]``."""
+
+    def __init__(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.input_shape: Shape = _image_shape(tuple(input_shape))
+        self.output_shape: tuple[int, ...] = tuple(int(s) for s in output_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check(x, self.input_shape, "x")
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class LinearOperator(Operator):
+    """Linear ``A`` with ``adjoint`` (Aᵀ), ``pinv`` (A⁺) and ``normal`` (AᵀA).
+
+    The default ``pinv`` runs conjugate gradient on AᵀA x = Aᵀy from x = 0, which stays in the
+    row space of A and so converges to the minimum-norm least-squares solution A⁺y. Concrete
+    operators override it with closed forms.
+    """
+
+    cg_max_iter: int = 200
+    cg_tol: float = 1e-12
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """``y [B, *output_shape] -> Aᵀy [B, C, H, W]``."""
+        _check(y, self.output_shape, "y")
+        return self._adjoint(y)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        """``y [B, *output_shape] -> A⁺y [B, C, H, W]`` (Moore–Penrose pseudo-inverse)."""
+        _check(y, self.output_shape, "y")
+        return self._pinv(y)
+
+    def normal(self, x: Tensor) -> Tensor:
+        """``x [B, C, H, W] -> AᵀAx [B, C, H, W]``."""
+        return self.adjoint(self.forward(x))
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        def dot(a: Tensor, b: Tensor) -> Tensor:
+            return (a * b).flatten(1).sum(1).view(-1, *([1] * (a.dim() - 1)))
+
+        b = self._adjoint(y)
+        x = torch.zeros_like(b)
+        r = b.clone()
+        p = r.clone()
+        rr = dot(r, r)
+        stop = self.cg_tol**2 * dot(b, b).clamp_min(torch.finfo(b.dtype).tiny)
+        for _ in range(self.cg_max_iter):
+            if bool((rr <= stop).all()):
+                break
+            q = self._adjoint(self._forward(p))
+            alpha = torch.where(rr > stop, rr / dot(p, q).clamp_min(torch.finfo(b.dtype).tiny), 0)
+            x = x + alpha * p
+            r = r - alpha * q
+            rr_new = dot(r, r)
+            p = r + torch.where(rr > stop, rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny), 0) * p
+            rr = rr_new
+        return x
+
+
+class SVDOperator(LinearOperator):
+    """Linear operator with an exact SVD A = U diag(s) Vᵀ (see the module docstring for shapes).
+
+    ``forward``/``adjoint``/``pinv`` default to the SVD; subclasses may override them with
+    equal, faster closed forms. In ``pinv``, singular values ``s <= rtol · max(s)`` count as
+    zero, with ``rtol = pinv_rtol`` or, when ``None``, ``D · eps(dtype)`` (as torch.linalg.pinv).
+    """
+
+    pinv_rtol: float | None = None
+
+    @property
+    def spectral_dim(self) -> int:
+        return math.prod(self.input_shape)
+
+    def V(self, z: Tensor) -> Tensor:
+        """Spectral ``z [B, D] -> x [B, C, H, W]`` (orthogonal)."""
+        _check(z, (self.spectral_dim,), "z")
+        return self._V(z)
+
+    def Vt(self, x: Tensor) -> Tensor:
+        """Image ``x [B, C, H, W] -> z [B, D]``; inverse of ``V``."""
+        _check(x, self.input_shape, "x")
+        return self._Vt(x)
+
+    def U(self, z: Tensor) -> Tensor:
+        """Spectral ``z [B, D] -> y [B, *output_shape]``; reads only coordinates in the range."""
+        _check(z, (self.spectral_dim,), "z")
+        return self._U(z)
+
+    def Ut(self, y: Tensor) -> Tensor:
+        """Measurement ``y -> z [B, D]``, zero outside the range coordinates."""
+        _check(y, self.output_shape, "y")
+        return self._Ut(y)
+
+    def singulars(
+        self, dtype: torch.dtype | None = None, device: torch.device | None = None
+    ) -> Tensor:
+        """Singular values ``s [D]`` in spectral order, zeros on the null space of A."""
+        return self._singulars(dtype or torch.get_default_dtype(), device)
+
+    def _V(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _Vt(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _U(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _Ut(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _singulars(self, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+        raise NotImplementedError
+
+    def _inverse_singulars(self, s: Tensor) -> Tensor:
+        rtol = (
+            self.pinv_rtol if self.pinv_rtol is not None else s.numel() * torch.finfo(s.dtype).eps
+        )
+        keep = s > rtol * s.abs().max()
+        return torch.where(keep, 1 / torch.where(keep, s, 1), 0)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._U(self._singulars(x.dtype, x.device) * self._Vt(x))
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._V(self._singulars(y.dtype, y.device) * self._Ut(y))
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        s = self._singulars(y.dtype, y.device)
+        return self._V(self._inverse_singulars(s) * self._Ut(y))
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _mask_hw(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) not in (2, 3):
+        raise ValueError(f"expected a mask shape (H, W) or (C, H, W), got {shape}")
+    return int(shape[-2]), int(shape[-1])
+
+
+def random_mask(
+    shape: tuple[int, ...], keep_fraction: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Bool mask of ``shape`` keeping exactly ``round(keep_fraction·H·W)`` random pixels.
+
+    For a ``(C, H, W)`` shape the pixel pattern is shared by all channels.
+    """
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise ValueError(f"expected keep_fraction in [0, 1], got {keep_fraction}")
+    h, w = _mask_hw(shape)
+    keep = torch.randperm(h * w, generator=generator)[: round(keep_fraction * h * w)]
+    mask = torch.zeros(h * w, dtype=torch.bool)
+    mask[keep] = True
+    return mask.view(h, w).expand(shape).clone()
+
+
+def box_mask(shape: tuple[int, ...], box_size: int) -> Tensor:
+    """Bool mask of ``shape``, True everywhere but a centred ``box_size``² square hole."""
+    h, w = _mask_hw(shape)
+    if not 0 <= box_size <= min(h, w):
+        raise ValueError(f"expected box_size in [0, {min(h, w)}], got {box_size}")
+    mask = torch.ones(h, w, dtype=torch.bool)
+    top, left = (h - box_size) // 2, (w - box_size) // 2
+    mask[top : top + box_size, left : left + box_size] = False
+    return mask.expand(shape).clone()
+
+
+def half_mask(shape: tuple[int, ...], side: str = "right") -> Tensor:
+    """Bool mask of ``shape`` hiding one half: ``side`` in left, right, top, bottom."""
+    h, w = _mask_hw(shape)
+    mask = torch.ones(h, w, dtype=torch.bool)
+    if side == "right":
+        mask[:, w // 2 :] = False
+    elif side == "left":
+        mask[:, : w - w // 2] = False
+    elif side == "bottom":
+        mask[h // 2 :, :] = False
+    elif side == "top":
+        mask[: h - h // 2, :] = False
+    else:
+        raise ValueError(f"expected side in ['left', 'right', 'top', 'bottom'], got {side!r}")
+    return mask.expand(shape).clone()
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+class Inpainting(SVDOperator):
+    """``y = x ⊙ mask`` kept at full image shape ``[B, C, H, W]`` (hidden pixels are 0).
+
+    ``mask`` is ``[C, H, W]`` or ``[H, W]`` (then shared over ``channels``), bool or 0/1.
+    SVD: U = V = identity, ``s = mask`` flattened.
+    """
+
+    def __init__(self, mask: Tensor, channels: int = 1) -> None:
+        if mask.dim() == 2:
+            mask = mask.expand(channels, *mask.shape)
+        if mask.dim() != 3:
+            raise ValueError(f"expected mask of shape [C, H, W] or [H, W], got {list(mask.shape)}")
+        m = mask.to(torch.get_default_dtype())
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("expected a mask of booleans or 0/1 values")
+        super().__init__(tuple(m.shape), tuple(m.shape))
+        self.register_buffer("mask", m.clone())
+
+    def _m(self, t: Tensor) -> Tensor:
+        return self.mask.to(dtype=t.dtype, device=t.device)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x * self._m(x)
+
+    _adjoint = _forward
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        return y * self._m(y)
+
+    def _V(self, z: Tensor) -> Tensor:
+        return z.view(-1, *self.input_shape)
+
+    def _Vt(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+    def _U(self, z: Tensor) -> Tensor:
+        return z.view(-1, *self.input_shape)
+
+    def _Ut(self, y: Tensor) -> Tensor:
+        return y.flatten(1)
+
+    def _singulars(self, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+        return self.mask.flatten().to(dtype=dtype, device=device)
+
+
+class Denoising(Inpainting):
+    """Identity ``y = x`` (denoising: only the separate measurement noise remains)."""
+
+    def __init__(self, input_shape: tuple[int, ...]) -> None:
+        super().__init__(torch.ones(_image_shape(tuple(input_shape)), dtype=torch.bool))
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x
+
+    _adjoint = _pinv = _forward
+
+
+def _block_basis(f: int, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+    """Orthogonal ``Q [f², f²]`` whose first column is ``1/f · 1`` (a Householder reflector)."""
+    n = f * f
+    q = torch.eye(n, dtype=dtype, device=device)
+    if f == 1:
+        return q
+    v = -torch.full((n,), 1.0 / f, dtype=dtype, device=device)
+    v[0] += 1.0
+    return q - 2 * torch.outer(v, v) / (v @ v)
+
+
+class AveragePoolSR(SVDOperator):
+    """Super-resolution by ``factor``: ``y [B, C, H/f, W/f]`` = mean over each f×f block.
+
+    SVD per channel and block: the singular value is ``1/f`` with right vector ``1/f · 1``; the
+    rest of the block is null space. Spectral order is ``(c, i, j, k)`` for block ``(i, j)`` and
+    basis vector ``k`` of :func:`_block_basis` (``k = 0`` is the block mean). ``U`` is the
+    identity on the ``k = 0`` coordinates. ``A⁺y`` is nearest-neighbour upsampling of ``y``.
+    """
+
+    def __init__(self, factor: int, input_shape: tuple[int, ...]) -> None:
+        c, h, w = _image_shape(tuple(input_shape))
+        if factor < 1 or h % factor or w % factor:
+            raise ValueError(f"expected a factor >= 1 dividing H={h} and W={w}, got {factor}")
+        super().__init__((c, h, w), (c, h // factor, w // factor))
+        self.factor = int(factor)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, self.factor)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._pinv(y) / self.factor**2
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        return y.repeat_interleave(self.factor, -2).repeat_interleave(self.factor, -1)
+
+    def _blocks(self, x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, C, h, w, f²]
+        c, h, w, f = *self.output_shape, self.factor
+        return x.reshape(-1, c, h, f, w, f).permute(0, 1, 2, 4, 3, 5).reshape(-1, c, h, w, f * f)
+
+    def _Vt(self, x: Tensor) -> Tensor:
+        return (self._blocks(x) @ _block_basis(self.factor, x.dtype, x.device)).flatten(1)
+
+    def _V(self, z: Tensor) -> Tensor:
+        c, h, w, f = *self.output_shape, self.factor
+        b = z.view(-1, c, h, w, f * f) @ _block_basis(f, z.dtype, z.device).T
+        return b.view(-1, c, h, w, f, f).permute(0, 1, 2, 4, 3, 5).reshape(-1, *self.input_shape)
+
+    def _U(self, z: Tensor) -> Tensor:
+        return z.view(-1, *self.output_shape, self.factor**2)[..., 0]
+
+    def _Ut(self, y: Tensor) -> Tensor:
+        z = y.new_zeros(*y.shape, self.factor**2)
+        z[..., 0] = y
+        return z.flatten(1)
+
+    def _singulars(self, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+        s = torch.zeros(*self.output_shape, self.factor**2, dtype=dtype, device=device)
+        s[..., 0] = 1.0 / self.factor
+        return s.flatten()
+
+
+def _bicubic_matrix(n: int, m: int, factor: int) -> Tensor:
+    """1-D antialiased bicubic downsampling ``[n // factor, n]`` (float64), read off PyTorch."""
+    e = torch.eye(n, dtype=torch.float64).view(n, 1, n, 1).expand(n, 1, n, m).contiguous()
+    out = F.interpolate(e, size=(n // factor, m), mode="bicubic", antialias=True)
+    return out[..., 0].reshape(n, n // factor).T.contiguous()
+
+
+class BicubicSR(SVDOperator):
+    """Bicubic super-resolution by ``factor``: ``y [B, C, H/f, W/f] = M_h x M_wᵀ``, equal to
+    ``F.interpolate(x, mode="bicubic", antialias=True)`` (PIL-style kernel, weights renormalised
+    at the borders). Separable, so the SVD is the Kronecker product of the 1-D SVDs
+    ``M = U_1 diag(s_1) V_1ᵀ`` (computed in float64 at construction). The spectral grid per
+    channel is ``[H, W]``: ``s[a, b] = s_h[a] · s_w[b]`` for ``a < H/f, b < W/f``, else 0.
+    """
+
+    def __init__(self, factor: int, input_shape: tuple[int, ...]) -> None:
+        c, h, w = _image_shape(tuple(input_shape))
+        if factor < 1 or h % factor or w % factor:
+            raise ValueError(f"expected a factor >= 1 dividing H={h} and W={w}, got {factor}")
+        super().__init__((c, h, w), (c, h // factor, w // factor))
+        self.factor = int(factor)
+        for axis, (n, m) in (("h", (h, w)), ("w", (w, h))):
+            mat = _bicubic_matrix(n, m, factor)
+            u, s, vt = torch.linalg.svd(mat)
+            self.register_buffer(f"m_{axis}", mat)
+            self.register_buffer(f"u_{axis}", u)
+            self.register_buffer(f"s_{axis}", s)
+            self.register_buffer(f"v_{axis}", vt.T.contiguous())
+
+    def _get(self, name: str, t: Tensor) -> Tensor:
+        return getattr(self, name).to(dtype=t.dtype, device=t.device)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._get("m_h", x) @ x @ self._get("m_w", x).T
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._get("m_h", y).T @ y @ self._get("m_w", y)
+
+    def _V(self, z: Tensor) -> Tensor:
+        return self._get("v_h", z) @ z.view(-1, *self.input_shape) @ self._get("v_w", z).T
+
+    def _Vt(self, x: Tensor) -> Tensor:
+        return (self._get("v_h", x).T @ x @ self._get("v_w", x)).flatten(1)
+
+    def _U(self, z: Tensor) -> Tensor:
+        _, h, w = self.output_shape
+        core = z.view(-1, *self.input_shape)[..., :h, :w]
+        return self._get("u_h", z) @ core @ self._get("u_w", z).T
+
+    def _Ut(self, y: Tensor) -> Tensor:
+        c, h, w = self.input_shape
+        z = y.new_zeros(y.shape[0], c, h, w)
+        z[..., : y.shape[-2], : y.shape[-1]] = self._get("u_h", y).T @ y @ self._get("u_w", y)
+        return z.flatten(1)
+
+    def _singulars(self, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+        c, h, w = self.input_shape
+        s_h, s_w = (t.to(dtype=dtype, device=device) for t in (self.s_h, self.s_w))
+        s = torch.zeros(h, w, dtype=dtype, device=device)
+        s[: s_h.numel(), : s_w.numel()] = torch.outer(s_h, s_w)
+        return s.expand(c, h, w).flatten()
+
+
+def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype | None = None) -> Tensor:
+    """Isotropic Gaussian ``[size, size]`` with exactly ``size`` taps per axis, sum 1.
+
+    (The reference RED-diff separable blur drops the last tap; ours keeps all ``size``.)
+    """
+    if size < 1 or sigma <= 0:
+        raise ValueError(f"expected size >= 1 and sigma > 0, got size={size}, sigma={sigma}")
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = torch.outer(g, g)
+    return (k / k.sum()).to(dtype or torch.get_default_dtype())
+
+
+def uniform_kernel(size: int, dtype: torch.dtype | None = None) -> Tensor:
+    """Box kernel ``[size, size]`` of value ``1/size²`` (sum 1)."""
+    if size < 1:
+        raise ValueError(f"expected size >= 1, got {size}")
+    return torch.full((size, size), 1.0 / size**2, dtype=dtype or torch.get_default_dtype())
+
+
+def _hartley(x: Tensor) -> Tensor:
+    """Orthonormal 2-D discrete Hartley transform over the last two axes (its own inverse)."""
+    X = torch.fft.fft2(x, norm="ortho")
+    return X.real - X.imag
+
+
+class Blur(SVDOperator):
+    """Circular convolution with ``kernel [k, k]`` (periodic boundary), via the 2-D FFT.
+
+    The kernel centre (index ``k // 2``) sits at pixel offset 0. With K̂ the DFT of the kernel,
+    A = F* diag(K̂) F. Real SVD: V = Vᵀ = the orthonormal 2-D Hartley transform H (it
+    diagonalises the even multiplier |K̂|), U = P H with P = F* diag(K̂/|K̂|) F a real all-pass
+    filter; s = |K̂| in ``fft2`` frequency order per channel. ``pinv`` is
+    IFFT(conj(K̂)/|K̂|² · Ŷ) where |K̂| exceeds the tolerance, 0 elsewhere.
+    """
+
+    def __init__(self, kernel: Tensor, input_shape: tuple[int, ...]) -> None:
+        shape = _image_shape(tuple(input_shape))
+        if kernel.dim() != 2 or kernel.shape[0] > shape[1] or kernel.shape[1] > shape[2]:
+            raise ValueError(
+                f"expected a 2-D kernel no larger than {shape[1:]}, got {list(kernel.shape)}"
+            )
+        super().__init__(shape, shape)
+        self.register_buffer("kernel", kernel.clone())
+
+    def _khat(self, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+        kh, kw = self.kernel.shape
+        pad = torch.zeros(self.input_shape[1:], dtype=dtype, device=device)
+        pad[:kh, :kw] = self.kernel.to(dtype=dtype, device=device)
+        return torch.fft.fft2(torch.roll(pad, (-(kh // 2), -(kw // 2)), (0, 1)))
+
+    def _filter(self, t: Tensor, mult: Tensor) -> Tensor:
+        return torch.fft.ifft2(torch.fft.fft2(t) * mult).real
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._filter(x, self._khat(x.dtype, x.device))
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._filter(y, self._khat(y.dtype, y.device).conj())
+
+    def _pinv(self, y: Tensor) -> Tensor:
+        k = self._khat(y.dtype, y.device)
+        return self._filter(y, k.conj() * self._inverse_singulars(k.abs()) ** 2)
+
+    def _phase(self, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+        k = self._khat(dtype, device)
+        a = k.abs()
+        return torch.where(a > 0, k / torch.where(a > 0, a, 1), torch.ones_like(k))
+
+    def _V(self, z: Tensor) -> Tensor:
+        return _hartley(z.view(-1, *self.input_shape))
+
+    def _Vt(self, x: Tensor) -> Tensor:
+        return _hartley(x).flatten(1)
+
+    def _U(self, z: Tensor) -> Tensor:
+        return self._filter(self._V(z), self._phase(z.dtype, z.device))
+
+    def _Ut(self, y: Tensor) -> Tensor:
+        return self._Vt(self._filter(y, self._phase(y.dtype, y.device).conj()))
+
+    def _singulars(self, dtype: torch.dtype, device: torch.device | None) -> Tensor:
+        s = self._khat(dtype, device).abs()
+        return s.expand(self.input_shape[0], *s.shape).flatten()
+
+
+class PhaseRetrieval(Operator):
+    """Nonlinear ``y = |F(pad(x))|``: magnitude of the orthonormal 2-D DFT of the zero-padded
+    image. Padding grows H and W to ``round(oversample · H)``, ``round(oversample · W)``
+    (split evenly, extra row/column after). Output ``[B, C, Hp, Wp]``. No adjoint.
+    Ambiguities: global sign, circular shift and flip-with-conjugation give the same ``y``.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], oversample: float = 2.0) -> None:
+        c, h, w = _image_shape(tuple(input_shape))
+        if oversample < 1.0:
+            raise ValueError(f"expected oversample >= 1, got {oversample}")
+        hp, wp = max(h, round(oversample * h)), max(w, round(oversample * w))
+        super().__init__((c, h, w), (c, hp, wp))
+        self.oversample = float(oversample)
+        ph, pw = hp - h, wp - w
+        self._pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return torch.fft.fft2(F.pad(x, self._pad), norm="ortho").abs()
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def _gaussian_blur(shape: Shape, generator: torch.Generator | None) -> Operator:
+    return Blur(gaussian_kernel(7, 1.0), shape)
+
+
+OPERATORS: dict[str, Callable[[Shape, torch.Generator | None], Operator]] = {
+    # Centred square hole of half the image side (14×14 on 28×28).
+    "inpaint-box": lambda s, g: Inpainting(box_mask(s, min(s[1], s[2]) // 2)),
+    # 70 % of the pixels missing (as in DPS), same pattern over channels.
+    "inpaint-random": lambda s, g: Inpainting(random_mask(s, 0.3, g)),
+    "inpaint-half": lambda s, g: Inpainting(half_mask(s, "right")),
+    "sr4": lambda s, g: AveragePoolSR(4, s),
+    "sr2": lambda s, g: AveragePoolSR(2, s),
+    "sr4-bicubic": lambda s, g: BicubicSR(4, s),
+    # 7×7 Gaussian, σ = 1 px (±3σ): a clear but invertible blur at 28×28.
+    "deblur-gaussian": _gaussian_blur,
+    # 5×5 box (DDRM uses 9×9 at 256²; 5×5 is its analogue at MNIST scale).
+    "deblur-uniform": lambda s, g: Blur(uniform_kernel(5), s),
+    "denoise": lambda s, g: Denoising(s),
+    "phase-retrieval": lambda s, g: PhaseRetrieval(s, oversample=2.0),
+}
+
+
+def build_operator(
+    name: str, image_shape: tuple[int, ...], generator: torch.Generator | None = None
+) -> Operator:
+    """Operator registered as ``name`` for images of shape ``(C, H, W)``."""
+    if name not in OPERATORS:
+        raise ValueError(f"unknown operator {name!r}; expected one of {sorted(OPERATORS)}")
+    return OPERATORS[name](_image_shape(tuple(image_shape)), generator)
