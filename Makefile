@@ -44,11 +44,16 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/iwae_table1.py --epochs 10
 	$(PY) benchmarks/ddvi_mnist.py --epochs 3 --seeds 0,1,2 --jobs 2
 	$(PY) benchmarks/ddvi_mnist.py --epochs 3 --seeds 0 --smooth-prior --beta-reg 1
+	$(PY) benchmarks/diffusion_mnist.py --steps 2000
+	$(PY) benchmarks/diffusion_mnist.py --steps 6000 --configs cosine-simple --export-dir models
+	$(PY) benchmarks/diffusion_speed.py
 
 bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/iwae_speed.py --quick
 	$(PY) benchmarks/iwae_table1.py --quick
 	$(PY) benchmarks/ddvi_mnist.py --quick --priors pinwheel
+	$(PY) benchmarks/diffusion_mnist.py --quick --datasets mnist --configs learned-vdm,cosine-simple
+	$(PY) benchmarks/diffusion_speed.py --quick
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
