@@ -1,5 +1,7 @@
 """``diffvi train diffusion`` and ``diffvi sample`` on a diffusion run."""
 
+import json
+
 from PIL import Image
 
 TINY = [
@@ -21,6 +23,21 @@ def test_train_then_sample_writes_a_grid_and_resume_extends_the_run(cli, tmp_pat
     result = cli("train", "diffusion", "--run-dir", run_dir, "--resume", "--max-steps", "25")
     assert result.exit_code == 0, result.output
     assert "step 25" in result.output
+
+
+def test_evaluate_reports_bits_per_dim_and_fid_with_its_floor(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the FID classifier's cache
+    run_dir = tmp_path / "run"
+    assert cli(*TINY, "--run-dir", run_dir).exit_code == 0
+    out = tmp_path / "m.json"
+    result = cli(
+        "evaluate", run_dir, "--limit", "60", "--fid", "40", "--sample-steps", "3", "--json", out
+    )
+    assert result.exit_code == 0, result.output
+    assert "bits/dim" in result.output and "real-vs-real floor" in result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["dataset"] == "digits" and metrics["num_points"] == 60
+    assert metrics["bpd"] > 0 and metrics["fid"] > metrics["fid_floor"] >= 0
 
 
 def test_existing_run_without_resume_and_clashing_resume_options_are_errors(cli, tmp_path):

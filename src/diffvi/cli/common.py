@@ -112,3 +112,20 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option(min=1, help="CPU threads for torch.", show_default="torch's default"),
 ]
+
+
+def diffusion_folder(target: Path) -> Path | None:
+    """The saved diffusion model that ``target`` names (a run, an export folder, or a model
+    name), or ``None`` when it is something else (a VAE run or checkpoint)."""
+    from diffvi.diffusion.pretrained import find_diffusion
+
+    config = target / "config.json"
+    is_vae_run = config.is_file() and '"kind": "diffusion"' not in config.read_text()
+    if is_vae_run or target.suffix == ".ckpt":
+        return None
+    try:
+        return find_diffusion(target)
+    except FileNotFoundError:
+        if target.exists():
+            return None
+        raise

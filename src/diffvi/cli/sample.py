@@ -12,6 +12,7 @@ from diffvi.cli.common import (
     FlushDenormalOpt,
     RunOrCheckpoint,
     ThreadsOpt,
+    diffusion_folder,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -79,7 +80,7 @@ def sample_command(
 
     from diffvi.evaluation.plots import save_image_grid
 
-    diffusion = _diffusion_folder(run_or_checkpoint)
+    diffusion = diffusion_folder(run_or_checkpoint)
     if diffusion is not None:
         images, checkpoint = _sample_diffusion(diffusion, num, steps, sampler, eta, seed, device)
     else:
@@ -97,23 +98,6 @@ def sample_command(
         images.clamp(0, 1), out, nrow=nrow or math.ceil(math.sqrt(num)), scale=scale
     )
     typer.echo(f"Wrote {num} samples from {checkpoint} to {path}")
-
-
-def _diffusion_folder(target: Path) -> Path | None:
-    """The saved diffusion model that ``target`` names (a run, an export folder, or a model
-    name), or ``None`` when it is something else (a VAE run or checkpoint)."""
-    from diffvi.diffusion.pretrained import find_diffusion
-
-    config = target / "config.json"
-    is_vae_run = config.is_file() and '"kind": "diffusion"' not in config.read_text()
-    if is_vae_run or target.suffix == ".ckpt":
-        return None
-    try:
-        return find_diffusion(target)
-    except FileNotFoundError:
-        if target.exists():
-            return None
-        raise
 
 
 def _sample_diffusion(folder, num, steps, sampler, eta, seed, device):
