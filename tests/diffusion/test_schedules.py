@@ -83,7 +83,7 @@ def test_learned_schedule_derivative_carries_gradient_to_its_parameters():
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "learned"])
 def test_q_zt_given_x_has_mean_alpha_x_and_variance_sigma_squared(name):
-    schedule = build_schedule(name)
+    schedule = build_schedule(name, **({"hidden": 32} if name == "learned" else {}))
     gen = torch.Generator().manual_seed(0)
     n, x0 = 200_000, 1.7
     t = torch.full((n,), 0.6)
