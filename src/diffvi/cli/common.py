@@ -4,6 +4,7 @@ Heavy imports (torch, Lightning) stay inside functions so that ``diffvi --help``
 """
 
 import functools
+import json
 import logging
 import warnings
 from collections.abc import Callable
@@ -120,7 +121,7 @@ def diffusion_folder(target: Path) -> Path | None:
     from diffvi.diffusion.pretrained import find_diffusion
 
     config = target / "config.json"
-    is_vae_run = config.is_file() and '"kind": "diffusion"' not in config.read_text()
+    is_vae_run = config.is_file() and json.loads(config.read_text()).get("kind") != "diffusion"
     if is_vae_run or target.suffix == ".ckpt":
         return None
     try:
