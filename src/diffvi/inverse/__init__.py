@@ -1,5 +1,6 @@
-"""Inverse problems: forward operators (and, later, solvers and metrics)."""
+"""Inverse problems: forward operators and restoration metrics (solvers to come)."""
 
+from diffvi.inverse.metrics import diversity, feature_distance, psnr, ssim
 from diffvi.inverse.operators import (
     OPERATORS,
     AveragePoolSR,
@@ -20,6 +21,10 @@ from diffvi.inverse.operators import (
 )
 
 __all__ = [
+    "diversity",
+    "feature_distance",
+    "psnr",
+    "ssim",
     "OPERATORS",
     "AveragePoolSR",
     "BicubicSR",

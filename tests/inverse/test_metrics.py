@@ -1,0 +1,49 @@
+"""Restoration metrics: known values, identities, and shape errors."""
+
+import math
+
+import pytest
+import torch
+
+from diffvi.evaluation.sample_quality import FeatureClassifier
+from diffvi.inverse.metrics import diversity, feature_distance, psnr, ssim
+
+
+def test_psnr_of_a_constant_error_is_minus_twenty_log10_of_it():
+    x = torch.full((3, 1, 8, 8), 0.5)
+    got = psnr(x + 0.1, x)
+    assert got.shape == (3,)
+    assert torch.allclose(got, torch.full((3,), -20 * math.log10(0.1)), atol=1e-3)
+    assert torch.isinf(psnr(x, x)).all()
+
+
+def test_ssim_is_one_for_identical_images_and_lower_for_noisy_ones():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 28, 28, generator=gen)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-6)
+    noisy = (x + 0.3 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    assert (ssim(noisy, x) < 0.9).all()
+
+
+def test_feature_distance_is_zero_for_identical_images_symmetric_and_bounded():
+    torch.manual_seed(0)
+    classifier = FeatureClassifier()
+    a, b = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    assert torch.allclose(feature_distance(classifier, a, a), torch.zeros(4), atol=1e-6)
+    d = feature_distance(classifier, a, b)
+    assert torch.allclose(d, feature_distance(classifier, b, a))
+    assert ((d >= 0) & (d <= 2 + 1e-6)).all()
+
+
+def test_diversity_is_zero_across_identical_seeds_and_the_pixel_std_otherwise():
+    x = torch.rand(1, 2, 1, 4, 4)
+    assert torch.equal(diversity(x.expand(3, -1, -1, -1, -1)), torch.zeros(2))
+    pair = torch.stack([torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)])
+    assert torch.allclose(diversity(pair), torch.full((2,), math.sqrt(0.5)))
+
+
+def test_mismatched_shapes_raise_value_error():
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="S >= 2"):
+        diversity(torch.zeros(1, 2, 1, 4, 4))
