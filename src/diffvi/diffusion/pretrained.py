@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from diffvi.data.files import cache_dir
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.schedules import build_schedule
 from diffvi.nn import MLPDenoiser, UNet
@@ -66,8 +67,7 @@ def model_search_path() -> list[Path]:
         roots.append(checkout)
     if os.environ.get("DIFFVI_DATA"):
         roots.append(Path(os.environ["DIFFVI_DATA"]) / "models")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    roots.append(cache / "diffvi" / "models")
+    roots.append(cache_dir() / "models")
     return roots
 
 
