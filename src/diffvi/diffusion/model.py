@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffvi.diffusion.samplers import SAMPLERS, per_item, sample_chain
-from diffvi.diffusion.schedules import NoiseSchedule
+from diffvi.diffusion.schedules import NoiseSchedule, alpha_sigma_of
 
 LOSSES = ("simple", "vdm")
 # 8-bit images: pixel values k / 255, k = 0 … 255.
@@ -134,8 +134,7 @@ class DiffusionModel(nn.Module):
         else:
             gamma_t, slope = self.schedule.gamma_and_derivative(t)
         noise = _randn_like(x, generator)
-        alpha = per_item(torch.sigmoid(-gamma_t).sqrt(), x)
-        sigma = per_item(torch.sigmoid(gamma_t).sqrt(), x)
+        alpha, sigma = (per_item(v, x) for v in alpha_sigma_of(gamma_t))
         z = alpha * x + sigma * noise
         error = (noise - self.predict_noise(z, t, cond)).pow(2).flatten(1).sum(1)
         terms = {
@@ -150,7 +149,7 @@ class DiffusionModel(nn.Module):
 
     def _reconstruction(self, x: Tensor, gamma_0: Tensor, generator: torch.Generator | None):
         """−log p(x | z_0) summed over dimensions ``[B]``, with z_0 ~ q(z_0 | x)."""
-        alpha_0, sigma_0 = torch.sigmoid(-gamma_0).sqrt(), torch.sigmoid(gamma_0).sqrt()
+        alpha_0, sigma_0 = alpha_sigma_of(gamma_0)
         z_0 = alpha_0 * x + sigma_0 * _randn_like(x, generator)
         scaled = z_0 / alpha_0  # = x + noise of std exp(γ₀/2)
         if not self.image:

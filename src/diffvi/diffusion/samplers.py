@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffvi.diffusion.schedules import NoiseSchedule
+from diffvi.diffusion.schedules import NoiseSchedule, alpha_sigma_of
 from diffvi.utils.progress import progress as progress_bar
 
 # Sampler name → its default η.
@@ -32,14 +32,15 @@ def ddim_step(
     clip: float | None = None,
 ) -> Tensor:
     """One step ``z_t → z_s`` (``s < t`` scalars or ``[B]``) with ε̂ = ``noise_pred``."""
-    alpha_t, sigma_t = (per_item(v, z) for v in schedule.alpha_sigma(t))
-    alpha_s, sigma_s = (per_item(v, z) for v in schedule.alpha_sigma(s))
+    gamma_t, gamma_s = schedule.gamma(t), schedule.gamma(s)
+    alpha_t, sigma_t = (per_item(v, z) for v in alpha_sigma_of(gamma_t))
+    alpha_s, sigma_s = (per_item(v, z) for v in alpha_sigma_of(gamma_s))
     x0 = (z - sigma_t * noise_pred) / alpha_t
     if clip is not None:
         x0 = x0.clamp(-clip, clip)
         noise_pred = (z - alpha_t * x0) / sigma_t
     # 1 − SNR_t / SNR_s = −expm1(γ_s − γ_t): the posterior's share of σ_s².
-    share = per_item(-torch.expm1(schedule.gamma(s) - schedule.gamma(t)), z)
+    share = per_item(-torch.expm1(gamma_s - gamma_t), z)
     c2 = eta**2 * sigma_s**2 * share
     z_s = alpha_s * x0 + (sigma_s**2 - c2).clamp_min(0).sqrt() * noise_pred
     if eta > 0:

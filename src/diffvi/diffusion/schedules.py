@@ -145,6 +145,11 @@ class DiscreteSchedule(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+def alpha_sigma_of(gamma: Tensor) -> tuple[Tensor, Tensor]:
+    """``(α, σ)`` of a log-SNR value γ = −log SNR: α² = sigmoid(−γ), σ² = sigmoid(γ)."""
+    return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+
+
 def _ddpm_time(t: Tensor, num_steps: int) -> Tensor:
     """Map ``t ∈ [0, 1]`` to DDPM's step index ``i ∈ [1, T]`` (continuous): ``1 + t (T − 1)``.
 
@@ -186,8 +191,7 @@ class NoiseSchedule(nn.Module):
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``(α_t, σ_t)`` with α_t² = sigmoid(−γ(t)), σ_t² = sigmoid(γ(t))."""
-        gamma = self.gamma(t)
-        return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
+        return alpha_sigma_of(self.gamma(t))
 
     def add_noise(self, x: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Draw from q(z_t | x) = N(α_t x, σ_t² I): ``α_t x + σ_t noise``.
