@@ -93,6 +93,22 @@ def test_pinv_satisfies_moore_penrose_identities(name):
     _close(op.pinv(op(op.pinv(y))), op.pinv(y))
 
 
+@pytest.mark.parametrize("name", [*LINEAR, "matrix"])
+def test_damped_pinv_solves_the_tikhonov_normal_equations(name):
+    g = _gen(5)
+    if name == "matrix":
+        op = _Matrix(
+            torch.randn(5, 3, generator=g, dtype=D64) @ torch.randn(3, 7, generator=g, dtype=D64)
+        )
+    else:
+        op = LINEAR[name]
+    y = _y(op)
+    x = op.pinv(y, damping=0.3)
+    torch.testing.assert_close(op.normal(x) + 0.3 * x, op.adjoint(y), rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="damping"):
+        op.pinv(y, damping=-1.0)
+
+
 def test_default_cg_pinv_matches_dense_pseudo_inverse():
     g = _gen(4)
     m = torch.randn(5, 3, generator=g, dtype=D64) @ torch.randn(3, 7, generator=g, dtype=D64)

@@ -70,10 +70,15 @@ class LinearOperator(Operator):
         _check(y, self.output_shape, "y")
         return self._adjoint(y)
 
-    def pinv(self, y: Tensor) -> Tensor:
-        """``y [B, *output_shape] -> A⁺y [B, C, H, W]`` (Moore–Penrose pseudo-inverse)."""
+    def pinv(self, y: Tensor, damping: float = 0.0) -> Tensor:
+        """``y [B, *output_shape] -> A⁺y [B, C, H, W]`` (Moore–Penrose pseudo-inverse).
+
+        ``damping = δ > 0`` gives the Tikhonov-regularised inverse (AᵀA + δI)⁻¹Aᵀy instead,
+        which stays bounded where A has tiny singular values (noisy deblurring: δ = σ_y²)."""
         _check(y, self.output_shape, "y")
-        return self._pinv(y)
+        if not damping >= 0:
+            raise ValueError(f"damping must be >= 0, got {damping}")
+        return self._damped_pinv(y, damping) if damping > 0 else self._pinv(y)
 
     def normal(self, x: Tensor) -> Tensor:
         """``x [B, C, H, W] -> AᵀAx [B, C, H, W]``."""
@@ -83,10 +88,17 @@ class LinearOperator(Operator):
         raise NotImplementedError
 
     def _pinv(self, y: Tensor) -> Tensor:
+        return self._normal_solve(self._adjoint(y), 0.0)
+
+    def _damped_pinv(self, y: Tensor, damping: float) -> Tensor:
+        return self._normal_solve(self._adjoint(y), damping)
+
+    def _normal_solve(self, b: Tensor, damping: float) -> Tensor:
+        """Conjugate gradient on (AᵀA + δI) x = b from x = 0."""
+
         def dot(a: Tensor, b: Tensor) -> Tensor:
             return (a * b).flatten(1).sum(1).view(-1, *([1] * (a.dim() - 1)))
 
-        b = self._adjoint(y)
         x = torch.zeros_like(b)
         r = b.clone()
         p = r.clone()
@@ -95,7 +107,7 @@ class LinearOperator(Operator):
         for _ in range(self.cg_max_iter):
             if bool((rr <= stop).all()):
                 break
-            q = self._adjoint(self._forward(p))
+            q = self._adjoint(self._forward(p)) + damping * p
             alpha = torch.where(rr > stop, rr / dot(p, q).clamp_min(torch.finfo(b.dtype).tiny), 0)
             x = x + alpha * p
             r = r - alpha * q
@@ -176,6 +188,10 @@ class SVDOperator(LinearOperator):
     def _pinv(self, y: Tensor) -> Tensor:
         s = self._singulars(y.dtype, y.device)
         return self._V(self._inverse_singulars(s) * self._Ut(y))
+
+    def _damped_pinv(self, y: Tensor, damping: float) -> Tensor:
+        s = self._singulars(y.dtype, y.device)
+        return self._V(s / (s**2 + damping) * self._Ut(y))
 
 
 # ----------------------------------------------------------------------------- masks

@@ -1,0 +1,162 @@
+"""The contract shared by inverse-problem solvers with a diffusion prior.
+
+A solver restores ``x`` from ``y = A(x) + σ_y·n`` (``n ~ N(0, I)``) with a
+:class:`~diffvi.diffusion.DiffusionModel` as the prior: ``solver.solve(y, operator, prior,
+noise_std) -> Reconstruction(x, nfe, seconds, peak_memory, trace)``.
+
+Images are in [0, 1] at this API and the prior works in its model space ([−1, 1] for images).
+:class:`Problem` moves the measurement there once, so solvers never rescale: a linear ``A`` acts
+unchanged on model-space images when ``y`` becomes ``2y − A(𝟙)`` and σ_y becomes ``2σ_y``; a
+nonlinear ``A`` is composed with the map back to [0, 1].
+"""
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from diffvi.diffusion import DiffusionModel
+from diffvi.inverse.operators import LinearOperator, Operator
+from diffvi.utils.memory import PeakMemory
+
+
+@dataclass
+class Reconstruction:
+    """What a solver returns.
+
+    Attributes:
+        x: restorations ``[B, C, H, W]`` in the public data range ([0, 1] for images).
+        nfe: denoiser evaluations per image.
+        seconds: wall-clock time of the whole batch.
+        peak_memory: bytes allocated at the peak above the level at the start (``None`` where
+            it cannot be measured; see :class:`~diffvi.utils.memory.PeakMemory`).
+        trace: per-step diagnostics, when the solver was asked to record them.
+    """
+
+    x: Tensor
+    nfe: int
+    seconds: float
+    peak_memory: int | None
+    trace: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Problem:
+    """A measurement ``y [B, *A.output_shape]`` seen from the prior's model space.
+
+    Attributes:
+        operator: the forward model A (in public space).
+        y: the measurement in model space.
+        noise_std: σ_y in model space.
+        linear: whether A is linear (then ``forward`` is A itself and ``pinv`` exists).
+    """
+
+    def __init__(
+        self, prior: DiffusionModel, operator: Operator, y: Tensor, noise_std: float
+    ) -> None:
+        self.operator = operator
+        self.linear = isinstance(operator, LinearOperator)
+        self._image = prior.image
+        if prior.image and self.linear:
+            ones = torch.ones((1, *operator.input_shape), dtype=y.dtype, device=y.device)
+            y, noise_std = 2 * y - operator(ones), 2 * noise_std
+        self.y = y
+        self.noise_std = float(noise_std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """A in model space: ``x [B, C, H, W] -> [B, *output_shape]``."""
+        if self._image and not self.linear:
+            return self.operator((x + 1) / 2)
+        return self.operator(x)
+
+    def residual(self, x: Tensor) -> Tensor:
+        """``y − A(x)`` in model space ``[B, *output_shape]``."""
+        return self.y - self.forward(x)
+
+    def pinv(self, damping: float = 0.0) -> Tensor:
+        """A⁺y in model space ``[B, C, H, W]`` (linear operators only); ``damping`` δ gives
+        (AᵀA + δI)⁻¹Aᵀy instead (see :meth:`~diffvi.inverse.operators.LinearOperator.pinv`)."""
+        if not self.linear:
+            raise ValueError(f"{type(self.operator).__name__} is nonlinear: it has no pinv")
+        return self.operator.pinv(self.y, damping)
+
+
+class Solver(ABC):
+    """Base class: subclasses set ``name`` and implement :meth:`_run` in model space.
+
+    ``requires`` is the operator class a solver needs (``SVDOperator`` for DDRM).
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[type[Operator]] = Operator
+
+    def solve(
+        self,
+        y: Tensor,
+        operator: Operator,
+        prior: DiffusionModel,
+        noise_std: float = 0.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Reconstruction:
+        """Restore ``x [B, C, H, W]`` from ``y [B, *operator.output_shape]``.
+
+        Args:
+            y: the measurement ``A(x) + noise_std · n`` (images: ``x`` in [0, 1]).
+            operator: the forward model A.
+            prior: a trained diffusion model over images of shape ``operator.input_shape``.
+            noise_std: σ_y of the measurement, in the units of ``y``.
+            generator: random numbers (on ``y``'s device) for reproducible runs.
+            progress: show a progress bar over the solver's steps.
+        """
+        if not isinstance(prior, DiffusionModel):
+            raise ValueError(f"prior must be a DiffusionModel, got {type(prior).__name__}")
+        if not isinstance(operator, self.requires):
+            raise ValueError(
+                f"{self.name} needs a {self.requires.__name__}; "
+                f"{type(operator).__name__} is not one"
+            )
+        if y.dim() < 1 or tuple(y.shape[1:]) != operator.output_shape:
+            raise ValueError(
+                f"y must have shape [B, {', '.join(map(str, operator.output_shape))}] for "
+                f"{type(operator).__name__}, got {list(y.shape)}"
+            )
+        if not noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("y contains NaN or Inf")
+        problem = Problem(prior, operator, y, noise_std)
+        with PeakMemory(y.device) as peak:
+            start = time.perf_counter()
+            x, nfe, trace = self._run(problem, prior, generator, progress)
+            if y.device.type == "cuda":
+                torch.cuda.synchronize(y.device)
+            seconds = time.perf_counter() - start
+        return Reconstruction(prior.from_model_space(x.detach()), nfe, seconds, peak.bytes, trace)
+
+    @abstractmethod
+    def _run(
+        self,
+        problem: Problem,
+        prior: DiffusionModel,
+        generator: torch.Generator | None,
+        progress: bool,
+    ) -> tuple[Tensor, int, dict[str, list[float]]]:
+        """Return model-space ``x [B, C, H, W]``, NFE per image and a (possibly empty) trace."""
+
+
+def time_grid(steps: int, like: Tensor) -> Tensor:
+    """``steps`` times evenly from 1 down to 0 ``[steps]``, on ``like``'s device and dtype."""
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    return torch.linspace(1, 0, steps, device=like.device, dtype=like.dtype)
+
+
+def standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """N(0, I) noise of ``like``'s shape, device and dtype."""
+    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+__all__ = ["Problem", "Reconstruction", "Solver", "standard_normal", "time_grid"]
