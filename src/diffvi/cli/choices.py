@@ -35,3 +35,14 @@ VAEPosterior = choice("VAEPosterior", [p for p in POSTERIORS if p != "diffusion"
 NoiseSchedule = choice("NoiseSchedule", DIFFUSION_SCHEDULES)
 DiffusionLoss = choice("DiffusionLoss", DIFFUSION_LOSSES)
 Sampler = choice("Sampler", SAMPLERS)
+# Inverse problems (`restore`). Spelled out rather than read from `diffvi.inverse`, whose import
+# pulls in torchmetrics and scipy (over a second) and would slow down `diffvi --help`;
+# tests/cli/test_restore.py checks that they match `OPERATORS` and `SOLVERS`.
+Task = choice(
+    "Task",
+    [
+        "inpaint-box", "inpaint-random", "inpaint-half", "sr4", "sr2", "sr4-bicubic",
+        "deblur-gaussian", "deblur-uniform", "denoise", "phase-retrieval",
+    ],
+)  # fmt: skip
+InverseSolver = choice("InverseSolver", ["red-diff", "dps", "pigdm", "ddrm"])

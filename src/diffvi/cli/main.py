@@ -1,6 +1,6 @@
 """The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``,
 ``train diffusion``), ``evaluate``,
-``embed``, ``sample`` and ``demo``.
+``embed``, ``sample``, ``restore`` and ``demo``.
 
 Each command group lives in its own module; this one only assembles them. Heavy imports happen
 inside the commands, so ``diffvi --help`` stays quick.
@@ -13,6 +13,7 @@ import typer
 from diffvi.cli.demo import demo_command
 from diffvi.cli.embed import embed_command
 from diffvi.cli.evaluate import evaluate_command
+from diffvi.cli.restore import restore_command
 from diffvi.cli.sample import sample_command
 from diffvi.cli.train import train_app
 from diffvi.cli.train_diffusion import train_diffusion
@@ -31,6 +32,7 @@ app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
 app.command("embed")(embed_command)
 app.command("sample")(sample_command)
+app.command("restore")(restore_command)
 app.command("demo")(demo_command)
 
 

@@ -22,6 +22,9 @@ Frey faces ``.npz``); :func:`fetch_derived` downloads their original sources and
 in the cache. A converted file cannot be byte-identical to the published one (the zip
 container holds time stamps), so its digest is recorded next to it in ``<file>.sha256`` at
 conversion time; a file whose digest matches such a record is accepted as well.
+
+:func:`read_image_files` reads the user's own PNG/JPEG files (a file or a folder of them) into
+an image batch, for commands such as ``diffvi restore``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "ENV_DATA",
@@ -48,6 +55,7 @@ __all__ = [
     "fetch_derived",
     "find_file",
     "is_offline",
+    "read_image_files",
     "search_dirs",
     "sha256_file",
     "verify_file",
@@ -394,3 +402,66 @@ def fetch_derived(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return dest
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""File types :func:`read_image_files` reads (case-insensitive)."""
+
+
+def read_image_files(
+    path: str | os.PathLike[str], image_shape: Sequence[int]
+) -> tuple[Tensor, list[str]]:
+    """Read a PNG/JPEG file, or every such file of a folder (sorted by name, not recursive),
+    as float32 images ``[N, C, H, W]`` in [0, 1].
+
+    Args:
+        path: an image file or a folder of them.
+        image_shape: ``(C, H, W)`` wanted; C = 1 converts to grey levels, C = 3 to RGB. The
+            files must already be ``H × W`` pixels: nothing is resized.
+
+    Returns:
+        ``(images, names)``: the images and each file's name without its suffix (the full
+        name, dots as dashes, where two files share a stem).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: no image files, an unreadable file, a file of another size, or C not in
+            {1, 3}.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = (int(s) for s in image_shape)
+    if channels not in (1, 3):
+        raise ValueError(f"can read grey (C = 1) or RGB (C = 3) images, not C = {channels}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such image file or folder: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {path}")
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        files = [path]
+    else:
+        raise ValueError(f"{path} is not a {'/'.join(IMAGE_SUFFIXES)} file")
+    arrays = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.load()
+                size = image.size  # (W, H)
+                array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"cannot read {file} as an image: {err}") from err
+        if size != (width, height):
+            raise ValueError(
+                f"{file} is {size[1]}x{size[0]} pixels (HxW), but the prior expects "
+                f"{height}x{width} images; resize or crop it first (nothing is resized here)"
+            )
+        arrays.append(array.reshape(height, width, channels).transpose(2, 0, 1))
+    images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0)
+    stems = [f.stem for f in files]
+    names = stems if len(set(stems)) == len(stems) else [f.name.replace(".", "-") for f in files]
+    return images, names

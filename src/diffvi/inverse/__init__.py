@@ -1,6 +1,14 @@
-"""Inverse problems: forward operators and restoration metrics (solvers to come)."""
+"""Inverse problems: forward operators, restoration metrics and (in ``diffvi.inverse.solvers``)
+solvers with a diffusion prior."""
 
-from diffvi.inverse.metrics import diversity, feature_distance, psnr, ssim
+from diffvi.inverse.metrics import (
+    diversity,
+    feature_distance,
+    psnr,
+    restoration_scores,
+    ssim,
+    summarise_restorations,
+)
 from diffvi.inverse.operators import (
     OPERATORS,
     AveragePoolSR,
@@ -24,7 +32,9 @@ __all__ = [
     "diversity",
     "feature_distance",
     "psnr",
+    "restoration_scores",
     "ssim",
+    "summarise_restorations",
     "OPERATORS",
     "AveragePoolSR",
     "BicubicSR",

@@ -2,6 +2,8 @@
 feature space of our classifier (LPIPS weights cannot be downloaded here), and the diversity of
 restorations across seeds. Images are ``[N, C, H, W]`` in [0, 1]; every metric is per image."""
 
+import math
+
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import (
@@ -9,7 +11,11 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from diffvi.evaluation.sample_quality import FeatureClassifier, classifier_features
+from diffvi.evaluation.sample_quality import (
+    FeatureClassifier,
+    classifier_features,
+    classifier_fid,
+)
 
 
 def _check_pair(restored: Tensor, reference: Tensor) -> None:
@@ -53,3 +59,42 @@ def diversity(restorations: Tensor) -> Tensor:
             f"expected restorations [S >= 2, N, C, H, W], got {list(restorations.shape)}"
         )
     return restorations.std(dim=0).flatten(1).mean(1)
+
+
+# PSNR of an exact restoration is infinite; summaries cap it here.
+PSNR_CAP = 100.0
+
+
+def restoration_scores(
+    restored: Tensor, reference: Tensor, classifier: FeatureClassifier | None = None
+) -> dict[str, Tensor]:
+    """Per-image scores ``{name: [N]}`` of ``restored`` against ``reference`` (both
+    ``[N, C, H, W]`` in [0, 1], any device): ``psnr`` (dB, capped at :data:`PSNR_CAP`),
+    ``ssim`` and, with a classifier, ``perceptual`` (:func:`feature_distance`)."""
+    restored, reference = restored.detach().float().cpu(), reference.detach().float().cpu()
+    scores = {
+        "psnr": psnr(restored, reference).clamp(max=PSNR_CAP),
+        "ssim": ssim(restored, reference),
+    }
+    if classifier is not None:
+        scores["perceptual"] = feature_distance(classifier, restored, reference)
+    return scores
+
+
+def summarise_restorations(
+    restored: Tensor, reference: Tensor, classifier: FeatureClassifier | None = None
+) -> dict[str, float]:
+    """Means and standard errors of :func:`restoration_scores` (``psnr``, ``psnr_sem``, …)
+    and, with a classifier and at least two images, ``fid``: the classifier-FID between the
+    restored set and the reference set."""
+    scores = restoration_scores(restored, reference, classifier)
+    count = restored.shape[0]
+    summary: dict[str, float] = {"images": float(count)}
+    for name, values in scores.items():
+        summary[name] = values.mean().item()
+        summary[f"{name}_sem"] = values.std().item() / math.sqrt(count) if count > 1 else 0.0
+    if classifier is not None and count > 1:
+        summary["fid"] = classifier_fid(
+            classifier, restored.detach().float().cpu(), reference.detach().float().cpu()
+        )
+    return summary

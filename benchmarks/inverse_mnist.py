@@ -1,0 +1,483 @@
+"""Inverse problems with the shipped diffusion priors: RED-diff against DPS, ΠGDM and DDRM on
+MNIST and Fashion-MNIST test images (issue 5's benchmark).
+
+Cells: data set × task (box inpainting, random inpainting, SR ×4, Gaussian deblur) × σ_y
+(0 and 0.05, in [0, 1] pixel units). Every cell scores ``--images`` test images (indices
+0 … N−1) for PSNR, SSIM, perceptual distance and classifier-FID against the originals (the
+feature space of ``diffvi.evaluation.sample_quality``'s classifier), with time per image and
+peak memory of the batch (CPU: peak RSS above the start, one job at a time).
+
+Stages (each result is a part file under ``results/inverse_mnist/<series>/``, written as soon
+as it is scored, so an interrupted run resumes):
+
+- ``tune``: per cell, a small grid of each solver's step size on ``--tune-images`` held-out
+  test images (indices 1000 …, disjoint from the scored ones), at the matched budget; the best
+  PSNR wins. RED-diff: lr × λ; DPS and ΠGDM: their guidance scale; DDRM: the paper's
+  η = 0.85, η_b = 1 (no tuning).
+- ``main``: all solvers at the matched NFE budget ``--nfe``, with the tuned values, plus A⁺y.
+- ``own``: each baseline at its paper's budget (DDRM 20, DPS 1000 on ``--own-images``).
+- ``ablation``: RED-diff on two MNIST cells: λ, lr, time order and SNR weighting vs constant.
+- ``memory`` (last, CPU): the peak memory of each solver on a batch of ``--images``, 3 steps,
+  per task. On the CPU, freed memory stays in the process and is reused, so the peak resident
+  set of a timing run undercounts; this stage lowers glibc's mmap threshold (large tensors get
+  their own pages and return them when freed), which makes the peak exact but allocations
+  slow — hence a separate stage after every timing.
+
+  python benchmarks/inverse_mnist.py --quick                    # CI smoke (~1 min)
+  python benchmarks/inverse_mnist.py                            # full (hours on 2 CPU cores)
+  python benchmarks/inverse_mnist.py --stages main --datasets mnist
+  python benchmarks/inverse_mnist.py --assemble-only
+"""
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+from common import RESULTS_DIR, machine_info, markdown_table, write_results
+
+DATASETS = ("mnist", "fashion-mnist")
+TASKS = ("inpaint-box", "inpaint-random", "sr4", "deblur-gaussian")
+NOISES = (0.0, 0.05)
+SOLVERS = ("red-diff", "dps", "pigdm", "ddrm")
+STAGES = ("tune", "main", "ablation", "own", "memory")
+# Tuning grids at the matched budget (best PSNR on held-out images wins).
+GRIDS: dict[str, list[dict]] = {
+    "red-diff": [
+        {"lr": lr, "reg_weight": lam}
+        for lr, lam in itertools.product((0.1, 0.25, 0.5), (0.05, 0.25, 1.0))
+    ],
+    "dps": [{"scale": s} for s in (0.3, 1.0, 3.0)],
+    "pigdm": [{"scale": s} for s in (0.25, 0.5, 1.0)],
+    "ddrm": [{}],
+}
+ABLATION_CELLS = (("mnist", "sr4", 0.05), ("mnist", "inpaint-box", 0.0))
+TUNE_START = 1000
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CI smoke run: few images and steps")
+    p.add_argument("--datasets", default=",".join(DATASETS))
+    p.add_argument("--tasks", default=",".join(TASKS))
+    p.add_argument("--noises", default=",".join(map(str, NOISES)))
+    p.add_argument("--solvers", default=",".join(SOLVERS))
+    p.add_argument("--stages", default=None, help=f"default: {','.join(STAGES)}")
+    p.add_argument("--images", type=int, default=200, help="scored test images per cell")
+    p.add_argument("--tune-images", type=int, default=16)
+    p.add_argument("--own-images", type=int, default=50, help="images for DPS-1000")
+    p.add_argument("--nfe", type=int, default=100, help="matched budget (network evaluations)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--assemble-only", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.datasets, args.tasks, args.noises = "mnist", "inpaint-random,sr4", "0.05"
+        args.images, args.tune_images, args.own_images, args.nfe = 8, 4, 4, 10
+        args.stages = args.stages or "main,ablation,memory"
+    args.stages = args.stages or ",".join(STAGES)
+    return args
+
+
+def series_name(args: argparse.Namespace) -> str:
+    return "quick" if args.quick else f"n{args.images}-nfe{args.nfe}"
+
+
+def part_path(args: argparse.Namespace, stage: str, *key: object) -> Path:
+    name = "-".join(str(k) for k in key).replace("/", "_")
+    return RESULTS_DIR / "inverse_mnist" / series_name(args) / stage / f"{name}.json"
+
+
+class Context:
+    """Priors, classifiers, images and operators, loaded once per data set."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._cache: dict[str, tuple] = {}
+
+    def dataset(self, name: str):
+        if name not in self._cache:
+            from diffvi.data import load_dataset
+            from diffvi.diffusion import load_diffusion
+            from diffvi.evaluation.sample_quality import load_or_train_feature_classifier
+
+            prior, _ = load_diffusion(name)
+            prior.eval().requires_grad_(False)
+            test = load_dataset(name, "test").images
+            classifier = load_or_train_feature_classifier(name, progress=False)
+            self._cache[name] = (prior, test, classifier)
+        return self._cache[name]
+
+    def problem(self, dataset: str, task: str, noise: float, start: int, count: int):
+        """Clean images ``[N, 1, 28, 28]``, operator and measurement (seeded per cell)."""
+        from diffvi.inverse import build_operator
+
+        _, test, _ = self.dataset(dataset)
+        truth = test[start : start + count]
+        operator = build_operator(task, tuple(truth.shape[1:]), torch.Generator().manual_seed(0))
+        clean = operator(truth)
+        g = torch.Generator().manual_seed(self.args.seed + start)
+        y = clean + noise * torch.randn(clean.shape, generator=g)
+        return truth, operator, y
+
+
+def run_solver(ctx: Context, cell: tuple, solver: str, options: dict, start: int, count: int):
+    from diffvi.inverse import summarise_restorations
+    from diffvi.inverse.solvers import build_solver
+
+    dataset, task, noise = cell
+    prior, _, classifier = ctx.dataset(dataset)
+    truth, operator, y = ctx.problem(dataset, task, noise, start, count)
+    result = build_solver(solver, **options).solve(
+        y, operator, prior, noise, generator=torch.Generator().manual_seed(ctx.args.seed)
+    )
+    scores = summarise_restorations(result.x, truth, classifier if count > 1 else None)
+    return {
+        "dataset": dataset,
+        "task": task,
+        "noise_std": noise,
+        "solver": solver,
+        "options": options,
+        "nfe": result.nfe,
+        "seconds": result.seconds,
+        "ms_per_image": 1000 * result.seconds / count,
+        "peak_mb": None if result.peak_memory is None else result.peak_memory / 2**20,
+        **scores,
+    }
+
+
+def pinv_row(ctx: Context, cell: tuple, count: int) -> dict:
+    """A⁺y (damped by σ_y² when noisy), clamped to [0, 1]: the no-prior reference."""
+    from diffvi.inverse import summarise_restorations
+
+    dataset, task, noise = cell
+    _, _, classifier = ctx.dataset(dataset)
+    truth, operator, y = ctx.problem(dataset, task, noise, 0, count)
+    start = time.perf_counter()
+    x = operator.pinv(y, damping=noise**2).clamp(0, 1)
+    seconds = time.perf_counter() - start
+    scores = summarise_restorations(x, truth, classifier)
+    return {
+        "dataset": dataset,
+        "task": task,
+        "noise_std": noise,
+        "solver": "A⁺y",
+        "options": {},
+        "nfe": 0,
+        "seconds": seconds,
+        "ms_per_image": 1000 * seconds / count,
+        "peak_mb": None,
+        **scores,
+    }
+
+
+def cached(path: Path, compute) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in result
+                if k
+                in (
+                    "dataset",
+                    "task",
+                    "noise_std",
+                    "solver",
+                    "options",
+                    "nfe",
+                    "psnr",
+                    "ssim",
+                    "fid",
+                    "ms_per_image",
+                    "peak_mb",
+                )
+            },
+            default=float,
+        ),
+        flush=True,
+    )
+    return result
+
+
+def with_steps(solver: str, options: dict, steps: int) -> dict:
+    return {**options, "steps": steps}
+
+
+def tuned_options(ctx: Context, cell: tuple, solver: str) -> dict:
+    """The grid point with the best held-out PSNR. Grid points are computed in the ``tune``
+    stage and read back otherwise; without any, the solver's reference defaults."""
+    args = ctx.args
+    grid = GRIDS[solver]
+    if len(grid) == 1:
+        return grid[0]
+    tuning = "tune" in args.stages.split(",")
+    best, best_psnr = None, -float("inf")
+    for options in grid:
+        label = "_".join(f"{k}{v}" for k, v in options.items())
+        path = part_path(args, "tune", *cell, solver, label)
+        if not (tuning or path.exists()):
+            continue
+        result = cached(
+            path,
+            lambda o=options: run_solver(
+                ctx, cell, solver, with_steps(solver, o, args.nfe), TUNE_START, args.tune_images
+            ),
+        )
+        if result["psnr"] > best_psnr:
+            best, best_psnr = options, result["psnr"]
+    if best is None:
+        return {"lr": 0.25, "reg_weight": 0.25} if solver == "red-diff" else {"scale": 1.0}
+    return best
+
+
+def main_stage(ctx: Context, cells: list[tuple]) -> None:
+    args = ctx.args
+    for cell in cells:
+        cached(part_path(args, "main", *cell, "pinv"), lambda c=cell: pinv_row(ctx, c, args.images))
+        for solver in args.solvers.split(","):
+            options = tuned_options(ctx, cell, solver)
+            cached(
+                part_path(args, "main", *cell, solver),
+                lambda s=solver, o=options, c=cell: run_solver(
+                    ctx, c, s, with_steps(s, o, args.nfe), 0, args.images
+                ),
+            )
+
+
+def own_stage(ctx: Context, cells: list[tuple]) -> None:
+    args = ctx.args
+    for cell in cells:
+        solvers = args.solvers.split(",")
+        if "ddrm" in solvers:
+            cached(
+                part_path(args, "own", *cell, "ddrm20"),
+                lambda c=cell: run_solver(ctx, c, "ddrm", {"steps": 20}, 0, args.images),
+            )
+        if "dps" in solvers and cell[0] == "mnist" and cell[2] > 0:
+            options = tuned_options(ctx, cell, "dps")
+            cached(
+                part_path(args, "own", *cell, "dps1000"),
+                lambda c=cell, o=options: run_solver(
+                    ctx, c, "dps", {**o, "steps": 1000}, 0, args.own_images
+                ),
+            )
+
+
+def memory_stage(ctx: Context, cells: list[tuple]) -> None:
+    args = ctx.args
+    if not torch.cuda.is_available():
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 4096)  # M_MMAP_THRESHOLD: one page
+        libc.mallopt(-1, 4096)  # M_TRIM_THRESHOLD
+    dataset, noise = cells[0][0], cells[0][2]
+    for task in dict.fromkeys(cell[1] for cell in cells):
+        cell = (dataset, task, noise)
+        for solver in args.solvers.split(","):
+
+            def probe(s: str = solver, c: tuple = cell) -> dict:
+                run_solver(ctx, c, s, {"steps": 3}, 0, args.images)  # warm-up
+                return run_solver(ctx, c, s, {"steps": 3}, 0, args.images)
+
+            cached(part_path(args, "memory", task, solver), probe)
+
+
+def ablation_variants(base: dict) -> list[tuple[str, dict]]:
+    variants = [("tuned", base)]
+    variants += [(f"λ={lam}", {**base, "reg_weight": lam}) for lam in (0.0, 0.05, 0.25, 1.0, 4.0)]
+    variants += [(f"lr={lr}", {**base, "lr": lr}) for lr in (0.05, 0.1, 0.25, 0.5, 1.0)]
+    variants += [("random order", {**base, "time_order": "random"})]
+    variants += [(f"w={w}", {**base, "weighting": w}) for w in ("constant", "sqrt-snr")]
+    seen, unique = set(), []
+    for label, options in variants:
+        key = json.dumps(options, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append((label, options))
+    return unique
+
+
+def ablation_stage(ctx: Context) -> None:
+    args = ctx.args
+    cells = ABLATION_CELLS if not args.quick else (("mnist", "sr4", 0.05),)
+    for cell in cells:
+        base = tuned_options(ctx, cell, "red-diff")
+        for label, options in ablation_variants(base):
+            cached(
+                part_path(args, "ablation", *cell, label.replace("=", "").replace(" ", "-")),
+                lambda o=options, c=cell, v=label: {
+                    "variant": v,
+                    **run_solver(
+                        ctx, c, "red-diff", with_steps("red-diff", o, args.nfe), 0, args.images
+                    ),
+                },
+            )
+
+
+def _row(r: dict) -> list:
+    opts = ", ".join(f"{k}={v}" for k, v in r["options"].items() if k != "steps")
+    return [
+        r["dataset"],
+        r["task"],
+        r["noise_std"],
+        r["solver"],
+        opts or "—",
+        r["nfe"],
+        f"{r['psnr']:.2f} ± {r['psnr_sem']:.2f}",
+        f"{r['ssim']:.3f}",
+        r.get("perceptual"),
+        r.get("fid"),
+        r["ms_per_image"],
+        r["peak_mb"],
+    ]
+
+
+HEADER = [
+    "data",
+    "task",
+    "σ_y",
+    "solver",
+    "settings",
+    "NFE",
+    "PSNR (dB)",
+    "SSIM",
+    "perceptual",
+    "FID",
+    "ms / image",
+    "peak MB",
+]
+
+
+def load_parts(args: argparse.Namespace, stage: str) -> list[dict]:
+    folder = RESULTS_DIR / "inverse_mnist" / series_name(args) / stage
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def assemble(args: argparse.Namespace) -> None:
+    order = {s: i for i, s in enumerate(("A⁺y", *SOLVERS))}
+
+    def key(r: dict) -> tuple:
+        task = TASKS.index(r["task"]) if r["task"] in TASKS else len(TASKS)
+        return (r["dataset"], task, r["noise_std"], order.get(r["solver"], 9), r["nfe"])
+
+    main = sorted(load_parts(args, "main"), key=key)
+    own = sorted(load_parts(args, "own"), key=key)
+    ablation = load_parts(args, "ablation")
+    peaks = {(r["task"], r["solver"]): r["peak_mb"] for r in load_parts(args, "memory")}
+    for r in main + own + ablation:
+        r["peak_mb"] = peaks.get((r["task"], r["solver"]), r["peak_mb"] if not peaks else None)
+    tune = load_parts(args, "tune")
+    md = [
+        f"# Inverse problems with diffusion priors, series {series_name(args)}\n",
+        f"{args.images} test images per cell (own-budget DPS: {args.own_images}); matched "
+        f"budget {args.nfe} NFE; settings tuned on {args.tune_images} held-out test images. "
+        "σ_y in [0, 1] pixel units. ± is the standard error over images. Peak MB: the "
+        "memory stage's exact peak for the batch (same for every σ_y and data set).\n",
+        "## Matched budget\n",
+        markdown_table(HEADER, [_row(r) for r in main]),
+    ]
+    wins = goal_summary(main)
+    if wins:
+        md += [
+            "\n## Goal check (RED-diff vs the best baseline at the same NFE)\n",
+            markdown_table(
+                [
+                    "data",
+                    "task",
+                    "σ_y",
+                    "RED-diff PSNR",
+                    "best baseline",
+                    "its PSNR",
+                    "time vs DPS",
+                    "memory vs DPS",
+                ],
+                wins,
+            ),
+        ]
+    if own:
+        md += [
+            "\n## Each baseline at its own budget\n",
+            markdown_table(HEADER, [_row(r) for r in own]),
+        ]
+    if ablation:
+        md += ["\n## RED-diff ablations\n", markdown_table(HEADER, [_row(r) for r in ablation])]
+    write_results(
+        f"inverse_mnist-{series_name(args)}",
+        {
+            "machine": machine_info(),
+            "settings": vars(args),
+            "main": main,
+            "own": own,
+            "ablation": ablation,
+            "tune": tune,
+        },
+        "\n".join(md),
+    )
+    print("\n".join(md))
+
+
+def goal_summary(main: list[dict]) -> list[list]:
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in main:
+        cells.setdefault((r["dataset"], r["task"], r["noise_std"]), {})[r["solver"]] = r
+    rows = []
+    for cell, by_solver in cells.items():
+        red = by_solver.get("red-diff")
+        baselines = [r for s, r in by_solver.items() if s not in ("red-diff", "A⁺y")]
+        if red is None or not baselines:
+            continue
+        best = max(baselines, key=lambda r: r["psnr"])
+        dps = by_solver.get("dps")
+        time_ratio = red["seconds"] / dps["seconds"] if dps else None
+        mem_ratio = (
+            red["peak_mb"] / dps["peak_mb"]
+            if dps and dps["peak_mb"] and red["peak_mb"] is not None
+            else None
+        )
+        rows.append(
+            [
+                *cell,
+                f"{red['psnr']:.2f}",
+                best["solver"],
+                f"{best['psnr']:.2f}",
+                time_ratio,
+                mem_ratio,
+            ]
+        )
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    if not args.assemble_only:
+        ctx = Context(args)
+        stages = args.stages.split(",")
+        cells = [
+            (d, t, float(n))
+            for d in args.datasets.split(",")
+            for n in args.noises.split(",")
+            for t in args.tasks.split(",")
+        ]
+        if "main" in stages:
+            main_stage(ctx, cells)
+        if "ablation" in stages:
+            ablation_stage(ctx)
+        if "own" in stages:
+            own_stage(ctx, cells)
+        if "memory" in stages:
+            memory_stage(ctx, cells)
+    assemble(args)
+
+
+if __name__ == "__main__":
+    main()
