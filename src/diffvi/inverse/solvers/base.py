@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
+from diffvi.diffusion.samplers import per_item
 from diffvi.inverse.operators import LinearOperator, Operator
 from diffvi.utils.memory import PeakMemory
 
@@ -154,9 +155,26 @@ def time_grid(steps: int, like: Tensor) -> Tensor:
     return torch.linspace(1, 0, steps, device=like.device, dtype=like.dtype)
 
 
+def denoise(prior: DiffusionModel, z: Tensor, t: Tensor, clip: bool) -> tuple[Tensor, Tensor]:
+    """Tweedie's x̂₀ and the noise prediction ε̂ at ``z [B, ...]``, ``t [B]`` (model space).
+
+    ``clip`` (image priors) clamps x̂₀ to [−1, 1] and makes ε̂ = (z − α x̂₀)/σ agree with it, as
+    guided-diffusion's ``clip_denoised``: near t = 1 the division by α_t multiplies the
+    network's error by σ_t/α_t (≈ 2·10⁴ for the cosine schedule), and an unclipped x̂₀ of
+    ±2000 derails every sampler that builds on it. Gradients flow through the clamp (zero where
+    it bites)."""
+    eps = prior.predict_noise(z, t)
+    x0 = prior.predict_x0(z, t, noise=eps)
+    if clip and prior.image:
+        alpha, sigma = (per_item(v, z) for v in prior.schedule.alpha_sigma(t))
+        x0 = x0.clamp(-1, 1)
+        eps = (z - alpha * x0) / sigma
+    return x0, eps
+
+
 def standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
     """N(0, I) noise of ``like``'s shape, device and dtype."""
     return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-__all__ = ["Problem", "Reconstruction", "Solver", "standard_normal", "time_grid"]
+__all__ = ["Problem", "Reconstruction", "Solver", "denoise", "standard_normal", "time_grid"]

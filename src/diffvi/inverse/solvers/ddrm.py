@@ -20,7 +20,7 @@ from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
 from diffvi.inverse.operators import SVDOperator
-from diffvi.inverse.solvers.base import Problem, Solver, standard_normal, time_grid
+from diffvi.inverse.solvers.base import Problem, Solver, denoise, standard_normal, time_grid
 from diffvi.utils.progress import progress as progress_bar
 
 
@@ -33,6 +33,8 @@ class DDRM(Solver):
         eta: η ∈ [0, 1], the fresh-noise share in the null space and where A is less noisy
             than y (the paper's default 0.85).
         eta_b: η_b ∈ [0, 1], the weight of ȳ against x̂₀ where A is noisier than y (1.0).
+        clip_denoised: clamp x̂₀ to [−1, 1] for image priors (see
+            :func:`~diffvi.inverse.solvers.base.denoise`).
 
     Shapes: ``y [B, *A.output_shape]``; ``z_t`` and the result ``[B, C, H, W]``; spectral
     vectors ``[B, D]`` with ``D = C·H·W``; ``s = A.singulars()`` ``[D]``. Singular values at or
@@ -42,7 +44,9 @@ class DDRM(Solver):
     name = "ddrm"
     requires = SVDOperator
 
-    def __init__(self, steps: int = 20, eta: float = 0.85, eta_b: float = 1.0) -> None:
+    def __init__(
+        self, steps: int = 20, eta: float = 0.85, eta_b: float = 1.0, clip_denoised: bool = True
+    ) -> None:
         if steps < 2:
             raise ValueError(f"steps must be >= 2 (the last one predicts x0), got {steps}")
         if not 0 <= eta <= 1:
@@ -50,6 +54,7 @@ class DDRM(Solver):
         if not 0 <= eta_b <= 1:
             raise ValueError(f"eta_b must lie in [0, 1], got {eta_b}")
         self.steps, self.eta, self.eta_b = int(steps), float(eta), float(eta_b)
+        self.clip_denoised = clip_denoised
 
     @torch.no_grad()
     def _run(
@@ -83,8 +88,7 @@ class DDRM(Solver):
         z = alpha[0] * op.V(x_bar)
         for k in progress_bar(range(self.steps - 1), desc="ddrm", enable=progress):
             t = grid[k].expand(batch)
-            eps = prior.predict_noise(z, t)
-            x0 = prior.predict_x0(z, t, noise=eps)
+            x0, eps = denoise(prior, z, t, self.clip_denoised)
             x0_bar, eps_bar = op.Vt(x0), op.Vt(eps)
             ve_s, xi = ve[k + 1], standard_normal(x0_bar, generator)
             keep = (1 - self.eta**2) ** 0.5 * ve_s  # √(1 − η²) σ̃_s
@@ -98,7 +102,7 @@ class DDRM(Solver):
             mixed = (1 - self.eta_b) * x0_bar + self.eta_b * y_bar + spread * xi
             x_bar = torch.where(~seen, null, torch.where(ve_s**2 < y_var, toward, mixed))
             z = alpha[k + 1] * op.V(x_bar)
-        x0 = prior.predict_x0(z, grid[-1].expand(batch))
+        x0, _ = denoise(prior, z, grid[-1].expand(batch), self.clip_denoised)
         return x0, self.steps, {}
 
 

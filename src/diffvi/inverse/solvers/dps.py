@@ -15,7 +15,7 @@ from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
 from diffvi.diffusion.samplers import ddim_step
-from diffvi.inverse.solvers.base import Problem, Solver, standard_normal, time_grid
+from diffvi.inverse.solvers.base import Problem, Solver, denoise, standard_normal, time_grid
 from diffvi.utils.progress import progress as progress_bar
 
 
@@ -29,6 +29,8 @@ class DPS(Solver):
             The DPS repository's code applies ``scale · ∇‖y − A(x̂₀)‖`` instead, so its
             ``scale`` is 2ζ here.
         eta: η ≥ 0 of the unconditional DDIM step (1 = DDPM's ancestral step).
+        clip_denoised: clamp x̂₀ to [−1, 1] for image priors (see
+            :func:`~diffvi.inverse.solvers.base.denoise`).
 
     Shapes: ``y [B, *A.output_shape]``; the chain ``z_t`` and the result are ``[B, C, H, W]``.
     The step keeps the autograd graph of one denoiser call (memory ~ a backward pass).
@@ -36,7 +38,9 @@ class DPS(Solver):
 
     name = "dps"
 
-    def __init__(self, steps: int = 1000, scale: float = 1.0, eta: float = 1.0) -> None:
+    def __init__(
+        self, steps: int = 1000, scale: float = 1.0, eta: float = 1.0, clip_denoised: bool = True
+    ) -> None:
         if steps < 2:
             raise ValueError(f"steps must be >= 2 (the last one predicts x0), got {steps}")
         if not scale >= 0:
@@ -44,6 +48,7 @@ class DPS(Solver):
         if not eta >= 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.steps, self.scale, self.eta = int(steps), float(scale), float(eta)
+        self.clip_denoised = clip_denoised
 
     def _run(
         self,
@@ -61,8 +66,7 @@ class DPS(Solver):
             t, s = grid[k].expand(batch), grid[k + 1].expand(batch)
             with torch.enable_grad():
                 z_t = z.detach().requires_grad_(True)
-                eps = prior.predict_noise(z_t, t)
-                x0 = prior.predict_x0(z_t, t, noise=eps)
+                x0, eps = denoise(prior, z_t, t, self.clip_denoised)
                 sq = problem.residual(x0).flatten(1).pow(2).sum(1)  # ‖y − A(x̂₀)‖² [B]
                 # ζ_t = ζ / ‖y − A(x̂₀)‖ (detached), per image: Σ_b ζ_t,b ‖r_b‖².
                 weight = self.scale / sq.detach().sqrt().clamp_min(torch.finfo(sq.dtype).tiny)
@@ -71,7 +75,7 @@ class DPS(Solver):
             z = z - grad
         t = grid[-1].expand(batch)
         with torch.no_grad():
-            x0 = prior.predict_x0(z, t)
+            x0, _ = denoise(prior, z, t, self.clip_denoised)
         return x0, self.steps, {}
 
 

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
 from diffvi.diffusion.samplers import ddim_step, per_item
-from diffvi.inverse.operators import LinearOperator, SVDOperator
-from diffvi.inverse.solvers.base import Problem, Solver, standard_normal, time_grid
+from diffvi.inverse.operators import LinearOperator
+from diffvi.inverse.solvers.base import Problem, Solver, denoise, standard_normal, time_grid
 from diffvi.utils.progress import progress as progress_bar
 
 
@@ -35,12 +35,11 @@ class PiGDM(Solver):
             t = 1 → 0, then Tweedie's x̂₀ at t = 0. At least 2.
         scale: ≥ 0, the guidance weight (the official code's ``grad_term_weight``).
         eta: η ≥ 0 of the DDIM step (1 = ancestral, 0 = deterministic).
-        cg_iters: conjugate-gradient iterations for (r_t² A Aᵀ + σ_y² I)⁻¹ when σ_y > 0 and A
-            has no SVD (an :class:`~diffvi.inverse.operators.SVDOperator` is inverted exactly).
-        cg_tol: relative residual at which conjugate gradient stops.
+        clip_denoised: clamp x̂₀ to [−1, 1] for image priors (see
+            :func:`~diffvi.inverse.solvers.base.denoise`).
 
     Shapes: ``y [B, *A.output_shape]``; ``z_t``, ``x̂₀``, ``v``, ``g`` and the result are
-    ``[B, C, H, W]``; spectral vectors (SVD path) ``[B, D]``. Keeps the autograd graph of one
+    ``[B, C, H, W]``. Keeps the autograd graph of one
     denoiser call per step.
     """
 
@@ -48,12 +47,7 @@ class PiGDM(Solver):
     requires = LinearOperator
 
     def __init__(
-        self,
-        steps: int = 100,
-        scale: float = 1.0,
-        eta: float = 1.0,
-        cg_iters: int = 50,
-        cg_tol: float = 1e-8,
+        self, steps: int = 100, scale: float = 1.0, eta: float = 1.0, clip_denoised: bool = True
     ) -> None:
         if steps < 2:
             raise ValueError(f"steps must be >= 2 (the last one predicts x0), got {steps}")
@@ -61,55 +55,17 @@ class PiGDM(Solver):
             raise ValueError(f"scale must be >= 0, got {scale}")
         if not eta >= 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        if cg_iters < 1:
-            raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
-        if not cg_tol > 0:
-            raise ValueError(f"cg_tol must be > 0, got {cg_tol}")
         self.steps, self.scale, self.eta = int(steps), float(scale), float(eta)
-        self.cg_iters, self.cg_tol = int(cg_iters), float(cg_tol)
+        self.clip_denoised = clip_denoised
 
-    def _direction(self, problem: Problem, residual: Tensor, r2: Tensor) -> Tensor:
-        """v ``[B, C, H, W]`` from ``residual = y − A x̂₀`` and r_t² ``[B]`` (no autograd)."""
-        op: LinearOperator = problem.operator  # type: ignore[assignment]
-        if problem.noise_std == 0:
-            return op.pinv(residual)  # eq. 8: A⁺(y − A x̂₀) = A⁺y − A⁺A x̂₀
-        var_y = problem.noise_std**2
-        if isinstance(op, SVDOperator):
-            # In spectral coordinates: v = V diag(r² s / (r² s² + σ_y²)) Uᵀ (y − A x̂₀).
-            s = op.singulars(residual.dtype, residual.device)
-            r2 = per_item(r2, s.expand(residual.shape[0], -1))
-            return op.V(r2 * s / (r2 * s**2 + var_y) * op.Ut(residual))
-        return r2.view(-1, *[1] * len(op.input_shape)) * op.adjoint(
-            self._cg(op, residual, r2, var_y)
-        )
+    @staticmethod
+    def direction(problem: Problem, residual: Tensor, r2: float) -> Tensor:
+        """v = r² Aᵀ(r² AAᵀ + σ_y² I)⁻¹ residual ``[B, C, H, W]`` for ``residual = y − A x̂₀``.
 
-    def _cg(self, op: LinearOperator, b: Tensor, r2: Tensor, var_y: float) -> Tensor:
-        """Solve (r² A Aᵀ + σ_y² I) u = b per item by conjugate gradient (SPD as σ_y > 0)."""
-
-        def apply(u: Tensor) -> Tensor:
-            return per_item(r2, u) * op(op.adjoint(u)) + var_y * u
-
-        def dot(a: Tensor, c: Tensor) -> Tensor:
-            return per_item((a * c).flatten(1).sum(1), a)
-
-        u = torch.zeros_like(b)
-        res = b.clone()
-        p = res.clone()
-        rr = dot(res, res)
-        stop = self.cg_tol**2 * rr
-        tiny = torch.finfo(b.dtype).tiny
-        for _ in range(self.cg_iters):
-            active = rr > stop
-            if not bool(active.any()):
-                break
-            q = apply(p)
-            step = torch.where(active, rr / dot(p, q).clamp_min(tiny), 0)
-            u = u + step * p
-            res = res - step * q
-            rr_new = dot(res, res)
-            p = res + torch.where(active, rr_new / rr.clamp_min(tiny), 0) * p
-            rr = rr_new
-        return u
+        By the push-through identity this is (AᵀA + (σ_y²/r²) I)⁻¹ Aᵀ residual: the damped
+        pseudo-inverse, and A⁺ residual when σ_y = 0 (eq. 8)."""
+        operator: LinearOperator = problem.operator  # type: ignore[assignment]
+        return operator.pinv(residual, damping=problem.noise_std**2 / r2)
 
     def _run(
         self,
@@ -129,11 +85,11 @@ class PiGDM(Solver):
             alpha_s, _ = prior.schedule.alpha_sigma(s)
             with torch.enable_grad():
                 z_t = z.detach().requires_grad_(True)
-                eps = prior.predict_noise(z_t, t)
-                x0 = prior.predict_x0(z_t, t, noise=eps)
+                x0, eps = denoise(prior, z_t, t, self.clip_denoised)
                 with torch.no_grad():
                     # r_t² = σ_VE² / (1 + σ_VE²) = σ_t² (Section 3.1, unit data variance).
-                    v = self._direction(problem, problem.residual(x0), sigma_t.to(z.dtype) ** 2)
+                    r2 = float(sigma_t[0]) ** 2
+                    v = self.direction(problem, problem.residual(x0), r2)
                 # g = (∂x̂₀/∂z_t)ᵀ v: the VJP of ⟨sg(v), x̂₀⟩ (eq. 7).
                 (g,) = torch.autograd.grad(x0, z_t, grad_outputs=v)
             z = ddim_step(prior.schedule, z_t.detach(), eps.detach(), t, s, self.eta, generator)
@@ -141,7 +97,7 @@ class PiGDM(Solver):
             z = z + self.scale * per_item(alpha_s * alpha_t, z) * g
         t = grid[-1].expand(batch)
         with torch.no_grad():
-            x0 = prior.predict_x0(z, t)
+            x0, _ = denoise(prior, z, t, self.clip_denoised)
         return x0, self.steps, {}
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
 from diffvi.diffusion.samplers import per_item
-from diffvi.inverse.solvers.base import Problem, Solver, standard_normal, time_grid
+from diffvi.inverse.solvers.base import Problem, Solver, denoise, standard_normal, time_grid
 from diffvi.utils.progress import progress as progress_bar
 
 # w(t) as a function of 1/√SNR = σ_t/α_t (the weightings of the paper's ablation, Fig. 6).
@@ -49,9 +49,8 @@ class REDDiff(Solver):
         time_order: ``"descending"`` (t from 1 to 0, the paper's choice) or ``"random"``
             (t ~ U(0, 1) at every step).
         betas: Adam's betas (the reference: 0.9, 0.99).
-        clip_denoised: clamp x̂₀ to the data range [−1, 1] of an image prior. At t ≈ 1 the
-            division by α_t amplifies the network's error in ε̂ by σ_t/α_t (≈ 2·10⁴ for the
-            cosine schedule), so images keep this on.
+        clip_denoised: clamp x̂₀ to [−1, 1] for image priors (see
+            :func:`~diffvi.inverse.solvers.base.denoise`).
         trace: record the mean data misfit ‖y − A(μ)‖²/M at every step (``trace["misfit"]``).
     """
 
@@ -106,10 +105,7 @@ class REDDiff(Solver):
         Written as w(t) (α_t/σ_t) (μ − x̂₀(x_t)), which equals it exactly and is λ-free."""
         alpha, sigma = (per_item(v, mu) for v in prior.schedule.alpha_sigma(t))
         with torch.no_grad():
-            x_t = alpha * mu + sigma * noise
-            x0 = prior.predict_x0(x_t, t)
-            if self.clip_denoised and prior.image:
-                x0 = x0.clamp(-1, 1)
+            x0, _ = denoise(prior, alpha * mu + sigma * noise, t, self.clip_denoised)
             weight = WEIGHTINGS[self.weighting](sigma / alpha)
             return weight * (alpha / sigma) * (mu - x0)
 

@@ -1,0 +1,25 @@
+"""PeakMemory counts what a block allocates at its peak, not what was there before."""
+
+import sys
+
+import pytest
+import torch
+
+from diffvi.utils.memory import PeakMemory
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+def test_cpu_peak_sees_a_touched_allocation_and_not_the_memory_before():
+    keep = torch.ones(4 * 2**20)  # 16 MiB allocated before the block: not counted
+    with PeakMemory("cpu") as peak:
+        block = torch.ones(16 * 2**20)  # 64 MiB written inside the block
+        del block
+    assert peak.bytes is not None
+    assert 60 * 2**20 <= peak.bytes <= 100 * 2**20
+    del keep
+
+
+def test_unmeasurable_device_gives_none():
+    with PeakMemory("meta") as peak:
+        torch.ones(10, device="meta")
+    assert peak.bytes is None
