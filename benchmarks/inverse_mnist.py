@@ -17,6 +17,8 @@ as it is scored, so an interrupted run resumes):
 - ``main``: all solvers at the matched NFE budget ``--nfe``, with the tuned values, plus A⁺y.
 - ``own``: each baseline at its paper's budget (DDRM 20, DPS 1000 on ``--own-images``).
 - ``ablation``: RED-diff on two MNIST cells: λ, lr, time order and SNR weighting vs constant.
+- ``timing``: every solver at the matched budget on one cell (MNIST, SR ×4, σ_y = 0.05), run
+  when nothing else runs — the main stage's times share the cores with whatever ran beside it.
 - ``memory`` (last, CPU): the peak memory of each solver on a batch of ``--images``, 3 steps,
   per task. On the CPU, freed memory stays in the process and is reused, so the peak resident
   set of a timing run undercounts; this stage lowers glibc's mmap threshold (large tensors get
@@ -32,6 +34,8 @@ as it is scored, so an interrupted run resumes):
 import argparse
 import itertools
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +46,7 @@ DATASETS = ("mnist", "fashion-mnist")
 TASKS = ("inpaint-box", "inpaint-random", "sr4", "deblur-gaussian")
 NOISES = (0.0, 0.05)
 SOLVERS = ("red-diff", "dps", "pigdm", "ddrm")
-STAGES = ("tune", "main", "ablation", "own", "memory")
+STAGES = ("tune", "main", "ablation", "own", "timing", "memory")
 # Tuning grids at the matched budget (best PSNR on held-out images wins).
 GRIDS: dict[str, list[dict]] = {
     "red-diff": [
@@ -270,14 +274,19 @@ def own_stage(ctx: Context, cells: list[tuple]) -> None:
             )
 
 
+def timing_stage(ctx: Context) -> None:
+    args = ctx.args
+    cell = ("mnist", "sr4", 0.05)
+    for solver in args.solvers.split(","):
+        options = with_steps(solver, tuned_options(ctx, cell, solver), args.nfe)
+        cached(
+            part_path(args, "timing", solver),
+            lambda s=solver, o=options: run_solver(ctx, cell, s, o, 0, args.images),
+        )
+
+
 def memory_stage(ctx: Context, cells: list[tuple]) -> None:
     args = ctx.args
-    if not torch.cuda.is_available():
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 4096)  # M_MMAP_THRESHOLD: one page
-        libc.mallopt(-1, 4096)  # M_TRIM_THRESHOLD
     dataset, noise = cells[0][0], cells[0][2]
     for task in dict.fromkeys(cell[1] for cell in cells):
         cell = (dataset, task, noise)
@@ -384,7 +393,10 @@ def assemble(args: argparse.Namespace) -> None:
         "## Matched budget\n",
         markdown_table(HEADER, [_row(r) for r in main]),
     ]
-    wins = goal_summary(main)
+    timing = {r["solver"]: r for r in load_parts(args, "timing")}
+    for r in timing.values():
+        r["peak_mb"] = peaks.get((r["task"], r["solver"]))
+    wins = goal_summary(main, timing)
     if wins:
         md += [
             "\n## Goal check (RED-diff vs the best baseline at the same NFE)\n",
@@ -402,6 +414,24 @@ def assemble(args: argparse.Namespace) -> None:
                 wins,
             ),
         ]
+    if timing:
+        md += [
+            "\n## Cost at the matched budget, quiet machine (MNIST, SR ×4, σ_y = 0.05)\n",
+            markdown_table(
+                ["solver", "NFE", "batch", "s / batch", "ms / image", "peak MB (batch)"],
+                [
+                    [
+                        r["solver"],
+                        r["nfe"],
+                        int(r["images"]),
+                        r["seconds"],
+                        r["ms_per_image"],
+                        r["peak_mb"],
+                    ]
+                    for r in sorted(timing.values(), key=lambda r: order.get(r["solver"], 9))
+                ],
+            ),
+        ]
     if own:
         md += [
             "\n## Each baseline at its own budget\n",
@@ -414,6 +444,7 @@ def assemble(args: argparse.Namespace) -> None:
         {
             "machine": machine_info(),
             "settings": vars(args),
+            "timing": list(timing.values()),
             "main": main,
             "own": own,
             "ablation": ablation,
@@ -424,7 +455,9 @@ def assemble(args: argparse.Namespace) -> None:
     print("\n".join(md))
 
 
-def goal_summary(main: list[dict]) -> list[list]:
+def goal_summary(main: list[dict], timing: dict[str, dict]) -> list[list]:
+    """Per cell: RED-diff's PSNR beside the best baseline's, and RED-diff's time and memory
+    as ratios to DPS's (from the quiet timing stage and the memory stage when they ran)."""
     cells: dict[tuple, dict[str, dict]] = {}
     for r in main:
         cells.setdefault((r["dataset"], r["task"], r["noise_std"]), {})[r["solver"]] = r
@@ -435,11 +468,12 @@ def goal_summary(main: list[dict]) -> list[list]:
         if red is None or not baselines:
             continue
         best = max(baselines, key=lambda r: r["psnr"])
-        dps = by_solver.get("dps")
-        time_ratio = red["seconds"] / dps["seconds"] if dps else None
+        red_cost = timing.get("red-diff", red)
+        dps_cost = timing.get("dps", by_solver.get("dps"))
+        time_ratio = red_cost["seconds"] / dps_cost["seconds"] if dps_cost else None
         mem_ratio = (
-            red["peak_mb"] / dps["peak_mb"]
-            if dps and dps["peak_mb"] and red["peak_mb"] is not None
+            red_cost["peak_mb"] / dps_cost["peak_mb"]
+            if dps_cost and dps_cost["peak_mb"] and red_cost["peak_mb"] is not None
             else None
         )
         rows.append(
@@ -455,13 +489,37 @@ def goal_summary(main: list[dict]) -> list[list]:
     return rows
 
 
+def exact_cpu_allocations() -> None:
+    """Give every allocation above one page its own pages, returned when freed (glibc), so the
+    peak resident set is the peak of live tensors. Only effective before the heap has grown:
+    free heap memory is reused before any new pages are mapped."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 4096)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 4096)  # M_TRIM_THRESHOLD
+
+
+def memory_in_fresh_process(args: argparse.Namespace) -> None:
+    """The memory stage in a new process (see :func:`exact_cpu_allocations`)."""
+    command = [sys.executable, __file__, "--stages", "memory"]
+    if args.quick:
+        command.append("--quick")
+    else:
+        for flag in ("datasets", "tasks", "noises", "solvers", "images", "threads", "seed"):
+            command += [f"--{flag}", str(getattr(args, flag))]
+    subprocess.run(command, check=True)
+
+
 def main() -> None:
     args = parse_args()
+    stages = args.stages.split(",")
+    if stages == ["memory"] and not torch.cuda.is_available():
+        exact_cpu_allocations()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     if not args.assemble_only:
         ctx = Context(args)
-        stages = args.stages.split(",")
         cells = [
             (d, t, float(n))
             for d in args.datasets.split(",")
@@ -474,8 +532,13 @@ def main() -> None:
             ablation_stage(ctx)
         if "own" in stages:
             own_stage(ctx, cells)
-        if "memory" in stages:
+        if "timing" in stages:
+            timing_stage(ctx)
+        if stages == ["memory"]:
             memory_stage(ctx, cells)
+            return
+        if "memory" in stages:
+            memory_in_fresh_process(args)
     assemble(args)
 
 
