@@ -101,7 +101,12 @@ def test_restore_a_dataset_split_with_ddrm_on_sr4(cli, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["name"] for e in metrics["per_image"]] == names
     assert metrics["source"] == {"dataset": "mnist", "split": "test", "start": 1, "count": 2}
-    assert metrics["solver_options"] == {"steps": 5, "eta": 0.85, "eta_b": 1.0}
+    assert metrics["solver_options"] == {
+        "steps": 5,
+        "eta": 0.85,
+        "eta_b": 1.0,
+        "clip_denoised": True,
+    }
     assert math.isfinite(metrics["summary"]["psnr"]) and metrics["summary"]["images"] == 2
 
 

@@ -42,7 +42,7 @@ Task = choice(
     "Task",
     [
         "inpaint-box", "inpaint-random", "inpaint-half", "sr4", "sr2", "sr4-bicubic",
-        "deblur-gaussian", "deblur-uniform", "denoise", "phase-retrieval",
+        "deblur-gaussian", "deblur-uniform", "denoise", "phase-retrieval", "phase-defocus",
     ],
 )  # fmt: skip
 InverseSolver = choice("InverseSolver", ["red-diff", "dps", "pigdm", "ddrm"])

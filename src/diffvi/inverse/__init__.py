@@ -27,8 +27,18 @@ from diffvi.inverse.operators import (
     random_mask,
     uniform_kernel,
 )
+from diffvi.inverse.phase import (
+    DefocusIntensity,
+    fresnel_propagate,
+    tie_phase,
+    tie_reconstruct,
+)
 
 __all__ = [
+    "DefocusIntensity",
+    "fresnel_propagate",
+    "tie_phase",
+    "tie_reconstruct",
     "diversity",
     "feature_distance",
     "psnr",

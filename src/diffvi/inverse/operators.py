@@ -546,6 +546,12 @@ def _gaussian_blur(shape: Shape, generator: torch.Generator | None) -> Operator:
     return Blur(gaussian_kernel(7, 1.0), shape)
 
 
+def _defocus(shape: Shape, generator: torch.Generator | None) -> Operator:
+    from diffvi.inverse.phase import DefocusIntensity  # phase.py builds on this module
+
+    return DefocusIntensity(shape)
+
+
 OPERATORS: dict[str, Callable[[Shape, torch.Generator | None], Operator]] = {
     # Centred square hole of half the image side (14×14 on 28×28).
     "inpaint-box": lambda s, g: Inpainting(box_mask(s, min(s[1], s[2]) // 2)),
@@ -561,6 +567,9 @@ OPERATORS: dict[str, Callable[[Shape, torch.Generator | None], Operator]] = {
     "deblur-uniform": lambda s, g: Blur(uniform_kernel(5), s),
     "denoise": lambda s, g: Denoising(s),
     "phase-retrieval": lambda s, g: PhaseRetrieval(s, oversample=2.0),
+    # Quantitative phase imaging: a 0–3.5 rad phase object seen at ±1 µm defocus (521 nm light,
+    # 0.21 µm pixels), two intensity images [B, 2, H, W].
+    "phase-defocus": _defocus,
 }
 
 
