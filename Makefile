@@ -47,6 +47,7 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/diffusion_mnist.py --steps 2000
 	$(PY) benchmarks/diffusion_mnist.py --steps 6000 --configs cosine-simple --export-dir models
 	$(PY) benchmarks/diffusion_speed.py
+	$(PY) benchmarks/inverse_mnist.py
 
 bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/iwae_speed.py --quick
@@ -54,6 +55,7 @@ bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/ddvi_mnist.py --quick --priors pinwheel
 	$(PY) benchmarks/diffusion_mnist.py --quick --datasets mnist --configs learned-vdm,cosine-simple
 	$(PY) benchmarks/diffusion_speed.py --quick
+	$(PY) benchmarks/inverse_mnist.py --quick
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -17,6 +17,8 @@ as it is scored, so an interrupted run resumes):
 - ``main``: all solvers at the matched NFE budget ``--nfe``, with the tuned values, plus A⁺y.
 - ``own``: each baseline at its paper's budget (DDRM 20, DPS 1000 on ``--own-images``).
 - ``ablation``: RED-diff on two MNIST cells: λ, lr, time order and SNR weighting vs constant.
+- ``diversity``: each solver with 4 seeds on ``--tune-images`` images of MNIST box inpainting
+  (σ_y = 0): mean per-pixel standard deviation across seeds, inside and outside the hole.
 - ``timing``: every solver at the matched budget on one cell (MNIST, SR ×4, σ_y = 0.05), run
   when nothing else runs — the main stage's times share the cores with whatever ran beside it.
 - ``memory`` (last, CPU): the peak memory of each solver on a batch of ``--images``, 3 steps,
@@ -46,7 +48,7 @@ DATASETS = ("mnist", "fashion-mnist")
 TASKS = ("inpaint-box", "inpaint-random", "sr4", "deblur-gaussian")
 NOISES = (0.0, 0.05)
 SOLVERS = ("red-diff", "dps", "pigdm", "ddrm")
-STAGES = ("tune", "main", "ablation", "own", "timing", "memory")
+STAGES = ("tune", "main", "ablation", "own", "diversity", "timing", "memory")
 # Tuning grids at the matched budget (best PSNR on held-out images wins).
 GRIDS: dict[str, list[dict]] = {
     "red-diff": [
@@ -274,6 +276,42 @@ def own_stage(ctx: Context, cells: list[tuple]) -> None:
             )
 
 
+def diversity_stage(ctx: Context) -> None:
+    from diffvi.inverse import diversity
+    from diffvi.inverse.solvers import build_solver
+
+    args = ctx.args
+    cell = ("mnist", "inpaint-box", 0.0)
+    prior, _, _ = ctx.dataset(cell[0])
+    truth, operator, y = ctx.problem(*cell, 0, args.tune_images)
+    hole = 1 - operator.mask  # [C, H, W]
+    for solver in args.solvers.split(","):
+
+        def compute(s: str = solver) -> dict:
+            options = with_steps(s, tuned_options(ctx, cell, s), args.nfe)
+            runs = torch.stack(
+                [
+                    build_solver(s, **options)
+                    .solve(y, operator, prior, generator=torch.Generator().manual_seed(seed))
+                    .x
+                    for seed in range(4)
+                ]
+            )
+            spread = runs.std(dim=0)  # [N, C, H, W]
+            return {
+                "solver": s,
+                "options": options,
+                "seeds": 4,
+                "images": args.tune_images,
+                "diversity": diversity(runs).mean().item(),
+                "diversity_in_hole": (spread * hole).sum().item() / (hole.sum().item() * len(y)),
+                "diversity_observed": (spread * (1 - hole)).sum().item()
+                / ((1 - hole).sum().item() * len(y)),
+            }
+
+        cached(part_path(args, "diversity", solver), compute)
+
+
 def timing_stage(ctx: Context) -> None:
     args = ctx.args
     cell = ("mnist", "sr4", 0.05)
@@ -432,6 +470,25 @@ def assemble(args: argparse.Namespace) -> None:
                 ],
             ),
         ]
+    spread = load_parts(args, "diversity")
+    if spread:
+        md += [
+            "\n## Diversity across 4 seeds (MNIST box inpainting, σ_y = 0)\n",
+            markdown_table(
+                ["solver", "settings", "images", "pixel std", "in the hole", "observed pixels"],
+                [
+                    [
+                        r["solver"],
+                        ", ".join(f"{k}={v}" for k, v in r["options"].items()),
+                        r["images"],
+                        r["diversity"],
+                        r["diversity_in_hole"],
+                        r["diversity_observed"],
+                    ]
+                    for r in sorted(spread, key=lambda r: order.get(r["solver"], 9))
+                ],
+            ),
+        ]
     if own:
         md += [
             "\n## Each baseline at its own budget\n",
@@ -445,6 +502,7 @@ def assemble(args: argparse.Namespace) -> None:
             "machine": machine_info(),
             "settings": vars(args),
             "timing": list(timing.values()),
+            "diversity": spread,
             "main": main,
             "own": own,
             "ablation": ablation,
@@ -532,6 +590,8 @@ def main() -> None:
             ablation_stage(ctx)
         if "own" in stages:
             own_stage(ctx, cells)
+        if "diversity" in stages:
+            diversity_stage(ctx)
         if "timing" in stages:
             timing_stage(ctx)
         if stages == ["memory"]:
