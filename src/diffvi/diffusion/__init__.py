@@ -1,5 +1,7 @@
-"""Diffusion models: noise schedules, the model (losses, VDM bound, x₀-prediction), samplers."""
+"""Diffusion models: noise schedules, the model (losses, VDM bound, x₀-prediction), samplers,
+and CVDM's conditional model with a learned per-pixel schedule."""
 
+from diffvi.diffusion.conditional import CVDM, ConditionalSchedule, FixedConditionalSchedule
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.pretrained import (
     build_diffusion_model,
@@ -20,6 +22,9 @@ from diffvi.diffusion.schedules import (
 )
 
 __all__ = [
+    "CVDM",
+    "ConditionalSchedule",
+    "FixedConditionalSchedule",
     "SAMPLERS",
     "SCHEDULES",
     "CosineSchedule",
