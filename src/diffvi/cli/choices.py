@@ -46,3 +46,8 @@ Task = choice(
     ],
 )  # fmt: skip
 InverseSolver = choice("InverseSolver", ["red-diff", "dps", "pigdm", "ddrm"])
+# Conditional diffusion (`train cvdm`). Spelled out rather than read from
+# `diffvi.training.cvdm_module`, which imports Lightning; tests/training/test_cvdm_training.py
+# checks that they match `PAIRED_TASKS` and `CVDM_SCHEDULES`.
+PairedTask = choice("PairedTask", ["mnist-sr4", "fashion-mnist-sr4", "microscopy-sr", "phase"])
+CVDMSchedule = choice("CVDMSchedule", ["learned", "linear", "cosine", "regression"])

@@ -1,5 +1,5 @@
 """The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``,
-``train diffusion``), ``evaluate``,
+``train diffusion``, ``train cvdm``), ``evaluate``,
 ``embed``, ``sample``, ``restore`` and ``demo``.
 
 Each command group lives in its own module; this one only assembles them. Heavy imports happen
@@ -16,6 +16,7 @@ from diffvi.cli.evaluate import evaluate_command
 from diffvi.cli.restore import restore_command
 from diffvi.cli.sample import sample_command
 from diffvi.cli.train import train_app
+from diffvi.cli.train_cvdm import train_cvdm
 from diffvi.cli.train_diffusion import train_diffusion
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 train_app.command("diffusion")(train_diffusion)
+train_app.command("cvdm")(train_cvdm)
 app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
 app.command("embed")(embed_command)

@@ -14,6 +14,10 @@ _LAZY = {
     "load_module": "diffvi.training.checkpoint",
     "fit": "diffvi.training.trainer",
     "VAEModule": "diffvi.training.module",
+    "CVDMConfig": "diffvi.training.cvdm_module",
+    "CVDMModule": "diffvi.training.cvdm_module",
+    "fit_cvdm": "diffvi.training.cvdm_module",
+    "load_cvdm": "diffvi.training.cvdm_module",
 }
 
 
@@ -23,4 +27,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'diffvi.training' has no attribute {name!r}")
 
 
-__all__ = ["AtomicCheckpointIO", "TrainConfig", "VAEModule", "fit", "load_module"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CVDMConfig",
+    "CVDMModule",
+    "TrainConfig",
+    "VAEModule",
+    "fit",
+    "fit_cvdm",
+    "load_cvdm",
+    "load_module",
+]

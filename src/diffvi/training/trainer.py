@@ -149,42 +149,87 @@ def fit_diffusion(
         )
     ckpt_path = str(resolve_checkpoint(run_dir)) if resume else None
     module = DiffusionModule(config)
+    trainer, seconds = fit_by_steps(
+        module,
+        data,
+        run_dir,
+        {"kind": "diffusion", **config.to_dict()},
+        ckpt_path,
+        max_steps=config.max_steps,
+        val_every_n_steps=config.val_every_n_steps,
+        grad_clip=config.grad_clip,
+        accelerator=accelerator,
+        devices=devices,
+        progress_bar=progress_bar,
+        callbacks=callbacks,
+        log_every_n_steps=log_every_n_steps,
+    )
+    if trainer.is_global_zero:
+        metadata = {
+            "dataset": config.dataset,
+            "steps": int(trainer.global_step),
+            "train_seconds_this_session": round(seconds, 1),
+            "val_bpd": _last_metric(trainer, "val/bpd"),
+        }
+        save_diffusion(module.ema.module, module.exported_spec(metadata), run_dir / "export")
+    return module
+
+
+def fit_by_steps(
+    module: L.LightningModule,
+    data: L.LightningDataModule,
+    run_dir: Path,
+    saved_config: dict[str, Any],
+    ckpt_path: str | None,
+    *,
+    max_steps: int,
+    val_every_n_steps: int,
+    grad_clip: float,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    progress_bar: bool = True,
+    callbacks: Sequence[Callback] = (),
+    log_every_n_steps: int = 50,
+    **trainer_options: Any,
+) -> tuple[L.Trainer, float]:
+    """The step-based training loop shared by :func:`fit_diffusion` and
+    :func:`~diffvi.training.cvdm_module.fit_cvdm`: validate and checkpoint
+    (``run_dir/checkpoints/last.ckpt``, atomically) every ``val_every_n_steps`` steps, write
+    ``saved_config`` to ``run_dir/config.json`` (rank 0), train up to ``max_steps`` in total
+    (from ``ckpt_path`` when resuming, weights-only loading), then write the final checkpoint.
+
+    ``trainer_options`` go to the Lightning ``Trainer``. Returns the trainer and the seconds
+    spent in ``trainer.fit`` (this session); exporting is the caller's.
+    """
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="last",
         save_top_k=1,
-        every_n_train_steps=config.val_every_n_steps,
+        every_n_train_steps=val_every_n_steps,
         enable_version_counter=False,
     )
     trainer = _trainer(
         run_dir,
         [checkpoint, *callbacks],
         progress_bar,
-        max_steps=config.max_steps,
+        max_steps=max_steps,
         max_epochs=-1,
         accelerator=accelerator,
         devices=devices,
-        gradient_clip_val=config.grad_clip or None,
-        val_check_interval=config.val_every_n_steps,
+        gradient_clip_val=grad_clip or None,
+        val_check_interval=val_every_n_steps,
         check_val_every_n_epoch=None,
         log_every_n_steps=log_every_n_steps,
         use_distributed_sampler=False,
+        **trainer_options,
     )
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", {"kind": "diffusion", **config.to_dict()})
+        write_json(run_dir / "config.json", saved_config)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    if trainer.is_global_zero:
-        metadata = {
-            "dataset": config.dataset,
-            "steps": int(trainer.global_step),
-            "train_seconds_this_session": round(time.perf_counter() - started, 1),
-            "val_bpd": _last_metric(trainer, "val/bpd"),
-        }
-        save_diffusion(module.ema.module, module.exported_spec(metadata), run_dir / "export")
-    return module
+    return trainer, time.perf_counter() - started
 
 
 def _last_metric(trainer: L.Trainer, name: str) -> float | None:
