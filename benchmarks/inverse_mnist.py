@@ -19,6 +19,8 @@ as it is scored, so an interrupted run resumes):
 - ``ablation``: RED-diff on two MNIST cells: λ, lr, time order and SNR weighting vs constant.
 - ``diversity``: each solver with 4 seeds on ``--tune-images`` images of MNIST box inpainting
   (σ_y = 0): mean per-pixel standard deviation across seeds, inside and outside the hole.
+- ``figure``: 8 MNIST test images per task at σ_y = 0.05, rows: original, A⁺y, RED-diff, DPS,
+  ΠGDM, DDRM (tuned, matched budget) → ``docs/figures/inverse_mnist_<task>.png``.
 - ``timing``: every solver at the matched budget on one cell (MNIST, SR ×4, σ_y = 0.05), run
   when nothing else runs — the main stage's times share the cores with whatever ran beside it.
 - ``memory`` (last, CPU): the peak memory of each solver on a batch of ``--images``, 3 steps,
@@ -42,13 +44,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, machine_info, markdown_table, write_results
+from common import REPO_ROOT, RESULTS_DIR, machine_info, markdown_table, write_results
 
 DATASETS = ("mnist", "fashion-mnist")
 TASKS = ("inpaint-box", "inpaint-random", "sr4", "deblur-gaussian")
 NOISES = (0.0, 0.05)
 SOLVERS = ("red-diff", "dps", "pigdm", "ddrm")
-STAGES = ("tune", "main", "ablation", "own", "diversity", "timing", "memory")
+STAGES = ("tune", "main", "ablation", "own", "diversity", "figure", "timing", "memory")
 # Tuning grids at the matched budget (best PSNR on held-out images wins).
 GRIDS: dict[str, list[dict]] = {
     "red-diff": [
@@ -310,6 +312,33 @@ def diversity_stage(ctx: Context) -> None:
             }
 
         cached(part_path(args, "diversity", solver), compute)
+
+
+def figure_stage(ctx: Context) -> None:
+    from diffvi.evaluation.plots import save_image_grid
+    from diffvi.inverse.solvers import build_solver
+
+    args = ctx.args
+    folder = REPO_ROOT / "docs" / "figures"
+    for task in args.tasks.split(","):
+        cell = ("mnist", task, 0.05)
+        prior, _, _ = ctx.dataset(cell[0])
+        truth, operator, y = ctx.problem(*cell, 0, 8)
+        rows = [truth, measurement_image(operator, y, cell[2])]
+        for solver in args.solvers.split(","):
+            options = with_steps(solver, tuned_options(ctx, cell, solver), args.nfe)
+            result = build_solver(solver, **options).solve(
+                y, operator, prior, cell[2], generator=torch.Generator().manual_seed(args.seed)
+            )
+            rows.append(result.x)
+        save_image_grid(torch.cat(rows), folder / f"inverse_mnist_{task}.png", nrow=8, scale=2)
+
+
+def measurement_image(operator, y: torch.Tensor, noise: float) -> torch.Tensor:
+    """What the measurement shows: y itself where it is image-shaped, else A⁺y (damped)."""
+    if tuple(y.shape[1:]) == tuple(operator.input_shape):
+        return y.clamp(0, 1)
+    return operator.pinv(y, damping=noise**2).clamp(0, 1)
 
 
 def timing_stage(ctx: Context) -> None:
@@ -592,6 +621,8 @@ def main() -> None:
             own_stage(ctx, cells)
         if "diversity" in stages:
             diversity_stage(ctx)
+        if "figure" in stages and not args.quick:
+            figure_stage(ctx)
         if "timing" in stages:
             timing_stage(ctx)
         if stages == ["memory"]:
