@@ -212,3 +212,9 @@ def test_nonlinear_operator_phase_imaging_fits_the_two_defocused_images():
     misfit = result.trace["misfit"]
     # μ starts at the grey image (no pseudo-inverse): the fit must improve many-fold.
     assert misfit[-1] < 0.2 * misfit[0]
+
+
+def test_a_diverging_run_raises_instead_of_returning_garbage():
+    prior, _, _, operator, _, y = _problem("sr2")
+    with pytest.raises(FloatingPointError, match="diverged"):
+        REDDiff(steps=5, lr=float("inf")).solve(y.view(1, 1, 2, 2), operator, prior)

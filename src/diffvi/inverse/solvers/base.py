@@ -135,6 +135,11 @@ class Solver(ABC):
             if y.device.type == "cuda":
                 torch.cuda.synchronize(y.device)
             seconds = time.perf_counter() - start
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(
+                f"{self.name} diverged: the restoration contains NaN or Inf (try a smaller step "
+                "size: lr for red-diff, scale for dps/pigdm)"
+            )
         return Reconstruction(prior.from_model_space(x.detach()), nfe, seconds, peak.bytes, trace)
 
     @abstractmethod
