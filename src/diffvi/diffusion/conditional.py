@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffvi.diffusion.model import stratified_times
+from diffvi.diffusion.samplers import standard_normal
 from diffvi.diffusion.schedules import NoiseSchedule, _MonotoneLinear
 from diffvi.nn.unet import UNet
 
@@ -314,18 +316,6 @@ class FixedConditionalSchedule(_FactorisedSchedule):
         return f"schedule={type(self.schedule).__name__}"
 
 
-def _stratified_times(batch: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """t ~ U(0, 1) per item, stratified over the batch (the draw order of DiffusionModel.loss:
-    one uniform, then offsets k / B)."""
-    u = torch.rand((), generator=generator, device=like.device, dtype=like.dtype)
-    offsets = torch.arange(batch, device=like.device, dtype=like.dtype) / batch
-    return torch.remainder(u + offsets, 1.0)
-
-
-def _randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=like.dtype)
-
-
 class CVDM(nn.Module):
     """A conditional diffusion model with a learned (or fixed) per-pixel schedule.
 
@@ -477,13 +467,13 @@ class CVDM(nn.Module):
         y0, x = self.to_model_space(y0), self.to_model_space(x)
         batch = y0.shape[0]
         if t is None:
-            t = _stratified_times(batch, y0, generator)
+            t = stratified_times(batch, y0, generator)
         elif t.shape != (batch,) or (t.numel() and (t.min() < 0 or t.max() > 1)):
             raise ValueError(
                 f"t must have shape [{batch}] with values in [0, 1], got {list(t.shape)}"
             )
         if noise is None:
-            noise = _randn(y0.shape, y0, generator)
+            noise = standard_normal(y0, generator)
         elif noise.shape != y0.shape:
             raise ValueError(f"noise must have shape {list(y0.shape)}, got {list(noise.shape)}")
         t = t.to(y0.dtype)
@@ -589,7 +579,7 @@ class CVDM(nn.Module):
         x = self.to_model_space(x)
         shape = (x.shape[0], self.y_channels, *x.shape[2:])
         if noise is None:
-            y = _randn(shape, x, generator)
+            y = standard_normal(x, generator, shape)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
         else:
@@ -614,7 +604,7 @@ class CVDM(nn.Module):
                 torch.exp(0.5 * log_a) * one_minus_prev / one_minus_g
             ) * y
             var = (beta_k * one_minus_prev / one_minus_g).clamp_min(0)
-            y = mean + var.sqrt() * _randn(shape, x, generator)
+            y = mean + var.sqrt() * standard_normal(x, generator, shape)
             log_g = log_g_prev
         raise AssertionError("unreachable")  # pragma: no cover
 

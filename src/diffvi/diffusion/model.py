@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffvi.diffusion.samplers import SAMPLERS, per_item, sample_chain
+from diffvi.diffusion.samplers import SAMPLERS, per_item, sample_chain, standard_normal
 from diffvi.diffusion.schedules import NoiseSchedule, alpha_sigma_of
 
 LOSSES = ("simple", "vdm")
@@ -84,12 +84,6 @@ class DiffusionModel(nn.Module):
                 f"{x.max().item():.3g}]"
             )
 
-    def _times(self, batch: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-        """t ~ U(0, 1) per item, stratified over the batch (VDM's low-discrepancy sampler)."""
-        u = torch.rand((), generator=generator, device=like.device, dtype=like.dtype)
-        offsets = torch.arange(batch, device=like.device, dtype=like.dtype) / batch
-        return torch.remainder(u + offsets, 1.0)
-
     def loss(
         self, x: Tensor, cond: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
@@ -99,8 +93,8 @@ class DiffusionModel(nn.Module):
             return self.bound(x, cond, generator)
         self._check(x)
         x = self.to_model_space(x)
-        t = self._times(x.shape[0], x, generator)
-        noise = _randn_like(x, generator)
+        t = stratified_times(x.shape[0], x, generator)
+        noise = standard_normal(x, generator)
         z = self.schedule.add_noise(x, t, noise)
         return (noise - self.predict_noise(z, t, cond)).pow(2).flatten(1).mean(1)
 
@@ -126,14 +120,14 @@ class DiffusionModel(nn.Module):
         var_1 = torch.sigmoid(gamma_1)
         prior = 0.5 * (var_1 + torch.sigmoid(-gamma_1) * x.pow(2) - F.logsigmoid(gamma_1) - 1)
         reconstruction = self._reconstruction(x, gamma_0, generator)
-        t = self._times(x.shape[0], x, generator)
+        t = stratified_times(x.shape[0], x, generator)
         weights = None
         if getattr(self.schedule, "minimise_variance", False) and torch.is_grad_enabled():
             weights = torch.zeros_like(t)  # filled below, read by the backward pass
             gamma_t, slope = self.schedule.gamma_and_derivative(t, variance_weights=weights)
         else:
             gamma_t, slope = self.schedule.gamma_and_derivative(t)
-        noise = _randn_like(x, generator)
+        noise = standard_normal(x, generator)
         alpha, sigma = (per_item(v, x) for v in alpha_sigma_of(gamma_t))
         z = alpha * x + sigma * noise
         error = (noise - self.predict_noise(z, t, cond)).pow(2).flatten(1).sum(1)
@@ -150,7 +144,7 @@ class DiffusionModel(nn.Module):
     def _reconstruction(self, x: Tensor, gamma_0: Tensor, generator: torch.Generator | None):
         """−log p(x | z_0) summed over dimensions ``[B]``, with z_0 ~ q(z_0 | x)."""
         alpha_0, sigma_0 = alpha_sigma_of(gamma_0)
-        z_0 = alpha_0 * x + sigma_0 * _randn_like(x, generator)
+        z_0 = alpha_0 * x + sigma_0 * standard_normal(x, generator)
         scaled = z_0 / alpha_0  # = x + noise of std exp(γ₀/2)
         if not self.image:
             std = torch.exp(0.5 * gamma_0)
@@ -225,5 +219,9 @@ class DiffusionModel(nn.Module):
         return self.from_model_space(x0)
 
 
-def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def stratified_times(batch: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """t ~ U(0, 1) per item ``[batch]``, stratified over the batch (VDM's low-discrepancy
+    sampler: one uniform u, then (u + k / B) mod 1)."""
+    u = torch.rand((), generator=generator, device=like.device, dtype=like.dtype)
+    offsets = torch.arange(batch, device=like.device, dtype=like.dtype) / batch
+    return torch.remainder(u + offsets, 1.0)

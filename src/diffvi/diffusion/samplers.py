@@ -21,6 +21,14 @@ from diffvi.utils.progress import progress as progress_bar
 SAMPLERS = {"ddpm": 1.0, "ddim": 0.0}
 
 
+def standard_normal(
+    like: Tensor, generator: torch.Generator | None = None, shape: tuple[int, ...] | None = None
+) -> Tensor:
+    """N(0, I) noise on ``like``'s device and dtype, of ``like``'s shape (or ``shape``)."""
+    size = tuple(like.shape) if shape is None else tuple(shape)
+    return torch.randn(size, generator=generator, device=like.device, dtype=like.dtype)
+
+
 def ddim_step(
     schedule: NoiseSchedule,
     z: Tensor,
@@ -44,9 +52,7 @@ def ddim_step(
     c2 = eta**2 * sigma_s**2 * share
     z_s = alpha_s * x0 + (sigma_s**2 - c2).clamp_min(0).sqrt() * noise_pred
     if eta > 0:
-        z_s = z_s + c2.sqrt() * torch.randn(
-            z.shape, generator=generator, device=z.device, dtype=z.dtype
-        )
+        z_s = z_s + c2.sqrt() * standard_normal(z, generator)
     return z_s
 
 

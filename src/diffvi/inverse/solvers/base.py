@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
-from diffvi.diffusion.samplers import per_item
+from diffvi.diffusion.samplers import per_item, standard_normal
 from diffvi.inverse.operators import LinearOperator, Operator
 from diffvi.utils.memory import PeakMemory
 
@@ -175,11 +175,6 @@ def denoise(prior: DiffusionModel, z: Tensor, t: Tensor, clip: bool) -> tuple[Te
         x0 = x0.clamp(-1, 1)
         eps = (z - alpha * x0) / sigma
     return x0, eps
-
-
-def standard_normal(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """N(0, I) noise of ``like``'s shape, device and dtype."""
-    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 __all__ = ["Problem", "Reconstruction", "Solver", "denoise", "standard_normal", "time_grid"]
