@@ -130,3 +130,35 @@ def diffusion_folder(target: Path) -> Path | None:
         if target.exists():
             return None
         raise
+
+
+def fresh_run_dir(run_dir: Path) -> Path:
+    """``run_dir`` for a new run; a folder that already holds a run is an error."""
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise ValueError(
+            f"{run_dir} already holds a run (checkpoints/last.ckpt); pass --resume to "
+            "continue it, or choose another --run-dir"
+        )
+    return run_dir
+
+
+def resumed_step_config(run_dir: Path | None, given: dict, config_class: type, kind: str):
+    """The saved config (``config.json``, of kind ``kind``) of a step-based run to resume;
+    only ``max_steps`` may differ from it among the options the user ``given``."""
+    if run_dir is None:
+        raise ValueError("--resume needs the --run-dir of the run to continue")
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
+    saved = json.loads(path.read_text())
+    if saved.pop("kind", None) != kind:
+        raise ValueError(f"{run_dir} does not hold a {kind} run; resume it with its command")
+    config = config_class.from_dict(saved)
+    clashes = [k for k, v in given.items() if k != "max_steps" and v != getattr(config, k)]
+    if clashes:
+        raise ValueError(
+            f"--resume continues {run_dir} with its saved config; these options differ: "
+            f"{', '.join(clashes)}. Drop them, or start a new --run-dir"
+        )
+    config.max_steps = given.get("max_steps", config.max_steps)
+    return config

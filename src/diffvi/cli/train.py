@@ -14,6 +14,7 @@ from diffvi.cli.common import (
     FlushDenormalOpt,
     ThreadsOpt,
     check_dataset,
+    fresh_run_dir,
     parse_devices,
     quiet_lightning,
     report_errors,
@@ -88,12 +89,7 @@ def _resolve_config(
         config = TrainConfig(**{**(defaults or {}), **given})
         if run_dir is None:
             run_dir = Path("runs") / run_name(config)
-        if (run_dir / "checkpoints" / "last.ckpt").exists():
-            raise ValueError(
-                f"{run_dir} already holds a run (checkpoints/last.ckpt); pass --resume to "
-                "continue it, or choose another --run-dir"
-            )
-        return config, run_dir
+        return config, fresh_run_dir(run_dir)
     if run_dir is None:
         raise ValueError("--resume needs the --run-dir of the run to continue")
     config_path = run_dir / "config.json"

@@ -12,9 +12,11 @@ from diffvi.cli import choices
 from diffvi.cli.common import (
     FlushDenormalOpt,
     ThreadsOpt,
+    fresh_run_dir,
     parse_devices,
     quiet_lightning,
     report_errors,
+    resumed_step_config,
     set_threads,
     setup_numerics,
 )
@@ -189,15 +191,11 @@ def train_cvdm(
     }
     given = {k: v for k, v in given.items() if v is not None}
     if resume:
-        config = _saved_config(run_dir, given)
+        config = resumed_step_config(run_dir, given, CVDMConfig, "cvdm")
     else:
         config = CVDMConfig(**given)
         run_dir = run_dir or Path("runs") / f"{config.task}-cvdm-{config.schedule}"
-        if (run_dir / "checkpoints" / "last.ckpt").exists():
-            raise ValueError(
-                f"{run_dir} already holds a run (checkpoints/last.ckpt); pass --resume to "
-                "continue it, or choose another --run-dir"
-            )
+        fresh_run_dir(run_dir)
     config.flush_denormal = flush_denormal
     module = fit_cvdm(
         config,
@@ -216,26 +214,3 @@ def train_cvdm(
             + (f"Final validation PSNR (EMA weights, one sample): {psnr:.2f} dB\n" if psnr else "")
             + f"Export: {run_dir / 'export'} (load with diffvi.training.cvdm_module.load_cvdm)"
         )
-
-
-def _saved_config(run_dir: Path | None, given: dict[str, Any]):
-    """The config of the run to resume; only ``max_steps`` may change."""
-    from diffvi.training.cvdm_module import CVDMConfig
-
-    if run_dir is None:
-        raise ValueError("--resume needs the --run-dir of the run to continue")
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
-    saved = json.loads(path.read_text())
-    if saved.pop("kind", None) != "cvdm":
-        raise ValueError(f"{run_dir} does not hold a CVDM run; resume it with its command")
-    config = CVDMConfig.from_dict(saved)
-    clashes = [k for k, v in given.items() if k != "max_steps" and v != getattr(config, k)]
-    if clashes:
-        raise ValueError(
-            f"--resume continues {run_dir} with its saved config; these options differ: "
-            f"{', '.join(clashes)}. Drop them, or start a new --run-dir"
-        )
-    config.max_steps = given.get("max_steps", config.max_steps)
-    return config

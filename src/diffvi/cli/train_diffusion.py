@@ -12,9 +12,11 @@ from diffvi.cli.common import (
     FlushDenormalOpt,
     ThreadsOpt,
     check_dataset,
+    fresh_run_dir,
     parse_devices,
     quiet_lightning,
     report_errors,
+    resumed_step_config,
     set_threads,
     setup_numerics,
 )
@@ -152,17 +154,13 @@ def train_diffusion(
     }
     given = {k: v for k, v in given.items() if v is not None}
     if resume:
-        config = _saved_config(run_dir, given)
+        config = resumed_step_config(run_dir, given, DiffusionConfig, "diffusion")
     else:
         if given.get("schedule") == "learned":
             given.setdefault("loss_type", "vdm")
         config = DiffusionConfig(**given)
         run_dir = run_dir or Path("runs") / f"{config.dataset}-diffusion-{config.schedule}"
-        if (run_dir / "checkpoints" / "last.ckpt").exists():
-            raise ValueError(
-                f"{run_dir} already holds a run (checkpoints/last.ckpt); pass --resume to "
-                "continue it, or choose another --run-dir"
-            )
+        fresh_run_dir(run_dir)
     config.flush_denormal = flush_denormal
     module = fit_diffusion(
         config,
@@ -190,26 +188,3 @@ def _attention(text: str | None) -> list[int] | None:
     if text is None:
         return None
     return _parse_hidden([text], "--attention")[0] if text.strip() else []
-
-
-def _saved_config(run_dir: Path | None, given: dict[str, Any]):
-    """The config of the run to resume; only ``max_steps`` may change."""
-    from diffvi.training.diffusion_module import DiffusionConfig
-
-    if run_dir is None:
-        raise ValueError("--resume needs the --run-dir of the run to continue")
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
-    saved = json.loads(path.read_text())
-    if saved.pop("kind", None) != "diffusion":
-        raise ValueError(f"{run_dir} does not hold a diffusion run; resume it with its command")
-    config = DiffusionConfig.from_dict(saved)
-    clashes = [k for k, v in given.items() if k != "max_steps" and v != getattr(config, k)]
-    if clashes:
-        raise ValueError(
-            f"--resume continues {run_dir} with its saved config; these options differ: "
-            f"{', '.join(clashes)}. Drop them, or start a new --run-dir"
-        )
-    config.max_steps = given.get("max_steps", config.max_steps)
-    return config
