@@ -14,12 +14,11 @@ import torch
 from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
-from diffvi.diffusion.samplers import ddim_step
-from diffvi.inverse.solvers.base import Problem, Solver, denoise, standard_normal, time_grid
-from diffvi.utils.progress import progress as progress_bar
+from diffvi.inverse.solvers.base import Problem
+from diffvi.inverse.solvers.guided import GuidedSampler
 
 
-class DPS(Solver):
+class DPS(GuidedSampler):
     """DPS with an ancestral (η = 1) or DDIM (η < 1) unconditional step.
 
     Args:
@@ -41,42 +40,22 @@ class DPS(Solver):
     def __init__(
         self, steps: int = 1000, scale: float = 1.0, eta: float = 1.0, clip_denoised: bool = True
     ) -> None:
-        if steps < 2:
-            raise ValueError(f"steps must be >= 2 (the last one predicts x0), got {steps}")
-        if not scale >= 0:
-            raise ValueError(f"scale must be >= 0, got {scale}")
-        if not eta >= 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
-        self.steps, self.scale, self.eta = int(steps), float(scale), float(eta)
-        self.clip_denoised = clip_denoised
+        super().__init__(steps, scale, eta, clip_denoised)
 
-    def _run(
+    def guidance(
         self,
         problem: Problem,
         prior: DiffusionModel,
-        generator: torch.Generator | None,
-        progress: bool,
-    ) -> tuple[Tensor, int, dict[str, list[float]]]:
-        y = problem.y
-        shape = (y.shape[0], *problem.operator.input_shape)
-        z = standard_normal(y.new_empty(shape), generator)
-        grid = time_grid(self.steps, z)
-        batch = z.shape[0]
-        for k in progress_bar(range(self.steps - 1), desc="dps", enable=progress):
-            t, s = grid[k].expand(batch), grid[k + 1].expand(batch)
-            with torch.enable_grad():
-                z_t = z.detach().requires_grad_(True)
-                x0, eps = denoise(prior, z_t, t, self.clip_denoised)
-                sq = problem.residual(x0).flatten(1).pow(2).sum(1)  # ‖y − A(x̂₀)‖² [B]
-                # ζ_t = ζ / ‖y − A(x̂₀)‖ (detached), per image: Σ_b ζ_t,b ‖r_b‖².
-                weight = self.scale / sq.detach().sqrt().clamp_min(torch.finfo(sq.dtype).tiny)
-                (grad,) = torch.autograd.grad((weight * sq).sum(), z_t)
-            z = ddim_step(prior.schedule, z_t.detach(), eps.detach(), t, s, self.eta, generator)
-            z = z - grad
-        t = grid[-1].expand(batch)
-        with torch.no_grad():
-            x0, _ = denoise(prior, z, t, self.clip_denoised)
-        return x0, self.steps, {}
+        z_t: Tensor,
+        x0: Tensor,
+        t: Tensor,
+        s: Tensor,
+    ) -> Tensor:
+        sq = problem.residual(x0).flatten(1).pow(2).sum(1)  # ‖y − A(x̂₀)‖² [B]
+        # ζ_t = ζ / ‖y − A(x̂₀)‖ (detached), per image: −∇ Σ_b ζ_t,b ‖r_b‖².
+        weight = self.scale / sq.detach().sqrt().clamp_min(torch.finfo(sq.dtype).tiny)
+        (grad,) = torch.autograd.grad((weight * sq).sum(), z_t)
+        return -grad
 
 
 __all__ = ["DPS"]

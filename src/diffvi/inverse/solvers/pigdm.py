@@ -21,13 +21,13 @@ import torch
 from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
-from diffvi.diffusion.samplers import ddim_step, per_item
+from diffvi.diffusion.samplers import per_item
 from diffvi.inverse.operators import LinearOperator
-from diffvi.inverse.solvers.base import Problem, Solver, denoise, standard_normal, time_grid
-from diffvi.utils.progress import progress as progress_bar
+from diffvi.inverse.solvers.base import Problem
+from diffvi.inverse.solvers.guided import GuidedSampler
 
 
-class PiGDM(Solver):
+class PiGDM(GuidedSampler):
     """ΠGDM for linear inverse problems, noiseless or with Gaussian noise σ_y.
 
     Args:
@@ -49,14 +49,7 @@ class PiGDM(Solver):
     def __init__(
         self, steps: int = 100, scale: float = 1.0, eta: float = 1.0, clip_denoised: bool = True
     ) -> None:
-        if steps < 2:
-            raise ValueError(f"steps must be >= 2 (the last one predicts x0), got {steps}")
-        if not scale >= 0:
-            raise ValueError(f"scale must be >= 0, got {scale}")
-        if not eta >= 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
-        self.steps, self.scale, self.eta = int(steps), float(scale), float(eta)
-        self.clip_denoised = clip_denoised
+        super().__init__(steps, scale, eta, clip_denoised)
 
     @staticmethod
     def direction(problem: Problem, residual: Tensor, r2: float) -> Tensor:
@@ -67,38 +60,25 @@ class PiGDM(Solver):
         operator: LinearOperator = problem.operator  # type: ignore[assignment]
         return operator.pinv(residual, damping=problem.noise_std**2 / r2)
 
-    def _run(
+    def guidance(
         self,
         problem: Problem,
         prior: DiffusionModel,
-        generator: torch.Generator | None,
-        progress: bool,
-    ) -> tuple[Tensor, int, dict[str, list[float]]]:
-        y = problem.y
-        shape = (y.shape[0], *problem.operator.input_shape)
-        z = standard_normal(y.new_empty(shape), generator)
-        grid = time_grid(self.steps, z)
-        batch = z.shape[0]
-        for k in progress_bar(range(self.steps - 1), desc="pigdm", enable=progress):
-            t, s = grid[k].expand(batch), grid[k + 1].expand(batch)
-            alpha_t, sigma_t = prior.schedule.alpha_sigma(t)
-            alpha_s, _ = prior.schedule.alpha_sigma(s)
-            with torch.enable_grad():
-                z_t = z.detach().requires_grad_(True)
-                x0, eps = denoise(prior, z_t, t, self.clip_denoised)
-                with torch.no_grad():
-                    # r_t² = σ_VE² / (1 + σ_VE²) = σ_t² (Section 3.1, unit data variance).
-                    r2 = float(sigma_t[0]) ** 2
-                    v = self.direction(problem, problem.residual(x0), r2)
-                # g = (∂x̂₀/∂z_t)ᵀ v: the VJP of ⟨sg(v), x̂₀⟩ (eq. 7).
-                (g,) = torch.autograd.grad(x0, z_t, grad_outputs=v)
-            z = ddim_step(prior.schedule, z_t.detach(), eps.detach(), t, s, self.eta, generator)
-            # z_s = DDIM + scale · α_s α_t · g (official ΠGDM code, adaptive weight "awd").
-            z = z + self.scale * per_item(alpha_s * alpha_t, z) * g
-        t = grid[-1].expand(batch)
+        z_t: Tensor,
+        x0: Tensor,
+        t: Tensor,
+        s: Tensor,
+    ) -> Tensor:
+        alpha_t, sigma_t = prior.schedule.alpha_sigma(t)
+        alpha_s, _ = prior.schedule.alpha_sigma(s)
         with torch.no_grad():
-            x0, _ = denoise(prior, z, t, self.clip_denoised)
-        return x0, self.steps, {}
+            # r_t² = σ_VE² / (1 + σ_VE²) = σ_t² (Section 3.1, unit data variance).
+            r2 = float(sigma_t[0]) ** 2
+            v = self.direction(problem, problem.residual(x0), r2)
+        # g = (∂x̂₀/∂z_t)ᵀ v: the VJP of ⟨sg(v), x̂₀⟩ (eq. 7).
+        (g,) = torch.autograd.grad(x0, z_t, grad_outputs=v)
+        # z_s = DDIM + scale · α_s α_t · g (official ΠGDM code, adaptive weight "awd").
+        return self.scale * per_item(alpha_s * alpha_t, g) * g
 
 
 __all__ = ["PiGDM"]
