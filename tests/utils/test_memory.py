@@ -10,12 +10,14 @@ from diffvi.utils.memory import PeakMemory
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_cpu_peak_sees_a_touched_allocation_and_not_the_memory_before():
-    keep = torch.ones(4 * 2**20)  # 16 MiB allocated before the block: not counted
+    keep = torch.ones(64 * 2**20)  # 256 MiB allocated before the block: not counted
     with PeakMemory("cpu") as peak:
         block = torch.ones(16 * 2**20)  # 64 MiB written inside the block
         del block
     assert peak.bytes is not None
-    assert 60 * 2**20 <= peak.bytes <= 100 * 2**20
+    # Wide upper bound: other threads of a long test session may allocate meanwhile; counting
+    # the memory from before the block would give >= 320 MiB.
+    assert 60 * 2**20 <= peak.bytes < 192 * 2**20
     del keep
 
 
