@@ -2,7 +2,9 @@
 
 CUDA: the caching allocator's peak (``torch.cuda.max_memory_allocated``). CPU (Linux): the
 process's peak resident set size, reset on entry through ``/proc/self/clear_refs`` — it counts
-every allocation of the process, so run one measured job at a time. Elsewhere: ``None``.
+every allocation of the process, so run one measured job at a time, and it does not see memory
+the C allocator serves from pages it kept resident after an earlier ``free`` (measure in a fresh
+process, as ``benchmarks/inverse_mnist.py`` does). Elsewhere: ``None``.
 """
 
 import re
