@@ -49,6 +49,36 @@ def test_shapes_labels_and_image_range(name, options, x_shape, y_shape):
     assert all(v.shape[0] == 2 for v in sub.extra.values())
 
 
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("mnist-sr4", {}), ("fashion-mnist-sr4", {}), ("microscopy-sr", SMALL), ("phase", {})],
+)
+def test_target_bounds_hold_the_true_targets_and_map_to_black_and_white(name, options):
+    data = _paired(name, count=6, **options)
+    low, high = data.target_bounds(data.condition)
+    assert low.shape == high.shape == data.target.shape
+    assert bool((low <= data.target + 1e-6).all() and (data.target <= high + 1e-6).all())
+    torch.testing.assert_close(data.to_image(data.condition, low), torch.zeros_like(low))
+    torch.testing.assert_close(data.to_image(data.condition, high), torch.ones_like(high))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "measured_shape"),
+    [
+        ("mnist-sr4", {}, (1, 7, 7)),
+        ("microscopy-sr", SMALL, (1, 8, 8)),
+        ("phase", {}, (2, 28, 28)),
+    ],
+)
+def test_the_condition_is_rebuilt_from_what_the_instrument_records(name, options, measured_shape):
+    data = _paired(name, count=4, **options)
+    measured = data.measurements()
+    assert measured.shape == (4, *measured_shape)
+    torch.testing.assert_close(data.condition_from(measured), data.condition, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="measurement must have shape"):
+        data.condition_from(measured[:, :1].repeat(1, 3, 1, 1))
+
+
 @pytest.mark.parametrize("name", ["mnist-sr4", "fashion-mnist-sr4"])
 @pytest.mark.parametrize("upsample", ["bicubic", "nearest"])
 def test_sr_residual_gives_back_the_high_resolution_image(name, upsample):

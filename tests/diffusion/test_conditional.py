@@ -203,6 +203,24 @@ def test_sampling_has_the_right_shape_and_is_deterministic_given_a_seed():
     assert chunked[0].shape == (3, 1, 8, 8)
 
 
+def test_a_bounds_function_clips_every_prediction_of_a_residual_model():
+    # An untrained residual model (image=False) with a cosine schedule: γ̄_T ≈ 1e-10 makes x̂₀
+    # explode unless it is clipped to the task's bounds, here [−1 − x, 1 − x].
+    torch.manual_seed(0)
+    model = tiny_cvdm(schedule=CosineSchedule(), timesteps=20, image=False)
+    x = 2 * torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) - 1
+    wild = model.sample(x, generator=torch.Generator().manual_seed(1))
+    clipped = model.sample(
+        x, generator=torch.Generator().manual_seed(1), clip=lambda c: (-1 - c, 1 - c)
+    )
+    assert wild.abs().max() > 10
+    assert bool(((x + clipped).abs() <= 1 + 1e-6).all())
+    mean, _ = model.sample_many(
+        x, n=2, steps=6, generator=torch.Generator().manual_seed(0), clip=lambda c: (-1 - c, 1 - c)
+    )
+    assert bool(((x + mean).abs() <= 1 + 1e-6).all())
+
+
 def test_fixed_baseline_samples_too():
     model = tiny_cvdm(schedule=CosineSchedule(), timesteps=10)
     out = model.sample(torch.rand(2, 1, 8, 8), generator=torch.Generator().manual_seed(0))

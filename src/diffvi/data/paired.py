@@ -145,6 +145,24 @@ class PairedData:
         ``[B, C_y, H, W]`` in [0, 1] (the upsampled input, or TIE for ``"phase"``)."""
         return paired_task(self.task).baseline(condition, self.options)
 
+    def target_bounds(self, condition: Tensor) -> tuple[Tensor, Tensor]:
+        """``(low, high)``, each ``[B, C_y, H, W]``: the targets y₀ whose image is in [0, 1]
+        given ``condition [B, C_x, H, W]`` (``[−1 − x, 1 − x]`` for residuals, ``[−1, 1]``
+        for phase) — what a sampler clips its x̂₀ to."""
+        return paired_task(self.task).target_bounds(condition)
+
+    def condition_from(self, measurement: Tensor) -> Tensor:
+        """The condition ``[B, C_x, H, W]`` of measurements ``[B, C_m, H / f, W / f]`` (see
+        :attr:`PairedTask.from_measurement`), with this data's task options."""
+        return paired_task(self.task).from_measurement(measurement, self.options)
+
+    def measurements(self) -> Tensor:
+        """What the instrument recorded for each pair: the low-resolution image ``[N, 1, h,
+        w]`` in [0, 1] (SR tasks) or the two intensities ``1 + INTENSITY_SCALE · x`` (phase)."""
+        if "low_res" in self.extra:
+            return self.extra["low_res"]
+        return 1 + INTENSITY_SCALE * self.condition
+
     def images(self) -> Tensor:
         """The ground-truth images ``to_image(condition, target)``, ``[N, C_y, H, W]``."""
         return self.to_image(self.condition, self.target)
@@ -155,6 +173,15 @@ class PairedTask:
     """A registered task: ``build(split, count, seed, options) -> PairedData``.
 
     Attributes:
+        to_image, baseline: see :meth:`PairedData.to_image` and :meth:`PairedData.baseline`.
+        target_bounds: ``condition [B, C_x, H, W] -> (low, high)``, the range of targets
+            whose image lies in [0, 1] (a sampler's clip; see
+            :data:`~diffvi.diffusion.conditional.Bounds`).
+        from_measurement: ``(measurement [B, measurement_channels, H / factor, W / factor],
+            options) -> condition [B, C_x, H, W]``: what the model is conditioned on, from
+            what an instrument records (the low-resolution image in [0, 1]; the two
+            defocused intensities).
+        measurement_channels, factor: channels of a measurement and how much smaller it is.
         splits: valid splits.
         residual: the target is a residual (``to_image`` adds the condition back).
         options: the task's keyword options and their defaults.
@@ -164,6 +191,10 @@ class PairedTask:
     build: Callable[[str, int | None, int, dict[str, Any]], PairedData]
     to_image: Callable[[Tensor, Tensor], Tensor]
     baseline: Callable[[Tensor, dict[str, Any]], Tensor]
+    target_bounds: Callable[[Tensor], tuple[Tensor, Tensor]]
+    from_measurement: Callable[[Tensor, dict[str, Any]], Tensor]
+    measurement_channels: int
+    factor: int
     splits: tuple[str, ...]
     residual: bool
     options: dict[str, Any]
@@ -218,10 +249,24 @@ def _residual_baseline(condition: Tensor, options: dict[str, Any]) -> Tensor:
     return ((condition + 1) / 2).clamp(0, 1)
 
 
-def _check_condition(condition: Tensor, channels: int) -> None:
+def _residual_bounds(condition: Tensor) -> tuple[Tensor, Tensor]:
+    # 2 hr − 1 = x + y₀ ∈ [−1, 1]  ⇔  y₀ ∈ [−1 − x, 1 − x].
+    _check_condition(condition, 1)
+    return -1 - condition, 1 - condition
+
+
+def _sr_condition(factor: int) -> Callable[[Tensor, dict[str, Any]], Tensor]:
+    def from_measurement(low: Tensor, options: dict[str, Any]) -> Tensor:
+        _check_condition(low, 1, "measurement")
+        return 2 * _upsample(low, low.shape[-1] * factor, options["upsample"]) - 1
+
+    return from_measurement
+
+
+def _check_condition(condition: Tensor, channels: int, name: str = "condition") -> None:
     if condition.ndim != 4 or condition.shape[1] != channels:
         raise ValueError(
-            f"condition must have shape [B, {channels}, H, W], got {list(condition.shape)}"
+            f"{name} must have shape [B, {channels}, H, W], got {list(condition.shape)}"
         )
 
 
@@ -343,9 +388,20 @@ def _phase(split: str, count: int | None, seed: int, options: dict[str, Any]) ->
     return PairedData("phase", split, condition, 2 * phase - 1, labels, {}, options)
 
 
+def _phase_from_measurement(intensities: Tensor, options: dict[str, Any]) -> Tensor:
+    _check_condition(intensities, 2, "measurement")
+    return (intensities - 1) / INTENSITY_SCALE
+
+
 def _phase_to_image(condition: Tensor, y0: Tensor) -> Tensor:
     _check_pair(condition, y0)
     return ((y0 + 1) / 2).clamp(0, 1)
+
+
+def _phase_bounds(condition: Tensor) -> tuple[Tensor, Tensor]:
+    _check_condition(condition, 2)
+    ones = condition.new_ones(condition.shape[0], 1, *condition.shape[2:])
+    return -ones, ones
 
 
 def _phase_baseline(condition: Tensor, options: dict[str, Any]) -> Tensor:
@@ -365,6 +421,10 @@ PAIRED_TASKS: dict[str, PairedTask] = {
         _sr4("mnist"),
         _residual_to_image,
         _residual_baseline,
+        _residual_bounds,
+        _sr_condition(4),
+        1,
+        4,
         ("train", "test"),
         True,
         dict(_SR_OPTIONS),
@@ -374,6 +434,10 @@ PAIRED_TASKS: dict[str, PairedTask] = {
         _sr4("fashion-mnist"),
         _residual_to_image,
         _residual_baseline,
+        _residual_bounds,
+        _sr_condition(4),
+        1,
+        4,
         ("train", "test"),
         True,
         dict(_SR_OPTIONS),
@@ -383,6 +447,10 @@ PAIRED_TASKS: dict[str, PairedTask] = {
         _microscopy,
         _residual_to_image,
         _residual_baseline,
+        _residual_bounds,
+        _sr_condition(2),
+        1,
+        2,
         ("train", "valid", "test"),
         True,
         {
@@ -398,6 +466,10 @@ PAIRED_TASKS: dict[str, PairedTask] = {
         _phase,
         _phase_to_image,
         _phase_baseline,
+        _phase_bounds,
+        _phase_from_measurement,
+        2,
+        1,
         ("train", "test"),
         False,
         {"source": "mnist", "blur_sigma": 1.0, "phase_max": 3.5},

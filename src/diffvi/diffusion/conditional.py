@@ -44,7 +44,7 @@ with ``image=False``.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,11 @@ ALPHA_MIN, ALPHA_MAX = 1e-6, 0.99999
 # Official floor of the sampler's γ̄_k (np.clip(gamma_vec, 1e-10, 0.99999)): no division by 0.
 LOG_GAMMA_BAR_MIN = math.log(1e-10)
 SAMPLE_LEVELS = ("beta", "gamma")
+
+Bounds = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""``bounds(x) -> (low, high)``: the range of valid targets y₀ given the model-space condition
+``x [B, C_x, H, W]``, each broadcastable to ``[B, C_y, H, W]`` (e.g. a task's
+``target_bounds``)."""
 
 
 def _inverse_softplus(y: float) -> float:
@@ -316,6 +321,13 @@ class FixedConditionalSchedule(_FactorisedSchedule):
         return f"schedule={type(self.schedule).__name__}"
 
 
+def _clamp(v: Tensor, low: Tensor | float, high: Tensor | float) -> Tensor:
+    """``v`` clamped to ``[low, high]`` (floats or tensors broadcastable to ``v``)."""
+    if isinstance(low, Tensor) or isinstance(high, Tensor):
+        return torch.minimum(torch.maximum(v, torch.as_tensor(low)), torch.as_tensor(high))
+    return v.clamp(low, high)
+
+
 class CVDM(nn.Module):
     """A conditional diffusion model with a learned (or fixed) per-pixel schedule.
 
@@ -555,7 +567,7 @@ class CVDM(nn.Module):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
-        clip: bool | None = None,
+        clip: bool | Bounds | None = None,
         levels: str = "beta",
     ) -> Tensor:
         """Draw y₀ ~ p(y₀ | x): ``x [B, C_x, H, W] -> [B, C_y, H, W]`` (public range).
@@ -563,7 +575,10 @@ class CVDM(nn.Module):
         Ancestral (DDPM) sampling over ``steps`` = T levels (default ``timesteps``) with
         per-pixel α_k from the learned β (``levels="beta"``, the official sampler) or from γ̄
         (``"gamma"``); γ̄_k = Π_{j≤k} α_j. For k = T … 2: x̂₀ = (y_k − √(1 − γ̄_k) ε̂) / √γ̄_k
-        (clipped to [−1, 1] when ``clip``, default on for images), then y_{k−1} from the
+        (clipped to [−1, 1] when ``clip`` is True, default for images, or to ``clip(x)`` when
+        it is a :data:`Bounds` function of the condition, e.g. a residual task's
+        ``[−1 − x, 1 − x]`` — without it a schedule whose γ̄_T is tiny (cosine: 2.5e-9 at
+        t = 1 − 1/T) amplifies the network's error 1/√γ̄ times), then y_{k−1} from the
         posterior q(y_{k−1} | y_k, x̂₀) = N(√γ̄_{k−1} β_k / (1 − γ̄_k) x̂₀
         + √α_k (1 − γ̄_{k−1}) / (1 − γ̄_k) y_k, β_k (1 − γ̄_{k−1}) / (1 − γ̄_k)); the result is
         x̂₀ at k = 1. ``noise`` fixes y_T (``[B, C_y, H, W]``). T network evaluations. As in
@@ -577,6 +592,7 @@ class CVDM(nn.Module):
             raise ValueError(f"levels must be one of {SAMPLE_LEVELS}, got {levels!r}")
         clip = self.image if clip is None else clip
         x = self.to_model_space(x)
+        low, high = clip(x) if callable(clip) else (-1.0, 1.0) if clip else (None, None)
         shape = (x.shape[0], self.y_channels, *x.shape[2:])
         if noise is None:
             y = standard_normal(x, generator, shape)
@@ -592,8 +608,8 @@ class CVDM(nn.Module):
             g, one_minus_g = torch.exp(log_g_safe), -torch.expm1(log_g_safe)
             eps_hat = self.predict_noise(y, x, g)
             x0 = (y - one_minus_g.sqrt() * eps_hat) / g.sqrt()
-            if clip:
-                x0 = x0.clamp(-1, 1)
+            if low is not None:
+                x0 = _clamp(x0, low, high)
             if k == 1:
                 return self.from_model_space(x0)
             log_g_prev = log_g - log_a

@@ -319,8 +319,10 @@ class CVDMModule(L.LightningModule):
         if count <= 0:
             return
         xs, ys = x[:count], y0[:count]
-        sample = model.sample(xs, steps=self.config.sample_steps, generator=generator)
         task = paired_task(self.config.task)
+        sample = model.sample(
+            xs, steps=self.config.sample_steps, generator=generator, clip=task.target_bounds
+        )
         mse = (task.to_image(xs, sample) - task.to_image(xs, ys)).pow(2).flatten(1).mean(1)
         psnr = -10 * torch.log10(mse.clamp_min(1e-10))
         self.log("val/mse", mse.mean(), batch_size=count)
