@@ -13,7 +13,6 @@ from diffvi.data.paired import PairedData, paired_task
 from diffvi.inverse.metrics import restoration_scores
 from diffvi.utils.progress import progress
 
-
 COVERAGE_TOLERANCE = 1e-6
 """Absolute error (image units) that :func:`uncertainty_scores` counts as covered even at std 0."""
 
