@@ -168,7 +168,7 @@ def test_cli_choices_match_the_registries():
     from diffvi.inverse.solvers import SOLVERS
 
     assert [t.value for t in choices.Task] == list(OPERATORS)
-    assert [s.value for s in choices.InverseSolver] == list(SOLVERS)
+    assert [s.value for s in choices.InverseSolver] == [*SOLVERS, "cvdm"]
 
 
 def test_help_lists_the_options_and_examples(cli):

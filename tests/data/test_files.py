@@ -4,10 +4,22 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from diffvi.data import files
-from diffvi.data.files import Source, cache_dir, fetch, fetch_derived, find_file, search_dirs
+from diffvi.data.files import (
+    Source,
+    cache_dir,
+    fetch,
+    fetch_derived,
+    find_file,
+    read_measurement_files,
+    search_dirs,
+)
+from diffvi.utils.io import write_float_tiff
 
 REL = "toy/file.bin"
 URL = "https://example.invalid/toy/file.bin"
@@ -271,3 +283,26 @@ def test_failed_build_leaves_no_file(data_dir: Path, isolated_cache: Path, serve
     with pytest.raises(ValueError, match="bad source"):
         fetch_derived("toy/derived.bin", None, SOURCES, broken)
     assert list((isolated_cache / "toy").iterdir()) == []
+
+
+def test_measurement_files_keep_float_tiffs_exact_and_scale_integer_images(tmp_path):
+    intensities = torch.rand(2, 6, 5) * 3  # two defocused frames, values beyond 1 kept
+    write_float_tiff(tmp_path / "a.tif", intensities)
+    write_float_tiff(tmp_path / "b.tif", intensities + 1)
+    got, names = read_measurement_files(tmp_path, 2, 6, 5)
+    assert names == ["a", "b"] and got.shape == (2, 2, 6, 5)
+    assert torch.equal(got[0], intensities) and torch.equal(got[1], intensities + 1)
+
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    Image.fromarray(np.full((6, 5), 51, np.uint8)).save(grey / "eight.png")
+    Image.fromarray(np.full((6, 5), 13107, np.uint16)).save(grey / "sixteen.png")
+    got, _ = read_measurement_files(grey, 1, 6, 5)
+    torch.testing.assert_close(got, torch.full((2, 1, 6, 5), 0.2))
+
+    with pytest.raises(ValueError, match="has 2 frame"):
+        read_measurement_files(tmp_path / "a.tif", 1, 6, 5)
+    with pytest.raises(ValueError, match="expects 5x5"):
+        read_measurement_files(tmp_path / "a.tif", 2, 5, 5)
+    with pytest.raises(FileNotFoundError):
+        read_measurement_files(tmp_path / "missing.tif", 1, 6, 5)

@@ -45,7 +45,8 @@ Task = choice(
         "deblur-gaussian", "deblur-uniform", "denoise", "phase-retrieval", "phase-defocus",
     ],
 )  # fmt: skip
-InverseSolver = choice("InverseSolver", ["red-diff", "dps", "pigdm", "ddrm"])
+# "cvdm" restores with a trained conditional model (`train cvdm`) instead of a prior.
+InverseSolver = choice("InverseSolver", ["red-diff", "dps", "pigdm", "ddrm", "cvdm"])
 # Conditional diffusion (`train cvdm`). Spelled out rather than read from
 # `diffvi.training.cvdm_module`, which imports Lightning; tests/training/test_cvdm_training.py
 # checks that they match `PAIRED_TASKS` and `CVDM_SCHEDULES`.

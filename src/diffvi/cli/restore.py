@@ -37,17 +37,32 @@ def restore_command(
     prior: Annotated[
         str, typer.Option(help="Diffusion prior: a name (mnist, fashion-mnist) or a model folder.")
     ] = "mnist",
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="cvdm: the trained conditional model (a `train cvdm` run folder or its export).",
+            show_default=False,
+        ),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(min=1, help="cvdm: samples per item for the mean and uncertainty map.")
+    ] = 20,
     input_path: Annotated[
         Path | None,
         typer.Option(
             "--input",
-            help="Clean reference image (PNG/JPEG) or a folder of them, of the prior's size.",
+            help="Clean reference image (PNG/JPEG) or a folder of them, of the prior's size; "
+            "cvdm: the measurements (low-resolution PNG/TIFF, or a 2-frame TIFF of defocused "
+            "intensities for phase).",
             show_default=False,
         ),
     ] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="Take the clean images from this data set instead of --input."),
+        typer.Option(
+            help="Take the clean images from this data set instead of --input; cvdm: the "
+            "model's task (simulated pairs, scored against the truth)."
+        ),
     ] = None,
     split: Annotated[str, typer.Option(help="With --dataset: its split.")] = "test",
     count: Annotated[int, typer.Option(min=1, help="With --dataset: number of images.")] = 16,
@@ -100,10 +115,33 @@ def restore_command(
     diffvi restore --task inpaint-box --solver red-diff --prior mnist --input digits/ -o r
     diffvi restore --task sr4 --solver dps --prior fashion-mnist --dataset fashion-mnist -o r
     diffvi restore --task deblur-gaussian --solver ddrm --noise-std 0.05 --dataset mnist -o r
+    diffvi restore --solver cvdm --model runs/cvdm --input widefield/ -o r
+    diffvi restore --solver cvdm --model runs/cvdm --dataset microscopy-sr --count 8 -o r
     ```
+
+    With `--solver cvdm` the measurement and its task are the model's own (no --task, --prior
+    or --noise-std): --out gets `restored/NAME.{png,tif}` (mean of --samples samples),
+    `uncertainty/NAME.{png,tif}` (their standard deviation; the PNGs share one scale, given in
+    metrics.json), `input/NAME.png` (upsampled input or TIE phase) and `comparison.png`.
     """
     setup_numerics(flush_denormal)
     set_threads(threads)
+    if solver is choices.InverseSolver.cvdm:
+        _check_cvdm_flags(model, noise_std, perceptual, lr, reg_weight, scale, eta)
+        from diffvi.cli.restore_cvdm import restore_with_cvdm
+
+        metrics = restore_with_cvdm(
+            str(model), input_path, dataset, split, count, start, out, samples, steps,
+            batch_size, seed, device, progress,
+        )  # fmt: skip
+        line = f"cvdm ({metrics['schedule']}) on {metrics['task']}, {metrics['images']} items"
+        summary = metrics.get("summary")
+        if summary:
+            line += f": PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f}"
+            if summary.get("spearman") is not None:
+                line += f", Spearman(std, |error|) {summary['spearman']:.2f}"
+        typer.echo(f"{line} -> {out}")
+        return
     if (input_path is None) == (dataset is None):
         raise ValueError(
             "give exactly one source of clean images: --input FILE_OR_FOLDER or --dataset NAME"
@@ -218,6 +256,23 @@ def restore_command(
     if measured_summary is not None:
         line += f" (measurement {measured_summary['psnr']:.2f} dB)"
     typer.echo(f"{line}; {nfe} NFE, {seconds:.1f} s ({seconds / n:.2f} s/image) -> {out}")
+
+
+def _check_cvdm_flags(model, noise_std, perceptual, *knobs) -> None:
+    """``--solver cvdm`` needs ``--model`` and takes none of the prior solvers' options."""
+    if model is None:
+        raise ValueError("--solver cvdm needs --model (a `diffvi train cvdm` run folder)")
+    if noise_std > 0:
+        raise ValueError(
+            "--noise-std does not apply to --solver cvdm: the noise is part of its task"
+        )
+    if perceptual:
+        raise ValueError("--perceptual does not apply to --solver cvdm")
+    if any(k is not None for k in knobs):
+        raise ValueError(
+            "--lr, --reg-weight, --scale and --eta do not apply to --solver cvdm; its options "
+            "are --model, --samples, --steps, --batch-size and --seed"
+        )
 
 
 def solver_options(name: str, steps: int | None, knobs: dict[str, float | None]) -> dict:

@@ -435,17 +435,7 @@ def read_image_files(
     channels, height, width = (int(s) for s in image_shape)
     if channels not in (1, 3):
         raise ValueError(f"can read grey (C = 1) or RGB (C = 3) images, not C = {channels}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such image file or folder: {path}")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} files in {path}")
-    elif path.suffix.lower() in IMAGE_SUFFIXES:
-        files = [path]
-    else:
-        raise ValueError(f"{path} is not a {'/'.join(IMAGE_SUFFIXES)} file")
+    files = _image_files(path, IMAGE_SUFFIXES)
     arrays = []
     for file in files:
         try:
@@ -462,6 +452,78 @@ def read_image_files(
             )
         arrays.append(array.reshape(height, width, channels).transpose(2, 0, 1))
     images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0)
+    return images, _file_names(files)
+
+
+def _image_files(path: str | os.PathLike[str], suffixes: Sequence[str]) -> list[Path]:
+    """``path`` itself, or the files of folder ``path`` with one of ``suffixes``, sorted."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such image file or folder: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        if not files:
+            raise ValueError(f"no {'/'.join(suffixes)} files in {path}")
+        return files
+    if path.suffix.lower() in suffixes:
+        return [path]
+    raise ValueError(f"{path} is not a {'/'.join(suffixes)} file")
+
+
+def _file_names(files: list[Path]) -> list[str]:
+    """Each file's name without its suffix (the full name, dots as dashes, on a clash)."""
     stems = [f.stem for f in files]
-    names = stems if len(set(stems)) == len(stems) else [f.name.replace(".", "-") for f in files]
-    return images, names
+    return stems if len(set(stems)) == len(stems) else [f.name.replace(".", "-") for f in files]
+
+
+MEASUREMENT_SUFFIXES = (".png", ".tif", ".tiff")
+"""File types :func:`read_measurement_files` reads (case-insensitive)."""
+# Integer pixel modes and the value that maps to 1.0.
+_FULL_SCALE = {"1": 1.0, "L": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0}
+
+
+def read_measurement_files(
+    path: str | os.PathLike[str], channels: int, height: int, width: int
+) -> tuple[Tensor, list[str]]:
+    """Read measurements — a grey PNG/TIFF per item, or a TIFF of ``channels`` frames (e.g.
+    the two defocused intensities of phase imaging) — as float32 ``[N, channels, height,
+    width]``. 8-bit and 16-bit pixels are scaled to [0, 1]; float TIFF pixels (mode ``F``, e.g.
+    as :func:`~diffvi.utils.io.write_float_tiff` writes) are taken as they are.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: no such files, an unreadable file, a file with another number of frames
+            or another size (the message says what was expected).
+    """
+    import numpy as np
+    import torch
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    files = _image_files(path, MEASUREMENT_SUFFIXES)
+    items = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                frames = []
+                for frame in ImageSequence.Iterator(image):
+                    if frame.mode in ("F", "I"):
+                        frames.append(np.asarray(frame, dtype=np.float32))
+                    elif frame.mode in _FULL_SCALE:
+                        array = np.asarray(frame, dtype=np.float32)
+                        frames.append(array / _FULL_SCALE[frame.mode])
+                    else:
+                        frames.append(np.asarray(frame.convert("L"), dtype=np.float32) / 255)
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"cannot read {file} as an image: {err}") from err
+        if len(frames) != channels:
+            raise ValueError(
+                f"{file} has {len(frames)} frame(s); this model expects {channels} per "
+                "measurement (one grey image, or a multi-frame TIFF)"
+            )
+        if frames[0].shape != (height, width):
+            raise ValueError(
+                f"{file} is {frames[0].shape[0]}x{frames[0].shape[1]} pixels (HxW), but this "
+                f"model expects {height}x{width} measurements; nothing is resized here"
+            )
+        items.append(np.stack(frames))
+    return torch.from_numpy(np.stack(items).astype(np.float32)), _file_names(files)

@@ -29,3 +29,22 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` as indented JSON, atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def write_float_tiff(path: str | os.PathLike[str], image: Any) -> Path:
+    """Save ``image`` (``[C, H, W]`` or ``[H, W]`` array or tensor) as a float32 TIFF, one
+    frame per channel, atomically; float values are kept exactly (no rescaling)."""
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"image must be [C, H, W] or [H, W], got shape {list(array.shape)}")
+    frames = [Image.fromarray(np.ascontiguousarray(a)) for a in array]  # float32: mode F
+
+    def write(tmp: Path) -> None:
+        frames[0].save(tmp, format="TIFF", save_all=True, append_images=frames[1:])
+
+    return atomic_write(path, write)
