@@ -5,8 +5,17 @@ from diffvi.objectives.base import Objective, ObjectiveOutput
 from diffvi.objectives.ddvi import DDVI, OfficialDDVI
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
+from diffvi.objectives.score_function import (
+    NVIL,
+    REINFORCE,
+    RWS,
+    SCORE_FUNCTION_ESTIMATORS,
+    VIMCO,
+)
 from diffvi.objectives.semisupervised import SemiSupervised
 
+# The score-function estimators (REINFORCE, NVIL, VIMCO, RWS) train models with discrete latents
+# (SigmoidBeliefNet): exported, listed in SCORE_FUNCTION_ESTIMATORS, not registered below.
 # SemiSupervised wraps an ELBO or DDVI and needs labels and a classifier, so it is exported
 # but not registered as a plain objective.
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -31,10 +40,15 @@ __all__ = [
     "DDVI",
     "ELBO",
     "IWAE",
+    "NVIL",
     "OBJECTIVES",
     "Objective",
     "ObjectiveOutput",
     "OfficialDDVI",
+    "REINFORCE",
+    "RWS",
+    "SCORE_FUNCTION_ESTIMATORS",
     "SemiSupervised",
+    "VIMCO",
     "build_objective",
 ]

@@ -1,6 +1,7 @@
 """Variational families q(z|x)."""
 
 from diffvi.posteriors.base import Posterior, PosteriorSample
+from diffvi.posteriors.bernoulli import BernoulliPosterior
 from diffvi.posteriors.diffusion import (
     DiffusionPosterior,
     ReverseChain,
@@ -10,6 +11,7 @@ from diffvi.posteriors.gaussian import GaussianPosterior
 from diffvi.posteriors.iaf import MADE, IAFPosterior, MaskedLinear, build_iaf_posterior
 
 __all__ = [
+    "BernoulliPosterior",
     "DiffusionPosterior",
     "GaussianPosterior",
     "IAFPosterior",
