@@ -52,3 +52,6 @@ InverseSolver = choice("InverseSolver", ["red-diff", "dps", "pigdm", "ddrm", "cv
 # checks that they match `PAIRED_TASKS` and `CVDM_SCHEDULES`.
 PairedTask = choice("PairedTask", ["mnist-sr4", "fashion-mnist-sr4", "microscopy-sr", "phase"])
 CVDMSchedule = choice("CVDMSchedule", ["learned", "linear", "cosine", "regression"])
+# Score-function estimators (`train sbn`); tests/training/test_sbn_training.py checks that they
+# match `SCORE_FUNCTION_ESTIMATORS`.
+SBNEstimator = choice("SBNEstimator", ["reinforce", "nvil", "vimco", "rws"])

@@ -1,5 +1,5 @@
 """The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``,
-``train diffusion``, ``train cvdm``), ``evaluate``,
+``train diffusion``, ``train cvdm``, ``train sbn``), ``evaluate``,
 ``embed``, ``sample``, ``restore`` and ``demo``.
 
 Each command group lives in its own module; this one only assembles them. Heavy imports happen
@@ -18,6 +18,7 @@ from diffvi.cli.sample import sample_command
 from diffvi.cli.train import train_app
 from diffvi.cli.train_cvdm import train_cvdm
 from diffvi.cli.train_diffusion import train_diffusion
+from diffvi.cli.train_sbn import train_sbn
 
 app = typer.Typer(
     name="diffvi",
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 train_app.command("diffusion")(train_diffusion)
 train_app.command("cvdm")(train_cvdm)
+train_app.command("sbn")(train_sbn)
 app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
 app.command("embed")(embed_command)
