@@ -115,7 +115,7 @@ def test_microscopy_pairs_reconstruct_the_sim_target_and_carry_photons_and_struc
 
 
 def test_phase_condition_is_the_defocus_intensities_of_the_target():
-    data = _paired("phase", count=4, blur_sigma=1.0)
+    data = _paired("phase", count=4, blur_sigma=1.0, noise_std=0.0)
     assert data.target.min() >= -1 and data.target.max() <= 1
     assert torch.allclose(data.target.amin((1, 2, 3)), torch.tensor(-1.0))
     assert torch.allclose(data.target.amax((1, 2, 3)), torch.tensor(1.0))
@@ -129,6 +129,22 @@ def test_phase_condition_is_the_defocus_intensities_of_the_target():
     # TIE (the classical baseline) recovers smooth objects far better than a blank guess.
     tie_error = (data.baseline(data.condition) - phase).pow(2).mean()
     assert tie_error < 0.25 * phase.pow(2).mean(), tie_error
+
+
+def test_phase_intensities_carry_seeded_camera_noise_of_the_stated_level():
+    clean = _paired("phase", count=16, noise_std=0.0)
+    noisy = _paired("phase", count=16)  # default noise_std = 0.02
+    again = _paired("phase", count=16)
+    other_split = _paired("phase", "test", count=16)
+    noise = (noisy.condition - clean.condition) * INTENSITY_SCALE
+    assert noise.std().item() == pytest.approx(0.02, rel=0.05)
+    assert abs(noise.mean().item()) < 0.002
+    assert torch.equal(noisy.condition, again.condition)
+    test_noise = other_split.condition - _paired("phase", "test", count=16, noise_std=0.0).condition
+    assert not torch.allclose(test_noise, noise / INTENSITY_SCALE)
+    # TIE still recovers the phase far better than a blank guess under this noise.
+    phase = noisy.images()
+    assert (noisy.baseline(noisy.condition) - phase).pow(2).mean() < 0.35 * phase.pow(2).mean()
 
 
 def test_tasks_are_deterministic_given_the_seed():

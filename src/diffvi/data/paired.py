@@ -32,8 +32,9 @@ Tasks (:data:`PAIRED_TASKS`):
   (``source="fashion-mnist"`` for Fashion-MNIST) are blurred by a Gaussian of ``blur_sigma``
   pixels (default 1: TIE, the classical baseline, needs smooth objects) and min–max normalised
   per image to ``p ∈ [0, 1]`` (as the official ``Phase2ShotDataloader``); the phase is
-  ``φ = phase_max · p`` (3.5 rad) and the intensities ``I = DefocusIntensity(p)`` ``[N, 2, H,
-  W]`` (``(−dz, +dz)``, λ = 521 nm, 0.21 µm pixels, dz = 1 µm, noise-free). Condition
+  ``φ = phase_max · p`` (3.5 rad) and the intensities ``I = DefocusIntensity(p) + noise_std · n``
+  ``[N, 2, H, W]`` (``(−dz, +dz)``, λ = 521 nm, 0.21 µm pixels, dz = 1 µm; Gaussian camera
+  noise of ``noise_std`` = 0.02 of the in-focus intensity by default, seeded per split). Condition
   ``x = (I − 1) / INTENSITY_SCALE`` (a fixed affine map, :data:`INTENSITY_SCALE` = 2: a unit
   amplitude phase object has mean intensity 1; on blurred MNIST ``I − 1`` has standard
   deviation about 0.6 and reaches about 10 at caustics; the official per-image min–max
@@ -74,6 +75,7 @@ INTENSITY_SCALE = 2.0
 """Phase conditions are ``(I − 1) / INTENSITY_SCALE`` of the defocused intensities ``I``."""
 UPSAMPLING = ("bicubic", "nearest")
 PHASE_SOURCES = ("mnist", "fashion-mnist")
+PHASE_NOISE_SPLITS = {"train": 1, "test": 2}
 # Default number of simulated microscopy pairs per split (``count=None``).
 MICROSCOPY_COUNTS = {"train": 4096, "valid": 512, "test": 512}
 
@@ -362,14 +364,26 @@ def phase_objects(images: Tensor, blur_sigma: float = 1.0) -> Tensor:
     return torch.where(span > 0, (blurred - low) / span.clamp_min(1e-12), 0.0).clamp(0, 1)
 
 
-def phase_condition(phase: Tensor, phase_max: float = 3.5) -> Tensor:
+def phase_condition(
+    phase: Tensor,
+    phase_max: float = 3.5,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Condition of the ``"phase"`` task for phase images ``phase [N, 1, H, W]`` in [0, 1]:
-    ``(DefocusIntensity(phase) − 1) / INTENSITY_SCALE``, ``[N, 2, H, W]``."""
+    ``(I − 1) / INTENSITY_SCALE``, ``[N, 2, H, W]``, with ``I = DefocusIntensity(phase) +
+    noise_std · n``, n ~ N(0, 1) per pixel (``noise_std`` in units of the in-focus intensity,
+    1 for a pure-phase object)."""
     if phase.ndim != 4 or phase.shape[1] != 1 or phase.shape[2] != phase.shape[3]:
         raise ValueError(f"phase must have shape [N, 1, H, H], got {list(phase.shape)}")
+    if not (math.isfinite(noise_std) and noise_std >= 0):
+        raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
     operator = _phase_operator(phase.shape[-1], {"phase_max": phase_max})
     with torch.no_grad():
         intensities = operator(phase)
+    if noise_std > 0:
+        noise = torch.randn(intensities.shape, generator=generator, dtype=intensities.dtype)
+        intensities = intensities + noise_std * noise
     return (intensities - 1) / INTENSITY_SCALE
 
 
@@ -383,7 +397,9 @@ def _phase(split: str, count: int | None, seed: int, options: dict[str, Any]) ->
     data = _load_images(source, split)
     keep = _subset(len(data), count, seed)
     phase = phase_objects(data.images[keep], options["blur_sigma"])
-    condition = phase_condition(phase, phase_max)
+    # Noise seeded by (split, seed): the same pairs every time, different across splits.
+    generator = torch.Generator().manual_seed(1_000_003 * seed + PHASE_NOISE_SPLITS[split])
+    condition = phase_condition(phase, phase_max, options["noise_std"], generator)
     labels = None if data.labels is None else data.labels[keep]
     return PairedData("phase", split, condition, 2 * phase - 1, labels, {}, options)
 
@@ -472,7 +488,7 @@ PAIRED_TASKS: dict[str, PairedTask] = {
         1,
         ("train", "test"),
         False,
-        {"source": "mnist", "blur_sigma": 1.0, "phase_max": 3.5},
+        {"source": "mnist", "blur_sigma": 1.0, "phase_max": 3.5, "noise_std": 0.02},
         "phase images from two defocused intensities (MNIST objects); TIE baseline",
     ),
 }
@@ -511,7 +527,7 @@ def load_paired(
             split's own seed).
         **options: task options, see :attr:`PairedTask.options`: ``upsample`` (``"bicubic"``
             or ``"nearest"``; SR tasks), ``size``, ``photon_range``, ``structures``, ``noise``
-            (microscopy), ``source``, ``blur_sigma``, ``phase_max`` (phase).
+            (microscopy), ``source``, ``blur_sigma``, ``phase_max``, ``noise_std`` (phase).
 
     Returns:
         :class:`PairedData` with ``condition [N, C_x, H, W]`` and ``target [N, C_y, H, W]``.
