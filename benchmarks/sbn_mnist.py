@@ -40,7 +40,7 @@ from common import (  # noqa: E402
 )
 
 from diffvi.data.registry import load_dataset  # noqa: E402
-from diffvi.objectives.score_function import NVIL, REINFORCE, RWS, VIMCO  # noqa: E402
+from diffvi.objectives import NVIL, REINFORCE, RWS, VIMCO  # noqa: E402
 from diffvi.training.sbn_module import SBN, SBNConfig, fit_sbn, load_sbn, pixel_mean_logits  # noqa: E402
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs" / "sbn"

@@ -10,15 +10,10 @@ import pytest
 import torch
 
 from diffvi.models.sbn import SigmoidBeliefNet
+from diffvi.objectives import NVIL, REINFORCE, RWS, VIMCO
 from diffvi.objectives.base import log_mean_exp
-from diffvi.objectives.score_function import (
-    NVIL,
-    REINFORCE,
-    RWS,
-    VIMCO,
-    leave_one_out_log_means,
-    local_learning_signals,
-)
+from diffvi.objectives.nvil import local_learning_signals
+from diffvi.objectives.vimco import leave_one_out_log_means
 from diffvi.posteriors.bernoulli import BernoulliPosterior
 
 VISIBLE, LAYERS = 4, (2, 2)

@@ -10,7 +10,7 @@ import torch
 
 from diffvi.cli import choices
 from diffvi.data.registry import load_dataset
-from diffvi.objectives.score_function import SCORE_FUNCTION_ESTIMATORS
+from diffvi.objectives import SCORE_FUNCTION_ESTIMATORS
 from diffvi.training.sbn_module import SBN, SBNConfig, fit_sbn, load_sbn, pixel_mean_logits
 
 TINY = dict(dataset="digits", layers=[8, 4], batch_size=32, lr=3e-3, val_size=64, val_k=20)
@@ -78,15 +78,15 @@ def test_bad_configs_are_clear_errors():
 
 
 def test_a_nan_loss_stops_training_without_an_export(tmp_path, monkeypatch):
-    from diffvi.objectives import score_function
+    from diffvi.objectives import vimco
 
     def broken(self, model, posterior, x):
         out = original(self, model, posterior, x)
         out.loss = out.loss * float("nan")
         return out
 
-    original = score_function.VIMCO.__call__
-    monkeypatch.setattr(score_function.VIMCO, "__call__", broken)
+    original = vimco.VIMCO.__call__
+    monkeypatch.setattr(vimco.VIMCO, "__call__", broken)
     config = SBNConfig(**TINY, estimator="vimco", k=2, max_steps=5, val_every_n_steps=5)
     with pytest.raises(FloatingPointError, match="training loss became nan"):
         fit_sbn(config, tmp_path / "run", accelerator="cpu", progress_bar=False)

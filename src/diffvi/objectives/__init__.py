@@ -5,17 +5,20 @@ from diffvi.objectives.base import Objective, ObjectiveOutput
 from diffvi.objectives.ddvi import DDVI, OfficialDDVI
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
-from diffvi.objectives.score_function import (
-    NVIL,
-    REINFORCE,
-    RWS,
-    SCORE_FUNCTION_ESTIMATORS,
-    VIMCO,
-)
+from diffvi.objectives.nvil import NVIL
+from diffvi.objectives.rws import RWS
+from diffvi.objectives.score_function import REINFORCE
 from diffvi.objectives.semisupervised import SemiSupervised
+from diffvi.objectives.vimco import VIMCO
 
-# The score-function estimators (REINFORCE, NVIL, VIMCO, RWS) train models with discrete latents
-# (SigmoidBeliefNet): exported, listed in SCORE_FUNCTION_ESTIMATORS, not registered below.
+# The score-function estimators of models with discrete latents (SigmoidBeliefNet, `train sbn`),
+# by name; kept apart from OBJECTIVES, whose members train VAEs.
+SCORE_FUNCTION_ESTIMATORS: dict[str, type[Objective]] = {
+    "reinforce": REINFORCE,
+    "nvil": NVIL,
+    "vimco": VIMCO,
+    "rws": RWS,
+}
 # SemiSupervised wraps an ELBO or DDVI and needs labels and a classifier, so it is exported
 # but not registered as a plain objective.
 OBJECTIVES: dict[str, type[Objective]] = {

@@ -1,6 +1,6 @@
 """Training sigmoid belief networks with score-function estimators (REINFORCE, NVIL, VIMCO,
-reweighted wake-sleep; :mod:`diffvi.objectives.score_function`): run configuration, Lightning
-module, fit entry point, export and loading.
+reweighted wake-sleep; :data:`diffvi.objectives.SCORE_FUNCTION_ESTIMATORS`): run
+configuration, Lightning module, fit entry point, export and loading.
 
 The visible biases start at the logits of the training set's pixel means (clipped to
 [1e-3, 1 − 1e-3]), as in the NVIL, VIMCO and RWS experiments. Validation logs the training
@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from diffvi.data.registry import available_datasets
 from diffvi.diffusion.pretrained import SPEC, WEIGHTS, find_diffusion, save_diffusion
 from diffvi.models.sbn import SigmoidBeliefNet, check_layers
+from diffvi.objectives import NVIL, RWS, SCORE_FUNCTION_ESTIMATORS, VIMCO
 from diffvi.objectives.base import log_mean_exp
-from diffvi.objectives.score_function import NVIL, RWS, SCORE_FUNCTION_ESTIMATORS, VIMCO
 from diffvi.posteriors.bernoulli import BernoulliPosterior
 from diffvi.training.checkpoint import resolve_checkpoint
 from diffvi.training.config import JSONConfig
