@@ -133,38 +133,22 @@ def evaluate_command(
     setup_numerics(flush_denormal)
     quiet_lightning()
     set_threads(threads)
-    if _is_sbn_run(run_or_checkpoint):
-        metrics = run_sbn_evaluation(
-            run_or_checkpoint, k, iwae_k, elbo_samples, dataset, split, limit, batch_size,
-            device, seed, progress,
-        )  # fmt: skip
-        from diffvi.evaluation.report import format_table
+    from diffvi.evaluation.report import format_diffusion_table, format_table
 
-        typer.echo(format_table(metrics, title=f"{metrics['dataset']} ({metrics['split']})"))
-        if json_path is not None:
-            write_json(json_path, metrics)
-            typer.echo(f"Wrote {json_path}")
-        return
-    folder = diffusion_folder(run_or_checkpoint)
+    folder = None if _is_sbn_run(run_or_checkpoint) else diffusion_folder(run_or_checkpoint)
     if folder is not None:
         metrics = run_diffusion_evaluation(
             folder, dataset, split, limit, batch_size, fid, sample_steps, device, seed
         )
-        from diffvi.evaluation.report import format_diffusion_table
-
-        title = f"{metrics['dataset']} ({metrics['split']})"
-        typer.echo(format_diffusion_table(metrics, title=title))
-        if json_path is not None:
-            write_json(json_path, metrics)
-            typer.echo(f"Wrote {json_path}")
-        return
-    metrics = run_evaluation(
-        run_or_checkpoint, k, iwae_k, elbo_samples, dataset, split, limit, batch_size, device,
-        seed, progress,
-    )  # fmt: skip
-    from diffvi.evaluation.report import format_table
-
-    typer.echo(format_table(metrics, title=f"{metrics['dataset']} ({metrics['split']})"))
+        table = format_diffusion_table
+    else:
+        run = run_sbn_evaluation if _is_sbn_run(run_or_checkpoint) else run_evaluation
+        metrics = run(
+            run_or_checkpoint, k, iwae_k, elbo_samples, dataset, split, limit, batch_size,
+            device, seed, progress,
+        )  # fmt: skip
+        table = format_table
+    typer.echo(table(metrics, title=f"{metrics['dataset']} ({metrics['split']})"))
     if json_path is not None:
         write_json(json_path, metrics)
         typer.echo(f"Wrote {json_path}")
