@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from diffvi.data.registry import available_datasets
 from diffvi.diffusion.pretrained import SPEC, WEIGHTS, find_diffusion, save_diffusion
+from diffvi.evaluation.likelihood import estimate_log_likelihood
 from diffvi.models.sbn import SigmoidBeliefNet, check_layers
 from diffvi.objectives import NVIL, RWS, SCORE_FUNCTION_ESTIMATORS, VIMCO
-from diffvi.objectives.base import log_mean_exp
 from diffvi.posteriors.bernoulli import BernoulliPosterior
 from diffvi.training.checkpoint import resolve_checkpoint
 from diffvi.training.config import JSONConfig
@@ -113,15 +113,11 @@ class SBN(nn.Module):
         self.model = SigmoidBeliefNet(event_shape, layers)
         self.posterior = BernoulliPosterior(event_shape, layers)
 
-    @torch.no_grad()
-    def importance_bound(self, x: Tensor, k: int, chunk: int = 100) -> Tensor:
-        """log (1/K) Σ_k p(x, h_k) / q(h_k | x), h_k ~ q: ``[B]``, drawn ``chunk`` at a time
-        (a lower bound on log p(x) that converges to it as K grows)."""
-        parts = []
-        for start in range(0, k, chunk):
-            s = self.posterior.sample(x, min(chunk, k - start))
-            parts.append(self.model.log_joint(x, s.z) - s.log_q)
-        return log_mean_exp(torch.cat(parts))
+    def importance_bound(self, x: Tensor, k: int) -> Tensor:
+        """log (1/K) Σ_k p(x, h_k) / q(h_k | x), h_k ~ q: ``[B]`` (a lower bound on log p(x)
+        that converges to it as K grows; :func:`~diffvi.evaluation.estimate_log_likelihood`)."""
+        estimate = estimate_log_likelihood(self.model, self.posterior, x, k, batch_size=len(x))
+        return estimate.log_px.to(x.device)
 
 
 def pixel_mean_logits(images: Tensor) -> Tensor:
