@@ -98,20 +98,6 @@ def fresh_sbn(layers: list[int], train_images: torch.Tensor) -> SBN:
     return sbn
 
 
-def train_steps(sbn: SBN, estimator, images: torch.Tensor, steps: int, lr: float = 3e-4):
-    params = list(sbn.parameters())
-    if isinstance(estimator, NVIL):
-        estimator.ensure_baselines(sbn.model)
-        params += list(estimator.parameters())
-    optimiser = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        x = images[torch.randint(0, len(images), (24,), generator=generator)]
-        optimiser.zero_grad()
-        estimator(sbn.model, sbn.posterior, x).loss.backward()
-        optimiser.step()
-
-
 def gradient_variance(sbn: SBN, estimator, x: torch.Tensor, draws: int) -> dict[str, float]:
     """Total variance over draws of the q-gradient and the θ-gradient (sums over parameters)."""
     q_rows, p_rows = [], []
@@ -132,9 +118,9 @@ def variance_stage(args, train_images, test_images) -> list[dict]:
     for layers in ([200], [200, 200, 200]):
         torch.manual_seed(args.seed)
         sbn = fresh_sbn(layers, train_images)
-        train_steps(sbn, VIMCO(5), train_images, args.warmup_steps)
+        run_steps(step_factory(sbn, VIMCO(5), train_images, 0), args.warmup_steps)
         nvil = NVIL()
-        train_steps_baselines_only(sbn, nvil, train_images, args.warmup_steps)
+        run_steps(step_factory(sbn, nvil, train_images, 1, train_model=False), args.warmup_steps)
         nvil.normalise = False  # compare unscaled gradients
         for label, estimator in [
             ("REINFORCE K=1", REINFORCE(1)),
@@ -149,18 +135,6 @@ def variance_stage(args, train_images, test_images) -> list[dict]:
                 | gradient_variance(sbn, estimator, x, args.draws)
             )
     return rows
-
-
-def train_steps_baselines_only(sbn: SBN, nvil: NVIL, images: torch.Tensor, steps: int) -> None:
-    """Fit NVIL's baselines and moving averages on a fixed model (the model is not updated)."""
-    nvil.ensure_baselines(sbn.model)
-    optimiser = torch.optim.Adam(nvil.parameters(), lr=3e-4)
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x = images[torch.randint(0, len(images), (24,), generator=generator)]
-        optimiser.zero_grad()
-        nvil(sbn.model, sbn.posterior, x).loss.backward()
-        optimiser.step()
 
 
 def pyro_step_factory(sbn: SBN, images: torch.Tensor):
@@ -214,21 +188,28 @@ def pyro_step_factory(sbn: SBN, images: torch.Tensor):
     return step
 
 
-def ours_step_factory(sbn: SBN, estimator, images: torch.Tensor):
-    params = list(sbn.parameters())
+def step_factory(sbn: SBN, estimator, images: torch.Tensor, seed: int, train_model: bool = True):
+    """One Adam step (lr 3e-4) of ``estimator`` on 24 random ``images``: of the SBN and NVIL's
+    baselines, or with ``train_model=False`` of NVIL's baselines alone (the model stays fixed)."""
+    params = list(sbn.parameters()) if train_model else []
     if isinstance(estimator, NVIL):
         estimator.ensure_baselines(sbn.model)
         params += list(estimator.parameters())
     optimiser = torch.optim.Adam(params, lr=3e-4)
-    generator = torch.Generator().manual_seed(2)
+    generator = torch.Generator().manual_seed(seed)
 
     def step():
-        x = images[torch.randint(0, len(images), (24,), generator=generator)].view(24, 1, 28, 28)
+        x = images[torch.randint(0, len(images), (24,), generator=generator)]
         optimiser.zero_grad()
         estimator(sbn.model, sbn.posterior, x).loss.backward()
         optimiser.step()
 
     return step
+
+
+def run_steps(step, steps: int) -> None:
+    for _ in range(steps):
+        step()
 
 
 def steps_per_second(step, steps: int) -> float:
@@ -247,8 +228,8 @@ def speed_stage(args, train_images) -> list[dict]:
     for layers in ([200], [200, 200, 200]):
         results = {}
         for label, make in [
-            ("diffvi NVIL K=1", lambda s: ours_step_factory(s, NVIL(), train_images)),
-            ("diffvi VIMCO K=5", lambda s: ours_step_factory(s, VIMCO(5), train_images)),
+            ("diffvi NVIL K=1", lambda s: step_factory(s, NVIL(), train_images, 2)),
+            ("diffvi VIMCO K=5", lambda s: step_factory(s, VIMCO(5), train_images, 2)),
             ("Pyro TraceGraph_ELBO + nn_baseline", lambda s: pyro_step_factory(s, flat)),
         ]:
             torch.manual_seed(args.seed)
@@ -305,7 +286,7 @@ def fit_steps_for_budget(layers, estimator, k, args) -> int:
     images = load_dataset("binarized-mnist", "train").images[:2000].float()
     sbn = fresh_sbn(layers, images)
     config = SBNConfig(layers=layers, estimator=estimator, k=k)
-    rate = steps_per_second(ours_step_factory(sbn, config.build_estimator(), images), 20)
+    rate = steps_per_second(step_factory(sbn, config.build_estimator(), images, 2), 20)
     # Lightning, validation and checkpoints cost about a fifth on top of bare steps here.
     return max(10, int(args.minutes * 60 * rate * 0.8))
 
