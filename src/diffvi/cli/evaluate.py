@@ -135,14 +135,15 @@ def evaluate_command(
     set_threads(threads)
     from diffvi.evaluation.report import format_diffusion_table, format_table
 
-    folder = None if _is_sbn_run(run_or_checkpoint) else diffusion_folder(run_or_checkpoint)
+    is_sbn = _is_sbn_run(run_or_checkpoint)
+    folder = None if is_sbn else diffusion_folder(run_or_checkpoint)
     if folder is not None:
         metrics = run_diffusion_evaluation(
             folder, dataset, split, limit, batch_size, fid, sample_steps, device, seed
         )
         table = format_diffusion_table
     else:
-        run = run_sbn_evaluation if _is_sbn_run(run_or_checkpoint) else run_evaluation
+        run = run_sbn_evaluation if is_sbn else run_evaluation
         metrics = run(
             run_or_checkpoint, k, iwae_k, elbo_samples, dataset, split, limit, batch_size,
             device, seed, progress,
