@@ -20,6 +20,9 @@ Writes ``benchmarks/results/sbn_mnist-<series>.{json,md}``.
     python benchmarks/sbn_mnist.py --quick          # CI smoke run
     python benchmarks/sbn_mnist.py --stages variance,speed
     python benchmarks/sbn_mnist.py --stages train --minutes 20
+    python benchmarks/sbn_mnist.py --stages train --minutes 15 --shard 0 --shards 2 &  # two
+    python benchmarks/sbn_mnist.py --stages train --minutes 15 --shard 1 --shards 2 &  # cores
+    python benchmarks/sbn_mnist.py --stages train --minutes 15  # then gather the shards' runs
 """
 
 import argparse
@@ -73,10 +76,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=500)
     p.add_argument("--speed-steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard", type=int, default=0, help="train runs shard, shard + shards, …")
+    p.add_argument("--shards", type=int, default=1, help="> 1: train and evaluate only")
     args = p.parse_args()
+    if not 0 <= args.shard < args.shards:
+        p.error(f"--shard must be in [0, --shards), got {args.shard} of {args.shards}")
     if args.quick:
         args.minutes, args.eval_k, args.test_count = 0.05, 20, 50
         args.draws, args.warmup_steps, args.speed_steps = 10, 5, 5
+    if args.shards > 1 and args.stages != "train":
+        p.error("--shards > 1 runs the train stage only: pass --stages train")
     unknown = set(args.stages.split(",")) - set(STAGES)
     if unknown:
         p.error(f"unknown stages {sorted(unknown)}; valid: {list(STAGES)}")
@@ -251,9 +260,11 @@ def speed_stage(args, train_images) -> list[dict]:
 
 
 def train_stage(args) -> list[dict]:
+    """Train (unless exported) and evaluate (unless cached in the run folder) this shard's runs."""
     rows = []
     test = load_dataset("binarized-mnist", "test").images[: args.test_count].float()
-    for layers, estimator, k in TRAIN_RUNS[:2] if args.quick else TRAIN_RUNS:
+    runs = TRAIN_RUNS[:2] if args.quick else TRAIN_RUNS
+    for layers, estimator, k in runs[args.shard :: args.shards]:
         run = RUNS_DIR / series(args) / f"{name_of(layers)}-{estimator}-k{k}"
         if not (run / "export" / "model.json").exists():
             steps = fit_steps_for_budget(layers, estimator, k, args)
@@ -262,12 +273,13 @@ def train_stage(args) -> list[dict]:
                 val_every_n_steps=max(1, steps // 5), val_size=500, seed=args.seed,
             )  # fmt: skip
             fit_sbn(config, run, accelerator="cpu", progress_bar=False)
-        sbn, spec = load_sbn(run)
-        torch.manual_seed(args.seed)
-        nll = -sbn.importance_bound(test, args.eval_k).mean().item()
-        paper = PAPER.get((name_of(layers), estimator, k))
-        rows.append(
-            {
+        cached = run / f"test_nll-k{args.eval_k}-n{args.test_count}.json"
+        if not cached.exists():
+            sbn, spec = load_sbn(run)
+            torch.manual_seed(args.seed)
+            nll = -sbn.importance_bound(test, args.eval_k).mean().item()
+            paper = PAPER.get((name_of(layers), estimator, k))
+            row = {
                 "layers": name_of(layers),
                 "estimator": estimator,
                 "k": k,
@@ -277,7 +289,8 @@ def train_stage(args) -> list[dict]:
                 "paper": paper[1] if paper else None,
                 "paper_source": paper[0] if paper else None,
             }  # fmt: skip
-        )
+            cached.write_text(json.dumps(row, indent=1))
+        rows.append(json.loads(cached.read_text()))
     return rows
 
 
@@ -295,6 +308,10 @@ def main() -> None:
     args = parse_args()
     torch.set_flush_denormal(True)
     stages = args.stages.split(",")
+    if args.shards > 1:
+        torch.set_num_threads(1)
+        train_stage(args)
+        return
     name = f"sbn_mnist-{series(args)}"
     path = RESULTS_DIR / f"{name}.json"
     result = json.loads(path.read_text()) if path.exists() else {}
