@@ -13,6 +13,7 @@ from diffvi.models.vae import ARCHITECTURES
 from diffvi.nn.mlp import ACTIVATIONS
 from diffvi.objectives.iwae import ESTIMATORS
 from diffvi.training.config import ADAM_PRESETS, OBJECTIVES, POSTERIORS, SCHEDULES
+from diffvi.training.embedding import EMBEDDING_METHODS
 
 
 def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
@@ -55,3 +56,5 @@ CVDMSchedule = choice("CVDMSchedule", ["learned", "linear", "cosine", "regressio
 # Score-function estimators (`train sbn`); tests/training/test_sbn_training.py checks that they
 # match `SCORE_FUNCTION_ESTIMATORS`.
 SBNEstimator = choice("SBNEstimator", ["reinforce", "nvil", "vimco", "rws"])
+# `embed genotypes`.
+EmbeddingMethod = choice("EmbeddingMethod", EMBEDDING_METHODS)

@@ -1,4 +1,7 @@
-"""``diffvi embed``: latent codes of a data set split, their plot, kNN accuracy and latent NLL.
+"""``diffvi embed``: a group whose default command (``diffvi embed RUN``, also ``diffvi embed
+run RUN``) embeds a data set split with a trained model — latent codes, their plot, kNN accuracy
+and latent NLL — and whose ``genotypes`` command embeds genotype files
+(:mod:`diffvi.cli.embed_genotypes`).
 
 DDVI's evaluation protocol (``run.py::metrics_evaluate`` of topwasu/DDVI): ONE posterior sample
 per image (not the posterior mean); kNN accuracy (k = 20) fitted on the train-split latents and
@@ -10,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from diffvi.cli.common import (
     DeviceOpt,
@@ -24,6 +28,16 @@ from diffvi.cli.common import (
 from diffvi.utils.io import atomic_write, write_json
 
 NUM_PRIOR_SAMPLES = 10_000
+
+
+class DefaultRunGroup(TyperGroup):
+    """A command group that reads ``diffvi embed RUN ...`` as ``diffvi embed run RUN ...``:
+    anything that is not a subcommand name (or ``--help``) goes to ``run``."""
+
+    def resolve_command(self, ctx, args):  # noqa: D102 - click's hook
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
 
 
 def embed_images(module, images, seed: int, batch_size: int, device) -> Any:
@@ -162,3 +176,13 @@ def embed_command(
         )
     write_json(out / "metrics.json", metrics)
     typer.echo("\n".join(lines))
+
+
+embed_app = typer.Typer(
+    cls=DefaultRunGroup,
+    help="Embed data in a latent space: `diffvi embed RUN` (a trained model on a data set "
+    "split) or `diffvi embed genotypes` (genotype files, any method).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+embed_app.command("run")(embed_command)

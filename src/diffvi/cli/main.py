@@ -1,6 +1,7 @@
 """The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``,
 ``train diffusion``, ``train cvdm``, ``train sbn``), ``evaluate``,
-``embed``, ``sample``, ``restore`` and ``demo``.
+``embed`` (a group: ``embed RUN``, ``embed genotypes``), ``simulate genotypes``, ``sample``,
+``restore`` and ``demo``.
 
 Each command group lives in its own module; this one only assembles them. Heavy imports happen
 inside the commands, so ``diffvi --help`` stays quick.
@@ -11,7 +12,8 @@ from typing import Annotated
 import typer
 
 from diffvi.cli.demo import demo_command
-from diffvi.cli.embed import embed_command
+from diffvi.cli.embed import embed_app
+from diffvi.cli.embed_genotypes import embed_genotypes
 from diffvi.cli.evaluate import evaluate_command
 from diffvi.cli.restore import restore_command
 from diffvi.cli.sample import sample_command
@@ -34,7 +36,8 @@ train_app.command("cvdm")(train_cvdm)
 train_app.command("sbn")(train_sbn)
 app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
-app.command("embed")(embed_command)
+embed_app.command("genotypes")(embed_genotypes)
+app.add_typer(embed_app, name="embed")
 app.command("sample")(sample_command)
 app.command("restore")(restore_command)
 app.command("demo")(demo_command)

@@ -754,11 +754,11 @@ TOY_PRIORS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_prior(name: str, dim: int = 2) -> nn.Module:
+def build_prior(name: str, dim: int = 2, num_components: int = DEFAULT_PARTITIONS) -> nn.Module:
     """A prior by registry name (``TOY_PRIORS``) with default settings.
 
     ``pinwheel``, ``swiss-roll`` and ``square`` exist in 2-D only; ``mixture`` and
-    ``standard-normal`` take any ``dim >= 1``.
+    ``standard-normal`` take any ``dim >= 1``; ``num_components`` is the mixture's.
     """
     if name not in TOY_PRIORS:
         raise ValueError(f"unknown prior {name!r}; expected one of {sorted(TOY_PRIORS)}")
@@ -766,7 +766,7 @@ def build_prior(name: str, dim: int = 2) -> nn.Module:
     if cls is StandardNormal:
         return StandardNormal(dim)
     if cls is MixturePrior:
-        return MixturePrior(dim=dim)
+        return MixturePrior(num_components, dim=dim)
     if dim != 2:
         raise ValueError(f"prior {name!r} is 2-D: expected dim=2, got {dim}")
     return cls()

@@ -29,7 +29,13 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from diffvi.utils.io import atomic_write
 
-__all__ = ["grid_size", "save_image_grid", "save_latent_scatter", "save_reconstructions"]
+__all__ = [
+    "grid_size",
+    "save_embedding_panels",
+    "save_image_grid",
+    "save_latent_scatter",
+    "save_reconstructions",
+]
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -237,8 +243,11 @@ def _latent_xy(z: ArrayLike, seed: int) -> tuple[np.ndarray, tuple[str, str]]:
     )
 
 
-def _scatter_by_label(ax, xy: np.ndarray, label_array: np.ndarray | None) -> bool:
-    """Draw ``xy`` on ``ax`` coloured by label (grey for −1); True when there is a legend."""
+def _scatter_by_label(
+    ax, xy: np.ndarray, label_array: np.ndarray | None, names: list[str] | None = None
+) -> bool:
+    """Draw ``xy`` on ``ax`` coloured by label (grey for −1); True when there is a legend.
+    ``names[c]`` is the legend text of class ``c`` (default: the number)."""
     size = 12 if len(xy) <= 2000 else 4
     if label_array is None or (label_array < 0).all():
         ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, color="tab:blue", linewidths=0)
@@ -250,19 +259,23 @@ def _scatter_by_label(ax, xy: np.ndarray, label_array: np.ndarray | None) -> boo
             linewidths=0, label="unlabelled",
         )  # fmt: skip
     classes = np.unique(label_array[~unlabelled])
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    for i, cls in enumerate(classes):
+    if len(classes) <= 20:
+        cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+        colours = [cmap(i % cmap.N) for i in range(len(classes))]
+    else:  # evenly spaced hues: tab20 would repeat colours
+        colours = [plt.get_cmap("gist_ncar")(0.95 * i / len(classes)) for i in range(len(classes))]
+    for colour, cls in zip(colours, classes, strict=True):
         mask = label_array == cls
         ax.scatter(
-            xy[mask, 0], xy[mask, 1], s=size, alpha=0.8, color=cmap(i % cmap.N),
-            linewidths=0, label=str(cls),
+            xy[mask, 0], xy[mask, 1], s=size, alpha=0.8, color=colour, linewidths=0,
+            label=names[cls] if names is not None else str(cls),
         )  # fmt: skip
     return True
 
 
-def _legend_right(ax, num_entries: int) -> None:
+def _legend_right(ax, num_entries: int, title: str = "label") -> None:
     ax.legend(
-        title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+        title=title, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
         markerscale=1.5, ncols=1 if num_entries <= 21 else 2,
     )  # fmt: skip
 
@@ -323,4 +336,33 @@ def save_latent_comparison(
         ax.set_title(title, fontsize=10)
     if has_legend:
         _legend_right(axes[0][-1], len(np.unique(label_array)))
+    return _save_figure(fig, path)
+
+
+def save_embedding_panels(
+    xy: ArrayLike,
+    panels: list[tuple[str, list[str]]],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+) -> Path:
+    """One scatter plot of the 2-D points ``xy [N, 2]`` per panel, side by side, each coloured
+    by its own names: ``panels = [(legend title, [N] class names), ...]``, e.g. population and
+    super-population of every sample. Returns ``path``."""
+    points = _to_numpy(xy, "xy")
+    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] < 1:
+        raise ValueError(f"xy must have shape [N, 2] with N >= 1, got {list(points.shape)}")
+    if not panels:
+        raise ValueError("panels must name at least one labelling")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.8 * len(panels), 5.2), squeeze=False)
+    for ax, (legend_title, labels) in zip(axes[0], panels, strict=True):
+        if len(labels) != len(points):
+            raise ValueError(f"{legend_title}: {len(labels)} names for {len(points)} points")
+        names, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+        _scatter_by_label(ax, points, codes.astype(np.int64), list(names))
+        _legend_right(ax, len(names), legend_title)
+        ax.set_xlabel("z1")
+        ax.set_ylabel("z2")
+        ax.set_title(f"coloured by {legend_title}")
+    if title:
+        fig.suptitle(title)
     return _save_figure(fig, path)

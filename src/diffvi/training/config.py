@@ -53,7 +53,8 @@ class TrainConfig(JSONConfig):
     ``activation``; ``diffusion_steps`` (T), ``beta_end`` (linear β schedule from 1e-4),
     ``beta_reg``, ``beta_sleep``, ``sleep_steps`` and ``conditional`` are those of
     :class:`~diffvi.objectives.DDVI` and :func:`~diffvi.posteriors.build_diffusion_posterior`.
-    ``prior`` is any ``build_prior`` name over the top latent layer; the 2-D ones
+    ``prior`` is any ``build_prior`` name over the top latent layer (``mixture``: a learnable
+    mixture of ``mixture_components`` Gaussians); the 2-D ones
     (``PRIORS_2D``) need ``latent_dims == [2]``; ``smooth_prior`` replaces their exact density by
     the kernel-smoothed one the official DDVI code scores with
     (:class:`~diffvi.distributions.SmoothedPrior`). ``wake_updates_chain=False`` trains the
@@ -106,6 +107,7 @@ class TrainConfig(JSONConfig):
     event_shape: list[int] = field(default_factory=list)
     posterior: str = "gaussian"
     prior: str = "standard-normal"
+    mixture_components: int = 10
     diffusion_steps: int = 20
     beta_end: float = 0.02
     beta_reg: float = 1.0
@@ -136,6 +138,7 @@ class TrainConfig(JSONConfig):
             (self.max_epochs >= 1, "max_epochs must be >= 1"),
             (self.posterior in POSTERIORS, f"posterior must be one of {POSTERIORS}"),
             (self.diffusion_steps >= 1, "diffusion_steps must be >= 1"),
+            (self.mixture_components >= 1, "mixture_components must be >= 1"),
             (0 < self.beta_end < 1, "beta_end must be in (0, 1)"),
             (self.beta_reg >= 0, "beta_reg must be >= 0"),
             (self.beta_sleep >= 0, "beta_sleep must be >= 0"),

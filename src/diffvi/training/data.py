@@ -8,6 +8,9 @@ Semi-supervised runs (``num_labelled > 0``) see every training image without its
 those of a fixed balanced subset (:func:`~diffvi.models.semisupervised.labelled_subset`), and
 every batch gets ``labelled_batch`` extra items drawn from that subset
 (:class:`LabelledBatchSampler`), as in M2 (Kingma et al. 2014).
+
+:class:`FeatureDataModule` trains on an in-memory feature matrix instead of a registered data set
+(e.g. the principal components of genotypes).
 """
 
 from collections.abc import Iterator
@@ -229,6 +232,54 @@ class ImageDataModule(L.LightningDataModule):
         )
         if self.labelled is not None:
             sampler = LabelledBatchSampler(sampler, self.labelled, self.labelled_batch)
+        return index_batch_loader(self.train_set, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=500, shuffle=False)
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Train and validation loaders over an in-memory feature matrix ``features [N, D]``.
+
+    Every row trains (an embedding is fitted to the whole data set, as DDVI does for genotypes);
+    validation uses ``val_size`` rows chosen by ``seed``. ``labels [N]`` (int64, ``-1`` for
+    unknown) only travel with the batches. ``event_shape`` is ``(D,)``.
+    """
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        batch_size: int,
+        seed: int = 0,
+        val_size: int = 500,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if features.ndim != 2 or not features.is_floating_point() or len(features) < 2:
+            raise ValueError(
+                f"features must be a float tensor [N >= 2, D], got {features.dtype} "
+                f"{tuple(features.shape)}"
+            )
+        if not torch.isfinite(features).all():
+            raise ValueError("features contain NaN or Inf")
+        if labels is None:
+            labels = torch.full((len(features),), -1, dtype=torch.long)
+        if labels.shape != (len(features),):
+            raise ValueError(f"labels must have shape [{len(features)}], got {tuple(labels.shape)}")
+        self.batch_size, self.seed = min(batch_size, len(features)), seed
+        self.train_set = TensorDataset(features.float(), labels.long())
+        generator = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(features), generator=generator)[: max(1, val_size)]
+        self.val_set = TensorDataset(features[keep].float(), labels[keep].long())
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return (self.train_set.tensors[0].shape[1],)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = IndexBatchSampler(
+            len(self.train_set), self.batch_size, True, self.seed, drop_last=True
+        )
         return index_batch_loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:

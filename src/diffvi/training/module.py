@@ -69,7 +69,11 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
 
     dims = config.resolved_latent_dims()
     # None keeps build_vae's own N(0, I), so runs from before the prior option are unchanged.
-    prior = None if config.prior == "standard-normal" else build_prior(config.prior, dims[-1])
+    prior = (
+        None
+        if config.prior == "standard-normal"
+        else build_prior(config.prior, dims[-1], config.mixture_components)
+    )
     if config.smooth_prior:
         prior = SmoothedPrior(prior, seed=config.seed)
     model, posterior = build_vae(

@@ -33,6 +33,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     log_every_n_steps: int = 50,
     checkpoint_every_n_epochs: int = 1,
+    datamodule: L.LightningDataModule | None = None,
 ) -> VAEModule:
     """Train a VAE as ``config`` says and write the run to ``run_dir``:
     ``config.json``, ``checkpoints/last.ckpt`` (every ``checkpoint_every_n_epochs`` epochs
@@ -43,11 +44,16 @@ def fit(
     schedule, step count and random state restored; training then runs up to
     ``config.max_epochs`` in total. The Lightning arguments (``accelerator``, ``devices``,
     ``num_nodes``, ``strategy``) pass through unchanged, e.g. ``strategy="ddp"``.
+
+    ``datamodule`` (e.g. a :class:`~diffvi.training.data.FeatureDataModule`) replaces the
+    registered data set ``config.dataset`` names; its ``event_shape`` sets the config's.
     """
     run_dir = Path(run_dir)
+    if datamodule is not None and config.num_labelled:
+        raise ValueError("semi-supervised training (num_labelled > 0) needs a registered data set")
     configure_numerics(config.flush_denormal)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    data = ImageDataModule(
+    data = datamodule or ImageDataModule(
         config.dataset,
         config.batch_size,
         config.seed,
@@ -93,8 +99,8 @@ def fit(
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # rank 0 writes
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # rank 0
     if trainer.is_global_zero:
         export_model(module, run_dir / "export")
     return module
@@ -228,7 +234,7 @@ def fit_by_steps(
         write_json(run_dir / "config.json", saved_config)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     return trainer, time.perf_counter() - started
 
 
