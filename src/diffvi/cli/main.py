@@ -17,6 +17,7 @@ from diffvi.cli.embed_genotypes import embed_genotypes
 from diffvi.cli.evaluate import evaluate_command
 from diffvi.cli.restore import restore_command
 from diffvi.cli.sample import sample_command
+from diffvi.cli.simulate import simulate_app
 from diffvi.cli.train import train_app
 from diffvi.cli.train_cvdm import train_cvdm
 from diffvi.cli.train_diffusion import train_diffusion
@@ -38,6 +39,7 @@ app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
 embed_app.command("genotypes")(embed_genotypes)
 app.add_typer(embed_app, name="embed")
+app.add_typer(simulate_app, name="simulate")
 app.command("sample")(sample_command)
 app.command("restore")(restore_command)
 app.command("demo")(demo_command)
