@@ -113,3 +113,18 @@ def test_build_likelihood_maps_names_and_rejects_unknown_name():
     assert isinstance(gauss, GaussianLikelihood) and gauss.scale == "learned"
     with pytest.raises(ValueError, match="likelihood"):
         build_likelihood("poisson")
+
+
+def test_real_gaussian_has_an_unbounded_mean_and_a_fixed_scale_when_asked():
+    from diffvi.distributions.likelihoods import RealGaussianLikelihood
+
+    params = torch.tensor([[[-3.0, 5.0]]])  # [K=1, B=1, P=2]: fixed scale, P = F
+    lik = build_likelihood("real-gaussian", scale=0.5)
+    assert isinstance(lik, RealGaussianLikelihood) and lik.num_params(2) == 2
+    torch.testing.assert_close(lik.mean(params), params)
+    x = torch.tensor([[-3.0, 5.0]])
+    expected = torch.distributions.Normal(params, 0.5).log_prob(x).sum(-1)
+    torch.testing.assert_close(lik.log_prob(x, params), expected)
+    assert build_likelihood("real-gaussian").num_params(2) == 4  # learned scale
+    with pytest.raises(ValueError, match="needs a Gaussian likelihood"):
+        build_likelihood("bernoulli", scale=0.5)

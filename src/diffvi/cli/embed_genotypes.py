@@ -35,19 +35,22 @@ def write_embedding_csv(path: Path, genotypes, coordinates, clusters) -> Path:
     writer.writerow(["sample", "population", "super_population", "z1", "z2", "cluster"])
     for row in zip(genotypes.samples, populations, supers, coordinates, clusters, strict=True):
         sample, population, super_population, (z1, z2), cluster = row
-        writer.writerow([sample, population, super_population, repr(z1), repr(z2), int(cluster)])
+        row = [sample, population, super_population, repr(float(z1)), repr(float(z2))]
+        writer.writerow([*row, int(cluster)])
     return atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
 
 def label_scores(genotypes, clusters) -> dict[str, Any]:
     """Clustering scores of ``clusters [N]`` against each labelling the genotypes carry."""
+    import numpy as np
+
     from diffvi.evaluation.representation import clustering_scores
 
     scores = {}
     for name in ("populations", "super_populations"):
         labels = getattr(genotypes, name)
         if labels is not None:
-            scores[name] = clustering_scores(labels, clusters)
+            scores[name] = clustering_scores(np.asarray(labels), clusters)
     return scores
 
 
@@ -138,9 +141,11 @@ def embed_genotypes(
             f"{genotypes.num_variants} variants left after --maf {maf} and --thin {thin} "
             f"(of {read_variants}): lower --maf or --thin"
         )
+    # At most min(N − 1, M) components exist; --components is a cap.
+    components = min(components, genotypes.num_samples - 1, genotypes.num_variants)
     typer.echo(
         f"{genotypes.num_samples} samples, {genotypes.num_variants} variants after quality "
-        f"control (of {read_variants})"
+        f"control (of {read_variants}); {components} principal components"
     )
     features, explained = genotype_pcs(genotypes, n_components=components, scale=pc_scale)
     options = EmbeddingOptions(

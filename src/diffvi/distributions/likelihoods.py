@@ -95,14 +95,30 @@ class GaussianLikelihood(Likelihood):
         return mean + torch.exp(log_std) * noise
 
 
+class RealGaussianLikelihood(GaussianLikelihood):
+    """N(μ(z), σ(z)²) with an unbounded mean and a learned scale per dimension, for real-valued
+    features such as principal components (``GaussianLikelihood`` squashes μ into (0, 1))."""
+
+    def __init__(self, scale: str | float = "learned") -> None:
+        super().__init__(scale, sigmoid_mean=False)
+
+
 LIKELIHOODS: dict[str, type[Likelihood]] = {
     "bernoulli": BernoulliLikelihood,
-    "gaussian": GaussianLikelihood,  # per-pixel learned scale
+    "gaussian": GaussianLikelihood,  # per-pixel learned scale, mean in (0, 1)
+    "real-gaussian": RealGaussianLikelihood,  # learned scale, unbounded mean
 }
 
 
-def build_likelihood(name: str) -> Likelihood:
-    """A likelihood by name: ``"bernoulli"`` or ``"gaussian"`` (per-pixel learned scale)."""
+def build_likelihood(name: str, scale: float | None = None) -> Likelihood:
+    """A likelihood by name: ``"bernoulli"``, ``"gaussian"`` (per-pixel learned scale, mean in
+    (0, 1), for images) or ``"real-gaussian"`` (learned scale, unbounded mean, for features).
+    ``scale`` fixes a Gaussian's σ instead of learning it."""
     if name not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {name!r}")
-    return LIKELIHOODS[name]()
+    cls = LIKELIHOODS[name]
+    if scale is None:
+        return cls()
+    if not issubclass(cls, GaussianLikelihood):
+        raise ValueError(f"a fixed scale needs a Gaussian likelihood, got {name!r}")
+    return cls(scale=scale)

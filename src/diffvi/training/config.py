@@ -44,6 +44,7 @@ class TrainConfig(JSONConfig):
     """Everything that defines a VAE/IWAE training run (all fields are JSON-serialisable).
 
     ``k`` is the number of samples per data point: IWAE's k, or the ELBO's sample count.
+    ``likelihood_scale`` fixes the σ of a Gaussian likelihood (``None``: learned per pixel).
     ``schedule="iwae"`` is the IWAE paper's: 3^i epochs at lr·10^(-i/7), i = 0…7 (3280 epochs),
     cut at ``max_epochs``.
 
@@ -87,6 +88,7 @@ class TrainConfig(JSONConfig):
     dataset: str = "mnist-dynamic"
     architecture: str = "iwae-1"
     likelihood: str = "bernoulli"
+    likelihood_scale: float | None = None
     latent_dims: list[int] | None = None
     hidden: list[list[int]] | None = None
     activation: str = "tanh"
@@ -139,6 +141,10 @@ class TrainConfig(JSONConfig):
             (self.posterior in POSTERIORS, f"posterior must be one of {POSTERIORS}"),
             (self.diffusion_steps >= 1, "diffusion_steps must be >= 1"),
             (self.mixture_components >= 1, "mixture_components must be >= 1"),
+            (
+                self.likelihood_scale is None or self.likelihood_scale > 0,
+                "likelihood_scale must be None (learned) or > 0",
+            ),
             (0 < self.beta_end < 1, "beta_end must be in (0, 1)"),
             (self.beta_reg >= 0, "beta_reg must be >= 0"),
             (self.beta_sleep >= 0, "beta_sleep must be >= 0"),

@@ -62,6 +62,7 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     :func:`~diffvi.posteriors.build_iaf_posterior` (encoder MLP of ``hidden[0]``,
     ``iaf_flows`` steps of MADE ``made_hidden``).
     """
+    from diffvi.distributions.likelihoods import build_likelihood
     from diffvi.distributions.smoothed import SmoothedPrior
     from diffvi.distributions.toy2d import build_prior
     from diffvi.posteriors.diffusion import build_diffusion_posterior
@@ -79,7 +80,7 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     model, posterior = build_vae(
         config.event_shape,
         config.architecture,
-        config.likelihood,
+        build_likelihood(config.likelihood, config.likelihood_scale),
         config.latent_dims,
         config.hidden,
         config.activation,
