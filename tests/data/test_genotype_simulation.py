@@ -18,6 +18,7 @@ from diffvi.data.genotype_simulation import (  # noqa: E402
     ADMIXTURE_PROPORTIONS,
     POPULATION_DESCRIPTIONS,
     SUPER_POPULATION,
+    common_sites,
     genotypes_from_tree_sequence,
     simulate_stdpopsim,
     simulate_thousand_genomes,
@@ -165,3 +166,14 @@ def test_write_simulation_trees_keeps_the_sites_of_the_genotypes(tiny, tmp_path)
         write_simulation(genotypes, tmp_path / "x", "trees")
     with pytest.raises(ValueError, match="format must be one of"):
         write_simulation(genotypes, tmp_path / "x", "bgen")  # type: ignore[arg-type]
+
+
+def test_common_sites_keeps_exactly_the_sites_that_pass_the_maf_filter(tiny):
+    ts, genotypes = tiny
+    filtered = genotypes_from_tree_sequence(common_sites(ts, 0.05))
+    frequency = genotypes.calls.sum(axis=0) / (2 * genotypes.num_samples)
+    expected = np.minimum(frequency, 1 - frequency) >= 0.05
+    assert filtered.variants == [v for v, keep in zip(genotypes.variants, expected) if keep]
+    np.testing.assert_array_equal(filtered.calls, genotypes.calls[:, expected])
+    with pytest.raises(ValueError, match="maf"):
+        common_sites(ts, 0.7)

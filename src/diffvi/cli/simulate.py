@@ -111,6 +111,7 @@ def simulate_genotypes(
     ```
     """
     from diffvi.data.genotype_simulation import (
+        common_sites,
         genotypes_from_tree_sequence,
         simulate_stdpopsim,
         simulate_thousand_genomes,
@@ -130,26 +131,13 @@ def simulate_genotypes(
         ts = simulate_stdpopsim(
             model, samples_per_population, length, seed, chosen, mutation_rate=mutation_rate
         )
-    genotypes = genotypes_from_tree_sequence(ts)
-    simulated = genotypes.num_variants
-    if maf > 0:
-        genotypes = genotypes.select_variants(_minor_allele_frequency(genotypes.calls) >= maf)
+    simulated = ts.num_sites
+    genotypes = genotypes_from_tree_sequence(common_sites(ts, maf))
     paths = write_simulation(genotypes, out, format.value, ts=ts)
     groups = sorted(set(genotypes.populations or []))
-    kept = f" ({simulated} before the MAF >= {maf} filter)" if maf > 0 else ""
+    kept = f" ({simulated} sites before the MAF >= {maf} filter)" if maf > 0 else ""
     typer.echo(
         f"Simulated {model}: {genotypes.num_samples} samples, {genotypes.num_variants} "
         f"variants{kept}, {len(groups)} populations ({', '.join(groups)})\n"
         + "\n".join(f"Wrote {path}" for path in paths)
     )
-
-
-def _minor_allele_frequency(calls):
-    """The minor allele frequency of each column of int8 calls ``[N, M]`` (missing ignored)."""
-    import numpy as np
-
-    observed = calls >= 0
-    counts = np.where(observed, calls, 0).sum(axis=0, dtype=np.int64)
-    alleles = 2 * observed.sum(axis=0)
-    frequency = np.divide(counts, alleles, out=np.zeros(calls.shape[1]), where=alleles > 0)
-    return np.minimum(frequency, 1 - frequency)

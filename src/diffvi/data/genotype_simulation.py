@@ -494,6 +494,34 @@ def simulate_thousand_genomes(
 # tree sequence -> Genotypes, and files
 
 
+def common_sites(ts: tskit.TreeSequence, maf: float) -> tskit.TreeSequence:
+    """``ts`` without the sites that :func:`genotypes_from_tree_sequence` would give a
+    minor-allele frequency below ``maf`` over the sample haplotypes (or would skip as not
+    biallelic). Filtering the tree sequence first keeps memory to the common sites: a 27 Mb
+    simulation of 3,458 individuals has ~1.2 million sites, of which ~90,000 have MAF >= 0.01.
+    """
+    tskit = _import("tskit")
+    if not 0 <= maf <= 0.5:
+        raise ValueError(f"maf must be in [0, 0.5], got {maf}")
+    haplotypes = ts.num_samples
+    variant = tskit.Variant(ts)
+    drop = []
+    for tree in ts.trees():
+        for site in tree.sites():
+            if len(site.mutations) == 1:  # the common case: count the samples below it
+                frequency = tree.num_samples(site.mutations[0].node) / haplotypes
+            else:  # recurrent or back mutations: decode the site
+                variant.decode(site.id)
+                present = np.unique(variant.genotypes[variant.genotypes >= 0])
+                if len(present) != 2:
+                    drop.append(site.id)
+                    continue
+                frequency = float((variant.genotypes == present[1]).mean())
+            if min(frequency, 1.0 - frequency) < maf:
+                drop.append(site.id)
+    return ts.delete_sites(drop) if drop else ts
+
+
 def genotypes_from_tree_sequence(
     ts: tskit.TreeSequence, super_population: Mapping[str, str] | None = None
 ) -> Genotypes:
