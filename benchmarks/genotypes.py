@@ -1,0 +1,333 @@
+"""DDVI's genotype experiment on simulated 1000 Genomes-like data: 2-D embeddings by DD-VAE,
+VAE, IAF-VAE, AAE, PCA, t-SNE and UMAP, clustered by a 20-component GMM, scored by purity,
+completeness and NMI against the 26 populations and 5 super-populations; and the cost at scale.
+
+Stages (``--stages``, default all):
+
+- ``simulate``: per seed, the 26-population demography of
+  :func:`diffvi.data.genotype_simulation.thousand_genomes_demography`, ``--samples-per-population``
+  individuals each (133 × 26 = 3,458 ≈ the paper's 3,450), ``--length`` bp, sites with MAF ≥
+  ``--maf`` kept (27 Mb gives ~90,000), written as PLINK + labels: the real-data path is then
+  exercised end to end.
+- ``embed``: per (seed, method): read the PLINK files, quality control, ``--components``
+  principal components / 30 (cached per seed), the embedding, GMM(20), scores and seconds. Jobs
+  are sharded with ``--shard/--shards`` (one thread each); parts are cached, so a rerun resumes.
+- ``scale``: ``--scale-samples-per-population`` × 26 individuals (385 × 26 = 10,010) at
+  ``--scale-length`` bp (~100,000 common SNPs), then ``diffvi embed genotypes`` as a separate
+  process per ``--scale-methods``, with wall time and peak resident memory (ru_maxrss).
+
+Writes ``benchmarks/results/genotypes-<series>.{json,md}``.
+
+    python benchmarks/genotypes.py --quick                                # CI smoke run
+    python benchmarks/genotypes.py --stages simulate                      # then, on two cores:
+    python benchmarks/genotypes.py --stages embed --shard 0 --shards 2 &
+    python benchmarks/genotypes.py --stages embed --shard 1 --shards 2 &
+    python benchmarks/genotypes.py --stages embed,scale                   # gather, then scale
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info, markdown_table, write_results  # noqa: E402
+
+from diffvi.cli.common import quiet_lightning  # noqa: E402
+from diffvi.cli.embed_genotypes import label_scores, write_embedding_csv  # noqa: E402
+from diffvi.data.genotype_io import attach_labels, read_labels, read_plink  # noqa: E402
+from diffvi.data.genotype_pca import genotype_pcs, quality_control  # noqa: E402
+from diffvi.data.genotype_simulation import (  # noqa: E402
+    common_sites,
+    genotypes_from_tree_sequence,
+    simulate_thousand_genomes,
+    write_simulation,
+)
+from diffvi.evaluation.representation import gmm_cluster  # noqa: E402
+from diffvi.training.embedding import (  # noqa: E402
+    EMBEDDING_METHODS,
+    VARIATIONAL_METHODS,
+    EmbeddingOptions,
+    embed_features,
+)
+
+RUNS = Path(__file__).resolve().parent / "runs" / "genotypes"
+STAGES = ("simulate", "embed", "scale")
+# DDVI paper, 1000 Genomes (3,450 individuals, 26 populations), GMM(20) on 2-D latents:
+# purity / completeness / NMI against the populations.
+PAPER = {"ddvae": (0.45, 0.75, 0.66), "aae": (0.37, 0.76, 0.63)}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CI smoke run: tiny data and budgets")
+    p.add_argument("--stages", default=",".join(STAGES))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--methods", default=",".join(EMBEDDING_METHODS))
+    p.add_argument("--samples-per-population", type=int, default=133)
+    p.add_argument("--length", type=float, default=27e6)
+    p.add_argument("--maf", type=float, default=0.01)
+    p.add_argument("--components", type=int, default=1000)
+    p.add_argument("--clusters", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--scale-samples-per-population", type=int, default=385)
+    p.add_argument("--scale-length", type=float, default=30e6)
+    p.add_argument("--scale-methods", default="pca,ddvae")
+    p.add_argument("--scale-epochs", type=int, default=5)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shards", type=int, default=1)
+    args = p.parse_args()
+    if args.quick:
+        args.seeds, args.samples_per_population, args.length = "0", 8, 2e6
+        args.epochs, args.hidden, args.components = 2, 32, 50
+        args.scale_samples_per_population, args.scale_length, args.scale_epochs = 10, 2e6, 1
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    args.method_list = args.methods.split(",")
+    for name, values, valid in (
+        ("stages", args.stages.split(","), STAGES),
+        ("methods", args.method_list, EMBEDDING_METHODS),
+        ("scale-methods", args.scale_methods.split(","), EMBEDDING_METHODS),
+    ):
+        unknown = set(values) - set(valid)
+        if unknown:
+            p.error(f"unknown {name} {sorted(unknown)}; valid: {list(valid)}")
+    if not 0 <= args.shard < args.shards:
+        p.error(f"--shard must be in [0, --shards), got {args.shard} of {args.shards}")
+    return args
+
+
+def series(args) -> str:
+    if args.quick:
+        return "quick"
+    return f"n{args.samples_per_population * 26}-e{args.epochs}"
+
+
+def folder(args) -> Path:
+    return RUNS / series(args)
+
+
+def simulate(prefix: Path, samples_per_population: int, length: float, seed: int, maf: float):
+    """Simulate, keep the common sites, write PLINK + labels; returns the record."""
+    if prefix.with_suffix(".json").exists():
+        return json.loads(prefix.with_suffix(".json").read_text())
+    start = time.perf_counter()
+    ts = simulate_thousand_genomes(samples_per_population, length, seed)
+    genotypes = genotypes_from_tree_sequence(common_sites(ts, maf))
+    write_simulation(genotypes, prefix, "plink")
+    record = {
+        "seed": seed,
+        "samples": genotypes.num_samples,
+        "sites": ts.num_sites,
+        "common_snps": genotypes.num_variants,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    prefix.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def simulate_stage(args) -> list[dict]:
+    folder(args).mkdir(parents=True, exist_ok=True)
+    return [
+        simulate(folder(args) / f"sim-s{seed}", args.samples_per_population, args.length, seed,
+                 args.maf)
+        for seed in args.seed_list
+    ]  # fmt: skip
+
+
+def load_genotypes(prefix: Path):
+    return attach_labels(read_plink(f"{prefix}.bed"), read_labels(f"{prefix}.labels.tsv"))
+
+
+def principal_components(args, seed: int) -> tuple[np.ndarray, dict]:
+    """PCs of seed's simulation (cached as .npy beside it) and the read/QC/PCA seconds."""
+    prefix = folder(args) / f"sim-s{seed}"
+    cache = prefix.parent / f"{prefix.name}-pcs{args.components}.npz"
+    if cache.exists():
+        saved = np.load(cache)
+        return saved["pcs"], json.loads(str(saved["timing"]))
+    start = time.perf_counter()
+    genotypes = quality_control(load_genotypes(prefix), maf=args.maf)
+    read_seconds = time.perf_counter() - start
+    k = min(args.components, genotypes.num_samples - 1, genotypes.num_variants)
+    pcs, _ = genotype_pcs(genotypes, n_components=k)
+    timing = {"read_qc_s": read_seconds, "pca_s": time.perf_counter() - start - read_seconds,
+              "snps": genotypes.num_variants, "components": k}  # fmt: skip
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, pcs=pcs, timing=json.dumps(timing))
+    os.replace(tmp, cache)
+    return pcs, timing
+
+
+def embed_job(args, seed: int, method: str) -> dict:
+    part = folder(args) / "parts" / f"s{seed}-{method}.json"
+    if part.exists():
+        return json.loads(part.read_text())
+    pcs, timing = principal_components(args, seed)
+    genotypes = load_genotypes(folder(args) / f"sim-s{seed}")
+    options = EmbeddingOptions(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
+        seed=seed, device="cpu", progress=False,
+    )  # fmt: skip
+    run_dir = folder(args) / "runs" / f"s{seed}-{method}"
+    embedding = embed_features(pcs, method, options, run_dir=run_dir)
+    clusters = gmm_cluster(embedding.coordinates, args.clusters, seed=seed)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    write_embedding_csv(part.with_suffix(".csv"), genotypes, embedding.coordinates, clusters)
+    record = {
+        "seed": seed,
+        "method": method,
+        "seconds": embedding.seconds,
+        **timing,
+        "scores": label_scores(genotypes, clusters),
+        "details": {k: v for k, v in embedding.details.items() if k != "config"},
+        "loadavg": list(os.getloadavg()),
+    }
+    part.write_text(json.dumps(record, indent=1, default=float))
+    return record
+
+
+def embed_stage(args) -> list[dict]:
+    torch.set_num_threads(max(1, 2 // args.shards))
+    jobs = [(seed, method) for seed in args.seed_list for method in args.method_list]
+    mine = jobs[args.shard :: args.shards]
+    records = [embed_job(args, seed, method) for seed, method in mine]
+    if args.shards > 1:
+        return records
+    return [embed_job(args, seed, method) for seed, method in jobs]
+
+
+def scale_stage(args) -> list[dict]:
+    prefix = folder(args) / "scale"
+    record = simulate(prefix, args.scale_samples_per_population, args.scale_length, 0, args.maf)
+    rows = []
+    for method in args.scale_methods.split(","):
+        out = folder(args) / f"scale-{method}"
+        command = [
+            str(Path(sys.executable).parent / "diffvi"), "embed", "genotypes",
+            "--input", f"{prefix}.bed", "--labels", f"{prefix}.labels.tsv",
+            "--method", method, "--out", str(out), "--components", str(args.components),
+            "--epochs", str(args.scale_epochs), "--hidden", str(args.hidden),
+            "--clusters", str(args.clusters), "--no-progress", "--device", "cpu",
+        ]  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with open(out / "log.txt", "w") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
+        seconds = time.perf_counter() - start
+        if status != 0:
+            raise RuntimeError(f"{' '.join(command)} failed; see {out / 'log.txt'}")
+        metrics = json.loads((out / "metrics.json").read_text())
+        rows.append({
+            "method": method,
+            "samples": record["samples"],
+            "snps": metrics["num_variants"],
+            "epochs": args.scale_epochs if method in VARIATIONAL_METHODS else None,
+            "seconds_end_to_end": seconds,
+            "embedding_seconds": metrics["seconds"],
+            "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+            "nmi_populations": metrics["scores"]["populations"]["nmi"],
+            "simulation_seconds": record["seconds"],
+        })  # fmt: skip
+    return rows
+
+
+def summarise(records: list[dict], args) -> tuple[list[dict], str]:
+    rows, lines = [], []
+    for method in args.method_list:
+        mine = [r for r in records if r["method"] == method]
+        if not mine:
+            continue
+        row = {"method": method, "seeds": len(mine)}
+        for level in ("populations", "super_populations"):
+            for key in ("purity", "completeness", "nmi"):
+                values = np.array([r["scores"][level][key] for r in mine])
+                row[f"{level}_{key}"] = (float(values.mean()), float(values.std()))
+        row["seconds"] = float(np.mean([r["seconds"] for r in mine]))
+        rows.append(row)
+
+    def pm(value) -> str:
+        return f"{value[0]:.3f} ± {value[1]:.3f}"
+
+    lines.append(
+        markdown_table(
+            [
+                "method",
+                "purity",
+                "completeness",
+                "NMI",
+                "NMI (super-pop.)",
+                "s / run",
+                "paper P / C / NMI",
+            ],
+            [
+                [
+                    r["method"],
+                    pm(r["populations_purity"]),
+                    pm(r["populations_completeness"]),
+                    pm(r["populations_nmi"]),
+                    pm(r["super_populations_nmi"]),
+                    r["seconds"],
+                    " / ".join(map(str, PAPER[r["method"]])) if r["method"] in PAPER else None,
+                ]
+                for r in rows
+            ],
+        )  # fmt: skip
+    )
+    return rows, "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    quiet_lightning()
+    torch.set_flush_denormal(True)
+    stages = args.stages.split(",")
+    name = f"genotypes-{series(args)}"
+    result_path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    if "simulate" in stages:
+        result["simulations"] = simulate_stage(args)
+    if "embed" in stages:
+        records = embed_stage(args)
+        if args.shards > 1:
+            return
+        result["runs"] = records
+        result["summary"], _ = summarise(records, args)
+    if "scale" in stages:
+        result["scale"] = scale_stage(args)
+    result["machine"] = machine_info()
+    result["budget"] = {
+        key: getattr(args, key)
+        for key in ("samples_per_population", "length", "maf", "components", "clusters",
+                    "epochs", "hidden", "lr", "batch_size", "seeds",
+                    "scale_samples_per_population", "scale_length", "scale_epochs")
+    }  # fmt: skip
+    lines = [f"# Genotype embeddings on simulated 1000 Genomes-like data ({series(args)})\n"]
+    if "runs" in result:
+        _, table = summarise(result["runs"], args)
+        lines += ["## GMM(20) on the 2-D embedding vs the 26 populations (mean ± sd over seeds)\n",
+                  table]  # fmt: skip
+    if "scale" in result:
+        lines += ["\n## Scale: end to end with `diffvi embed genotypes`\n", markdown_table(
+            ["method", "samples", "SNPs", "epochs", "s end to end", "s embedding",
+             "peak RSS MB", "NMI"],
+            [[r["method"], r["samples"], r["snps"], r["epochs"], r["seconds_end_to_end"],
+              r["embedding_seconds"], r["peak_rss_mb"], r["nmi_populations"]]
+             for r in result["scale"]],
+        )]  # fmt: skip
+    payload = {k: v for k, v in result.items() if k not in ("benchmark", "command", "git", "date")}
+    write_results(name, payload, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
