@@ -221,9 +221,10 @@ def test_one_layer_bound_at_optimal_q_u_equals_the_collapsed_bayesian_gplvm_boun
         model.free_log_vars[0].uniform_(-3, -1, generator=g)
     layer = model.layers[0]
     mean, var = model.recognition(y)[0]
-    layer.set_optimal_q_u(mean, var, y)
+    layer.set_optimal_q_u(mean, var, y - model.fill_value)
     with torch.no_grad():
         bound = model.bound(y).sum()
+        y = y - model.fill_value  # the model's mean function: the column means
         # Titsias & Lawrence (2010): the bound with q(U) collapsed analytically.
         beta = 1 / layer.noise_var
         chol = layer.chol_kzz()
@@ -346,6 +347,51 @@ def test_minibatch_bounds_scaled_by_num_data_add_up_to_the_full_bound(amortised)
             for idx in index.split(5)
         ]
     torch.testing.assert_close(sum(parts), full)
+
+
+def test_full_natural_gradient_step_is_the_optimum_and_partial_steps_raise_the_bound():
+    torch.manual_seed(14)
+    y = _small_data()
+    model = VAEDGP(6, [3], 5, [8]).to(DT).initialise(y, generator=_gen(14))
+    layer = model.layers[0]
+    with torch.no_grad():  # move q(U) away from the optimum initialise set
+        layer.q_mean.add_(0.5 * torch.randn(layer.q_mean.shape, generator=_gen(15), dtype=DT))
+        layer.q_log_diag.add_(0.5)
+        before = model.bound(y).sum()
+        model.natural_gradient_step(y, num_data=12, step=0.3)
+        after_partial = model.bound(y).sum()
+        model.natural_gradient_step(y, num_data=12, step=1.0)
+        optimum = model.bound(y).sum()
+        mean, var = model.recognition(y)[0]
+        q_mean = layer.q_mean.clone()
+        layer.set_optimal_q_u(mean, var, y - model.fill_value)
+    torch.testing.assert_close(layer.q_mean, q_mean)
+    assert before < after_partial < optimum
+    with torch.no_grad():  # the optimum is a fixed point of every step size
+        model.natural_gradient_step(y, num_data=12, step=0.3)
+        torch.testing.assert_close(model.bound(y).sum(), optimum)
+
+
+@pytest.mark.parametrize("amortised", [True, False], ids=["recognition", "free"])
+def test_refined_posteriors_raise_the_bound_of_new_points_without_moving_the_model(amortised):
+    torch.manual_seed(16)
+    y = _small_data()
+    model = VAEDGP(6, [3, 2], 5, [8], recognition=amortised, num_points=12).to(DT)
+    model.initialise(y, generator=_gen(16))
+    mask = torch.rand(y.shape, generator=_gen(17)) > 0.4
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    start = model.refine_posteriors(y, mask, steps=0)
+    refined = model.refine_posteriors(y, mask, steps=100)
+    filled = torch.where(mask, y, model.fill_value)
+    with torch.no_grad():
+        assert model.posterior_bound(refined, filled, mask).sum() > model.posterior_bound(
+            start, filled, mask
+        ).sum()
+        imputed = model.impute(y, mask, steps=20)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert all(p.requires_grad for p in model.parameters())
+    assert [q.shape for q, _ in refined] == [(12, 3), (12, 2)]
+    assert torch.equal(imputed[mask], y[mask]) and bool(imputed.isfinite().all())
 
 
 # --- 5. Errors ---------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``,
-``train diffusion``, ``train cvdm``, ``train sbn``), ``evaluate``,
+``train diffusion``, ``train cvdm``, ``train sbn``, ``train vaedgp``), ``evaluate``,
 ``embed`` (a group: ``embed RUN``, ``embed genotypes``), ``simulate genotypes``, ``sample``,
 ``restore`` and ``demo``.
 
@@ -22,6 +22,7 @@ from diffvi.cli.train import train_app
 from diffvi.cli.train_cvdm import train_cvdm
 from diffvi.cli.train_diffusion import train_diffusion
 from diffvi.cli.train_sbn import train_sbn
+from diffvi.cli.train_vaedgp import train_vaedgp
 
 app = typer.Typer(
     name="diffvi",
@@ -35,6 +36,7 @@ app = typer.Typer(
 train_app.command("diffusion")(train_diffusion)
 train_app.command("cvdm")(train_cvdm)
 train_app.command("sbn")(train_sbn)
+train_app.command("vaedgp")(train_vaedgp)
 app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
 embed_app.command("genotypes")(embed_genotypes)

@@ -26,7 +26,8 @@ Choices.
   through softplus (+1e-6), the variances (initially ≈ 0.01), so the number of variational
   parameters does not grow with N. Missing entries of ``y`` are replaced by the observed column
   means (``fill_value``, set by :meth:`VAEDGP.initialise`; zeros before) and the 0/1 mask is fed
-  to g_1 beside them, so the values at masked entries never enter the bound.
+  to g_1 beside them, so the values at masked entries never enter the bound. The bottom GP
+  (zero mean) models ``y − fill_value``: the column means are the model's mean function.
 - Minibatches: :meth:`VAEDGP.bound` returns per-point terms ``[B]`` with each KL(q(U)) charged
   ``1/num_data`` per point, so ``bound(y_batch, num_data=N).mean() * N`` is an unbiased estimate
   of the full bound and ``bound(y).sum()`` is the full bound on the whole data set.
@@ -247,6 +248,24 @@ class SparseGPLayer(nn.Module):
         """Set q(U) to the maximiser of the bound for these inputs and fully observed targets
         ``[B, D]`` (``scale``: weight of each point, N/B for a minibatch). Whitened, with
         Φ = L⁻¹ (Σ_n ψ2_n) L⁻ᵀ: S = (I + βΦ)⁻¹ and m = β S L⁻¹ Σ_n ψ1_nᵀ t_n (Titsias 2009)."""
+        self.natural_gradient_step(in_mean, in_var, target, scale, step=1.0)
+
+    @torch.no_grad()
+    def natural_gradient_step(
+        self,
+        in_mean: Tensor,
+        in_var: Tensor | None,
+        target: Tensor,
+        scale: float = 1.0,
+        step: float = 0.1,
+    ) -> None:
+        """One natural-gradient step of size ``step`` ∈ (0, 1] on q(U) (Hensman, Fusi &
+        Lawrence 2013, eq. 8-9): the natural parameters (Λ = S⁻¹, Λm) move to
+        ``(1 − step)·current + step·optimum`` for this (minibatch of) inputs and targets
+        ``[B, D]`` weighted by ``scale`` (N/B); ``step = 1`` jumps to the optimum. With a
+        Gaussian likelihood this is exact SVI; the other parameters keep their gradients."""
+        if not 0 < step <= 1:
+            raise ValueError(f"step must be in (0, 1], got {step}")
         in_var = self._check_inputs(in_mean, in_var)
         _check_2d("target", target, self.output_dim, in_mean.shape[0])
         chol = self.chol_kzz()
@@ -256,13 +275,23 @@ class SparseGPLayer(nn.Module):
         phi = torch.linalg.solve_triangular(chol, half.T, upper=False)  # L⁻¹ ψ2 L⁻ᵀ
         beta = 1 / self.noise_var
         eye = torch.eye(self.num_inducing, dtype=chol.dtype, device=chol.device)
-        prec_chol = torch.linalg.cholesky(eye + beta * (phi + phi.T) / 2)
+        precision = eye + beta * (phi + phi.T) / 2
+        shifted = beta * scale * torch.linalg.solve_triangular(chol, psi1.T @ target, upper=False)
+        if step < 1:
+            current = torch.cholesky_inverse(self.q_scale_tril)  # Λ = S⁻¹
+            precision = (1 - step) * (current + current.T) / 2 + step * precision
+            shifted = (1 - step) * current @ self.q_mean + step * shifted
+        prec_chol = torch.linalg.cholesky(precision)
         cov = torch.cholesky_solve(eye, prec_chol)
-        rhs = beta * scale * torch.linalg.solve_triangular(chol, psi1.T @ target, upper=False)
-        self.q_mean.copy_(torch.cholesky_solve(rhs, prec_chol))
+        self.q_mean.copy_(torch.cholesky_solve(shifted, prec_chol))
         cov_chol = torch.linalg.cholesky((cov + cov.T) / 2)
         self.q_tril.copy_(cov_chol.tril(-1))
         self.q_log_diag.copy_(cov_chol.diagonal().log())
+
+    def q_u_parameters(self) -> list[nn.Parameter]:
+        """q(U)'s parameters (``q_mean``, ``q_tril``, ``q_log_diag``), for optimisers that
+        leave them to :meth:`natural_gradient_step`."""
+        return [self.q_mean, self.q_tril, self.q_log_diag]
 
     @torch.no_grad()
     def initialise(
@@ -365,10 +394,8 @@ class VAEDGP(nn.Module):
             )
         self.register_buffer("fill_value", torch.zeros(data_dim))
 
-    def _prepare(
-        self, y: Tensor, mask: Tensor | None, index: Tensor | None
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Validate; return y with masked entries set to ``fill_value``, the mask and index."""
+    def _fill(self, y: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Validate; return y with masked entries set to ``fill_value`` and the bool mask."""
         _check_2d("y", y, self.data_dim)
         y = y.to(self.fill_value)
         if mask is not None:
@@ -376,6 +403,13 @@ class VAEDGP(nn.Module):
                 raise ValueError(f"mask must have shape {list(y.shape)}, got {list(mask.shape)}")
             mask = mask.to(device=y.device, dtype=torch.bool)
             y = torch.where(mask, y, self.fill_value.expand_as(y))
+        return y, mask
+
+    def _prepare(
+        self, y: Tensor, mask: Tensor | None, index: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Validate; return y with masked entries set to ``fill_value``, the mask and index."""
+        y, mask = self._fill(y, mask)
         if not self.amortised:
             if index is None:
                 if y.shape[0] != self.num_points:
@@ -424,11 +458,26 @@ class VAEDGP(nn.Module):
         """Per-point share of the bound ``[B]``: ``bound(y_batch, num_data=N).mean() * N``
         estimates the full bound without bias (``num_data`` defaults to B)."""
         y, mask, index = self._prepare(y, mask, index)
+        return self.posterior_bound(self._posteriors(y, mask, index), y, mask, num_data)
+
+    def posterior_bound(
+        self,
+        posteriors: Sequence[tuple[Tensor, Tensor]],
+        y: Tensor,
+        mask: Tensor | None = None,
+        num_data: int | None = None,
+    ) -> Tensor:
+        """The per-point bound ``[B]`` of :meth:`bound` for given q(X_l) = N(mean, diag var)
+        (``[B, Q_l]`` each, bottom first) instead of the model's own; ``y`` must already have
+        its missing entries filled (as :meth:`refine_posteriors` passes it)."""
         num_data = y.shape[0] if num_data is None else num_data
         if num_data < 1:
             raise ValueError(f"num_data must be >= 1, got {num_data}")
-        qs = self._posteriors(y, mask, index)
-        total = self.layers[0].expected_log_lik(*qs[0], y, mask=mask)
+        qs = list(posteriors)
+        if len(qs) != len(self.layers):
+            raise ValueError(f"need {len(self.layers)} posteriors (one per layer), got {len(qs)}")
+        centred = y - self.fill_value  # the bottom GP models y − fill_value (zero-mean GP)
+        total = self.layers[0].expected_log_lik(*qs[0], centred, mask=mask)
         for layer, (mean, var), below in zip(self.layers[1:], qs[1:], qs[:-1], strict=True):
             total = total + layer.expected_log_lik(mean, var, *below)
             total = total + _gaussian_entropy(below[1])  # H[q(X_l)], hidden layers l < L
@@ -436,20 +485,89 @@ class VAEDGP(nn.Module):
         kl_u = sum(layer.kl_u() for layer in self.layers)
         return total - kl_u / num_data
 
+    @torch.enable_grad()
+    def refine_posteriors(
+        self,
+        y: Tensor,
+        mask: Tensor | None = None,
+        steps: int = 200,
+        lr: float = 0.05,
+        index: Tensor | None = None,
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Test-time inference: q(X_l) of new points fitted by Adam on their bound with the model
+        held fixed, starting from the recognition model's output (or the free parameters at
+        ``index``). Each point's bound depends on its own q only, so the points are fitted
+        independently. Returns detached ``(mean, var)`` ``[B, Q_l]`` per layer, bottom first.
+
+        Use it where the recognition model has not seen the pattern of missing entries (e.g.
+        it was trained on complete data), or for points outside a GP-LVM's training set
+        (``recognition=False``; starts at N(0, 0.1·I) when ``index`` is None).
+        """
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        if not self.amortised and index is None:
+            y, mask = self._fill(y, mask)
+            start = [
+                (y.new_zeros(y.shape[0], q), y.new_full((y.shape[0], q), 0.1))
+                for q in self.latent_dims
+            ]
+        else:
+            y, mask, index = self._prepare(y, mask, index)
+            with torch.no_grad():
+                start = self._posteriors(y, mask, index)
+        means = [m.detach().clone().requires_grad_() for m, _ in start]
+        log_vars = [v.detach().log().requires_grad_() for _, v in start]
+        optimiser = torch.optim.Adam([*means, *log_vars], lr=lr)
+        frozen = [p.requires_grad for p in self.parameters()]
+        self.requires_grad_(False)
+        try:
+            for _ in range(steps):
+                optimiser.zero_grad()
+                qs = [(m, lv.exp()) for m, lv in zip(means, log_vars, strict=True)]
+                (-self.posterior_bound(qs, y, mask).sum()).backward()
+                optimiser.step()
+        finally:
+            for p, flag in zip(self.parameters(), frozen, strict=True):
+                p.requires_grad_(flag)
+        return [(m.detach(), lv.detach().exp()) for m, lv in zip(means, log_vars, strict=True)]
+
     def decode(self, mean: Tensor, var: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Moment-matched predictive of ``y`` from a top-layer Gaussian ``[B, Q_L]``, propagated
         down the layers: ``-> (mean [B, D], var [B, D])``."""
         for layer in reversed(self.layers):
             mean, var = layer.predict(mean, var)
-        return mean, var
+        return mean + self.fill_value, var
 
-    def impute(self, y: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
+    def impute(
+        self, y: Tensor, mask: Tensor, index: Tensor | None = None, steps: int = 0, lr: float = 0.05
+    ) -> Tensor:
         """``y`` with its missing entries (``mask`` False) replaced by the predictive mean of
-        the bottom layer at q(X_1): ``[B, D]``; observed entries are returned unchanged."""
-        y, mask, index = self._prepare(y, mask, index)
-        (mean, var), *_ = self._posteriors(y, mask, index)
-        pred, _ = self.layers[0].predict(mean, var)
-        return torch.where(mask, y, pred)
+        the bottom layer at q(X_1): ``[B, D]``; observed entries are returned unchanged.
+        ``steps > 0`` first refines q by :meth:`refine_posteriors` on the observed entries."""
+        if steps > 0:
+            (mean, var), *_ = self.refine_posteriors(y, mask, steps, lr, index)
+            y, mask = self._fill(y, mask)
+        else:
+            y, mask, index = self._prepare(y, mask, index)
+            (mean, var), *_ = self._posteriors(y, mask, index)
+        with torch.no_grad():
+            pred, _ = self.layers[0].predict(mean, var)
+        return torch.where(mask, y, pred + self.fill_value)
+
+    @torch.no_grad()
+    def natural_gradient_step(
+        self, y: Tensor, num_data: int, step: float = 0.1, index: Tensor | None = None
+    ) -> None:
+        """One natural-gradient step on every layer's q(U) from the complete minibatch
+        ``y [B, D]`` of a data set of ``num_data`` points, at the current q(X) (SVI, Hensman et
+        al. 2013; see :meth:`SparseGPLayer.natural_gradient_step`). Layer l's targets are y −
+        ``fill_value`` (l = 1) or the means of q(X_{l−1}); their variances do not move q(U)."""
+        y, _, index = self._prepare(y, None, index)
+        qs = self._posteriors(y, None, index)
+        targets = [y - self.fill_value, *(mean for mean, _ in qs[:-1])]
+        scale = num_data / y.shape[0]
+        for layer, (mean, var), target in zip(self.layers, qs, targets, strict=True):
+            layer.natural_gradient_step(mean, var, target, scale, step)
 
     def encode(self, y: Tensor, mask: Tensor | None = None, index: Tensor | None = None) -> Tensor:
         """Mean of the top latent q(X_L): ``[B, Q_L]``."""
@@ -490,7 +608,7 @@ class VAEDGP(nn.Module):
                 _standardise_head(net, below)
                 below = _gaussian_head(net, below)[0]
         qs = self._posteriors(y, mask, index)
-        targets = [(y, None), *qs[:-1]]
+        targets = [(y - self.fill_value, None), *qs[:-1]]
         for layer, (mean, var), target in zip(self.layers, qs, targets, strict=True):
             layer.initialise(mean, var, *target, generator=generator)
         return self
