@@ -384,9 +384,10 @@ def test_refined_posteriors_raise_the_bound_of_new_points_without_moving_the_mod
     refined = model.refine_posteriors(y, mask, steps=100)
     filled = torch.where(mask, y, model.fill_value)
     with torch.no_grad():
-        assert model.posterior_bound(refined, filled, mask).sum() > model.posterior_bound(
-            start, filled, mask
-        ).sum()
+        assert (
+            model.posterior_bound(refined, filled, mask).sum()
+            > model.posterior_bound(start, filled, mask).sum()
+        )
         imputed = model.impute(y, mask, steps=20)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     assert all(p.requires_grad for p in model.parameters())

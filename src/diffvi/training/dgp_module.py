@@ -269,10 +269,7 @@ def save_latent_plot(model: VAEDGP, y: Tensor, labels: Tensor, path: Path, title
 
     index = torch.arange(len(y)) if not model.amortised else None
     z = model.encode(y.to(model.fill_value), index=index)
-    if z.shape[1] == 1:
-        z = torch.cat([z, torch.zeros_like(z)], 1)
-    else:
-        z = z[:, relevant_dims(model)]
+    z = z[:, relevant_dims(model)] if z.shape[1] > 1 else torch.cat([z, torch.zeros_like(z)], 1)
     known = labels if (labels >= 0).any() else None
     return save_latent_scatter(z.float().cpu(), known, path, title=title)
 
