@@ -82,9 +82,13 @@ class GaussianLikelihood(Likelihood):
         return mean, log_std
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return self.elementwise_log_prob(x, params).sum(-1)
+
+    def elementwise_log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log N(x_f | μ_f, σ_f²) per dimension ``[..., F]`` (e.g. to score observed pixels)."""
         mean, log_std = self._mean_and_log_std(params)
         scaled = (x - mean) * torch.exp(-log_std)
-        return -0.5 * (scaled.square() + LOG_2PI).sum(-1) - log_std.sum(-1)
+        return -0.5 * (scaled.square() + LOG_2PI) - log_std
 
     def mean(self, params: Tensor) -> Tensor:
         return self._mean_and_log_std(params)[0]
