@@ -102,7 +102,7 @@ def train_vaedgp(
     lr: lr_opt("1e-2") = None,
     recognition_lr: Annotated[
         float | None,
-        typer.Option(min=1e-12, show_default="1e-3", rich_help_panel=_OPTIM),
+        typer.Option(min=1e-12, show_default="3e-4", rich_help_panel=_OPTIM),
     ] = None,
     natural_step: Annotated[
         float | None,

@@ -26,7 +26,9 @@ Choices.
   through softplus (+1e-6), the variances (initially ≈ 0.01), so the number of variational
   parameters does not grow with N. Missing entries of ``y`` are replaced by the observed column
   means (``fill_value``, set by :meth:`VAEDGP.initialise`; zeros before) and the 0/1 mask is fed
-  to g_1 beside them, so the values at masked entries never enter the bound. The bottom GP
+  to g_1 (as ``mask − 1``) beside them, so the values at masked entries never enter the
+  bound; g_1 sees ``(y − fill_value) / input_scale`` (one scalar: the observed entries'
+  spread), which keeps a freshly initialised MLP's outputs varied across similar images. The bottom GP
   (zero mean) models ``y − fill_value``: the column means are the model's mean function.
 - Minibatches: :meth:`VAEDGP.bound` returns per-point terms ``[B]`` with each KL(q(U)) charged
   ``1/num_data`` per point, so ``bound(y_batch, num_data=N).mean() * N`` is an unbiased estimate
@@ -393,6 +395,7 @@ class VAEDGP(nn.Module):
                 nn.Parameter(torch.full((num_points, q), log(0.1))) for q in self.latent_dims
             )
         self.register_buffer("fill_value", torch.zeros(data_dim))
+        self.register_buffer("input_scale", torch.ones(()))
 
     def _fill(self, y: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Validate; return y with masked entries set to ``fill_value`` and the bool mask."""
@@ -430,10 +433,16 @@ class VAEDGP(nn.Module):
                 for mu, logvar in zip(self.free_means, self.free_log_vars, strict=True)
             ]
         observed = torch.ones_like(y) if mask is None else mask.to(y.dtype)
-        out = [_gaussian_head(self.encoders[0], torch.cat([y, observed], -1))]
+        out = [_gaussian_head(self.encoders[0], self._encoder_input(y, observed))]
         for net in self.encoders[1:]:
             out.append(_gaussian_head(net, out[-1][0]))  # μ_l = g_l(μ_{l−1})
         return out
+
+    def _encoder_input(self, y: Tensor, observed: Tensor) -> Tensor:
+        """g_1's input ``[B, 2D]``: standardised ``(y − fill_value) / input_scale`` (0 where
+        missing) beside ``mask − 1`` (0 where observed, −1 where missing: no constant inputs
+        on complete data, whose weights would all move together under Adam)."""
+        return torch.cat([(y - self.fill_value) / self.input_scale, observed - 1], -1)
 
     def recognition(
         self, y: Tensor, mask: Tensor | None = None, index: Tensor | None = None
@@ -595,6 +604,9 @@ class VAEDGP(nn.Module):
         observed = torch.ones_like(y) if mask is None else mask.to(y)
         counts = observed.sum(0).clamp_min(1)
         self.fill_value.copy_((torch.where(observed > 0, y, 0).sum(0)) / counts)
+        centred = torch.where(observed > 0, y - self.fill_value, 0)
+        spread = centred.pow(2).sum() / observed.sum().clamp_min(1)
+        self.input_scale.copy_(spread.sqrt().clamp_min(1e-6))
         y, mask, index = self._prepare(y, mask, None)
         if not self.amortised and latent_init == "pca":
             below = y
@@ -603,7 +615,7 @@ class VAEDGP(nn.Module):
                 below = mu
         if self.amortised:
             observed = torch.ones_like(y) if mask is None else mask.to(y.dtype)
-            below = torch.cat([y, observed], -1)
+            below = self._encoder_input(y, observed)
             for net in self.encoders:
                 _standardise_head(net, below)
                 below = _gaussian_head(net, below)[0]

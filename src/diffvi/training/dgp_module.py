@@ -67,7 +67,7 @@ class VAEDGPConfig(JSONConfig):
     train_size: int | None = None
     batch_size: int = 100
     lr: float = 1e-2
-    recognition_lr: float = 1e-3
+    recognition_lr: float = 3e-4
     natural_step: float = 0.1
     refine_steps: int = 200
     max_steps: int = 3000
