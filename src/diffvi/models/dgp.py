@@ -28,8 +28,9 @@ Choices.
   means (``fill_value``, set by :meth:`VAEDGP.initialise`; zeros before) and the 0/1 mask is fed
   to g_1 (as ``mask − 1``) beside them, so the values at masked entries never enter the
   bound; g_1 sees ``(y − fill_value) / input_scale`` (one scalar: the observed entries'
-  spread), which keeps a freshly initialised MLP's outputs varied across similar images. The bottom GP
-  (zero mean) models ``y − fill_value``: the column means are the model's mean function.
+  spread), which keeps a freshly initialised MLP's outputs varied across similar images. The
+  bottom GP (zero mean) models ``y − fill_value``: the column means are the model's mean
+  function.
 - Minibatches: :meth:`VAEDGP.bound` returns per-point terms ``[B]`` with each KL(q(U)) charged
   ``1/num_data`` per point, so ``bound(y_batch, num_data=N).mean() * N`` is an unbiased estimate
   of the full bound and ``bound(y).sum()`` is the full bound on the whole data set.
