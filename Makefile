@@ -50,7 +50,14 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/inverse_mnist.py
 	$(PY) benchmarks/cvdm.py --shard 0 --shards 2 & $(PY) benchmarks/cvdm.py --shard 1 --shards 2; wait
 	$(PY) benchmarks/cvdm.py --assemble-only
-	$(PY) benchmarks/sbn_mnist.py
+	$(PY) benchmarks/sbn_mnist.py --stages variance,speed --minutes 15
+	$(PY) benchmarks/sbn_mnist.py --stages train --minutes 15 --shard 0 --shards 2 & $(PY) benchmarks/sbn_mnist.py --stages train --minutes 15 --shard 1 --shards 2; wait
+	$(PY) benchmarks/sbn_mnist.py --stages train --minutes 15
+	$(PY) benchmarks/genotypes.py --stages simulate
+	$(PY) benchmarks/genotypes.py --stages embed --shard 0 --shards 2 & $(PY) benchmarks/genotypes.py --stages embed --shard 1 --shards 2; wait
+	$(PY) benchmarks/genotypes.py --stages embed,scale --scale-methods ddvae
+	$(PY) benchmarks/vaedgp.py --stages unsupervised --shard 0 --shards 2 & $(PY) benchmarks/vaedgp.py --stages unsupervised --shard 1 --shards 2; wait
+	$(PY) benchmarks/vaedgp.py
 
 bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/iwae_speed.py --quick
@@ -61,6 +68,8 @@ bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/inverse_mnist.py --quick
 	$(PY) benchmarks/cvdm.py --quick
 	$(PY) benchmarks/sbn_mnist.py --quick
+	$(PY) benchmarks/genotypes.py --quick
+	$(PY) benchmarks/vaedgp.py --quick
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
