@@ -325,6 +325,17 @@ def test_bound_with_missing_values_is_finite_and_ignores_the_masked_entries():
     assert all(bool(p.grad.isfinite().all()) for p in model.parameters() if p.grad is not None)
 
 
+def test_the_summed_unmasked_bound_equals_the_per_entry_masked_one_with_every_entry_observed():
+    torch.manual_seed(13)
+    y = _small_data()
+    model = VAEDGP(6, [3, 2], 5, [8]).to(DT).initialise(y, generator=_gen(13))
+    with torch.no_grad():
+        model.layers[0].q_log_diag.add_(0.3)  # away from the optimum: every term matters
+        full = model.bound(y)
+        masked = model.bound(y, torch.ones_like(y, dtype=torch.bool))
+    torch.testing.assert_close(full, masked)
+
+
 def test_impute_returns_observed_entries_unchanged_and_fills_the_rest():
     torch.manual_seed(11)
     y = _small_data()
