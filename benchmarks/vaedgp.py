@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny budgets")
     p.add_argument("--stages", default=",".join(STAGES))
-    p.add_argument("--steps", type=int, default=1500, help="training steps per model")
+    p.add_argument("--steps", type=int, default=2000, help="training steps per model")
     p.add_argument("--refine-steps", type=int, default=200)
     p.add_argument("--mnist-train", type=int, default=2000)
     p.add_argument("--mnist-test", type=int, default=500)
