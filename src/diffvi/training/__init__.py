@@ -18,6 +18,9 @@ _LAZY = {
     "CVDMModule": "diffvi.training.cvdm_module",
     "fit_cvdm": "diffvi.training.cvdm_module",
     "load_cvdm": "diffvi.training.cvdm_module",
+    "VAEDGPConfig": "diffvi.training.dgp_module",
+    "fit_vaedgp": "diffvi.training.dgp_module",
+    "load_vaedgp": "diffvi.training.dgp_module",
 }
 
 
@@ -32,9 +35,12 @@ __all__ = [
     "CVDMConfig",
     "CVDMModule",
     "TrainConfig",
+    "VAEDGPConfig",
     "VAEModule",
     "fit",
     "fit_cvdm",
+    "fit_vaedgp",
     "load_cvdm",
+    "load_vaedgp",
     "load_module",
 ]
