@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffvi.data.registry import available_datasets, load_dataset
+from diffvi.data.registry import available_datasets, dataset_splits, load_dataset
 from diffvi.diffusion.pretrained import SPEC, WEIGHTS, find_diffusion, save_diffusion
 from diffvi.models.dgp import VAEDGP
 from diffvi.training.checkpoint import resolve_checkpoint
@@ -119,15 +119,6 @@ def flat_images(dataset: str, split: str, count: int | None = None) -> tuple[Ten
     return images, labels
 
 
-def held_out_split(dataset: str) -> str:
-    """``valid`` where the data set has that split, else ``test``."""
-    try:
-        load_dataset(dataset, "valid")
-    except (ValueError, FileNotFoundError, KeyError):
-        return "test"
-    return "valid"
-
-
 def random_mask(shape: torch.Size | tuple[int, ...], missing: float, seed: int) -> Tensor:
     """Bool mask ``shape``, True where observed, hiding a ``missing`` fraction per entry."""
     generator = torch.Generator().manual_seed(seed)
@@ -142,7 +133,8 @@ class VAEDGPDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         train, self.train_labels = flat_images(config.dataset, "train", config.train_size)
-        val, _ = flat_images(config.dataset, held_out_split(config.dataset), config.val_size)
+        held_out = "valid" if "valid" in dataset_splits(config.dataset) else "test"
+        val, _ = flat_images(config.dataset, held_out, config.val_size)
         self.train_y = train.to(config.dtype)
         mask = random_mask(val.shape, config.val_missing, config.seed + 1)
         self.val_set = TensorDataset(val.to(config.dtype), mask)
