@@ -26,6 +26,7 @@ Stages (``--stages``, default both):
     python benchmarks/vaedgp.py --stages unsupervised --shard 0 --shards 2 &
     python benchmarks/vaedgp.py --stages unsupervised --shard 1 --shards 2 &
     python benchmarks/vaedgp.py                                            # gather + regression
+    python benchmarks/vaedgp.py --stages unsupervised --gather-only        # report what ran
 """
 
 import argparse
@@ -77,6 +78,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--gather-only", action="store_true",
+                   help="report the cached runs only; list the missing ones")  # fmt: skip
     args = p.parse_args()
     if args.quick:
         args.steps, args.refine_steps, args.mnist_train, args.mnist_test = 20, 10, 200, 50
@@ -220,6 +223,9 @@ def unsupervised_stage(args) -> list[dict]:
     for dataset, name in jobs[args.shard :: args.shards]:
         run = RUNS / series(args) / f"{dataset}-{name}"
         cache = run / f"result-r{args.refine_steps}.json"
+        if not cache.exists() and args.gather_only:
+            print(f"missing (not run): {dataset} {name}", flush=True)
+            continue
         if not cache.exists():
             start = time.perf_counter()
             run.mkdir(parents=True, exist_ok=True)
