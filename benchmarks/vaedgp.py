@@ -47,6 +47,7 @@ from diffvi.training.dgp_module import (  # noqa: E402
     VAEDGPConfig,
     fit_vaedgp,
     flat_images,
+    imputation_rmse,
     load_vaedgp,
     random_mask,
 )
@@ -137,7 +138,7 @@ def dgp_job(dataset: str, name: str, args, run: Path) -> dict:
     full = model.refine_posteriors(test, None, args.refine_steps)
     with torch.no_grad():
         row["bound_refined"] = model.posterior_bound(full, test, None, len(train)).mean().item()
-    row["rmse_refined"] = rmse(model.impute(test, mask, steps=args.refine_steps), test, mask)
+    row["rmse_refined"] = imputation_rmse(model, test, mask, args.refine_steps)
     return row
 
 
