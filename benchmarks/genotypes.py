@@ -79,6 +79,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--likelihood-scale", type=float, default=EmbeddingOptions().likelihood_scale,
+                   help="σ of the variational methods' Gaussian likelihood, in units of "
+                   "std(PC 1)")  # fmt: skip
     p.add_argument("--scale-samples-per-population", type=int, default=385)
     p.add_argument("--scale-length", type=float, default=30e6)
     p.add_argument("--scale-methods", default="pca,ddvae")
@@ -108,7 +111,7 @@ def parse_args() -> argparse.Namespace:
 def series(args) -> str:
     if args.quick:
         return "quick"
-    return f"n{args.samples_per_population * 26}-e{args.epochs}"
+    return f"n{args.samples_per_population * 26}-e{args.epochs}-sigma{args.likelihood_scale:g}"
 
 
 def folder(args) -> Path:
@@ -175,7 +178,7 @@ def embed_job(args, seed: int, method: str) -> dict:
     genotypes = load_genotypes(folder(args) / f"sim-s{seed}")
     options = EmbeddingOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
-        seed=seed, device="cpu", progress=False,
+        likelihood_scale=args.likelihood_scale, seed=seed, device="cpu", progress=False,
     )  # fmt: skip
     run_dir = folder(args) / "runs" / f"s{seed}-{method}"
     embedding = embed_features(pcs, method, options, run_dir=run_dir)
@@ -216,6 +219,7 @@ def scale_stage(args) -> list[dict]:
             "--input", f"{prefix}.bed", "--labels", f"{prefix}.labels.tsv",
             "--method", method, "--out", str(out), "--components", str(args.components),
             "--epochs", str(args.scale_epochs), "--hidden", str(args.hidden),
+            "--likelihood-scale", str(args.likelihood_scale),
             "--clusters", str(args.clusters), "--no-progress", "--device", "cpu",
         ]  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)

@@ -92,3 +92,22 @@ def test_a_filter_that_leaves_no_variant_is_an_error(cli, easy_plink, tmp_path):
     result = embed(cli, easy_plink, tmp_path / "z", "--method", "pca", "--thin", "1000000")
     assert result.exit_code == 1
     assert "1 variants left" in result.output
+
+
+def test_likelihood_scale_reaches_the_training_run_and_defaults_to_the_librarys(
+    cli, easy_plink, tmp_path
+):
+    import inspect
+
+    from diffvi.cli.embed_genotypes import embed_genotypes
+    from diffvi.training.embedding import EmbeddingOptions
+
+    default = inspect.signature(embed_genotypes).parameters["likelihood_scale"].default
+    assert default == EmbeddingOptions().likelihood_scale
+    result = embed(
+        cli, easy_plink, tmp_path / "vae", "--method", "vae", "--components", "10",
+        "--epochs", "1", "--hidden", "8", "--likelihood-scale", "0.05",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "vae" / "run" / "config.json").read_text())
+    assert config["likelihood_scale"] == 0.05

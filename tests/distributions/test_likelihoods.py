@@ -128,3 +128,22 @@ def test_real_gaussian_has_an_unbounded_mean_and_a_fixed_scale_when_asked():
     assert build_likelihood("real-gaussian").num_params(2) == 4  # learned scale
     with pytest.raises(ValueError, match="needs a Gaussian likelihood"):
         build_likelihood("bernoulli", scale=0.5)
+
+
+def test_min_scale_floors_a_learned_sigma_so_a_constant_pixel_has_a_bounded_likelihood():
+    x = torch.zeros(1, 2)  # a pixel that never varies, predicted exactly
+    mean_logit = torch.full((1, 1, 2), -100.0)  # sigmoid(−100) ≈ 0
+    tiny = torch.full((1, 1, 2), -40.0)  # log σ → −40: unbounded without the floor
+    params = torch.cat([mean_logit, tiny], dim=-1)
+    floored = build_likelihood("gaussian", min_scale=0.01)
+    bound = -2 * (0.5 * math.log(2 * math.pi) + math.log(0.01))  # log N(0 | 0, 0.01²) × 2
+    assert build_likelihood("gaussian").log_prob(x, params).item() > 70
+    floored_value = floored.log_prob(x, params)
+    torch.testing.assert_close(floored_value, torch.tensor([[bound]]), atol=1e-4, rtol=0)
+    large = torch.cat([mean_logit, torch.zeros(1, 1, 2)], dim=-1)  # σ = 1 + 0.01
+    expected = torch.distributions.Normal(torch.sigmoid(mean_logit), 1.01).log_prob(x).sum(-1)
+    torch.testing.assert_close(floored.log_prob(x, large), expected)
+    with pytest.raises(ValueError, match="min_scale"):
+        GaussianLikelihood(min_scale=-1.0)
+    with pytest.raises(ValueError, match="needs a Gaussian likelihood"):
+        build_likelihood("bernoulli", min_scale=0.01)

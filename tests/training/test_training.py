@@ -127,6 +127,8 @@ def test_unknown_config_key_and_bad_values_raise_value_error():
         TrainConfig(objective="vimco")
     with pytest.raises(ValueError, match="k must be"):
         TrainConfig(k=0)
+    with pytest.raises(ValueError, match="likelihood_min_scale"):
+        TrainConfig(likelihood="gaussian", likelihood_min_scale=-0.1)
 
 
 def test_index_batches_shard_each_epoch_disjointly_and_reshuffle_between_epochs():

@@ -96,6 +96,12 @@ def embed_genotypes(
     hidden: Annotated[int, typer.Option(min=1, help="Hidden units per MLP layer.")] = 256,
     lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1e-3,
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per training batch.")] = 128,
+    likelihood_scale: Annotated[
+        float,
+        typer.Option(
+            min=1e-6, help="σ of the variational methods' Gaussian likelihood, in std(PC 1)."
+        ),
+    ] = 0.3,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of training, sampling and the GMM.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -149,8 +155,8 @@ def embed_genotypes(
     )
     features, explained = genotype_pcs(genotypes, n_components=components, scale=pc_scale)
     options = EmbeddingOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, seed=seed, device=device,
-        progress=progress,
+        epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+        likelihood_scale=likelihood_scale, seed=seed, device=device, progress=progress,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     embedding = embed_features(features, method.value, options, run_dir=out / "run")

@@ -58,16 +58,23 @@ class GaussianLikelihood(Likelihood):
 
     ``scale="learned"``: the decoder outputs μ and log σ per pixel (AEVB App. C.2, P = 2F);
     ``scale=<float>``: fixed σ (P = F). ``sigmoid_mean`` squashes μ into (0, 1) as AEVB does.
+    ``min_scale`` > 0 floors a learned σ smoothly, σ = σ_min + exp(output): without it the
+    likelihood is unbounded on pixels that never vary (MNIST's borders) and training diverges.
     """
 
-    def __init__(self, scale: str | float = "learned", sigmoid_mean: bool = True) -> None:
+    def __init__(
+        self, scale: str | float = "learned", sigmoid_mean: bool = True, min_scale: float = 0.0
+    ) -> None:
         super().__init__()
         if isinstance(scale, str) and scale != "learned":
             raise ValueError(f"scale must be 'learned' or a float, got {scale!r}")
         if not isinstance(scale, str) and scale <= 0:
             raise ValueError(f"a fixed scale must be > 0, got {scale}")
+        if min_scale < 0:
+            raise ValueError(f"min_scale must be >= 0, got {min_scale}")
         self.scale = scale
         self.sigmoid_mean = sigmoid_mean
+        self.min_scale = min_scale
 
     def num_params(self, data_dim: int) -> int:
         return 2 * data_dim if self.scale == "learned" else data_dim
@@ -75,6 +82,9 @@ class GaussianLikelihood(Likelihood):
     def _mean_and_log_std(self, params: Tensor) -> tuple[Tensor, Tensor]:
         if self.scale == "learned":
             mean, log_std = params.chunk(2, dim=-1)
+            if self.min_scale > 0:
+                floor = torch.full_like(log_std, math.log(self.min_scale))
+                log_std = torch.logaddexp(log_std, floor)  # σ = σ_min + exp(output)
         else:
             mean, log_std = params, torch.full_like(params, math.log(float(self.scale)))
         if self.sigmoid_mean:
@@ -103,8 +113,8 @@ class RealGaussianLikelihood(GaussianLikelihood):
     """N(μ(z), σ(z)²) with an unbounded mean and a learned scale per dimension, for real-valued
     features such as principal components (``GaussianLikelihood`` squashes μ into (0, 1))."""
 
-    def __init__(self, scale: str | float = "learned") -> None:
-        super().__init__(scale, sigmoid_mean=False)
+    def __init__(self, scale: str | float = "learned", min_scale: float = 0.0) -> None:
+        super().__init__(scale, sigmoid_mean=False, min_scale=min_scale)
 
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {
@@ -114,15 +124,17 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 }
 
 
-def build_likelihood(name: str, scale: float | None = None) -> Likelihood:
+def build_likelihood(name: str, scale: float | None = None, min_scale: float = 0.0) -> Likelihood:
     """A likelihood by name: ``"bernoulli"``, ``"gaussian"`` (per-pixel learned scale, mean in
     (0, 1), for images) or ``"real-gaussian"`` (learned scale, unbounded mean, for features).
-    ``scale`` fixes a Gaussian's σ instead of learning it."""
+    ``scale`` fixes a Gaussian's σ instead of learning it; ``min_scale`` floors a learned σ."""
     if name not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)}, got {name!r}")
     cls = LIKELIHOODS[name]
-    if scale is None:
+    if scale is None and min_scale == 0:
         return cls()
     if not issubclass(cls, GaussianLikelihood):
-        raise ValueError(f"a fixed scale needs a Gaussian likelihood, got {name!r}")
+        raise ValueError(f"a scale or min_scale needs a Gaussian likelihood, got {name!r}")
+    if scale is None:
+        return cls(min_scale=min_scale)
     return cls(scale=scale)

@@ -44,7 +44,8 @@ class TrainConfig(JSONConfig):
     """Everything that defines a VAE/IWAE training run (all fields are JSON-serialisable).
 
     ``k`` is the number of samples per data point: IWAE's k, or the ELBO's sample count.
-    ``likelihood_scale`` fixes the σ of a Gaussian likelihood (``None``: learned per pixel).
+    ``likelihood_scale`` fixes the σ of a Gaussian likelihood (``None``: learned per pixel);
+    ``likelihood_min_scale`` floors a learned σ (needed where pixels never vary, e.g. MNIST).
     ``schedule="iwae"`` is the IWAE paper's: 3^i epochs at lr·10^(-i/7), i = 0…7 (3280 epochs),
     cut at ``max_epochs``.
 
@@ -89,6 +90,7 @@ class TrainConfig(JSONConfig):
     architecture: str = "iwae-1"
     likelihood: str = "bernoulli"
     likelihood_scale: float | None = None
+    likelihood_min_scale: float = 0.0
     latent_dims: list[int] | None = None
     hidden: list[list[int]] | None = None
     activation: str = "tanh"
@@ -145,6 +147,7 @@ class TrainConfig(JSONConfig):
                 self.likelihood_scale is None or self.likelihood_scale > 0,
                 "likelihood_scale must be None (learned) or > 0",
             ),
+            (self.likelihood_min_scale >= 0, "likelihood_min_scale must be >= 0"),
             (0 < self.beta_end < 1, "beta_end must be in (0, 1)"),
             (self.beta_reg >= 0, "beta_reg must be >= 0"),
             (self.beta_sleep >= 0, "beta_sleep must be >= 0"),

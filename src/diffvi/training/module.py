@@ -80,7 +80,7 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     model, posterior = build_vae(
         config.event_shape,
         config.architecture,
-        build_likelihood(config.likelihood, config.likelihood_scale),
+        build_likelihood(config.likelihood, config.likelihood_scale, config.likelihood_min_scale),
         config.latent_dims,
         config.hidden,
         config.activation,
