@@ -115,7 +115,13 @@ def series(args) -> str:
 
 
 def folder(args) -> Path:
+    """Training runs and scores of this series."""
     return RUNS / series(args)
+
+
+def data_folder(args) -> Path:
+    """Simulations and their principal components, shared by every series of that size."""
+    return RUNS / ("quick" if args.quick else f"n{args.samples_per_population * 26}")
 
 
 def simulate(prefix: Path, samples_per_population: int, length: float, seed: int, maf: float):
@@ -138,9 +144,9 @@ def simulate(prefix: Path, samples_per_population: int, length: float, seed: int
 
 
 def simulate_stage(args) -> list[dict]:
-    folder(args).mkdir(parents=True, exist_ok=True)
+    data_folder(args).mkdir(parents=True, exist_ok=True)
     return [
-        simulate(folder(args) / f"sim-s{seed}", args.samples_per_population, args.length, seed,
+        simulate(data_folder(args) / f"sim-s{seed}", args.samples_per_population, args.length, seed,
                  args.maf)
         for seed in args.seed_list
     ]  # fmt: skip
@@ -152,7 +158,7 @@ def load_genotypes(prefix: Path):
 
 def principal_components(args, seed: int) -> tuple[np.ndarray, dict]:
     """PCs of seed's simulation (cached as .npy beside it) and the read/QC/PCA seconds."""
-    prefix = folder(args) / f"sim-s{seed}"
+    prefix = data_folder(args) / f"sim-s{seed}"
     cache = prefix.parent / f"{prefix.name}-pcs{args.components}.npz"
     if cache.exists():
         saved = np.load(cache)
@@ -175,7 +181,7 @@ def embed_job(args, seed: int, method: str) -> dict:
     if part.exists():
         return json.loads(part.read_text())
     pcs, timing = principal_components(args, seed)
-    genotypes = load_genotypes(folder(args) / f"sim-s{seed}")
+    genotypes = load_genotypes(data_folder(args) / f"sim-s{seed}")
     options = EmbeddingOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
         likelihood_scale=args.likelihood_scale, seed=seed, device="cpu", progress=False,
@@ -209,7 +215,7 @@ def embed_stage(args) -> list[dict]:
 
 
 def scale_stage(args) -> list[dict]:
-    prefix = folder(args) / "scale"
+    prefix = data_folder(args) / "scale"
     record = simulate(prefix, args.scale_samples_per_population, args.scale_length, 0, args.maf)
     rows = []
     for method in args.scale_methods.split(","):
