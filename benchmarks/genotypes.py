@@ -75,13 +75,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--maf", type=float, default=0.01)
     p.add_argument("--components", type=int, default=1000)
     p.add_argument("--clusters", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=EmbeddingOptions().epochs)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--likelihood-scale", type=float, default=EmbeddingOptions().likelihood_scale,
+    p.add_argument("--likelihood-scale", default="auto",
                    help="σ of the variational methods' Gaussian likelihood, in units of "
-                   "std(PC 1)")  # fmt: skip
+                   "std(PC 1), or 'auto' (the median std of the components)")  # fmt: skip
     p.add_argument("--scale-samples-per-population", type=int, default=385)
     p.add_argument("--scale-length", type=float, default=30e6)
     p.add_argument("--scale-methods", default="pca,ddvae")
@@ -94,6 +94,8 @@ def parse_args() -> argparse.Namespace:
         args.epochs, args.hidden, args.components = 2, 32, 50
         args.scale_samples_per_population, args.scale_length, args.scale_epochs = 10, 2e6, 1
     args.seed_list = [int(s) for s in args.seeds.split(",")]
+    if args.likelihood_scale != "auto":
+        args.likelihood_scale = float(args.likelihood_scale)
     args.method_list = args.methods.split(",")
     for name, values, valid in (
         ("stages", args.stages.split(","), STAGES),
@@ -111,7 +113,9 @@ def parse_args() -> argparse.Namespace:
 def series(args) -> str:
     if args.quick:
         return "quick"
-    return f"n{args.samples_per_population * 26}-e{args.epochs}-sigma{args.likelihood_scale:g}"
+    sigma = args.likelihood_scale
+    sigma = sigma if sigma == "auto" else f"{sigma:g}"
+    return f"n{args.samples_per_population * 26}-e{args.epochs}-sigma{sigma}"
 
 
 def folder(args) -> Path:
@@ -225,9 +229,10 @@ def scale_stage(args) -> list[dict]:
             "--input", f"{prefix}.bed", "--labels", f"{prefix}.labels.tsv",
             "--method", method, "--out", str(out), "--components", str(args.components),
             "--epochs", str(args.scale_epochs), "--hidden", str(args.hidden),
-            "--likelihood-scale", str(args.likelihood_scale),
             "--clusters", str(args.clusters), "--no-progress", "--device", "cpu",
         ]  # fmt: skip
+        if args.likelihood_scale != "auto":
+            command += ["--likelihood-scale", str(args.likelihood_scale)]
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with open(out / "log.txt", "w") as log:
@@ -318,7 +323,7 @@ def main() -> None:
     result["budget"] = {
         key: getattr(args, key)
         for key in ("samples_per_population", "length", "maf", "components", "clusters",
-                    "epochs", "hidden", "lr", "batch_size", "seeds",
+                    "epochs", "hidden", "lr", "batch_size", "likelihood_scale", "seeds",
                     "scale_samples_per_population", "scale_length", "scale_epochs")
     }  # fmt: skip
     lines = [f"# Genotype embeddings on simulated 1000 Genomes-like data ({series(args)})\n"]

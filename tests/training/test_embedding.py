@@ -47,6 +47,9 @@ def test_bad_arguments_raise_value_error(tmp_path):
         embed_features(np.full((5, 3), np.nan), "pca")
     with pytest.raises(ValueError, match=r"\[N >= 3, D >= 2\]"):
         embed_features(np.zeros((5, 1)), "pca")
+    for bad in ("median", 0.0, -1.0):
+        with pytest.raises(ValueError, match="likelihood_scale"):
+            embed_features(x, "vae", EmbeddingOptions(likelihood_scale=bad), run_dir=tmp_path)
     assert set(EMBEDDING_METHODS) == {"ddvae", "vae", "iaf-vae", "aae", "pca", "tsne", "umap"}
 
 
@@ -73,3 +76,7 @@ def test_variational_embedding_trains_writes_its_run_and_is_seeded(tmp_path, met
     assert np.isfinite(first.details["val_bound"])
     assert first.details["config"]["mixture_components"] == 20
     assert first.details["config"]["prior"] == "mixture"
+    # σ "auto": the median feature std in units of feature 0's
+    stds = torch.as_tensor(x, dtype=torch.float32).std(0)
+    auto = (stds.median() / stds[0]).item()
+    assert first.details["config"]["likelihood_scale"] == pytest.approx(auto, rel=1e-5)

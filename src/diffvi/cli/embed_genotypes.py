@@ -92,16 +92,20 @@ def embed_genotypes(
         float, typer.Option(min=1e-12, help="Divide the components by this (official code: 30).")
     ] = 30.0,
     clusters: Annotated[int, typer.Option(min=1, help="GMM components on the embedding.")] = 20,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (variational methods).")] = 50,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Training epochs (variational methods).")
+    ] = 200,
     hidden: Annotated[int, typer.Option(min=1, help="Hidden units per MLP layer.")] = 256,
     lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1e-3,
     batch_size: Annotated[int, typer.Option(min=1, help="Samples per training batch.")] = 128,
     likelihood_scale: Annotated[
-        float,
+        float | None,
         typer.Option(
-            min=1e-6, help="σ of the variational methods' Gaussian likelihood, in std(PC 1)."
+            min=1e-6,
+            help="σ of the variational methods' Gaussian likelihood, in std(PC 1) "
+            "[default: the median std of the components, their noise level].",
         ),
-    ] = 0.3,
+    ] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of training, sampling and the GMM.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -156,7 +160,8 @@ def embed_genotypes(
     features, explained = genotype_pcs(genotypes, n_components=components, scale=pc_scale)
     options = EmbeddingOptions(
         epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
-        likelihood_scale=likelihood_scale, seed=seed, device=device, progress=progress,
+        likelihood_scale="auto" if likelihood_scale is None else likelihood_scale,
+        seed=seed, device=device, progress=progress,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     embedding = embed_features(features, method.value, options, run_dir=out / "run")

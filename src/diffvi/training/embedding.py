@@ -9,9 +9,16 @@ and FIXED scale σ = ``likelihood_scale`` on features divided by the standard de
 first column (PC 1), so the objective is an ELBO whatever the units of the features. The
 official code's loss, MSE averaged over the D features plus kld_weight = 0.005 times the KL
 term, is the same ELBO up to a constant with σ² = D · kld_weight / 2 in the units of its
-features (PCs / 30); σ = 0.3 · std(PC 1) is about that noise level for 1000 Genomes' ~900k
-array SNPs (the scores grow as √M). A learned σ lets the posterior collapse on simulated
-genotypes (NMI ≈ 0.01): the decoder explains the PCs by their marginal variance first. Each
+features (PCs / 30). σ matters more than any other setting. On one simulated seed held out for
+tuning (26 populations, 1000 PCs) the population NMI of DD-VAE / VAE / AAE after 50 epochs
+was 0.35 / 0.38 / 0.59 at σ = 0.3, 0.59 / 0.57 / 0.63 at 0.1, 0.59 / 0.62 / 0.64 at 0.05 and
+0.60 / 0.62 / 0.64 at 0.03: a broad σ lets the KL to the mixture prior blur the populations.
+On 90 samples × 20 PCs, σ = 0.03 instead fails for DD-VAE (NMI 0.25 against
+> 0.8 at 0.3). The default ``"auto"`` is the median feature std, the noise level of the
+trailing PCs, which lands in the good range of both (0.07 and 0.35). A learned σ lets the
+posterior collapse (NMI ≈ 0.01): the decoder explains the PCs by their marginal variance
+first. 200 epochs as in the official configs (which also repeat the data
+5× per epoch); on that seed DD-VAE's NMI rises from 0.60 at 50 epochs to 0.65 at 200. Each
 point is embedded with ONE posterior draw (DDVI's protocol). t-SNE and UMAP run on the first
 ``neighbour_components`` features (principal components), as is usual for genotypes.
 """
@@ -39,16 +46,19 @@ class EmbeddingOptions:
     """Settings of :func:`embed_features`. ``epochs``, ``batch_size``, ``lr``, ``hidden`` and
     ``mixture_components`` concern the variational methods; ``neighbour_components`` t-SNE and
     UMAP. ``warmup_steps`` pretrains DD-VAE's reverse chain on the prior first;
-    ``likelihood_scale`` is σ in units of std(PC 1) (``None``: learned per feature)."""
+    ``likelihood_scale`` is σ in units of std(PC 1); ``"auto"`` (default) takes the median
+    standard deviation of the features in those units (the noise level of the trailing PCs:
+    0.07 for 1000 PCs of 3458 simulated genotypes, 0.35 for 20 PCs of 90); ``None`` learns σ
+    per feature."""
 
-    epochs: int = 50
+    epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
     hidden: int = 256
     mixture_components: int = 20
     diffusion_steps: int = 20
     warmup_steps: int = 200
-    likelihood_scale: float | None = 0.3
+    likelihood_scale: float | str | None = "auto"
     neighbour_components: int = 50
     seed: int = 0
     device: str = "auto"
@@ -82,6 +92,9 @@ def embed_features(
     options = options or EmbeddingOptions()
     if method not in EMBEDDING_METHODS:
         raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
+    scale = options.likelihood_scale
+    if isinstance(scale, str) and scale != "auto" or isinstance(scale, float | int) and scale <= 0:
+        raise ValueError(f"likelihood_scale must be 'auto', None or > 0, got {scale!r}")
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     if x.ndim != 2 or x.shape[0] < 3 or x.shape[1] < 2:
         raise ValueError(f"features must be [N >= 3, D >= 2], got {list(x.shape)}")
@@ -110,7 +123,7 @@ def _variational(
     fields = {
         "dataset": "features",
         "likelihood": "real-gaussian",
-        "likelihood_scale": options.likelihood_scale,
+        "likelihood_scale": _likelihood_scale(x, options.likelihood_scale),
         "latent_dims": [2],
         "hidden": [[options.hidden, options.hidden]],
         "activation": "silu",
@@ -154,6 +167,14 @@ def _variational(
         if key in ("val/bound", "val/iwae", "train/bound")
     }
     return z.double().numpy(), details | {"config": config.to_dict()}
+
+
+def _likelihood_scale(x: torch.Tensor, scale: float | str | None) -> float | None:
+    """σ in units of std(column 0) of ``x [N, D]``; ``"auto"``: the median column std."""
+    if scale != "auto":
+        return scale
+    stds = x.std(0)
+    return float((stds.median() / stds[0].clamp_min(1e-12)).clamp_min(1e-6))
 
 
 def _classic(x: np.ndarray, method: str, options: EmbeddingOptions) -> np.ndarray:
