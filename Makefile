@@ -54,10 +54,10 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/sbn_mnist.py --stages train --minutes 15 --shard 0 --shards 2 & $(PY) benchmarks/sbn_mnist.py --stages train --minutes 15 --shard 1 --shards 2; wait
 	$(PY) benchmarks/sbn_mnist.py --stages train --minutes 15
 	$(PY) benchmarks/genotypes.py --stages simulate
-	$(PY) benchmarks/genotypes.py --stages embed --shard 0 --shards 2 & $(PY) benchmarks/genotypes.py --stages embed --shard 1 --shards 2; wait
-	$(PY) benchmarks/genotypes.py --stages embed,scale --scale-methods ddvae
+	$(PY) benchmarks/genotypes.py --stages embed --likelihood-scale 0.03 --shard 0 --shards 2 & $(PY) benchmarks/genotypes.py --stages embed --likelihood-scale 0.03 --shard 1 --shards 2; wait
+	$(PY) benchmarks/genotypes.py --stages scale,embed --likelihood-scale 0.03
 	$(PY) benchmarks/vaedgp.py --stages unsupervised --shard 0 --shards 2 & $(PY) benchmarks/vaedgp.py --stages unsupervised --shard 1 --shards 2; wait
-	$(PY) benchmarks/vaedgp.py
+	$(PY) benchmarks/vaedgp.py --splits 3
 
 bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/iwae_speed.py --quick
