@@ -12,6 +12,8 @@ Stages (``--stages``, default all):
 - ``embed``: per (seed, method): read the PLINK files, quality control, ``--components``
   principal components / 30 (cached per seed), the embedding, GMM(20), scores and seconds. Jobs
   are sharded with ``--shard/--shards`` (one thread each); parts are cached, so a rerun resumes.
+  The variational methods run ``--epochs`` with likelihood σ ``--likelihood-scale`` (docs/
+  results.md: 200 epochs at 0.03, chosen on seed 0); the series is named by both.
 - ``scale``: ``--scale-samples-per-population`` × 26 individuals (385 × 26 = 10,010) at
   ``--scale-length`` bp (~100,000 common SNPs), then ``diffvi embed genotypes`` as a separate
   process per ``--scale-methods``, with wall time and peak resident memory (ru_maxrss).
