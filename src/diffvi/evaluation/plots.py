@@ -353,7 +353,10 @@ def save_embedding_panels(
         raise ValueError(f"xy must have shape [N, 2] with N >= 1, got {list(points.shape)}")
     if not panels:
         raise ValueError("panels must name at least one labelling")
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.8 * len(panels), 5.2), squeeze=False)
+    # Constrained layout keeps each legend (two columns past 21 names) clear of the next panel.
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(7.5 * len(panels), 5.2), squeeze=False, layout="constrained"
+    )
     for ax, (legend_title, labels) in zip(axes[0], panels, strict=True):
         if len(labels) != len(points):
             raise ValueError(f"{legend_title}: {len(labels)} names for {len(points)} points")
