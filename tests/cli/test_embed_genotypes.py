@@ -111,3 +111,5 @@ def test_likelihood_scale_reaches_the_training_run_and_defaults_to_the_librarys(
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "vae" / "run" / "config.json").read_text())
     assert config["likelihood_scale"] == 0.05
+    metrics = json.loads((tmp_path / "vae" / "metrics.json").read_text())
+    assert metrics["details"]["likelihood_scale"] == 0.05 and metrics["details"]["epochs"] == 1

@@ -194,6 +194,9 @@ def embed_genotypes(
         "scores": scores,
         "details": {k: v for k, v in embedding.details.items() if k != "config"},
     }
+    if "config" in embedding.details:  # the σ in use ("auto" resolved) and the epochs
+        config = embedding.details["config"]
+        metrics["details"] |= {"likelihood_scale": config["likelihood_scale"], "epochs": epochs}
     write_json(out / "metrics.json", metrics)
     lines = [f"Wrote {out / 'embedding.csv'}, {out / 'embedding.png'}, {out / 'metrics.json'}"]
     for name, values in scores.items():
