@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from diffvi.nn.mlp import ACTIVATIONS
+from diffvi.nn.activations import build_activation
 
 
 def sinusoidal_embedding(
@@ -52,7 +52,7 @@ class TimeEmbedding(nn.Module):
         dim: number of sinusoidal features (even).
         out_dim: output width; default ``4 · dim``.
         hidden: hidden width; default ``out_dim``.
-        activation: a name from :data:`diffvi.nn.mlp.ACTIVATIONS`.
+        activation: a name from :data:`diffvi.nn.activations.ACTIVATIONS`.
     """
 
     def __init__(
@@ -67,8 +67,7 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even number >= 2, got {dim}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        act = build_activation(activation)
         self.dim = dim
         self.out_dim = out_dim if out_dim is not None else 4 * dim
         hidden = hidden if hidden is not None else self.out_dim
@@ -76,9 +75,7 @@ class TimeEmbedding(nn.Module):
             raise ValueError(f"out_dim and hidden must be >= 1, got {self.out_dim} and {hidden}")
         self.max_period = max_period
         self.time_scale = time_scale
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, self.out_dim)
-        )
+        self.net = nn.Sequential(nn.Linear(dim, hidden), act, nn.Linear(hidden, self.out_dim))
 
     def forward(self, t: Tensor) -> Tensor:
         features = sinusoidal_embedding(t, self.dim, self.max_period, self.time_scale)

@@ -6,13 +6,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "softplus": nn.Softplus,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
+from diffvi.nn.activations import ACTIVATIONS, build_activation
+from diffvi.nn.embeddings import TimeEmbedding
 
 
 class MLP(nn.Sequential):
@@ -29,14 +24,14 @@ class MLP(nn.Sequential):
         out_features: int,
         activation: str = "tanh",
     ) -> None:
-        if activation not in ACTIVATIONS:
+        if activation not in ACTIVATIONS:  # checked even without hidden layers
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         sizes = [in_features, *hidden, out_features]
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layers.append(nn.Linear(n_in, n_out))
             if i < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation]())
+                layers.append(build_activation(activation))
         super().__init__(*layers)
         self.in_features = in_features
         self.out_features = out_features
@@ -59,8 +54,6 @@ class MLPDenoiser(nn.Module):
         activation: str = "silu",
     ) -> None:
         super().__init__()
-        from diffvi.nn.embeddings import TimeEmbedding
-
         if dim < 1 or cond_dim < 0:
             raise ValueError(f"need dim >= 1 and cond_dim >= 0, got {dim} and {cond_dim}")
         self.dim, self.cond_dim = dim, cond_dim

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffvi.distributions.gaussian import LOG_2PI, diagonal_normal_log_prob
-from diffvi.nn.mlp import ACTIVATIONS, MLP
+from diffvi.nn.activations import ACTIVATIONS
+from diffvi.nn.mlp import MLP
 from diffvi.posteriors.base import Posterior, PosteriorSample
 
 
@@ -67,7 +68,7 @@ class MADE(nn.Module):
         hidden: hidden-layer widths.
         context_dim: width of the context ``h`` (0: none).
         order: ``[D]`` int64 permutation.
-        activation: a name from ``diffvi.nn.mlp.ACTIVATIONS``.
+        activation: a name from ``diffvi.nn.activations.ACTIVATIONS``.
         forget_bias: initial bias of the gate pre-activation ``s``.
     """
 
@@ -134,7 +135,7 @@ class IAFPosterior(Posterior):
         context_dim: C (0: the MADEs see no context).
         num_flows: T.
         made_hidden: hidden widths of each MADE.
-        activation: MADE activation (a name from ``diffvi.nn.mlp.ACTIVATIONS``).
+        activation: MADE activation (a name from ``diffvi.nn.activations.ACTIVATIONS``).
         forget_bias: initial bias of each gate pre-activation s (σ = sigmoid(s)).
     """
 
