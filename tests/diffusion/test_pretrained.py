@@ -7,6 +7,7 @@ from diffvi.diffusion.pretrained import (
     build_diffusion_model,
     find_diffusion,
     load_diffusion,
+    model_search_path,
     save_diffusion,
 )
 
@@ -38,6 +39,16 @@ def test_unknown_model_name_raises_file_not_found_listing_the_search_path(tmp_pa
     monkeypatch.setenv("DIFFVI_MODELS", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         find_diffusion("no-such-model")
+
+
+def test_a_model_saved_in_the_user_cache_is_found_by_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIFFVI_MODELS", raising=False)
+    monkeypatch.delenv("DIFFVI_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = tmp_path / "diffvi" / "models"
+    assert model_search_path()[-1] == cached
+    save_diffusion(build_diffusion_model(SPEC), SPEC, cached / "toy-cached")
+    assert find_diffusion("toy-cached") == cached / "toy-cached"
 
 
 def test_bad_specs_raise_value_error():

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from diffvi.utils.paths import cache_dir
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -122,13 +124,6 @@ class Source:
     relative_path: str
     url: str
     sha256: str | None
-
-
-def cache_dir() -> Path:
-    """The user cache folder for diffvi data: ``${XDG_CACHE_HOME:-~/.cache}/diffvi``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "diffvi"
 
 
 def is_offline() -> bool:

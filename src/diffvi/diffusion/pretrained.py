@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffvi.data.files import cache_dir
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.schedules import build_schedule
 from diffvi.nn import MLPDenoiser, UNet
 from diffvi.utils.io import atomic_write, write_json
+from diffvi.utils.paths import cache_dir
 
 DENOISERS = {"unet": UNet, "mlp": MLPDenoiser}
 WEIGHTS, SPEC = "model.safetensors", "model.json"
