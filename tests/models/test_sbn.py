@@ -4,7 +4,8 @@ agree between sampling and scoring, ancestral samples, and clear errors."""
 import pytest
 import torch
 
-from diffvi.models.sbn import SigmoidBeliefNet, bernoulli_log_prob
+from diffvi.distributions.bernoulli import bernoulli_log_prob
+from diffvi.models.sbn import SigmoidBeliefNet
 from diffvi.posteriors.bernoulli import BernoulliPosterior
 
 

@@ -1,5 +1,6 @@
 """Priors p(z) and likelihoods p(x|z)."""
 
+from diffvi.distributions.bernoulli import bernoulli_log_prob, bernoulli_sample
 from diffvi.distributions.gaussian import diagonal_normal_log_prob, kl_to_standard_normal
 from diffvi.distributions.likelihoods import (
     BernoulliLikelihood,
@@ -30,6 +31,8 @@ __all__ = [
     "StandardNormal",
     "SwissRollPrior",
     "TOY_PRIORS",
+    "bernoulli_log_prob",
+    "bernoulli_sample",
     "build_likelihood",
     "build_prior",
     "diagonal_normal_log_prob",

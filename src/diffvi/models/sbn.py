@@ -13,28 +13,10 @@ from collections.abc import Sequence
 from math import prod
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def bernoulli_log_prob(value: Tensor, logits: Tensor) -> Tensor:
-    """Σ over the last axis of log Bernoulli(value; σ(logits)) = v·ℓ − softplus(ℓ):
-    ``[..., D] -> [...]``."""
-    return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
-
-
-def bernoulli_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Binary draws ``(u < σ(logits))`` as floats, shaped like ``logits``."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    return (u < torch.sigmoid(logits)).to(logits.dtype)
-
-
-def check_layers(layers: Sequence[int]) -> tuple[int, ...]:
-    """The layer sizes as a tuple, each an int >= 1 (at least one layer)."""
-    layers = tuple(layers)
-    if not layers or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in layers):
-        raise ValueError(f"layers must be one or more ints >= 1, got {list(layers)}")
-    return layers
+from diffvi.distributions.bernoulli import bernoulli_log_prob, bernoulli_sample
+from diffvi.posteriors.bernoulli import check_layers
 
 
 class SigmoidBeliefNet(nn.Module):

@@ -14,8 +14,17 @@ from math import prod
 import torch
 from torch import Tensor, nn
 
-from diffvi.models.sbn import bernoulli_log_prob, bernoulli_sample, check_layers
+from diffvi.distributions.bernoulli import bernoulli_log_prob, bernoulli_sample
 from diffvi.posteriors.base import Posterior, PosteriorSample
+
+
+def check_layers(layers: Sequence[int]) -> tuple[int, ...]:
+    """The layer sizes ``D_1, …, D_L`` of a sigmoid belief net and of its posterior as a
+    tuple, each an int >= 1 (at least one layer)."""
+    layers = tuple(layers)
+    if not layers or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in layers):
+        raise ValueError(f"layers must be one or more ints >= 1, got {list(layers)}")
+    return layers
 
 
 class BernoulliPosterior(Posterior):
