@@ -18,15 +18,7 @@ import torch
 from scipy.optimize import brentq
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from diffvi.distributions import (
-    TOY_PRIORS,
-    MixturePrior,
-    PinwheelPrior,
-    SquarePrior,
-    StandardNormal,
-    SwissRollPrior,
-    build_prior,
-)
+from diffvi.distributions import MixturePrior, PinwheelPrior, SquarePrior, SwissRollPrior
 
 NUM_SAMPLES = 100_000
 TV_SYSTEMATIC = 0.01
@@ -358,20 +350,6 @@ def test_labels_out_of_range_or_not_integer_raise_value_error(name, gen):
         prior.log_prob_given_label(z, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"\[\.\.\., 2\]"):
         prior.log_prob(torch.zeros(3, 3))
-
-
-def test_registry_builds_every_prior_and_rejects_unknown_names_listing_valid_ones():
-    assert set(TOY_PRIORS) == {"pinwheel", "swiss-roll", "square", "mixture", "standard-normal"}
-    for name, cls in TOY_PRIORS.items():
-        prior = build_prior(name)
-        assert isinstance(prior, cls) and prior.dim == 2
-        assert prior.log_prob(prior.sample((4,))).shape == (4,)
-    assert isinstance(build_prior("standard-normal", dim=5), StandardNormal)
-    assert build_prior("mixture", dim=3).sample((2,)).shape == (2, 3)
-    with pytest.raises(ValueError, match="pinwheel.*square|expected one of"):
-        build_prior("banana")
-    with pytest.raises(ValueError, match="expected dim=2, got 3"):
-        build_prior("pinwheel", dim=3)
 
 
 def test_constructors_reject_invalid_settings():

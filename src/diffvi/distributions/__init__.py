@@ -8,16 +8,16 @@ from diffvi.distributions.likelihoods import (
     Likelihood,
     build_likelihood,
 )
-from diffvi.distributions.priors import StandardNormal
-from diffvi.distributions.smoothed import DDVI_PRIOR_BANDWIDTHS, SmoothedPrior
-from diffvi.distributions.toy2d import (
-    TOY_PRIORS,
-    MixturePrior,
-    PinwheelPrior,
-    SquarePrior,
-    SwissRollPrior,
+from diffvi.distributions.priors import (
+    PRIORS,
+    PartitionedPrior,
+    Prior,
+    StandardNormal,
     build_prior,
+    register_prior,
 )
+from diffvi.distributions.smoothed import DDVI_PRIOR_BANDWIDTHS, SmoothedPrior
+from diffvi.distributions.toy2d import MixturePrior, PinwheelPrior, SquarePrior, SwissRollPrior
 
 __all__ = [
     "DDVI_PRIOR_BANDWIDTHS",
@@ -25,16 +25,19 @@ __all__ = [
     "GaussianLikelihood",
     "Likelihood",
     "MixturePrior",
+    "PRIORS",
+    "PartitionedPrior",
     "PinwheelPrior",
+    "Prior",
     "SmoothedPrior",
     "SquarePrior",
     "StandardNormal",
     "SwissRollPrior",
-    "TOY_PRIORS",
     "bernoulli_log_prob",
     "bernoulli_sample",
     "build_likelihood",
     "build_prior",
     "diagonal_normal_log_prob",
     "kl_to_standard_normal",
+    "register_prior",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from diffvi.distributions.toy2d import _PartitionedPrior2D
+from diffvi.distributions.priors import PartitionedPrior
 
 #: The bandwidths of the official DDVI code's prior score (``priors.py::BasePrior.evaluate``).
 DDVI_PRIOR_BANDWIDTHS: tuple[float, ...] = (0.005, 0.008, 0.01, 0.03, 0.05)
@@ -33,7 +33,7 @@ DEFAULT_CENTRES = 2_000
 _BLOCK = 1024
 
 
-class SmoothedPrior(_PartitionedPrior2D):
+class SmoothedPrior(PartitionedPrior):
     """A Gaussian-kernel mixture around ``num_samples`` draws of a fixed 2-D partitioned prior.
 
     Args:
@@ -47,12 +47,12 @@ class SmoothedPrior(_PartitionedPrior2D):
 
     def __init__(
         self,
-        prior: _PartitionedPrior2D,
+        prior: PartitionedPrior,
         bandwidths: Sequence[float] = DDVI_PRIOR_BANDWIDTHS,
         num_samples: int = DEFAULT_CENTRES,
         seed: int = 0,
     ) -> None:
-        if not isinstance(prior, _PartitionedPrior2D):
+        if not isinstance(prior, PartitionedPrior):
             raise ValueError(
                 f"SmoothedPrior needs a 2-D partitioned prior, got {type(prior).__name__}"
             )

@@ -1,14 +1,10 @@
 """Structured 2-D priors of DDVI (Piriyakulkij, Wang & Kuleshov 2024, arXiv 2401.02739).
 
-Each prior is a mixture of ``num_partitions = 10`` labelled parts, p(z) = Σ_l π_l p(z | l),
-with the interface of :class:`~diffvi.distributions.priors.StandardNormal` (``dim``,
-``log_prob(z [..., 2]) -> [...]``, ``sample(shape, generator) -> [*shape, 2]``) plus
-
-- ``sample(shape, generator, labels=labels)``: z_i ~ p(z | labels_i), ``labels.shape == shape``;
-- ``sample_with_labels(num, generator) -> (z [num, 2], labels [num] int64)``;
-- ``log_prob_given_label(z [..., 2], labels [...]) -> [...]``: log p(z | l) (semi-supervised
-  DD-VAE scores labelled points with it);
-- ``log_prob_per_partition(z [..., 2]) -> [..., 10]``: log p(z | l) for every l.
+Each prior is a mixture of ``num_partitions = 10`` labelled parts, p(z) = Σ_l π_l p(z | l): a
+:class:`~diffvi.distributions.priors.PartitionedPrior` (``dim``, ``log_prob(z [..., 2]) ->
+[...]``, ``sample(shape, generator[, labels]) -> [*shape, 2]``, ``sample_with_labels``,
+``log_prob_given_label``, ``log_prob_per_partition``), registered in
+:data:`~diffvi.distributions.priors.PRIORS` under the name given to ``register_prior``.
 
 The constructions follow the official DDVI code (``topwasu/DDVI``, ``priors.py``; the prior
 configs in ``conf/prior/*.yaml``; the paper's runs use ``pinwheel``, ``swiss_roll`` and
@@ -28,8 +24,8 @@ configs in ``conf/prior/*.yaml``; the paper's runs use ``pinwheel``, ``swiss_rol
   closed form.
 - :class:`MixturePrior`: a learnable mixture of diagonal Gaussians (for clustering).
 
-All samples follow the module's device and dtype (a buffer anchor, as in ``StandardNormal``);
-randomness goes through the ``generator`` argument.
+All samples follow the module's device and dtype (the :class:`~diffvi.distributions.priors.Prior`
+buffer anchor); randomness goes through the ``generator`` argument.
 """
 
 import math
@@ -40,15 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffvi.distributions.gaussian import LOG_2PI, diagonal_normal_log_prob
-from diffvi.distributions.priors import StandardNormal
-
-DEFAULT_PARTITIONS = 10
-
-
-def _as_shape(shape: int | tuple[int, ...] | torch.Size) -> tuple[int, ...]:
-    if isinstance(shape, int):
-        return (shape,)
-    return tuple(int(s) for s in shape)
+from diffvi.distributions.priors import (
+    DEFAULT_PARTITIONS,
+    PartitionedPrior,
+    Prior,
+    register_prior,
+)
 
 
 def _log1mexp(x: Tensor) -> Tensor:
@@ -68,125 +61,14 @@ def _log_ndtr_diff(hi: Tensor, lo: Tensor) -> Tensor:
     return log_a + _log1mexp(torch.special.log_ndtr(b) - log_a)
 
 
-class _PartitionedPrior2D(nn.Module):
-    """Shared machinery: label checks, broadcasting, the mixture over partitions.
+class _Planar(PartitionedPrior):
+    """A partitioned prior that exists in 2-D only (pinwheel, swiss roll, square)."""
 
-    Subclasses implement ``_sample_given(labels [M] int64, generator) -> [M, 2]`` and
-    ``_log_prob_given(z [M, 2], labels [M] int64) -> [M]``; they may override
-    ``log_prob_per_partition`` with a faster batched version.
-    """
-
-    def __init__(self, num_partitions: int = DEFAULT_PARTITIONS, dim: int = 2) -> None:
-        super().__init__()
-        if num_partitions < 1:
-            raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
-        self.num_partitions = num_partitions
-        self.dim = dim
-        # A buffer so that samples follow the module's device and dtype.
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
-
-    # -- hooks -------------------------------------------------------------------------------
-    def _sample_given(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
-        raise NotImplementedError
-
-    def _log_prob_given(self, z: Tensor, labels: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def log_mixing_weights(self) -> Tensor:
-        """log π_l, ``[num_partitions]`` (uniform here; learnable in :class:`MixturePrior`)."""
-        return torch.full(
-            (self.num_partitions,),
-            -math.log(self.num_partitions),
-            device=self._anchor.device,
-            dtype=self._anchor.dtype,
-        )
-
-    def _sample_labels(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-        return torch.randint(
-            self.num_partitions, shape, generator=generator, device=self._anchor.device
-        )
-
-    # -- validation --------------------------------------------------------------------------
-    def _check_z(self, z: Tensor) -> None:
-        if z.dim() < 1 or z.shape[-1] != self.dim:
-            raise ValueError(f"expected z of shape [..., {self.dim}], got {tuple(z.shape)}")
-
-    def _check_labels(self, labels: Tensor) -> Tensor:
-        if not isinstance(labels, Tensor):
-            labels = torch.as_tensor(labels)
-        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-            raise ValueError(f"expected integer labels, got dtype {labels.dtype}")
-        if labels.numel() > 0:
-            low, high = int(labels.min()), int(labels.max())
-            if low < 0 or high >= self.num_partitions:
-                raise ValueError(
-                    f"expected labels in [0, {self.num_partitions - 1}], got values in "
-                    f"[{low}, {high}]"
-                )
-        return labels.to(device=self._anchor.device, dtype=torch.long)
-
-    # -- public API --------------------------------------------------------------------------
-    def sample(
-        self,
-        shape: int | tuple[int, ...],
-        generator: torch.Generator | None = None,
-        labels: Tensor | None = None,
-    ) -> Tensor:
-        """Draw ``[*shape, 2]`` samples; with ``labels`` (shape ``shape``) from p(z | labels)."""
-        shape = _as_shape(shape)
-        if labels is None:
-            labels = self._sample_labels(shape, generator)
-        else:
-            labels = self._check_labels(labels)
-            if tuple(labels.shape) != shape:
-                raise ValueError(
-                    f"labels must have the sample shape {shape}, got {tuple(labels.shape)}"
-                )
-        flat = self._sample_given(labels.reshape(-1), generator)
-        return flat.reshape(*shape, self.dim)
-
-    def sample_with_labels(
-        self, num: int, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Draw ``(z [num, 2], labels [num] int64)`` with labels ~ π and z ~ p(z | label)."""
-        if num < 0:
-            raise ValueError(f"num must be >= 0, got {num}")
-        labels = self._sample_labels((num,), generator)
-        return self._sample_given(labels, generator), labels
-
-    def log_prob_given_label(self, z: Tensor, labels: Tensor) -> Tensor:
-        """log p(z | l): ``z [..., 2]`` and ``labels`` broadcastable to ``[...]`` -> ``[...]``."""
-        self._check_z(z)
-        labels = self._check_labels(labels)
-        try:
-            batch = torch.broadcast_shapes(z.shape[:-1], labels.shape)
-        except RuntimeError as err:
-            raise ValueError(
-                f"labels of shape {tuple(labels.shape)} do not broadcast against z's batch "
-                f"shape {tuple(z.shape[:-1])}"
-            ) from err
-        z_flat = z.expand(*batch, self.dim).reshape(-1, self.dim)
-        l_flat = labels.expand(batch).reshape(-1)
-        return self._log_prob_given(z_flat, l_flat).reshape(batch)
-
-    def log_prob_per_partition(self, z: Tensor) -> Tensor:
-        """log p(z | l) for every l: ``[..., 2] -> [..., num_partitions]``."""
-        self._check_z(z)
-        k = self.num_partitions
-        z_flat = z.reshape(-1, self.dim)
-        z_rep = z_flat.repeat_interleave(k, dim=0)
-        labels = torch.arange(k, device=z.device).repeat(z_flat.shape[0])
-        return self._log_prob_given(z_rep, labels).reshape(*z.shape[:-1], k)
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        """log p(z) = log Σ_l π_l p(z | l): ``[..., 2] -> [...]``."""
-        per = self.log_prob_per_partition(z)
-        return torch.logsumexp(per + self.log_mixing_weights().to(per.dtype), dim=-1)
-
-    def responsibilities(self, z: Tensor) -> Tensor:
-        """p(l | z): ``[..., 2] -> [..., num_partitions]``, summing to one."""
-        per = self.log_prob_per_partition(z)
-        return torch.softmax(per + self.log_mixing_weights().to(per.dtype), dim=-1)
+    @classmethod
+    def with_defaults(cls, dim: int, num_components: int = DEFAULT_PARTITIONS) -> Prior:
+        if dim != 2:
+            raise ValueError(f"{cls.__name__} is 2-D: expected dim=2, got {dim}")
+        return cls()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +76,8 @@ class _PartitionedPrior2D(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-class PinwheelPrior(_PartitionedPrior2D):
+@register_prior("pinwheel")
+class PinwheelPrior(_Planar):
     """Pinwheel of Johnson et al. (2016, SVAE ``make_pinwheel_data``) with DDVI's constants.
 
     Arm l: f ~ N([1, 0], diag(radial_std², tangential_std²)), b = rate·exp(f₀),
@@ -385,7 +268,8 @@ class PinwheelPrior(_PartitionedPrior2D):
 # ----------------------------------------------------------------------------------------------
 
 
-class SwissRollPrior(_PartitionedPrior2D):
+@register_prior("swiss-roll")
+class SwissRollPrior(_Planar):
     """DDVI's 2-D swiss roll with isotropic Gaussian noise.
 
     u ~ U[l/10, (l+1)/10) for part l, s = √u, c(s) = radius·s·(cos ωs, sin ωs) with
@@ -532,7 +416,8 @@ class SwissRollPrior(_PartitionedPrior2D):
 # ----------------------------------------------------------------------------------------------
 
 
-class SquarePrior(_PartitionedPrior2D):
+@register_prior("square")
+class SquarePrior(_Planar):
     """Noisy perimeter of the square [-half_side, half_side]² (DDVI ``priors.py::SquarePrior``).
 
     A position p ~ U[0, 8·half_side) runs clockwise from the top-left corner: top edge left to
@@ -666,7 +551,8 @@ class SquarePrior(_PartitionedPrior2D):
 # ----------------------------------------------------------------------------------------------
 
 
-class MixturePrior(_PartitionedPrior2D):
+@register_prior("mixture")
+class MixturePrior(PartitionedPrior):
     """p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), π = softmax(logits); exact ``log_prob``.
 
     Means start on a circle of radius ``init_radius`` in the first two coordinates (evenly
@@ -685,8 +571,6 @@ class MixturePrior(_PartitionedPrior2D):
         init_radius: float = 2.0,
         init_std: float = 0.3,
     ) -> None:
-        if dim < 1:
-            raise ValueError(f"latent dimension must be >= 1, got {dim}")
         if init_std <= 0:
             raise ValueError(f"init_std must be > 0, got {init_std}")
         super().__init__(num_components, dim=dim)
@@ -706,6 +590,10 @@ class MixturePrior(_PartitionedPrior2D):
                 setattr(self, name, nn.Parameter(value))
             else:
                 self.register_buffer(name, value)
+
+    @classmethod
+    def with_defaults(cls, dim: int, num_components: int = DEFAULT_PARTITIONS) -> Prior:
+        return cls(num_components, dim=dim)
 
     @property
     def num_components(self) -> int:
@@ -741,32 +629,5 @@ class MixturePrior(_PartitionedPrior2D):
         return diagonal_normal_log_prob(z[..., None, :], self.means, self.log_stds)
 
 
-# ----------------------------------------------------------------------------------------------
-# Registry
-# ----------------------------------------------------------------------------------------------
-
-TOY_PRIORS: dict[str, type[nn.Module]] = {
-    "pinwheel": PinwheelPrior,
-    "swiss-roll": SwissRollPrior,
-    "square": SquarePrior,
-    "mixture": MixturePrior,
-    "standard-normal": StandardNormal,
-}
-
-
-def build_prior(name: str, dim: int = 2, num_components: int = DEFAULT_PARTITIONS) -> nn.Module:
-    """A prior by registry name (``TOY_PRIORS``) with default settings.
-
-    ``pinwheel``, ``swiss-roll`` and ``square`` exist in 2-D only; ``mixture`` and
-    ``standard-normal`` take any ``dim >= 1``; ``num_components`` is the mixture's.
-    """
-    if name not in TOY_PRIORS:
-        raise ValueError(f"unknown prior {name!r}; expected one of {sorted(TOY_PRIORS)}")
-    cls = TOY_PRIORS[name]
-    if cls is StandardNormal:
-        return StandardNormal(dim)
-    if cls is MixturePrior:
-        return MixturePrior(num_components, dim=dim)
-    if dim != 2:
-        raise ValueError(f"prior {name!r} is 2-D: expected dim=2, got {dim}")
-    return cls()
+# re-exported for training/cli until they import distributions.priors
+from diffvi.distributions.priors import PRIORS as TOY_PRIORS, build_prior  # noqa: E402, F401, I001

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from diffvi.distributions.gaussian import diagonal_normal_log_prob
 from diffvi.distributions.likelihoods import Likelihood, build_likelihood
-from diffvi.distributions.priors import StandardNormal
+from diffvi.distributions.priors import Prior, StandardNormal
 from diffvi.nn.mlp import MLP
 from diffvi.posteriors.base import Posterior
 from diffvi.posteriors.gaussian import GaussianPosterior
@@ -28,7 +28,8 @@ class VAE(nn.Module):
         likelihood: p(x|z_1).
         conditionals: for L > 1, network ``l`` maps ``z_{l+2}`` to (mean, log σ) of ``z_{l+1}``,
             i.e. ``[..., D_{l+2}] -> [..., 2·D_{l+1}]``, ``l = 0 … L−2``.
-        prior: over the top layer ``z_L``; default N(0, I).
+        prior: p(z_L) over the top layer (a :class:`~diffvi.distributions.Prior`); default
+            N(0, I).
     """
 
     def __init__(
@@ -38,7 +39,7 @@ class VAE(nn.Module):
         decoder: nn.Module,
         likelihood: Likelihood,
         conditionals: Sequence[nn.Module] = (),
-        prior: nn.Module | None = None,
+        prior: Prior | None = None,
     ) -> None:
         super().__init__()
         if len(conditionals) != len(latent_dims) - 1:
@@ -139,7 +140,7 @@ def build_vae(
     latent_dims: Sequence[int] | None = None,
     hidden: Sequence[Sequence[int]] | None = None,
     activation: str = "tanh",
-    prior: nn.Module | None = None,
+    prior: Prior | None = None,
 ) -> tuple[VAE, GaussianPosterior]:
     """A VAE and its Gaussian posterior with mirrored MLPs.
 
