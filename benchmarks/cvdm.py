@@ -3,7 +3,7 @@ against the same conditional model with fixed linear and cosine schedules and a 
 of the same widths, at equal training steps, on the four paired tasks (MNIST / Fashion-MNIST
 4× super-resolution, simulated BioSR-like microscopy, phase from two defocused intensities).
 
-Every (task, schedule, seed) run trains with ``fit_cvdm`` into ``benchmarks/runs/cvdm/`` (a
+Every (task, schedule, seed) run trains with ``fit`` into ``benchmarks/runs/cvdm/`` (a
 finished run is reused), then restores the first ``--eval-count`` test pairs with ``--samples``
 samples of ``--sample-steps`` steps each (clipped to the task's target bounds) and stores
 per-item scores. The assembly writes ``benchmarks/results/cvdm-<series>.{json,md}``: PSNR /
@@ -44,7 +44,7 @@ from common import (  # noqa: E402
 from diffvi.data.microscopy import STRUCTURES  # noqa: E402
 from diffvi.data.paired import load_paired  # noqa: E402
 from diffvi.evaluation.conditional import sample_images, score_samples, spearman  # noqa: E402
-from diffvi.training.cvdm_module import CVDMConfig, fit_cvdm, load_cvdm  # noqa: E402
+from diffvi.training import CVDMConfig, fit, load  # noqa: E402
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs" / "cvdm"
 FIGURES_DIR = Path(__file__).resolve().parent.parent / "docs" / "figures"
@@ -151,7 +151,7 @@ def train(args: argparse.Namespace, task: str, schedule: str, seed: int) -> floa
         seed=seed,
     )
     start = time.perf_counter()
-    fit_cvdm(config, folder, accelerator="cpu", devices=1, progress_bar=False)
+    fit(config, folder, accelerator="cpu", devices=1, progress_bar=False)
     return time.perf_counter() - start
 
 
@@ -172,7 +172,7 @@ def evaluate(args: argparse.Namespace, task: str, schedule: str, seed: int, seco
     path = folder / "scores.json"
     if path.exists():
         return json.loads(path.read_text())
-    model, _ = load_cvdm(folder)
+    model = load(folder).model
     data = load_paired(task, "test", args.eval_count, 0, **task_options(task, args.quick))
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(1000 + seed)
@@ -408,7 +408,7 @@ def figure(args: argparse.Namespace, tasks: list[str], items: int = 3) -> None:
         folder = run_dir(args, task, "learned", 0)
         if not (folder / "export" / "model.json").exists():
             continue
-        model, _ = load_cvdm(folder)
+        model = load(folder).model
         data = load_paired(task, "test", items, 0, **task_options(task, args.quick))
         samples = sample_images(
             model, data.condition, task, args.samples, args.sample_steps,

@@ -152,7 +152,7 @@ def run_one(task: tuple) -> dict:
         checkpoint_every_n_epochs=args.epochs,
     )
     train_seconds = time.perf_counter() - start - warmup.seconds
-    module.eval()
+    trainer, module = module.trainer, module.family.eval()
 
     test = load_dataset("mnist", "test")
     x_test, y_test = test.images[: args.test_size], test.labels[: args.test_size]
@@ -175,10 +175,10 @@ def run_one(task: tuple) -> dict:
         "latent_nll": latent_nll(z_test.double(), prior_samples.double()),
         "knn": knn_accuracy(z_train, y_train, z_test, y_test, k=20),
         **clustering_scores(y_test, gmm_cluster(z_test, 10, seed=seed)),
-        "epochs": module.trainer.current_epoch,
-        "steps": module.trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_epoch": round(train_seconds / max(1, module.trainer.current_epoch), 1),
+        "seconds_per_epoch": round(train_seconds / max(1, trainer.current_epoch), 1),
         "eval_seconds": round(time.perf_counter() - start, 1),
         "warmup_steps": warmup.steps,
         "warmup_seconds": round(warmup.seconds, 1),

@@ -80,8 +80,7 @@ def run_one(dataset: str, name: str, args: argparse.Namespace, part: Path) -> di
         load_or_train_feature_classifier,
         nearest_neighbour_summary,
     )
-    from diffvi.training.diffusion_module import DiffusionConfig
-    from diffvi.training.trainer import fit_diffusion
+    from diffvi.training import DiffusionConfig, fit
 
     run_dir = Path(args.runs_dir) / series_name(args) / f"{dataset}-{name}"
     config = DiffusionConfig(
@@ -97,7 +96,7 @@ def run_one(dataset: str, name: str, args: argparse.Namespace, part: Path) -> di
     )
     resume = (run_dir / "checkpoints" / "last.ckpt").exists()
     started = time.perf_counter()
-    fit_diffusion(config, run_dir, resume=resume, progress_bar=False, accelerator="cpu")
+    fit(config, run_dir, resume=resume, progress_bar=False, accelerator="cpu")
     train_seconds = time.perf_counter() - started
     model, spec = load_diffusion(run_dir)
 

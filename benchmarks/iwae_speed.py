@@ -288,8 +288,8 @@ def time_lightning(model0, posterior0, steps: int, warmup: int, seed: int) -> di
 
     class Timer(L.Callback):
         def on_train_start(self, trainer, module) -> None:
-            module.model.load_state_dict(model0.state_dict())
-            module.posterior.load_state_dict(posterior0.state_dict())
+            module.family.model.load_state_dict(model0.state_dict())
+            module.family.posterior.load_state_dict(posterior0.state_dict())
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
             if trainer.global_step == warmup:

@@ -57,6 +57,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     module = fit(config, run_dir, progress_bar=args.progress, accelerator=args.accelerator)
     train_seconds = time.perf_counter() - start
     steps = module.trainer.global_step
+    module = module.family
 
     test = load_dataset("mnist-dynamic", "test").images[: args.test_size]
     device = next(module.parameters()).device

@@ -11,7 +11,7 @@ Stages (``--stages``, default all):
 - ``speed``: training steps per second, batch 24, after warm-up: our NVIL (K = 1) and VIMCO
   (K = 5) steps beside Pyro ``TraceGraph_ELBO`` with an ``nn_baseline`` per layer (K = 1), the
   same SBN and recognition networks, Adam on both sides; single-threaded and quiet.
-- ``train``: ``diffvi``'s ``fit_sbn`` per (layers, estimator, K) for ``--minutes`` of wall
+- ``train``: ``diffvi.training.fit`` per (layers, estimator, K) for ``--minutes`` of wall
   clock each (Lightning's ``Timer``; the step count reached is recorded), then
   the test NLL as −log p̂(x) with ``--eval-k`` importance samples (an upper bound on the NLL
   in expectation, tight as K grows) on ``--test-count`` test images.
@@ -48,7 +48,8 @@ from common import (  # noqa: E402
 
 from diffvi.data.registry import load_dataset  # noqa: E402
 from diffvi.objectives import NVIL, REINFORCE, RWS, VIMCO  # noqa: E402
-from diffvi.training.sbn_module import SBN, SBNConfig, fit_sbn, load_sbn, pixel_mean_logits  # noqa: E402
+from diffvi.training import SBNConfig, fit, load, read_spec  # noqa: E402
+from diffvi.training.families.sbn import SBNFamily, pixel_mean_logits  # noqa: E402
 
 RUNS_DIR = Path(__file__).resolve().parent / "runs" / "sbn"
 STAGES = ("variance", "speed", "train")
@@ -104,14 +105,14 @@ def name_of(layers: list[int]) -> str:
     return "-".join(map(str, layers))
 
 
-def fresh_sbn(layers: list[int], train_images: torch.Tensor) -> SBN:
-    sbn = SBN([1, 28, 28], layers)
+def fresh_sbn(layers: list[int], train_images: torch.Tensor) -> SBNFamily:
+    sbn = SBNFamily(SBNConfig(layers=layers, event_shape=[1, 28, 28]))
     with torch.no_grad():
         sbn.model.decoders[0].bias.copy_(pixel_mean_logits(train_images))
     return sbn
 
 
-def gradient_variance(sbn: SBN, estimator, x: torch.Tensor, draws: int) -> dict[str, float]:
+def gradient_variance(sbn: SBNFamily, estimator, x: torch.Tensor, draws: int) -> dict[str, float]:
     """Total variance over draws of the q-gradient and the θ-gradient (sums over parameters)."""
     q_rows, p_rows = [], []
     for _ in range(draws):
@@ -150,7 +151,7 @@ def variance_stage(args, train_images, test_images) -> list[dict]:
     return rows
 
 
-def pyro_step_factory(sbn: SBN, images: torch.Tensor):
+def pyro_step_factory(sbn: SBNFamily, images: torch.Tensor):
     """A Pyro SVI step (TraceGraph_ELBO, nn_baseline per layer) on the same SBN and q."""
     import pyro
     import pyro.distributions as dist
@@ -201,7 +202,9 @@ def pyro_step_factory(sbn: SBN, images: torch.Tensor):
     return step
 
 
-def step_factory(sbn: SBN, estimator, images: torch.Tensor, seed: int, train_model: bool = True):
+def step_factory(
+    sbn: SBNFamily, estimator, images: torch.Tensor, seed: int, train_model: bool = True
+):
     """One Adam step (lr 3e-4) of ``estimator`` on 24 random ``images``: of the SBN and NVIL's
     baselines, or with ``train_model=False`` of NVIL's baselines alone (the model stays fixed)."""
     params = list(sbn.parameters()) if train_model else []
@@ -277,10 +280,10 @@ def train_stage(args) -> list[dict]:
                 val_every_n_steps=max(1, steps // 5), val_size=500, seed=args.seed,
             )  # fmt: skip
             timer = Timer(duration=timedelta(minutes=args.minutes), interval="step")
-            fit_sbn(config, run, accelerator="cpu", progress_bar=False, callbacks=[timer])
+            fit(config, run, accelerator="cpu", progress_bar=False, callbacks=[timer])
         cached = run / f"test_nll-k{args.eval_k}-n{args.test_count}.json"
         if not cached.exists():
-            sbn, spec = load_sbn(run)
+            sbn, spec = load(run), read_spec(run)
             torch.manual_seed(args.seed)
             nll = -sbn.importance_bound(test, args.eval_k).mean().item()
             paper = PAPER.get((name_of(layers), estimator, k))

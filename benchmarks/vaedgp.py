@@ -43,12 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, git_commit, machine_info, markdown_table, write_results  # noqa: E402
 
 from diffvi.models.dgp import DeepGPRegressor  # noqa: E402
-from diffvi.training.dgp_module import (  # noqa: E402
-    VAEDGPConfig,
-    fit_vaedgp,
+from diffvi.training import VAEDGPConfig, fit, load, read_spec  # noqa: E402
+from diffvi.training.families.vaedgp import (  # noqa: E402
     flat_images,
     imputation_rmse,
-    load_vaedgp,
     random_mask,
 )
 
@@ -125,8 +123,8 @@ def dgp_job(dataset: str, name: str, args, run: Path) -> dict:
         **({"num_inducing": 10, "recognition_hidden": [32]} if args.quick else {}),
     )  # fmt: skip
     if not (run / "export" / "model.json").exists():
-        fit_vaedgp(config, run, accelerator="cpu", progress_bar=False)
-    model, spec = load_vaedgp(run)
+        fit(config, run, accelerator="cpu", progress_bar=False)
+    model, spec = load(run).model, read_spec(run)
     train, test = data_for(dataset, args)
     mask = random_mask(test.shape, MISSING, args.seed + 1)
     steps = spec["metadata"]["steps"]
@@ -150,7 +148,6 @@ def rmse(filled: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float
 def vae_job(dataset: str, args, run: Path) -> dict:
     from diffvi.training.config import TrainConfig
     from diffvi.training.data import FeatureDataModule
-    from diffvi.training.trainer import fit
 
     train, test = data_for(dataset, args)
     batches_per_epoch = len(train) // 100
@@ -166,7 +163,7 @@ def vae_job(dataset: str, args, run: Path) -> dict:
     module = fit(config, run, accelerator="cpu", progress_bar=False, datamodule=data,
                  log_every_n_steps=batches_per_epoch)  # fmt: skip
     seconds = time.perf_counter() - start
-    model, posterior = module.model.eval(), module.posterior.eval()
+    model, posterior = module.family.model.eval(), module.family.posterior.eval()
     x, mask = test.float(), random_mask(test.shape, MISSING, args.seed + 1)
     fill = train.float().mean(0)
     generator = torch.Generator().manual_seed(args.seed)

@@ -8,6 +8,16 @@ from diffvi.posteriors import DiffusionPosterior, GaussianPosterior, IAFPosterio
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # diffvi.load imports Lightning: loaded on first use, so `import diffvi` stays quick.
+    if name == "load":
+        from diffvi.training.checkpoint import load
+
+        return load
+    raise AttributeError(f"module 'diffvi' has no attribute {name!r}")
+
+
 __all__ = [
     "AAE",
     "DDVI",
@@ -26,4 +36,5 @@ __all__ = [
     "build_objective",
     "build_vae",
     "estimate_log_likelihood",
+    "load",
 ]

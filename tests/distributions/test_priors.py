@@ -74,9 +74,3 @@ def test_register_prior_adds_a_new_prior_by_name_and_refuses_a_taken_name(monkey
         register_prior("mixture")(Shifted)
     assert "shifted-normal" not in PRIORS
 
-
-def test_toy2d_keeps_the_registry_names_that_training_and_the_cli_import():
-    from diffvi.distributions import toy2d
-
-    assert toy2d.TOY_PRIORS is PRIORS and toy2d.build_prior is build_prior
-    assert PRIORS["mixture"] is MixturePrior

@@ -12,19 +12,19 @@ import torch
 from diffvi.cli import choices
 from diffvi.data.paired import PAIRED_TASKS, load_paired
 from diffvi.diffusion.conditional import CVDM, ConditionalSchedule
-from diffvi.training.cvdm_module import (
-    CVDM_SCHEDULES,
-    CVDMConfig,
-    RegressionUNet,
-    fit_cvdm,
-    load_cvdm,
-)
+from diffvi.models.regression import RegressionUNet
+from diffvi.training import CVDMConfig, fit, load, read_spec
+from diffvi.training.families.cvdm import CVDM_SCHEDULES
 
 TINY = dict(
     task="microscopy-sr", task_options={"size": 16}, train_size=64, val_size=8,
     base_channels=8, channel_mults=[1, 2], batch_size=16, lr=2e-3, warmup_steps=5,
     timesteps=50, sample_steps=4, val_sample_size=4, seed=0,
 )  # fmt: skip
+
+
+def load_cvdm(run_dir):
+    return load(run_dir).model, read_spec(run_dir)
 
 
 def _train_losses(run_dir, version: int = 0) -> list[float]:
@@ -36,7 +36,7 @@ def _train_losses(run_dir, version: int = 0) -> list[float]:
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cvdm") / "run"
     config = CVDMConfig(**TINY, schedule="learned", max_steps=30, val_every_n_steps=15)
-    module = fit_cvdm(config, run_dir, progress_bar=False, accelerator="cpu", log_every_n_steps=1)
+    module = fit(config, run_dir, progress_bar=False, accelerator="cpu", log_every_n_steps=1)
     return run_dir, module
 
 
@@ -66,12 +66,12 @@ def test_run_folder_holds_config_checkpoint_and_a_loadable_export(trained):
     model, spec = load_cvdm(run_dir)
     assert isinstance(model, CVDM) and isinstance(model.schedule, ConditionalSchedule)
     assert spec["metadata"]["steps"] == 30 and math.isfinite(spec["metadata"]["val_loss"])
-    for name, value in module.ema.module.state_dict().items():
+    for name, value in module.trained.model.state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
     x = load_paired("microscopy-sr", "test", 2, size=16).condition
     noise = torch.randn(2, 1, 16, 16)
     a = model.sample(x, steps=4, noise=noise, generator=torch.Generator().manual_seed(0))
-    b = module.ema.module.eval().sample(
+    b = module.trained.model.eval().sample(
         x, steps=4, noise=noise, generator=torch.Generator().manual_seed(0)
     )
     assert torch.equal(a, b)
@@ -80,9 +80,9 @@ def test_run_folder_holds_config_checkpoint_and_a_loadable_export(trained):
 def test_resume_continues_to_the_new_step_count(tmp_path):
     run_dir = tmp_path / "run"
     config = CVDMConfig(**TINY, schedule="cosine", max_steps=10, val_every_n_steps=5)
-    fit_cvdm(config, run_dir, progress_bar=False, accelerator="cpu")
+    fit(config, run_dir, progress_bar=False, accelerator="cpu")
     config.max_steps = 15
-    module = fit_cvdm(config, run_dir, resume=True, progress_bar=False, accelerator="cpu")
+    module = fit(config, run_dir, resume=True, progress_bar=False, accelerator="cpu")
     assert module.trainer.global_step == 15
     _, spec = load_cvdm(run_dir)
     assert spec["metadata"]["steps"] == 15 and spec["schedule"] == "cosine"
@@ -91,7 +91,7 @@ def test_resume_continues_to_the_new_step_count(tmp_path):
 def test_the_regression_baseline_trains(tmp_path):
     run_dir = tmp_path / "run"
     config = CVDMConfig(**TINY, schedule="regression", max_steps=30, val_every_n_steps=30)
-    fit_cvdm(config, run_dir, progress_bar=False, accelerator="cpu", log_every_n_steps=1)
+    fit(config, run_dir, progress_bar=False, accelerator="cpu", log_every_n_steps=1)
     losses = _train_losses(run_dir)
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
     model, spec = load_cvdm(run_dir)
@@ -103,12 +103,13 @@ def test_the_regression_baseline_trains(tmp_path):
 
 def test_a_nan_loss_stops_training_without_an_export(tmp_path, monkeypatch):
     def nan_loss(self, y0, x, *args, **kwargs):
-        return {"total": y0.flatten(1).sum(1) * math.nan}
+        weights = sum(p.sum() for p in self.parameters())  # a loss that backpropagates
+        return {"total": (y0.flatten(1).sum(1) + weights) * math.nan}
 
     monkeypatch.setattr(CVDM, "loss", nan_loss)
     config = CVDMConfig(**TINY, max_steps=5, val_every_n_steps=5)
     with pytest.raises(FloatingPointError, match="NaN|nan"):
-        fit_cvdm(config, tmp_path / "run", progress_bar=False, accelerator="cpu")
+        fit(config, tmp_path / "run", progress_bar=False, accelerator="cpu")
     assert not (tmp_path / "run" / "export").exists()
 
 

@@ -11,7 +11,7 @@ from diffvi.data import load_dataset
 from diffvi.objectives import DDVI
 from diffvi.posteriors import DiffusionPosterior
 from diffvi.training import TrainConfig, fit, load_module
-from diffvi.training.module import VAEModule
+from diffvi.training import TrainingModule
 
 DDVAE_PRESET = dict(
     objective="ddvi",
@@ -37,7 +37,9 @@ def held_out_ddvi_bound(module, seed: int = 0) -> float:
     torch.manual_seed(seed)
     with torch.no_grad():
         return float(
-            DDVI(num_samples=5, beta_sleep=0)(module.model, module.posterior, x).bound.mean()
+            DDVI(num_samples=5, beta_sleep=0)(
+                module.family.model, module.family.posterior, x
+            ).bound.mean()
         )
 
 
@@ -47,19 +49,19 @@ def test_short_ddvae_run_with_pinwheel_prior_improves_held_out_ddvi_bound_by_50_
     L.seed_everything(config.seed)
     untrained_config = tiny_ddvae_config()
     untrained_config.event_shape = [1, 8, 8]
-    before = held_out_ddvi_bound(VAEModule(untrained_config))
+    before = held_out_ddvi_bound(TrainingModule("vae", untrained_config))
     trained = fit(config, tmp_path / "run", progress_bar=False)
     after = held_out_ddvi_bound(trained)
-    assert isinstance(trained.posterior, DiffusionPosterior)
+    assert isinstance(trained.family.posterior, DiffusionPosterior)
     assert after > before + 50.0, (before, after)
 
 
 def test_ddvae_checkpoint_rebuilds_diffusion_posterior_and_gives_identical_bound(tmp_path):
     module = fit(tiny_ddvae_config(max_epochs=1), tmp_path / "run", progress_bar=False)
     loaded = load_module(tmp_path / "run")
-    assert isinstance(loaded.posterior, DiffusionPosterior)
-    assert loaded.posterior.num_steps == 5 and loaded.posterior.conditional
-    assert type(loaded.model.prior) is type(module.model.prior)
+    assert isinstance(loaded.family.posterior, DiffusionPosterior)
+    assert loaded.family.posterior.num_steps == 5 and loaded.family.posterior.conditional
+    assert type(loaded.family.model.prior) is type(module.family.model.prior)
     module.eval()
     assert held_out_ddvi_bound(module, seed=7) == held_out_ddvi_bound(loaded, seed=7)
 
@@ -77,14 +79,14 @@ def test_warmup_steps_need_a_diffusion_posterior_and_are_not_negative():
     with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
         tiny_ddvae_config(warmup_steps=-1)
     config = tiny_ddvae_config(warmup_steps=10, wake_updates_chain=False)
-    from diffvi.training.module import build_objective_from_config
+    from diffvi.training.families.vae import build_objective_from_config
 
     assert build_objective_from_config(config).wake_updates_chain is False
 
 
 def test_smooth_prior_wraps_a_fixed_2d_prior_and_is_refused_for_others():
     from diffvi.distributions import SmoothedPrior
-    from diffvi.training.module import build_model_from_config
+    from diffvi.training.families.vae import build_model_from_config
 
     model, _ = build_model_from_config(tiny_ddvae_config(smooth_prior=True))
     assert isinstance(model.prior, SmoothedPrior)
@@ -104,7 +106,7 @@ def test_unknown_prior_raises_error_listing_valid_names():
 
 def test_existing_vae_config_keeps_gaussian_posterior_and_standard_normal_prior():
     config = TrainConfig(dataset="digits", latent_dims=[4], hidden=[[16]], event_shape=[1, 8, 8])
-    module = VAEModule(config)
+    module = TrainingModule("vae", config)
     assert config.posterior == "gaussian" and config.prior == "standard-normal"
-    assert type(module.posterior).__name__ == "GaussianPosterior"
-    assert type(module.model.prior).__name__ == "StandardNormal"
+    assert type(module.family.posterior).__name__ == "GaussianPosterior"
+    assert type(module.family.model.prior).__name__ == "StandardNormal"

@@ -10,8 +10,8 @@ import torch
 from diffvi.data import load_dataset
 from diffvi.diffusion.pretrained import load_diffusion
 from diffvi.evaluation.likelihood import diffusion_bits_per_dim
-from diffvi.training.diffusion_module import DiffusionConfig, DiffusionModule, ema_average
-from diffvi.training.trainer import fit_diffusion
+from diffvi.training import DiffusionConfig, TrainingModule, fit
+from diffvi.training.module import ema_average
 
 TINY = dict(
     dataset="digits", base_channels=8, channel_mults=[1, 2], attention_resolutions=[],
@@ -25,22 +25,22 @@ def trained(tmp_path_factory):
     config = DiffusionConfig(
         **TINY, schedule="learned", loss_type="vdm", max_steps=120, val_every_n_steps=60
     )
-    module = fit_diffusion(config, run_dir, progress_bar=False, accelerator="cpu")
+    module = fit(config, run_dir, progress_bar=False, accelerator="cpu")
     return run_dir, module
 
 
 def test_training_lowers_the_test_bits_per_dim_of_the_ema_weights(trained):
     run_dir, module = trained
     test = load_dataset("digits", "test").images[:300]
-    untrained = DiffusionModule(module.config).model
+    untrained = TrainingModule("diffusion", module.config).family.model
     before, _ = diffusion_bits_per_dim(untrained, test, repeats=2)
-    after, se = diffusion_bits_per_dim(module.ema.module, test, repeats=2)
+    after, se = diffusion_bits_per_dim(module.trained.model, test, repeats=2)
     assert after < before - 1.0, (before, after, se)
 
 
 def test_learned_schedule_endpoints_move_during_training(trained):
     _, module = trained
-    assert abs(module.model.schedule.gamma_min + 13.3) > 1e-3
+    assert abs(module.family.model.schedule.gamma_min + 13.3) > 1e-3
 
 
 def test_run_folder_holds_config_checkpoint_logs_and_a_loadable_export(trained):
@@ -49,20 +49,20 @@ def test_run_folder_holds_config_checkpoint_logs_and_a_loadable_export(trained):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     model, spec = load_diffusion(run_dir)
     assert spec["metadata"]["steps"] == 120 and math.isfinite(spec["metadata"]["val_bpd"])
-    for name, value in module.ema.module.state_dict().items():
+    for name, value in module.trained.model.state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
     noise = torch.randn(2, 1, 8, 8)
     a = model.sample((2, 1, 8, 8), steps=5, sampler="ddim", noise=noise)
-    b = module.ema.module.eval().sample((2, 1, 8, 8), steps=5, sampler="ddim", noise=noise)
+    b = module.trained.model.eval().sample((2, 1, 8, 8), steps=5, sampler="ddim", noise=noise)
     assert torch.equal(a, b)
 
 
 def test_resume_continues_to_the_new_step_count(tmp_path):
     run_dir = tmp_path / "run"
     config = DiffusionConfig(**TINY, max_steps=20, val_every_n_steps=10)
-    fit_diffusion(config, run_dir, progress_bar=False, accelerator="cpu")
+    fit(config, run_dir, progress_bar=False, accelerator="cpu")
     config.max_steps = 30
-    module = fit_diffusion(config, run_dir, resume=True, progress_bar=False, accelerator="cpu")
+    module = fit(config, run_dir, resume=True, progress_bar=False, accelerator="cpu")
     assert module.trainer.global_step == 30
     _, spec = load_diffusion(run_dir)
     assert spec["metadata"]["steps"] == 30
@@ -71,10 +71,14 @@ def test_resume_continues_to_the_new_step_count(tmp_path):
 def test_a_nan_loss_stops_training_without_an_export(tmp_path, monkeypatch):
     from diffvi.diffusion.model import DiffusionModel
 
-    monkeypatch.setattr(DiffusionModel, "loss", lambda self, x, *a, **k: x.sum() * math.nan)
+    def nan_loss(self, x, *args, **kwargs):
+        weights = sum(p.sum() for p in self.parameters())  # a loss that backpropagates
+        return (x.flatten(1).sum(1) + weights) * math.nan
+
+    monkeypatch.setattr(DiffusionModel, "loss", nan_loss)
     config = DiffusionConfig(**TINY, max_steps=5, val_every_n_steps=5)
     with pytest.raises(FloatingPointError, match="NaN|nan"):
-        fit_diffusion(config, tmp_path / "run", progress_bar=False, accelerator="cpu")
+        fit(config, tmp_path / "run", progress_bar=False, accelerator="cpu")
     assert not (tmp_path / "run" / "export").exists()
 
 

@@ -13,7 +13,7 @@ from diffvi.data import load_dataset
 from diffvi.objectives import AAE, IWAE
 from diffvi.posteriors import IAFPosterior
 from diffvi.training import TrainConfig, fit, load_module
-from diffvi.training.module import VAEModule
+from diffvi.training import TrainingModule
 
 IAF_PRESET = dict(
     objective="elbo",
@@ -47,18 +47,18 @@ def tiny_aae_config(**overrides) -> TrainConfig:
     return tiny_config(AAE_PRESET, **overrides)
 
 
-def untrained_like(config: TrainConfig) -> VAEModule:
+def untrained_like(config: TrainConfig) -> TrainingModule:
     """The module ``fit`` starts from (same seed, same construction order)."""
     L.seed_everything(config.seed)
     config = TrainConfig.from_dict({**config.to_dict(), "event_shape": [1, 8, 8]})
-    return VAEModule(config)
+    return TrainingModule("vae", config)
 
 
 def held_out_iwae(module, seed: int = 0, k: int = 5) -> float:
     x = load_dataset("digits", "test").images
     torch.manual_seed(seed)
     with torch.no_grad():
-        return float(IWAE(k)(module.model, module.posterior, x).bound.mean())
+        return float(IWAE(k)(module.family.model, module.family.posterior, x).bound.mean())
 
 
 def held_out_reconstruction(module, seed: int = 0) -> float:
@@ -66,7 +66,7 @@ def held_out_reconstruction(module, seed: int = 0) -> float:
     x = load_dataset("digits", "test").images
     torch.manual_seed(seed)
     with torch.no_grad():
-        return float(AAE()(module.model, module.posterior, x).metrics["rec"])
+        return float(AAE()(module.family.model, module.family.posterior, x).metrics["rec"])
 
 
 def flat(parameters) -> torch.Tensor:
@@ -78,7 +78,10 @@ def test_short_iaf_vae_run_improves_held_out_bound(tmp_path):
     before = held_out_iwae(untrained_like(config))
     trained = fit(config, tmp_path / "run", progress_bar=False)
     after = held_out_iwae(trained)
-    assert isinstance(trained.posterior, IAFPosterior) and len(trained.posterior.flows) == 2
+    assert (
+        isinstance(trained.family.posterior, IAFPosterior)
+        and len(trained.family.posterior.flows) == 2
+    )
     assert after > before + 5.0, (before, after)
 
 
@@ -89,10 +92,15 @@ def test_short_aae_run_trains_both_optimisers_and_improves_reconstruction(tmp_pa
     assert len(trained.trainer.optimizers) == 2
     assert trained.trainer.global_step == 2 * 22  # one step per batch, not per optimiser
     assert not torch.equal(
-        flat(start.discriminator.parameters()), flat(trained.discriminator.parameters())
+        flat(start.family.discriminator.parameters()),
+        flat(trained.family.discriminator.parameters()),
     )
-    assert not torch.equal(flat(start.posterior.parameters()), flat(trained.posterior.parameters()))
-    assert not torch.equal(flat(start.model.parameters()), flat(trained.model.parameters()))
+    assert not torch.equal(
+        flat(start.family.posterior.parameters()), flat(trained.family.posterior.parameters())
+    )
+    assert not torch.equal(
+        flat(start.family.model.parameters()), flat(trained.family.model.parameters())
+    )
     before, after = held_out_reconstruction(start), held_out_reconstruction(trained)
     assert after < before - 5.0, (before, after)
     assert math.isfinite(float(trained.trainer.callback_metrics["val/bound"]))
@@ -102,13 +110,13 @@ def test_short_aae_run_trains_both_optimisers_and_improves_reconstruction(tmp_pa
 def test_checkpoint_round_trip_rebuilds_posterior_and_discriminator(tmp_path, make_config):
     module = fit(make_config(max_epochs=1), tmp_path / "run", progress_bar=False)
     loaded = load_module(tmp_path / "run")
-    assert type(loaded.posterior) is type(module.posterior)
+    assert type(loaded.family.posterior) is type(module.family.posterior)
     assert torch.equal(flat(module.parameters()), flat(loaded.parameters()))
     module.eval()
     assert held_out_iwae(module, seed=7) == held_out_iwae(loaded, seed=7)
     if make_config is tiny_aae_config:
-        assert any(k.startswith("discriminator.") for k in loaded.state_dict())
-        assert loaded.objective.discriminator is loaded.discriminator
+        assert any(k.startswith("family.discriminator.") for k in loaded.state_dict())
+        assert loaded.family.objective.discriminator is loaded.family.discriminator
 
 
 def test_aae_resume_matches_uninterrupted_run(tmp_path):
@@ -137,7 +145,7 @@ def test_aae_deterministic_encoder_trains(tmp_path):
         tmp_path / "run",
         progress_bar=False,
     )
-    assert module.objective.deterministic and module.trainer.global_step == 5
+    assert module.family.objective.deterministic and module.trainer.global_step == 5
 
 
 @pytest.mark.parametrize(
@@ -175,7 +183,7 @@ def test_defaults_are_unchanged():
     assert config.iaf_flows == 4 and config.made_hidden is None
     assert config.adversarial_weight == 1.0 and not config.deterministic_encoder
     assert config.discriminator_lr is None
-    module = VAEModule(
-        TrainConfig(dataset="digits", latent_dims=[4], hidden=[[16]], event_shape=[1, 8, 8])
+    module = TrainingModule(
+        "vae", TrainConfig(dataset="digits", latent_dims=[4], hidden=[[16]], event_shape=[1, 8, 8])
     )
-    assert module.automatic_optimization and not hasattr(module, "discriminator")
+    assert module.automatic_optimization and not hasattr(module.family, "discriminator")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from torch import Tensor
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
@@ -46,114 +45,47 @@ fingerprints = _fingerprints_module()
 # (model, EMA copy, NVIL baselines), the exported model for an export.
 
 
-def _lightning_checkpoint(run: Path) -> dict[str, Any]:
-    """The raw checkpoint (weights only), as Lightning's resume reads it."""
-    path = run / "checkpoints" / "last.ckpt"
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _load(run: Path, source: str) -> tuple[Mapping[str, Tensor], Any]:
+    """``(state, family)``: a checkpoint through ``diffvi.training.load_module`` (the state of
+    the whole training module; the family whose weights are validated and exported), an export
+    through ``diffvi.load`` (the exported state)."""
+    from diffvi.training import load, load_module
+
+    if source == "checkpoint":
+        module = load_module(run / "checkpoints" / "last.ckpt")
+        return module.state_dict(), module.trained
+    family = load(run / "export")
+    return family.export_state(), family
 
 
 def load_vae(run: Path, source: str) -> tuple[Mapping[str, Tensor], Any, Any]:
-    """A VAE or DD-VAE: ``(state, model, posterior)``.
-
-    Checkpoint: ``diffvi.training.load_module``. Export (``model.safetensors`` +
-    ``config.json``): no public loader reads it today (``diffvi evaluate`` / ``sample`` load
-    VAEs through ``load_module``, which needs a checkpoint or a run folder), so the module is
-    rebuilt from the exported config and the weights loaded into it, as ``export_model`` wrote
-    them.
-    """
-    if source == "checkpoint":
-        from diffvi.training import load_module
-
-        module = load_module(run / "checkpoints" / "last.ckpt")
-    else:
-        from safetensors.torch import load_file
-
-        from diffvi.training.module import VAEModule
-
-        module = VAEModule(json.loads((run / "export" / "config.json").read_text()))
-        module.load_state_dict(load_file(run / "export" / "model.safetensors"))
-        module.eval()
-    return module.state_dict(), module.model, module.posterior
+    """A VAE or DD-VAE: ``(state, model, posterior)``."""
+    state, family = _load(run, source)
+    return state, family.model, family.posterior
 
 
 def load_diffusion(run: Path, source: str) -> tuple[Mapping[str, Tensor], Any, list[int]]:
-    """An image diffusion model: ``(state, EMA model, event_shape)``.
-
-    Checkpoint: ``DiffusionModule`` from the saved config, then the state dict (what
-    ``fit_diffusion(..., resume=True)`` does). Export: ``diffvi.diffusion.pretrained.
-    load_diffusion``."""
-    if source == "checkpoint":
-        from diffvi.training.diffusion_module import DiffusionModule
-
-        ckpt = _lightning_checkpoint(run)
-        module = DiffusionModule(ckpt["hyper_parameters"]["config"])
-        module.load_state_dict(ckpt["state_dict"])
-        module.eval()
-        return module.state_dict(), module.ema.module, module.config.event_shape
-    from diffvi.diffusion.pretrained import load_diffusion as load
-
-    model, spec = load(run / "export")
-    return model.state_dict(), model, spec["event_shape"]
+    """An image diffusion model: ``(state, EMA model, event_shape)``."""
+    state, family = _load(run, source)
+    return state, family.model, family.spec["event_shape"]
 
 
 def load_cvdm(run: Path, source: str) -> tuple[Mapping[str, Tensor], Any, dict[str, Any]]:
-    """A CVDM: ``(state, EMA model, model spec)``.
-
-    Checkpoint: ``CVDMModule`` from the saved config, then the state dict (what
-    ``fit_cvdm(..., resume=True)`` does). Export: ``diffvi.training.load_cvdm``."""
-    if source == "checkpoint":
-        from diffvi.training.cvdm_module import CVDMModule
-
-        ckpt = _lightning_checkpoint(run)
-        module = CVDMModule(ckpt["hyper_parameters"]["config"])
-        module.load_state_dict(ckpt["state_dict"])
-        module.eval()
-        return module.state_dict(), module.ema.module, module.config.model_spec()
-    from diffvi.training import load_cvdm as load
-
-    model, spec = load(run / "export")
-    return model.state_dict(), model, spec
+    """A CVDM: ``(state, EMA model, model spec)``."""
+    state, family = _load(run, source)
+    return state, family.model, family.config.model_spec()
 
 
 def load_sbn(run: Path, source: str) -> tuple[Mapping[str, Tensor], Any, Any]:
-    """A sigmoid belief net: ``(state, model, posterior)``.
-
-    Checkpoint: ``SBNModule`` from the saved config and event shape, then the state dict (what
-    ``fit_sbn(..., resume=True)`` does). Export: ``diffvi.training.sbn_module.load_sbn``."""
-    if source == "checkpoint":
-        from diffvi.training.sbn_module import SBNModule
-
-        ckpt = _lightning_checkpoint(run)
-        hp = ckpt["hyper_parameters"]
-        module = SBNModule(hp["config"], hp["event_shape"])
-        module.load_state_dict(ckpt["state_dict"])
-        module.eval()
-        return module.state_dict(), module.sbn.model, module.sbn.posterior
-    from diffvi.training.sbn_module import load_sbn as load
-
-    sbn, _ = load(run / "export")
-    return sbn.state_dict(), sbn.model, sbn.posterior
+    """A sigmoid belief net: ``(state, model, posterior)``."""
+    state, family = _load(run, source)
+    return state, family.model, family.posterior
 
 
 def load_vaedgp(run: Path, source: str) -> tuple[Mapping[str, Tensor], Any, int]:
-    """A VAE-DGP: ``(state, model, number of training points)``.
-
-    Checkpoint: ``VAEDGPModule`` from the saved config, data width and point count, then the
-    state dict (what ``fit_vaedgp(..., resume=True)`` does). Export:
-    ``diffvi.training.load_vaedgp``."""
-    if source == "checkpoint":
-        from diffvi.training.dgp_module import VAEDGPModule
-
-        ckpt = _lightning_checkpoint(run)
-        hp = ckpt["hyper_parameters"]
-        module = VAEDGPModule(hp["config"], hp["data_dim"], hp["num_points"])
-        module.load_state_dict(ckpt["state_dict"])
-        module.eval()
-        return module.state_dict(), module.model, module.num_points
-    from diffvi.training import load_vaedgp as load
-
-    model, spec = load(run / "export")
-    return model.state_dict(), model, spec["num_points"]
+    """A VAE-DGP: ``(state, model, number of training points)``."""
+    state, family = _load(run, source)
+    return state, family.model, family.config.num_points
 
 
 # -- the checks ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def test_warmup_lowers_the_sleep_loss_and_leaves_the_model_untouched():
     decoder_before = [p.clone() for p in module.model.parameters()]
     before = held_out_sleep_loss(module)
     warmup = PosteriorWarmup(steps=300, batch_size=128, lr=3e-3)
-    warmup.on_train_start(SimpleNamespace(global_step=0), module)
+    warmup.on_train_start(SimpleNamespace(global_step=0), SimpleNamespace(family=module))
     assert held_out_sleep_loss(module) < 0.85 * before
     assert all(
         torch.equal(a, b) for a, b in zip(decoder_before, module.model.parameters(), strict=True)

@@ -11,7 +11,8 @@ import torch
 from diffvi.cli import choices
 from diffvi.data.registry import load_dataset
 from diffvi.objectives import SCORE_FUNCTION_ESTIMATORS
-from diffvi.training.sbn_module import SBN, SBNConfig, fit_sbn, load_sbn, pixel_mean_logits
+from diffvi.training import SBNConfig, fit, load, read_spec
+from diffvi.training.families.sbn import SBNFamily, pixel_mean_logits
 
 TINY = dict(dataset="digits", layers=[8, 4], batch_size=32, lr=3e-3, val_size=64, val_k=20)
 
@@ -26,15 +27,15 @@ def test_a_short_run_raises_the_held_out_bound_over_the_untrained_model(tmp_path
     config = SBNConfig(
         **{**TINY, "lr": 1e-2}, estimator=estimator, k=k, max_steps=400, val_every_n_steps=200
     )
-    fit_sbn(config, tmp_path / "run", accelerator="cpu", progress_bar=False)
+    fit(config, tmp_path / "run", accelerator="cpu", progress_bar=False)
     assert len(_val_bounds(tmp_path / "run")) == 2
     images = load_dataset("digits", "train").images
     held_out = load_dataset("digits", "test").images[:200]
     torch.manual_seed(0)
-    untrained = SBN([1, 8, 8], TINY["layers"])
+    untrained = SBNFamily(SBNConfig(**TINY, event_shape=[1, 8, 8]))
     with torch.no_grad():
         untrained.model.decoders[0].bias.copy_(pixel_mean_logits(images))
-    trained, _ = load_sbn(tmp_path / "run")
+    trained = load(tmp_path / "run")
     before = untrained.importance_bound(held_out, 50).mean()
     after = trained.importance_bound(held_out, 50).mean()
     assert after > before + 0.8, (before, after)
@@ -43,27 +44,26 @@ def test_a_short_run_raises_the_held_out_bound_over_the_untrained_model(tmp_path
 def test_export_loads_and_scores_like_the_run_and_resume_continues(tmp_path):
     run = tmp_path / "run"
     config = SBNConfig(**TINY, estimator="nvil", max_steps=20, val_every_n_steps=10)
-    fit_sbn(config, run, accelerator="cpu", progress_bar=False)
-    sbn, spec = load_sbn(run)
-    assert spec["kind"] == "sbn" and spec["layers"] == [8, 4] and spec["metadata"]["steps"] == 20
+    fit(config, run, accelerator="cpu", progress_bar=False)
+    sbn, spec = load(run), read_spec(run)
+    assert spec["kind"] == "sbn" and spec["config"]["layers"] == [8, 4]
+    assert spec["metadata"]["steps"] == 20
     x = torch.bernoulli(torch.full((5, 1, 8, 8), 0.3))
     torch.manual_seed(0)
     bound = sbn.importance_bound(x, 50)
     assert bound.shape == (5,) and bool((bound < 0).all())
     config.max_steps = 30
-    fit_sbn(config, run, resume=True, accelerator="cpu", progress_bar=False)
+    fit(config, run, resume=True, accelerator="cpu", progress_bar=False)
     assert json.loads((run / "export" / "model.json").read_text())["metadata"]["steps"] == 30
 
 
 def test_the_visible_biases_start_at_the_pixel_mean_logits(tmp_path):
-    from diffvi.training.sbn_module import SBNModule
-
     images = load_dataset("digits", "train").images
     logits = pixel_mean_logits(images)
     assert logits.shape == (64,) and float(logits.max()) <= math.log(999) + 1e-4
     mean = images.flatten(1).mean(0).clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(torch.sigmoid(logits), mean)
-    assert SBNModule(SBNConfig(**TINY), [1, 8, 8]).estimator.baselines is not None
+    assert SBNFamily(SBNConfig(**TINY, event_shape=[1, 8, 8])).estimator.baselines is not None
 
 
 def test_bad_configs_are_clear_errors():
@@ -88,8 +88,8 @@ def test_a_nan_loss_stops_training_without_an_export(tmp_path, monkeypatch):
     original = vimco.VIMCO.__call__
     monkeypatch.setattr(vimco.VIMCO, "__call__", broken)
     config = SBNConfig(**TINY, estimator="vimco", k=2, max_steps=5, val_every_n_steps=5)
-    with pytest.raises(FloatingPointError, match="training loss became nan"):
-        fit_sbn(config, tmp_path / "run", accelerator="cpu", progress_bar=False)
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        fit(config, tmp_path / "run", accelerator="cpu", progress_bar=False)
     assert not (tmp_path / "run" / "export").exists()
 
 

@@ -113,7 +113,7 @@ def test_short_semisupervised_ddvae_run_on_digits_learns_labels_far_above_chance
     # The classifier is part of the checkpoint and the export.
     loaded = load_module(tmp_path / "run")
     x = torch.rand(3, 1, 8, 8)
-    torch.testing.assert_close(loaded.classifier(x), module.classifier.cpu()(x))
+    torch.testing.assert_close(loaded.family.classifier(x), module.family.classifier.cpu()(x))
     from safetensors.torch import load_file
 
     exported = load_file(tmp_path / "run" / "export" / "model.safetensors")

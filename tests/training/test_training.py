@@ -27,7 +27,7 @@ def held_out_bound(module, seed: int = 0, k: int = 20) -> float:
     x = load_dataset("digits", "test").images
     torch.manual_seed(seed)
     with torch.no_grad():
-        return float(IWAE(k)(module.model, module.posterior, x).bound.mean())
+        return float(IWAE(k)(module.family.model, module.family.posterior, x).bound.mean())
 
 
 def flat_parameters(module) -> torch.Tensor:
@@ -45,10 +45,10 @@ def test_short_training_run_improves_held_out_bound_by_at_least_5_nats(tmp_path)
 
 
 def load_module_like(config: TrainConfig):
-    from diffvi.training.module import VAEModule
+    from diffvi.training import TrainingModule
 
     config.event_shape = [1, 8, 8]
-    return VAEModule(config)
+    return TrainingModule("vae", config)
 
 
 def test_checkpoint_round_trip_gives_identical_bound_under_fixed_seed(tmp_path):

@@ -1,4 +1,4 @@
-"""VAE-DGP training (``fit_vaedgp``): a short run raises the held-out bound and imputes better
+"""VAE-DGP training (``fit`` with a ``VAEDGPConfig``): a short run raises the held-out bound and imputes better
 than the column means, the export and latent plot are written, resume continues, a GP-LVM
 trains, and bad configs and non-finite bounds stop with clear errors."""
 
@@ -9,15 +9,8 @@ import math
 import pytest
 import torch
 
-from diffvi.training.dgp_module import (
-    VAEDGPConfig,
-    VAEDGPModule,
-    fit_vaedgp,
-    flat_images,
-    imputation_rmse,
-    load_vaedgp,
-    random_mask,
-)
+from diffvi.training import TrainingModule, VAEDGPConfig, fit, load, read_spec
+from diffvi.training.families.vaedgp import flat_images, imputation_rmse, random_mask
 
 SMALL = dict(
     dataset="frey-faces", latent_dims=[3], num_inducing=12, recognition_hidden=[32],
@@ -32,11 +25,11 @@ def _val_bounds(run_dir) -> list[float]:
 
 def test_a_short_run_raises_the_held_out_bound_and_imputes_better_than_the_mean(tmp_path):
     config = VAEDGPConfig(**SMALL, max_steps=120, val_every_n_steps=40)
-    fit_vaedgp(config, tmp_path, accelerator="cpu", progress_bar=False)
+    fit(config, tmp_path, accelerator="cpu", progress_bar=False)
     bounds = _val_bounds(tmp_path)
     assert len(bounds) == 3 and bounds[-1] > bounds[0] + 50, bounds
     meta = json.loads((tmp_path / "export" / "model.json").read_text())["metadata"]
-    model, spec = load_vaedgp(tmp_path)
+    model, spec = load(tmp_path).model, read_spec(tmp_path)
     assert spec["kind"] == "vaedgp" and meta["steps"] == 120
     y, _ = flat_images("frey-faces", "test", 60)
     y = y.double()
@@ -51,28 +44,28 @@ def test_a_short_run_raises_the_held_out_bound_and_imputes_better_than_the_mean(
 
 def test_resume_continues_to_the_new_max_steps_and_a_gplvm_trains(tmp_path):
     config = VAEDGPConfig(**SMALL, max_steps=20, val_every_n_steps=10)
-    fit_vaedgp(config, tmp_path / "a", accelerator="cpu", progress_bar=False)
+    fit(config, tmp_path / "a", accelerator="cpu", progress_bar=False)
     config.max_steps = 30
-    fit_vaedgp(config, tmp_path / "a", resume=True, accelerator="cpu", progress_bar=False)
+    fit(config, tmp_path / "a", resume=True, accelerator="cpu", progress_bar=False)
     meta = json.loads((tmp_path / "a" / "export" / "model.json").read_text())["metadata"]
     assert meta["steps"] == 30
     gplvm = VAEDGPConfig(**{**SMALL, "train_size": 100}, recognition=False, max_steps=40,
                          val_every_n_steps=20)  # fmt: skip
-    module = fit_vaedgp(gplvm, tmp_path / "b", accelerator="cpu", progress_bar=False)
+    module = fit(gplvm, tmp_path / "b", accelerator="cpu", progress_bar=False)
     y, _ = flat_images("frey-faces", "train", 100)
     with torch.no_grad():
-        bound = module.model.bound(y.double()).mean().item()
-    assert math.isfinite(bound) and not module.model.amortised
-    model, _ = load_vaedgp(tmp_path / "b")
+        bound = module.family.model.bound(y.double()).mean().item()
+    assert math.isfinite(bound) and not module.family.model.amortised
+    model = load(tmp_path / "b").model
     assert model.free_means[0].shape == (100, 3)
 
 
 def test_natural_steps_leave_q_u_out_of_adam():
-    module = VAEDGPModule(VAEDGPConfig(**SMALL), data_dim=560, num_points=200)
+    module = TrainingModule("vaedgp", VAEDGPConfig(**SMALL, data_dim=560, num_points=200))
     optimised = {id(p) for g in module.configure_optimizers().param_groups for p in g["params"]}
-    q_u = {id(p) for layer in module.model.layers for p in layer.q_u_parameters()}
+    q_u = {id(p) for layer in module.family.model.layers for p in layer.q_u_parameters()}
     assert not optimised & q_u
-    assert len(optimised | q_u) == len(list(module.model.parameters()))
+    assert len(optimised | q_u) == len(list(module.family.model.parameters()))
 
 
 def test_bad_configs_are_clear_errors():
@@ -90,9 +83,11 @@ def test_bad_configs_are_clear_errors():
 
 
 def test_a_non_finite_bound_stops_training_with_a_message():
-    module = VAEDGPModule(VAEDGPConfig(**SMALL, natural_step=0.0), data_dim=560, num_points=200)
+    config = VAEDGPConfig(**SMALL, natural_step=0.0, data_dim=560, num_points=200)
+    module = TrainingModule("vaedgp", config)
     with torch.no_grad():
-        module.model.layers[0].log_noise_var.fill_(float("nan"))
+        module.family.model.layers[0].log_noise_var.fill_(float("nan"))
     y, _ = flat_images("frey-faces", "train", 8)
+    module.training_step((y.double(), torch.arange(8)), 0)
     with pytest.raises(FloatingPointError, match="lower learning rate"):
-        module.training_step((y.double(), torch.arange(8)), 0)
+        module.check_finite()

@@ -8,9 +8,9 @@ from diffvi.diffusion.model import LOSSES as DIFFUSION_LOSSES
 from diffvi.diffusion.samplers import SAMPLERS
 from diffvi.diffusion.schedules import SCHEDULES as DIFFUSION_SCHEDULES
 from diffvi.distributions.likelihoods import LIKELIHOODS
-from diffvi.distributions.toy2d import TOY_PRIORS
+from diffvi.distributions.priors import PRIORS
 from diffvi.models.vae import ARCHITECTURES
-from diffvi.nn.mlp import ACTIVATIONS
+from diffvi.nn.activations import ACTIVATIONS
 from diffvi.objectives.iwae import ESTIMATORS
 from diffvi.training.config import ADAM_PRESETS, OBJECTIVES, POSTERIORS, SCHEDULES
 from diffvi.training.embedding import EMBEDDING_METHODS
@@ -29,7 +29,7 @@ Likelihood = choice("Likelihood", LIKELIHOODS)
 Activation = choice("Activation", ACTIVATIONS)
 Adam = choice("Adam", ADAM_PRESETS)
 Schedule = choice("Schedule", SCHEDULES)
-Prior = choice("Prior", TOY_PRIORS)
+Prior = choice("Prior", PRIORS)
 # Posteriors of `train vae` (the diffusion one is `train ddvae`'s).
 VAEPosterior = choice("VAEPosterior", [p for p in POSTERIORS if p != "diffusion"])
 # Diffusion models.

@@ -132,33 +132,172 @@ def diffusion_folder(target: Path) -> Path | None:
         raise
 
 
-def fresh_run_dir(run_dir: Path) -> Path:
-    """``run_dir`` for a new run; a folder that already holds a run is an error."""
-    if (run_dir / "checkpoints" / "last.ckpt").exists():
-        raise ValueError(
-            f"{run_dir} already holds a run (checkpoints/last.ckpt); pass --resume to "
-            "continue it, or choose another --run-dir"
-        )
-    return run_dir
+_BUDGET = "Budget"
+_OPTIM = "Optimisation"
+_HARDWARE = "Hardware (passed to Lightning's Trainer)"
+
+ConfigFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        exists=True,
+        dir_okay=False,
+        help="A YAML or JSON file of config fields (a run's config.json reruns it); "
+        "options given on the command line override it.",
+        show_default=False,
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Continue the run in --run-dir from checkpoints/last.ckpt with its saved config "
+        "(only the budget, --precision and --flush-denormal may change)."
+    ),
+]
+SeedOpt = Annotated[
+    int | None, typer.Option(show_default="0", help="Seed of weights, noise and data order.")
+]
+MaxEpochsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=-1, show_default="the family's", rich_help_panel=_BUDGET, help="-1: no limit."
+    ),
+]
+MaxStepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=-1,
+        show_default="the family's",
+        rich_help_panel=_BUDGET,
+        help="Optimiser steps in total (across resumes); -1: no limit.",
+    ),
+]
+MaxMinutesOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        show_default="no limit",
+        rich_help_panel=_BUDGET,
+        help="Wall-clock minutes of this session.",
+    ),
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        show_default="32-true",
+        rich_help_panel=_HARDWARE,
+        help="32-true, bf16-mixed, 16-mixed (CUDA), bf16-true or 64-true.",
+    ),
+]
+AcceleratorOpt = Annotated[str, typer.Option(help="cpu, gpu, auto …", rich_help_panel=_HARDWARE)]
+DevicesOpt = Annotated[
+    str, typer.Option(help="auto, a count (2) or ids (0,1).", rich_help_panel=_HARDWARE)
+]
+NumNodesOpt = Annotated[int, typer.Option(min=1, rich_help_panel=_HARDWARE)]
+StrategyOpt = Annotated[str, typer.Option(help="auto, ddp …", rich_help_panel=_HARDWARE)]
+ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
+LogEveryOpt = Annotated[
+    int, typer.Option(min=1, help="Write training metrics to logs/ every N steps.")
+]
 
 
-def resumed_step_config(run_dir: Path | None, given: dict, config_class: type, kind: str):
-    """The saved config (``config.json``, of kind ``kind``) of a step-based run to resume;
-    only ``max_steps`` may differ from it among the options the user ``given``."""
-    if run_dir is None:
-        raise ValueError("--resume needs the --run-dir of the run to continue")
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
-    saved = json.loads(path.read_text())
-    if saved.pop("kind", None) != kind:
-        raise ValueError(f"{run_dir} does not hold a {kind} run; resume it with its command")
-    config = config_class.from_dict(saved)
-    clashes = [k for k, v in given.items() if k != "max_steps" and v != getattr(config, k)]
-    if clashes:
+def dataset_opt(default: str) -> Any:
+    from diffvi.data import available_datasets
+
+    return Annotated[
+        str | None,
+        typer.Option(help=f"Data set: {', '.join(available_datasets())}.", show_default=default),
+    ]
+
+
+def run_dir_opt(default: str) -> Any:
+    return Annotated[
+        Path | None,
+        typer.Option(
+            show_default=default,
+            help="Folder of the run: config.json, checkpoints/, logs/, export/.",
+        ),
+    ]
+
+
+def batch_size_opt(default: str) -> Any:
+    return Annotated[int | None, typer.Option(min=1, show_default=default, rich_help_panel=_OPTIM)]
+
+
+def lr_opt(default: str) -> Any:
+    return Annotated[
+        float | None,
+        typer.Option(
+            min=1e-12, show_default=default, rich_help_panel=_OPTIM, help="Learning rate."
+        ),
+    ]
+
+
+def run_training(
+    kind: str,
+    given: dict[str, Any],
+    run_dir: Path | None,
+    resume: bool,
+    hardware: dict[str, Any],
+    config_file: Path | None = None,
+    defaults: dict[str, Any] | None = None,
+    run_name: Callable[[Any], str] | None = None,
+) -> tuple[Any, Path, dict[str, Any]] | None:
+    """What every ``train`` sub-command does once its options are read: set up torch, resolve
+    the config (:func:`~diffvi.training.runs.resolve_run`), train with
+    :func:`~diffvi.training.fit`. Returns ``(config, run_dir, export metadata)`` on global rank
+    0, ``None`` on the other ranks.
+
+    ``hardware``: ``accelerator``, ``devices``, ``num_nodes``, ``strategy``, ``flush_denormal``,
+    ``threads``, ``progress``, ``log_every_n_steps`` as the command received them.
+    """
+    setup_numerics(hardware["flush_denormal"])
+    quiet_lightning()
+    set_threads(hardware["threads"])
+    from diffvi.training import fit, read_spec
+    from diffvi.training.runs import resolve_run
+
+    given = {**given, "flush_denormal": hardware["flush_denormal"]}
+    config, run_dir = resolve_run(
+        kind,
+        given,
+        run_dir,
+        resume,
+        config_file=config_file,
+        defaults=defaults,
+        run_name=run_name,
+    )
+    module = fit(
+        config,
+        run_dir,
+        resume=resume,
+        accelerator=hardware["accelerator"],
+        devices=parse_devices(hardware["devices"]),
+        num_nodes=hardware["num_nodes"],
+        strategy=hardware["strategy"],
+        progress_bar=hardware["progress"],
+        log_every_n_steps=hardware["log_every_n_steps"],
+    )
+    if module.global_rank != 0:
+        return None
+    return config, run_dir, read_spec(run_dir)["metadata"]
+
+
+def parse_sizes(text: str, option: str) -> list[int]:
+    """Comma-separated positive sizes such as ``200,200`` (``option`` names the flag)."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
         raise ValueError(
-            f"--resume continues {run_dir} with its saved config; these options differ: "
-            f"{', '.join(clashes)}. Drop them, or start a new --run-dir"
+            f"{option} takes comma-separated positive sizes such as 200,200, got {text!r}"
         )
-    config.max_steps = given.get("max_steps", config.max_steps)
-    return config
+    return sizes
+
+
+def parse_resolutions(text: str | None) -> list[int] | None:
+    """``--attention``: comma-separated resolutions, ``''`` for none, ``None`` if not given."""
+    if text is None:
+        return None
+    return parse_sizes(text, "--attention") if text.strip() else []

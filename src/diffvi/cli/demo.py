@@ -129,7 +129,6 @@ def demo_command(
 
     import torch
 
-    from diffvi.cli.train import final_metrics_callback
     from diffvi.data import load_dataset
     from diffvi.evaluation.plots import (
         save_image_grid,
@@ -137,7 +136,7 @@ def demo_command(
         save_reconstructions,
     )
     from diffvi.evaluation.report import evaluate_module, format_table
-    from diffvi.training import TrainConfig, fit
+    from diffvi.training import TrainConfig, fit, read_spec
 
     config = TrainConfig(**DEMO_MODEL, max_epochs=epochs, seed=seed, flush_denormal=flush_denormal)
     typer.echo(
@@ -145,17 +144,12 @@ def demo_command(
         f"into {out} ..."
     )
     started = time.perf_counter()
-    tracker = final_metrics_callback()
     module = fit(
-        config,
-        out,
-        progress_bar=progress,
-        callbacks=[tracker],
-        log_every_n_steps=10,
-        checkpoint_every_n_epochs=25,
+        config, out, progress_bar=progress, log_every_n_steps=10, checkpoint_every_n_epochs=25
     )
     train_seconds = time.perf_counter() - started
-    module = module.cpu().eval()
+    module = module.family.cpu().eval()
+    final_val = {k: v for k, v in read_spec(out)["metadata"].items() if k.startswith("val_")}
 
     test = load_dataset("digits", "test")
     x, labels = test.images, test.labels
@@ -187,7 +181,7 @@ def demo_command(
         "quick": quick,
         "train_seconds": round(train_seconds, 2),
         "eval_seconds": round(eval_seconds, 2),
-        "final_val": tracker.metrics,
+        "final_val": final_val,
         "checkpoint": str(out / "checkpoints" / "last.ckpt"),
         "config": config.to_dict(),
     }
@@ -243,7 +237,7 @@ def compare_latents(
             checkpoint_every_n_epochs=epochs,
         )
         seconds = time.perf_counter() - started
-        module = module.cpu().eval()
+        module = module.family.cpu().eval()
         generator = torch.Generator().manual_seed(seed)
         z_test = embed_latents(module.posterior, test.images, generator)
         z_train = embed_latents(module.posterior, train.images, generator)

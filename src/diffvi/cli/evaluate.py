@@ -24,16 +24,15 @@ from diffvi.utils.io import write_json
 
 
 def load_for_evaluation(run_or_checkpoint: Path, device: str):
-    """``(module, checkpoint path, torch.device)``: the module in eval mode on ``device``."""
-    from diffvi.training import load_module
+    """``(family, checkpoint path, torch.device)``: the trained family (``.model``,
+    ``.posterior``, ``.config``) in eval mode on ``device``."""
+    from diffvi.training import load
     from diffvi.training.checkpoint import resolve_checkpoint
     from diffvi.utils.runtime import resolve_device
 
     torch_device = resolve_device(device)
     checkpoint = resolve_checkpoint(run_or_checkpoint)
-    module = load_module(checkpoint).to(torch_device)
-    module.eval()
-    return module, checkpoint, torch_device
+    return load(checkpoint, torch_device), checkpoint, torch_device
 
 
 def load_images(
@@ -183,13 +182,13 @@ def run_sbn_evaluation(
     import torch
 
     from diffvi.evaluation.report import evaluate_module
-    from diffvi.training.sbn_module import load_sbn
+    from diffvi.training import load
     from diffvi.utils.runtime import resolve_device
 
     torch_device = resolve_device(device)
-    sbn, spec = load_sbn(run, torch_device)
-    name = dataset or spec["dataset"]
-    images, _ = load_images(name, split, spec["event_shape"], limit, seed)
+    sbn = load(run, torch_device)
+    name = dataset or sbn.config.dataset
+    images, _ = load_images(name, split, sbn.config.event_shape, limit, seed)
     with torch.no_grad():
         metrics = evaluate_module(
             sbn, images.float().to(torch_device), k=k, elbo_samples=elbo_samples, iwae_k=iwae_k,

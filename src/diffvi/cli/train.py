@@ -1,8 +1,6 @@
-"""``diffvi train …``: one sub-command per model family (``vae``, ``ddvae``).
-
-The sub-commands share their run, optimisation and hardware options (the ``*Opt`` aliases and
-factories below) and the code that resolves the config, trains and reports (:func:`run_training`).
-"""
+"""``diffvi train …``: one sub-command per model family (``vae``, ``ddvae`` here; ``diffusion``,
+``cvdm``, ``sbn``, ``vaedgp`` in their modules). Every sub-command resolves its config and trains
+through :func:`~diffvi.cli.common.run_training`."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,17 +9,30 @@ import typer
 
 from diffvi.cli import choices
 from diffvi.cli.common import (
+    AcceleratorOpt,
+    ConfigFileOpt,
+    DevicesOpt,
     FlushDenormalOpt,
+    LogEveryOpt,
+    MaxEpochsOpt,
+    MaxMinutesOpt,
+    MaxStepsOpt,
+    NumNodesOpt,
+    PrecisionOpt,
+    ProgressOpt,
+    ResumeOpt,
+    SeedOpt,
+    StrategyOpt,
     ThreadsOpt,
+    batch_size_opt,
     check_dataset,
-    fresh_run_dir,
-    parse_devices,
-    quiet_lightning,
+    dataset_opt,
+    lr_opt,
+    parse_sizes,
     report_errors,
-    set_threads,
-    setup_numerics,
+    run_dir_opt,
+    run_training,
 )
-from diffvi.data import available_datasets
 from diffvi.objectives.ddvi import OFFICIAL_KL_WEIGHT, OFFICIAL_SLEEP_WEIGHT
 from diffvi.training.config import PRIORS_2D
 
@@ -30,40 +41,8 @@ train_app = typer.Typer(
     no_args_is_help=True,
 )
 
-# TrainConfig fields that may change when a run is resumed; the others define the run.
-RESUMABLE_FIELDS = ("max_epochs", "max_steps", "flush_denormal")
-
-_HARDWARE = "Hardware (passed to Lightning's Trainer)"
 _MODEL = "Model"
 _OPTIM = "Optimisation"
-
-
-def final_metrics_callback() -> Any:
-    """A Lightning callback that keeps the last validation figures (``.metrics``), the final
-    step and epoch, and whether this process is global rank 0 (built here so that importing
-    this module does not import Lightning)."""
-    from lightning.pytorch.callbacks import Callback
-
-    class FinalMetrics(Callback):
-        def __init__(self) -> None:
-            self.metrics: dict[str, float] = {}
-            self.is_global_zero = True
-            self.global_step = 0
-            self.epoch = 0
-
-        def on_validation_end(self, trainer, pl_module) -> None:
-            if trainer.sanity_checking:
-                return
-            for name, value in trainer.callback_metrics.items():
-                if name.startswith("val/"):
-                    self.metrics[name] = float(value)
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            self.is_global_zero = trainer.is_global_zero
-            self.global_step = trainer.global_step
-            self.epoch = trainer.current_epoch
-
-    return FinalMetrics()
 
 
 def _vae_run_name(config) -> str:
@@ -71,108 +50,11 @@ def _vae_run_name(config) -> str:
     return f"{config.dataset}-{posterior}{config.objective}-k{config.k}"
 
 
-def _resolve_config(
-    explicit: dict[str, Any],
-    run_dir: Path | None,
-    resume: bool,
-    defaults: dict[str, Any] | None = None,
-    run_name=_vae_run_name,
-):
-    """``(config, run_dir)`` of this run. A new run: the command-line values over the
-    command's ``defaults`` over the ``TrainConfig`` defaults, in ``run_dir`` or
-    ``runs/<run_name(config)>``. ``--resume``: the saved ``config.json`` of ``run_dir`` (only
-    ``RESUMABLE_FIELDS`` may change; the command's defaults do not apply)."""
-    from diffvi.training import TrainConfig
-
-    given = {name: value for name, value in explicit.items() if value is not None}
-    if not resume:
-        config = TrainConfig(**{**(defaults or {}), **given})
-        if run_dir is None:
-            run_dir = Path("runs") / run_name(config)
-        return config, fresh_run_dir(run_dir)
-    if run_dir is None:
-        raise ValueError("--resume needs the --run-dir of the run to continue")
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
-    import json
-
-    saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
-    wanted = (defaults or {}).get("posterior", "gaussian")
-    if (saved.posterior == "diffusion") != (wanted == "diffusion"):
-        command = "ddvae" if saved.posterior == "diffusion" else "vae"
-        raise ValueError(
-            f"{run_dir} holds a run with the {saved.posterior} posterior; resume it with "
-            f"`diffvi train {command}`"
-        )
-    clashes = {
-        name: (value, getattr(saved, name))
-        for name, value in given.items()
-        if name not in RESUMABLE_FIELDS and value != getattr(saved, name)
-    }
-    if clashes:
-        detail = ", ".join(
-            f"{n}: given {new!r}, run has {old!r}" for n, (new, old) in clashes.items()
-        )
-        raise ValueError(
-            f"--resume continues {run_dir} with its saved config; these options differ ({detail}). "
-            "Drop them, or start a new --run-dir"
-        )
-    for name in RESUMABLE_FIELDS:
-        if name in given:
-            setattr(saved, name, given[name])
-    return saved, run_dir
-
-
-def _parse_hidden(hidden: list[str] | None, option: str = "--hidden") -> list[list[int]] | None:
-    if not hidden:
-        return None
-    layers = []
-    for spec in hidden:
-        try:
-            sizes = [int(part) for part in spec.split(",") if part.strip()]
-        except ValueError:
-            sizes = []
-        if not sizes or min(sizes) < 1:
-            raise ValueError(
-                f"{option} takes comma-separated positive sizes such as 200,200, got {spec!r}"
-            )
-        layers.append(sizes)
-    return layers
+def _parse_hidden(hidden: list[str] | None) -> list[list[int]] | None:
+    return [parse_sizes(spec, "--hidden") for spec in hidden] if hidden else None
 
 
 # -- options shared by the sub-commands -------------------------------------------------------
-
-ResumeOpt = Annotated[
-    bool,
-    typer.Option(
-        help="Continue the run in --run-dir from checkpoints/last.ckpt with its "
-        "saved config (only --max-epochs/--max-steps may change)."
-    ),
-]
-SeedOpt = Annotated[
-    int | None, typer.Option(show_default="0", help="Seed of weights, noise and data order.")
-]
-AcceleratorOpt = Annotated[str, typer.Option(help="cpu, gpu, auto …", rich_help_panel=_HARDWARE)]
-DevicesOpt = Annotated[
-    str, typer.Option(help="auto, a count (2) or ids (0,1).", rich_help_panel=_HARDWARE)
-]
-NumNodesOpt = Annotated[int, typer.Option(min=1, rich_help_panel=_HARDWARE)]
-StrategyOpt = Annotated[str, typer.Option(help="auto, ddp …", rich_help_panel=_HARDWARE)]
-ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars.")]
-LogEveryOpt = Annotated[
-    int, typer.Option(min=1, help="Write training metrics to logs/ every N steps.")
-]
-MaxStepsOpt = Annotated[
-    int | None,
-    typer.Option(
-        min=-1,
-        show_default="-1 (no limit)",
-        rich_help_panel=_OPTIM,
-        help="Stop after this many optimiser steps.",
-    ),
-]
-
 
 _SEMI = "Semi-supervised"
 LabelledOpt = Annotated[
@@ -214,23 +96,6 @@ ClassifierWeightOpt = Annotated[
         help="Weight of the label classifier's cross-entropy on labelled images.",
     ),
 ]
-
-
-def dataset_opt(default: str) -> Any:
-    return Annotated[
-        str | None,
-        typer.Option(help=f"Data set: {', '.join(available_datasets())}.", show_default=default),
-    ]
-
-
-def run_dir_opt(default: str) -> Any:
-    return Annotated[
-        Path | None,
-        typer.Option(
-            show_default=default,
-            help="Folder of the run: config.json, checkpoints/, logs/, export/.",
-        ),
-    ]
 
 
 def latent_dim_opt(default: str, help: str) -> Any:
@@ -286,19 +151,6 @@ def smooth_prior_opt(default: str) -> Any:
     ]
 
 
-def batch_size_opt(default: str) -> Any:
-    return Annotated[int | None, typer.Option(min=1, show_default=default, rich_help_panel=_OPTIM)]
-
-
-def lr_opt(default: str) -> Any:
-    return Annotated[
-        float | None,
-        typer.Option(
-            min=1e-12, show_default=default, rich_help_panel=_OPTIM, help="Learning rate."
-        ),
-    ]
-
-
 def adam_opt(default: str) -> Any:
     return Annotated[
         choices.Adam | None,
@@ -321,60 +173,32 @@ def schedule_opt(default: str) -> Any:
     ]
 
 
-def max_epochs_opt(default: str) -> Any:
-    return Annotated[int | None, typer.Option(min=1, show_default=default, rich_help_panel=_OPTIM)]
-
-
 def _value(choice: Any) -> Any:
     """An enum option's string value (``None`` stays ``None``)."""
     return choice.value if choice is not None else None
 
 
-def run_training(
-    explicit: dict[str, Any],
+def train_and_report(
+    given: dict[str, Any],
     run_dir: Path | None,
     resume: bool,
     hardware: dict[str, Any],
+    config_file: Path | None,
     defaults: dict[str, Any] | None = None,
     run_name=_vae_run_name,
 ) -> None:
-    """What every ``train`` sub-command does once its options are read: set up torch, resolve
-    the config (``defaults`` apply to new runs only), train with ``fit`` and print a summary.
-
-    ``hardware``: ``accelerator``, ``devices``, ``num_nodes``, ``strategy``, ``flush_denormal``,
-    ``threads``, ``progress``, ``log_every_n_steps`` as the command received them.
-    """
-    setup_numerics(hardware["flush_denormal"])
-    quiet_lightning()
-    set_threads(hardware["threads"])
-    if explicit.get("dataset") is not None:
-        check_dataset(explicit["dataset"])
-    explicit = {**explicit, "hidden": _parse_hidden(explicit.get("hidden"))}
-    if explicit.get("latent_dims"):
-        explicit["latent_dims"] = list(explicit["latent_dims"])
-    config, run_dir = _resolve_config(explicit, run_dir, resume, defaults, run_name)
-    config.flush_denormal = hardware["flush_denormal"]
-    check_dataset(config.dataset)
-
-    from diffvi.training import fit
-
-    tracker = final_metrics_callback()
-    fit(
-        config,
-        run_dir,
-        resume=resume,
-        accelerator=hardware["accelerator"],
-        devices=parse_devices(hardware["devices"]),
-        num_nodes=hardware["num_nodes"],
-        strategy=hardware["strategy"],
-        progress_bar=hardware["progress"],
-        callbacks=[tracker],
-        log_every_n_steps=hardware["log_every_n_steps"],
-    )
-    if not tracker.is_global_zero:
+    """Train a VAE-family run (:func:`~diffvi.cli.common.run_training`) and print a summary."""
+    if given.get("dataset") is not None:
+        check_dataset(given["dataset"])
+    given = {**given, "hidden": _parse_hidden(given.get("hidden"))}
+    if given.get("latent_dims"):
+        given["latent_dims"] = list(given["latent_dims"])
+    result = run_training("vae", given, run_dir, resume, hardware, config_file, defaults, run_name)
+    if result is None:
         return
-    summary = [f"Run: {run_dir}  (epoch {tracker.epoch}, step {tracker.global_step})"]
-    if "val/bound" in tracker.metrics:
+    config, run_dir, meta = result
+    summary = [f"Run: {run_dir}  (epoch {meta['epochs']}, step {meta['steps']})"]
+    if "val_bound" in meta:
         names = {
             "elbo": "ELBO",
             "ddvi": f"DDVI bound (k={config.k})",
@@ -382,17 +206,15 @@ def run_training(
             "aae": "ELBO of q (AAE; not its training loss)",
         }
         name = names.get(config.objective, f"IWAE bound (k={config.k})")
-        summary.append(f"Final validation {name}: {tracker.metrics['val/bound']:.3f}")
-    if "val/iwae" in tracker.metrics:
-        summary.append(
-            f"Final validation IWAE bound (k={config.val_k}): {tracker.metrics['val/iwae']:.3f}"
-        )
-    if "val/accuracy" in tracker.metrics:
-        line = f"Final validation accuracy of q(l|x): {tracker.metrics['val/accuracy']:.3f}"
-        if "val/latent_accuracy" in tracker.metrics:
-            line += f"; of the prior partition of z: {tracker.metrics['val/latent_accuracy']:.3f}"
+        summary.append(f"Final validation {name}: {meta['val_bound']:.3f}")
+    if "val_iwae" in meta:
+        summary.append(f"Final validation IWAE bound (k={config.val_k}): {meta['val_iwae']:.3f}")
+    if "val_accuracy" in meta:
+        line = f"Final validation accuracy of q(l|x): {meta['val_accuracy']:.3f}"
+        if "val_latent_accuracy" in meta:
+            line += f"; of the prior partition of z: {meta['val_latent_accuracy']:.3f}"
         summary.append(line)
-    if not tracker.metrics:
+    if "val_bound" not in meta:
         summary.append("No validation ran (training stopped before the end of an epoch).")
     if config.posterior == "diffusion":
         summary.append(f"Next: diffvi embed {run_dir} --out {run_dir / 'embedding'}")
@@ -498,11 +320,14 @@ def train_vae(
     lr: lr_opt("1e-3") = None,
     adam: adam_opt("iwae-paper") = None,
     schedule: schedule_opt("constant") = None,
-    max_epochs: max_epochs_opt("10") = None,
+    max_epochs: MaxEpochsOpt = None,
     max_steps: MaxStepsOpt = None,
+    max_minutes: MaxMinutesOpt = None,
+    config: ConfigFileOpt = None,
     run_dir: run_dir_opt("runs/DATASET-OBJECTIVE-kK") = None,
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = "auto",
     num_nodes: NumNodesOpt = 1,
@@ -535,7 +360,7 @@ def train_vae(
         "objective": _value(objective),
         "posterior": _value(posterior),
         "iaf_flows": iaf_flows,
-        "made_hidden": _parse_hidden([made_hidden], "--made-hidden")[0] if made_hidden else None,
+        "made_hidden": parse_sizes(made_hidden, "--made-hidden") if made_hidden else None,
         "adversarial_weight": adversarial_weight,
         "deterministic_encoder": deterministic_encoder,
         "discriminator_lr": discriminator_lr,
@@ -559,14 +384,16 @@ def train_vae(
         "schedule": _value(schedule),
         "max_epochs": max_epochs,
         "max_steps": max_steps,
+        "max_minutes": max_minutes,
         "seed": seed,
+        "precision": precision,
     }
     hardware = dict(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         flush_denormal=flush_denormal, threads=threads, progress=progress,
         log_every_n_steps=log_every_n_steps,
     )  # fmt: skip
-    run_training(explicit, run_dir, resume, hardware)
+    train_and_report(explicit, run_dir, resume, hardware, config)
 
 
 # DD-VAE defaults for a new run (a 2-D latent, as in DDVI's MNIST experiments). The MLPs are
@@ -700,11 +527,14 @@ def train_ddvae(
     lr: lr_opt("1e-3") = None,
     adam: adam_opt("torch") = None,
     schedule: schedule_opt("constant") = None,
-    max_epochs: max_epochs_opt("50") = None,
+    max_epochs: MaxEpochsOpt = None,
     max_steps: MaxStepsOpt = None,
+    max_minutes: MaxMinutesOpt = None,
+    config: ConfigFileOpt = None,
     run_dir: run_dir_opt("runs/DATASET-ddvae-PRIOR") = None,
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = "auto",
     num_nodes: NumNodesOpt = 1,
@@ -759,7 +589,9 @@ def train_ddvae(
         "schedule": _value(schedule),
         "max_epochs": max_epochs,
         "max_steps": max_steps,
+        "max_minutes": max_minutes,
         "seed": seed,
+        "precision": precision,
     }
     defaults = dict(DDVAE_DEFAULTS)
     defaults["smooth_prior"] = (_value(prior) or defaults["prior"]) in PRIORS_2D
@@ -771,4 +603,4 @@ def train_ddvae(
         flush_denormal=flush_denormal, threads=threads, progress=progress,
         log_every_n_steps=log_every_n_steps,
     )  # fmt: skip
-    run_training(explicit, run_dir, resume, hardware, defaults, _ddvae_run_name)
+    train_and_report(explicit, run_dir, resume, hardware, config, defaults, _ddvae_run_name)

@@ -2,37 +2,35 @@
 della Maggiora et al. 2024), or an SR3-style / regression baseline, on a paired restoration
 task (super-resolution, microscopy, phase imaging), exported as a loadable model."""
 
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from diffvi.cli import choices
 from diffvi.cli.common import (
-    FlushDenormalOpt,
-    ThreadsOpt,
-    fresh_run_dir,
-    parse_devices,
-    quiet_lightning,
-    report_errors,
-    resumed_step_config,
-    set_threads,
-    setup_numerics,
-)
-from diffvi.cli.train import (
     AcceleratorOpt,
+    ConfigFileOpt,
     DevicesOpt,
+    FlushDenormalOpt,
     LogEveryOpt,
+    MaxEpochsOpt,
+    MaxMinutesOpt,
+    MaxStepsOpt,
+    NumNodesOpt,
+    PrecisionOpt,
     ProgressOpt,
     ResumeOpt,
     SeedOpt,
-    _parse_hidden,
+    StrategyOpt,
+    ThreadsOpt,
     batch_size_opt,
     lr_opt,
+    parse_resolutions,
+    parse_sizes,
+    report_errors,
     run_dir_opt,
+    run_training,
 )
-from diffvi.cli.train_diffusion import _attention
 
 _MODEL = "Model"
 _OPTIM = "Optimisation"
@@ -116,10 +114,9 @@ def train_cvdm(
         float | None,
         typer.Option(min=0.0, max=0.99999, show_default="0.999", rich_help_panel=_OPTIM),
     ] = None,
-    max_steps: Annotated[
-        int | None,
-        typer.Option(min=1, show_default="5000", rich_help_panel=_OPTIM, help="Training steps."),
-    ] = None,
+    max_steps: MaxStepsOpt = None,
+    max_epochs: MaxEpochsOpt = None,
+    max_minutes: MaxMinutesOpt = None,
     val_every: Annotated[
         int | None,
         typer.Option(
@@ -134,10 +131,14 @@ def train_cvdm(
         typer.Option(min=2, show_default="50", help="Sampling steps of the validation samples."),
     ] = None,
     run_dir: run_dir_opt("runs/TASK-cvdm-SCHEDULE") = None,
+    config: ConfigFileOpt = None,
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = "auto",
+    num_nodes: NumNodesOpt = 1,
+    strategy: StrategyOpt = "auto",
     flush_denormal: FlushDenormalOpt = True,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = True,
@@ -160,10 +161,6 @@ def train_cvdm(
     diffvi train cvdm --run-dir runs/microscopy-sr-cvdm-learned --resume --max-steps 10000
     ```
     """
-    setup_numerics(flush_denormal)
-    quiet_lightning()
-    set_threads(threads)
-    from diffvi.training.cvdm_module import CVDMConfig, fit_cvdm
 
     task_name = task.value if task else None
     if size is not None and (task_name or "microscopy-sr") != "microscopy-sr":
@@ -175,42 +172,36 @@ def train_cvdm(
         "train_size": train_size,
         "val_size": val_size,
         "base_channels": base_channels,
-        "channel_mults": _parse_hidden([channel_mults], "--channel-mults")[0]
-        if channel_mults
-        else None,
-        "attention_resolutions": _attention(attention),
+        "channel_mults": parse_sizes(channel_mults, "--channel-mults") if channel_mults else None,
+        "attention_resolutions": parse_resolutions(attention),
         "timesteps": timesteps,
         "batch_size": batch_size,
         "lr": lr,
         "warmup_steps": warmup_steps,
         "ema_decay": ema_decay,
-        "max_steps": max_steps,
         "val_every_n_steps": val_every,
         "sample_steps": sample_steps,
         "seed": seed,
     }
-    given = {k: v for k, v in given.items() if v is not None}
-    if resume:
-        config = resumed_step_config(run_dir, given, CVDMConfig, "cvdm")
-    else:
-        config = CVDMConfig(**given)
-        run_dir = run_dir or Path("runs") / f"{config.task}-cvdm-{config.schedule}"
-        fresh_run_dir(run_dir)
-    config.flush_denormal = flush_denormal
-    module = fit_cvdm(
-        config,
-        run_dir,
-        resume=resume,
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        progress_bar=progress,
+    hardware = dict(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        flush_denormal=flush_denormal, threads=threads, progress=progress,
         log_every_n_steps=log_every_n_steps,
+    )  # fmt: skip
+    given.update(
+        max_steps=max_steps, max_epochs=max_epochs, max_minutes=max_minutes, precision=precision
     )
-    if module.global_rank == 0:
-        spec = json.loads((run_dir / "export" / "model.json").read_text())
-        psnr = spec["metadata"].get("val_psnr")
-        typer.echo(
-            f"Run: {run_dir}  (step {spec['metadata']['steps']})\n"
-            + (f"Final validation PSNR (EMA weights, one sample): {psnr:.2f} dB\n" if psnr else "")
-            + f"Export: {run_dir / 'export'} (load with diffvi.training.cvdm_module.load_cvdm)"
-        )
+    result = run_training("cvdm", given, run_dir, resume, hardware, config, None, _run_name)
+    if result is None:
+        return
+    config, run_dir, meta = result
+    psnr = meta.get("val_psnr")
+    typer.echo(
+        f"Run: {run_dir}  (step {meta['steps']})\n"
+        + (f"Final validation PSNR (EMA weights, one sample): {psnr:.2f} dB\n" if psnr else "")
+        + f"Export: {run_dir / 'export'} (load with diffvi.load)"
+    )
+
+
+def _run_name(config) -> str:
+    return f"{config.task}-cvdm-{config.schedule}"

@@ -1,37 +1,36 @@
 """``diffvi train diffusion``: an image diffusion model (schedule + UNet) on a registered data
 set, exported as a named, loadable prior."""
 
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from diffvi.cli import choices
 from diffvi.cli.common import (
-    FlushDenormalOpt,
-    ThreadsOpt,
-    check_dataset,
-    fresh_run_dir,
-    parse_devices,
-    quiet_lightning,
-    report_errors,
-    resumed_step_config,
-    set_threads,
-    setup_numerics,
-)
-from diffvi.cli.train import (
     AcceleratorOpt,
+    ConfigFileOpt,
     DevicesOpt,
+    FlushDenormalOpt,
     LogEveryOpt,
+    MaxEpochsOpt,
+    MaxMinutesOpt,
+    MaxStepsOpt,
+    NumNodesOpt,
+    PrecisionOpt,
     ProgressOpt,
     ResumeOpt,
     SeedOpt,
-    _parse_hidden,
+    StrategyOpt,
+    ThreadsOpt,
     batch_size_opt,
+    check_dataset,
     dataset_opt,
     lr_opt,
+    parse_resolutions,
+    parse_sizes,
+    report_errors,
     run_dir_opt,
+    run_training,
 )
 
 _MODEL = "Model"
@@ -89,10 +88,9 @@ def train_diffusion(
         float | None,
         typer.Option(min=0.0, max=0.99999, show_default="0.999", rich_help_panel=_OPTIM),
     ] = None,
-    max_steps: Annotated[
-        int | None,
-        typer.Option(min=1, show_default="5000", rich_help_panel=_OPTIM, help="Training steps."),
-    ] = None,
+    max_steps: MaxStepsOpt = None,
+    max_epochs: MaxEpochsOpt = None,
+    max_minutes: MaxMinutesOpt = None,
     val_every: Annotated[
         int | None,
         typer.Option(
@@ -102,10 +100,14 @@ def train_diffusion(
         ),
     ] = None,
     run_dir: run_dir_opt("runs/DATASET-diffusion-SCHEDULE") = None,
+    config: ConfigFileOpt = None,
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = "auto",
+    num_nodes: NumNodesOpt = 1,
+    strategy: StrategyOpt = "auto",
     flush_denormal: FlushDenormalOpt = True,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = True,
@@ -127,64 +129,51 @@ def train_diffusion(
     diffvi train diffusion --run-dir runs/mnist-diffusion-cosine --resume --max-steps 10000
     ```
     """
-    setup_numerics(flush_denormal)
-    quiet_lightning()
-    set_threads(threads)
-    from diffvi.training.diffusion_module import DiffusionConfig
-    from diffvi.training.trainer import fit_diffusion
 
     given: dict[str, Any] = {
         "dataset": check_dataset(dataset) if dataset is not None else None,
         "schedule": schedule.value if schedule else None,
         "loss_type": loss.value if loss else None,
         "base_channels": base_channels,
-        "channel_mults": _parse_hidden([channel_mults], "--channel-mults")[0]
-        if channel_mults
-        else None,
+        "channel_mults": parse_sizes(channel_mults, "--channel-mults") if channel_mults else None,
         "num_res_blocks": res_blocks,
-        "attention_resolutions": _attention(attention),
+        "attention_resolutions": parse_resolutions(attention),
         "dropout": dropout,
         "batch_size": batch_size,
         "lr": lr,
         "warmup_steps": warmup_steps,
         "ema_decay": ema_decay,
-        "max_steps": max_steps,
         "val_every_n_steps": val_every,
         "seed": seed,
     }
-    given = {k: v for k, v in given.items() if v is not None}
-    if resume:
-        config = resumed_step_config(run_dir, given, DiffusionConfig, "diffusion")
-    else:
-        if given.get("schedule") == "learned":
-            given.setdefault("loss_type", "vdm")
-        config = DiffusionConfig(**given)
-        run_dir = run_dir or Path("runs") / f"{config.dataset}-diffusion-{config.schedule}"
-        fresh_run_dir(run_dir)
-    config.flush_denormal = flush_denormal
-    module = fit_diffusion(
-        config,
-        run_dir,
-        resume=resume,
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        progress_bar=progress,
+    hardware = dict(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        flush_denormal=flush_denormal, threads=threads, progress=progress,
         log_every_n_steps=log_every_n_steps,
+    )  # fmt: skip
+    given.update(
+        max_steps=max_steps, max_epochs=max_epochs, max_minutes=max_minutes, precision=precision
     )
-    if module.global_rank == 0:
-        from diffvi.diffusion.pretrained import find_diffusion
+    result = run_training(
+        "diffusion",
+        given,
+        run_dir,
+        resume,
+        hardware,
+        config,
+        {"loss_type": "vdm"} if given.get("schedule") == "learned" else None,
+        _run_name,
+    )
+    if result is None:
+        return
+    config, run_dir, meta = result
+    bpd = meta.get("val_bpd")
+    typer.echo(
+        f"Run: {run_dir}  (step {meta['steps']})\n"
+        + (f"Final validation bits/dim (EMA weights): {bpd:.3f}\n" if bpd else "")
+        + f"Next: diffvi sample {run_dir} --steps 50 --sampler ddim --out samples.png"
+    )
 
-        spec = json.loads((find_diffusion(run_dir) / "model.json").read_text())
-        bpd = spec["metadata"].get("val_bpd")
-        typer.echo(
-            f"Run: {run_dir}  (step {spec['metadata']['steps']})\n"
-            + (f"Final validation bits/dim (EMA weights): {bpd:.3f}\n" if bpd else "")
-            + f"Next: diffvi sample {run_dir} --steps 50 --sampler ddim --out samples.png"
-        )
 
-
-def _attention(text: str | None) -> list[int] | None:
-    """``--attention``: comma-separated resolutions, ``''`` for none."""
-    if text is None:
-        return None
-    return _parse_hidden([text], "--attention")[0] if text.strip() else []
+def _run_name(config) -> str:
+    return f"{config.dataset}-diffusion-{config.schedule}"

@@ -1,35 +1,33 @@
 """``diffvi train sbn``: a sigmoid belief network with binary latent layers, trained with a
 score-function estimator (REINFORCE, NVIL, VIMCO, reweighted wake-sleep) on binary images."""
 
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from diffvi.cli import choices
 from diffvi.cli.common import (
-    FlushDenormalOpt,
-    ThreadsOpt,
-    fresh_run_dir,
-    parse_devices,
-    quiet_lightning,
-    report_errors,
-    resumed_step_config,
-    set_threads,
-    setup_numerics,
-)
-from diffvi.cli.train import (
     AcceleratorOpt,
+    ConfigFileOpt,
     DevicesOpt,
+    FlushDenormalOpt,
     LogEveryOpt,
+    MaxEpochsOpt,
+    MaxMinutesOpt,
+    MaxStepsOpt,
+    NumNodesOpt,
+    PrecisionOpt,
     ProgressOpt,
     ResumeOpt,
     SeedOpt,
-    _parse_hidden,
+    StrategyOpt,
+    ThreadsOpt,
     batch_size_opt,
     lr_opt,
+    parse_sizes,
+    report_errors,
     run_dir_opt,
+    run_training,
 )
 
 _MODEL = "Model"
@@ -97,10 +95,9 @@ def train_sbn(
     ] = None,
     batch_size: batch_size_opt("24") = None,
     lr: lr_opt("3e-4") = None,
-    max_steps: Annotated[
-        int | None,
-        typer.Option(min=1, show_default="10000", rich_help_panel=_OPTIM, help="Training steps."),
-    ] = None,
+    max_steps: MaxStepsOpt = None,
+    max_epochs: MaxEpochsOpt = None,
+    max_minutes: MaxMinutesOpt = None,
     val_every: Annotated[
         int | None,
         typer.Option(min=1, show_default="1000", help="Validate and checkpoint every N steps."),
@@ -110,10 +107,14 @@ def train_sbn(
         typer.Option(min=1, show_default="100", help="Samples of the validation bound."),
     ] = None,
     run_dir: run_dir_opt("runs/sbn-LAYERS-ESTIMATOR-kK") = None,
+    config: ConfigFileOpt = None,
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = "auto",
+    num_nodes: NumNodesOpt = 1,
+    strategy: StrategyOpt = "auto",
     flush_denormal: FlushDenormalOpt = True,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = True,
@@ -125,7 +126,7 @@ def train_sbn(
 
     The run folder holds config.json, checkpoints/last.ckpt (resumable), logs/ (training bound,
     validation ELBO and K-sample bound) and export/ (model.safetensors + model.json, loadable
-    with diffvi.training.sbn_module.load_sbn).
+    with diffvi.load).
 
     **Examples**
 
@@ -136,14 +137,10 @@ def train_sbn(
     diffvi train sbn --run-dir runs/sbn-200-nvil-k1 --resume --max-steps 100000
     ```
     """
-    setup_numerics(flush_denormal)
-    quiet_lightning()
-    set_threads(threads)
-    from diffvi.training.sbn_module import SBNConfig, fit_sbn
 
     given: dict[str, Any] = {
         "dataset": dataset,
-        "layers": _parse_hidden([layers], "--layers")[0] if layers else None,
+        "layers": parse_sizes(layers, "--layers") if layers else None,
         "estimator": estimator.value if estimator else None,
         "k": k,
         "nvil_baseline": nvil_baseline,
@@ -154,35 +151,29 @@ def train_sbn(
         "rws_sleep": rws_sleep,
         "batch_size": batch_size,
         "lr": lr,
-        "max_steps": max_steps,
         "val_every_n_steps": val_every,
         "val_k": val_k,
         "seed": seed,
     }
-    given = {key: v for key, v in given.items() if v is not None}
-    if resume:
-        config = resumed_step_config(run_dir, given, SBNConfig, "sbn")
-    else:
-        config = SBNConfig(**given)
-        name = "-".join(map(str, config.layers))
-        run_dir = run_dir or Path("runs") / f"sbn-{name}-{config.estimator}-k{config.k}"
-        fresh_run_dir(run_dir)
-    config.flush_denormal = flush_denormal
-    module = fit_sbn(
-        config,
-        run_dir,
-        resume=resume,
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        progress_bar=progress,
+    hardware = dict(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        flush_denormal=flush_denormal, threads=threads, progress=progress,
         log_every_n_steps=log_every_n_steps,
+    )  # fmt: skip
+    given.update(
+        max_steps=max_steps, max_epochs=max_epochs, max_minutes=max_minutes, precision=precision
     )
-    if module.global_rank == 0:
-        spec = json.loads((run_dir / "export" / "model.json").read_text())
-        meta = spec["metadata"]
-        bound = meta.get(f"val_bound_k{config.val_k}")
-        typer.echo(
-            f"Run: {run_dir}  (step {meta['steps']})\n"
-            + (f"Validation bound (K = {config.val_k}): {bound:.2f} nats\n" if bound else "")
-            + f"Export: {run_dir / 'export'} (load with diffvi.training.sbn_module.load_sbn)"
-        )
+    result = run_training("sbn", given, run_dir, resume, hardware, config, None, _run_name)
+    if result is None:
+        return
+    config, run_dir, meta = result
+    bound = meta.get(f"val_bound_k{config.val_k}")
+    typer.echo(
+        f"Run: {run_dir}  (step {meta['steps']})\n"
+        + (f"Validation bound (K = {config.val_k}): {bound:.2f} nats\n" if bound else "")
+        + f"Export: {run_dir / 'export'} (load with diffvi.load)"
+    )
+
+
+def _run_name(config) -> str:
+    return f"sbn-{'-'.join(map(str, config.layers))}-{config.estimator}-k{config.k}"

@@ -1,34 +1,32 @@
 """``diffvi train vaedgp``: a VAE-DGP (deep GP latent variable model with an MLP recognition
 model, Dai et al. 2016) or a Bayesian GP-LVM on flattened images (Frey faces, MNIST, …)."""
 
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from diffvi.cli.common import (
-    FlushDenormalOpt,
-    ThreadsOpt,
-    fresh_run_dir,
-    parse_devices,
-    quiet_lightning,
-    report_errors,
-    resumed_step_config,
-    set_threads,
-    setup_numerics,
-)
-from diffvi.cli.train import (
     AcceleratorOpt,
+    ConfigFileOpt,
     DevicesOpt,
+    FlushDenormalOpt,
     LogEveryOpt,
+    MaxEpochsOpt,
+    MaxMinutesOpt,
+    MaxStepsOpt,
+    NumNodesOpt,
+    PrecisionOpt,
     ProgressOpt,
     ResumeOpt,
     SeedOpt,
-    _parse_hidden,
+    StrategyOpt,
+    ThreadsOpt,
     batch_size_opt,
     lr_opt,
+    parse_sizes,
+    report_errors,
     run_dir_opt,
+    run_training,
 )
 
 _MODEL = "Model"
@@ -38,10 +36,10 @@ _OPTIM = "Optimisation"
 def latent_dims_for(layers: int | None, latent_dims: str | None) -> list[int] | None:
     """``--latent-dims`` as a list (its length must equal ``--layers`` when both are given),
     else the default widths for ``--layers``, else ``None`` (the config's default)."""
-    from diffvi.training.dgp_module import DEFAULT_LATENT_DIMS
+    from diffvi.training.families.vaedgp import DEFAULT_LATENT_DIMS
 
     if latent_dims:
-        dims = _parse_hidden([latent_dims], "--latent-dims")[0]
+        dims = parse_sizes(latent_dims, "--latent-dims")
         if layers is not None and len(dims) != layers:
             raise ValueError(f"--latent-dims {latent_dims} gives {len(dims)} layers, not {layers}")
         return dims
@@ -114,19 +112,22 @@ def train_vaedgp(
             help="Natural-gradient step on q(U); 0 = Adam.",
         ),
     ] = None,
-    max_steps: Annotated[
-        int | None,
-        typer.Option(min=1, show_default="3000", rich_help_panel=_OPTIM, help="Training steps."),
-    ] = None,
+    max_steps: MaxStepsOpt = None,
+    max_epochs: MaxEpochsOpt = None,
+    max_minutes: MaxMinutesOpt = None,
     val_every: Annotated[
         int | None,
         typer.Option(min=1, show_default="500", help="Validate and checkpoint every N steps."),
     ] = None,
     run_dir: run_dir_opt("runs/vaedgp-DATASET-DIMS") = None,
+    config: ConfigFileOpt = None,
     resume: ResumeOpt = False,
     seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = "auto",
+    num_nodes: NumNodesOpt = 1,
+    strategy: StrategyOpt = "auto",
     flush_denormal: FlushDenormalOpt = True,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = True,
@@ -138,7 +139,7 @@ def train_vaedgp(
 
     The run folder holds config.json, checkpoints/last.ckpt (resumable), logs/ (training and
     held-out bound), latents.png (top latent means on their two most relevant dimensions) and
-    export/ (loadable with diffvi.training.dgp_module.load_vaedgp). At the end the imputation
+    export/ (loadable with diffvi.load). At the end the imputation
     RMSE of held-out images with half their pixels hidden is printed.
 
     **Examples**
@@ -150,19 +151,13 @@ def train_vaedgp(
     diffvi train vaedgp --run-dir runs/vaedgp-frey-faces-10-5 --resume --max-steps 6000
     ```
     """
-    setup_numerics(flush_denormal)
-    quiet_lightning()
-    set_threads(threads)
-    from diffvi.training.dgp_module import VAEDGPConfig, fit_vaedgp
 
     given: dict[str, Any] = {
         "dataset": dataset,
         "latent_dims": latent_dims_for(layers, latent_dims),
         "num_inducing": num_inducing,
         "recognition_hidden": (
-            _parse_hidden([recognition_hidden], "--recognition-hidden")[0]
-            if recognition_hidden
-            else None
+            parse_sizes(recognition_hidden, "--recognition-hidden") if recognition_hidden else None
         ),
         "recognition": recognition,
         "kernel": kernel,
@@ -171,37 +166,32 @@ def train_vaedgp(
         "lr": lr,
         "recognition_lr": recognition_lr,
         "natural_step": natural_step,
-        "max_steps": max_steps,
         "val_every_n_steps": val_every,
         "seed": seed,
     }
-    given = {key: v for key, v in given.items() if v is not None}
-    if resume:
-        config = resumed_step_config(run_dir, given, VAEDGPConfig, "vaedgp")
-    else:
-        config = VAEDGPConfig(**given)
-        name = "-".join(map(str, config.latent_dims))
-        kind = "vaedgp" if config.recognition else "gplvm"
-        run_dir = run_dir or Path("runs") / f"{kind}-{config.dataset}-{name}"
-        fresh_run_dir(run_dir)
-    config.flush_denormal = flush_denormal
-    module = fit_vaedgp(
-        config,
-        run_dir,
-        resume=resume,
-        accelerator=accelerator,
-        devices=parse_devices(devices),
-        progress_bar=progress,
+    hardware = dict(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        flush_denormal=flush_denormal, threads=threads, progress=progress,
         log_every_n_steps=log_every_n_steps,
+    )  # fmt: skip
+    given.update(
+        max_steps=max_steps, max_epochs=max_epochs, max_minutes=max_minutes, precision=precision
     )
-    if module.global_rank == 0:
-        meta = json.loads((run_dir / "export" / "model.json").read_text())["metadata"]
-        bound = meta.get("val_bound")
-        typer.echo(
-            f"Run: {run_dir}  (step {meta['steps']})\n"
-            + (f"Held-out bound: {bound:.1f} nats per image\n" if bound is not None else "")
-            + f"Imputation RMSE ({config.val_missing:.0%} of pixels hidden): "
-            f"{meta['val_impute_rmse']:.4f}\n"
-            f"Latent plot: {run_dir / 'latents.png'}\n"
-            f"Export: {run_dir / 'export'} (load with diffvi.training.dgp_module.load_vaedgp)"
-        )
+    result = run_training("vaedgp", given, run_dir, resume, hardware, config, None, _run_name)
+    if result is None:
+        return
+    config, run_dir, meta = result
+    bound = meta.get("val_bound")
+    typer.echo(
+        f"Run: {run_dir}  (step {meta['steps']})\n"
+        + (f"Held-out bound: {bound:.1f} nats per image\n" if bound is not None else "")
+        + f"Imputation RMSE ({config.val_missing:.0%} of pixels hidden): "
+        f"{meta['val_impute_rmse']:.4f}\n"
+        f"Latent plot: {run_dir / 'latents.png'}\n"
+        f"Export: {run_dir / 'export'} (load with diffvi.load)"
+    )
+
+
+def _run_name(config) -> str:
+    model = "vaedgp" if config.recognition else "gplvm"
+    return f"{model}-{config.dataset}-{'-'.join(map(str, config.latent_dims))}"

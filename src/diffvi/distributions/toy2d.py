@@ -628,6 +628,3 @@ class MixturePrior(PartitionedPrior):
         self._check_z(z)
         return diagonal_normal_log_prob(z[..., None, :], self.means, self.log_stds)
 
-
-# re-exported for training/cli until they import distributions.priors
-from diffvi.distributions.priors import PRIORS as TOY_PRIORS, build_prior  # noqa: E402, F401, I001

@@ -170,7 +170,7 @@ def classifier_accuracy(
 
 def default_classifier_cache_dir(dataset: str, epochs: int = 2, seed: int = 0) -> Path:
     """``${XDG_CACHE_HOME:-~/.cache}/diffvi/classifiers/<dataset>-e<epochs>-s<seed>``."""
-    from diffvi.data.files import cache_dir
+    from diffvi.utils.paths import cache_dir
 
     name = dataset.strip().lower().replace("_", "-")
     return cache_dir() / "classifiers" / f"{name}-e{epochs}-s{seed}"

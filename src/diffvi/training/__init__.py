@@ -1,26 +1,28 @@
-"""Training: Lightning modules, data loading for training, checkpoints and the fit entry point.
+"""Training: the family contract, the one Lightning module, the one ``fit``, checkpoints,
+export and :func:`load`.
 
-``TrainConfig`` is plain data; everything else imports Lightning, so it loads on first use
+The configs are plain data; everything else imports Lightning, so it loads on first use
 (``diffvi --help`` stays fast).
 """
 
 from importlib import import_module
 from typing import Any
 
-from diffvi.training.config import TrainConfig
+from diffvi.training.config import RunConfig, TrainConfig
 
 _LAZY = {
     "AtomicCheckpointIO": "diffvi.training.checkpoint",
+    "load": "diffvi.training.checkpoint",
     "load_module": "diffvi.training.checkpoint",
+    "read_spec": "diffvi.training.checkpoint",
     "fit": "diffvi.training.trainer",
-    "VAEModule": "diffvi.training.module",
-    "CVDMConfig": "diffvi.training.cvdm_module",
-    "CVDMModule": "diffvi.training.cvdm_module",
-    "fit_cvdm": "diffvi.training.cvdm_module",
-    "load_cvdm": "diffvi.training.cvdm_module",
-    "VAEDGPConfig": "diffvi.training.dgp_module",
-    "fit_vaedgp": "diffvi.training.dgp_module",
-    "load_vaedgp": "diffvi.training.dgp_module",
+    "Family": "diffvi.training.family",
+    "LossOutput": "diffvi.training.family",
+    "TrainingModule": "diffvi.training.module",
+    "CVDMConfig": "diffvi.training.families.cvdm",
+    "DiffusionConfig": "diffvi.training.families.diffusion",
+    "SBNConfig": "diffvi.training.families.sbn",
+    "VAEDGPConfig": "diffvi.training.families.vaedgp",
 }
 
 
@@ -33,14 +35,16 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AtomicCheckpointIO",
     "CVDMConfig",
-    "CVDMModule",
+    "DiffusionConfig",
+    "Family",
+    "LossOutput",
+    "RunConfig",
+    "SBNConfig",
     "TrainConfig",
+    "TrainingModule",
     "VAEDGPConfig",
-    "VAEModule",
     "fit",
-    "fit_cvdm",
-    "fit_vaedgp",
-    "load_cvdm",
-    "load_vaedgp",
+    "load",
     "load_module",
+    "read_spec",
 ]

@@ -42,19 +42,20 @@ class PosteriorWarmup(Callback):
 
         started = time.perf_counter()
 
-        posterior = pl_module.posterior
+        family = pl_module.family
+        posterior = family.posterior
         sleep = DDVI()
         optimizer = torch.optim.Adam(posterior.parameters(), lr=self.lr)
         bar = tqdm(
             range(self.steps), desc="posterior warm-up", disable=not self.progress, leave=False
         )
         for _ in bar:
-            loss = sleep.sleep_loss(pl_module.model, posterior, self.batch_size)
+            loss = sleep.sleep_loss(family.model, posterior, self.batch_size)
             if not torch.isfinite(loss):
                 raise FloatingPointError("the posterior warm-up loss became NaN or infinite")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         # The decoder got no gradient here, but zero any stale ones for the first real step.
-        pl_module.zero_grad(set_to_none=True)
+        family.zero_grad(set_to_none=True)
         self.seconds = time.perf_counter() - started

@@ -1,13 +1,18 @@
-"""Checkpoints: atomic writes, safe loading (``weights_only=True``), and model export."""
+"""Checkpoints and exports: atomic writes, safe loading (``weights_only=True``), one export
+format for every family (``model.json`` with ``kind`` + ``model.safetensors``), and
+:func:`load`, which rebuilds any of them from a run, an export, a checkpoint or a model name."""
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from diffvi.training.module import VAEModule
+from diffvi.diffusion.pretrained import SPEC, WEIGHTS, find_diffusion
+from diffvi.training.family import Family, family_class
+from diffvi.training.module import TrainingModule, legacy_kind, upgrade_legacy_checkpoint
 from diffvi.utils.io import atomic_write, write_json
 
 
@@ -34,26 +39,82 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
     return path
 
 
-def load_module(run_or_checkpoint: str | Path, map_location: str = "cpu") -> VAEModule:
-    """Rebuild a trained ``VAEModule`` from a checkpoint (loaded with ``weights_only=True``)."""
+def load_module(run_or_checkpoint: str | Path, map_location: str = "cpu") -> TrainingModule:
+    """Rebuild a trained :class:`TrainingModule` (eval mode) from a checkpoint, loaded with
+    ``weights_only=True``; checkpoints written before the one training contract load too."""
     path = resolve_checkpoint(run_or_checkpoint)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file
         raise ValueError(f"{path} is not a readable diffvi checkpoint: {err}") from err
-    if "hyper_parameters" not in checkpoint or "config" not in checkpoint["hyper_parameters"]:
+    if "config" not in checkpoint.get("hyper_parameters", {}):
         raise ValueError(f"{path} has no diffvi config in its hyper_parameters")
-    module = VAEModule(checkpoint["hyper_parameters"]["config"])
+    upgrade_legacy_checkpoint(checkpoint)
+    hparams = checkpoint["hyper_parameters"]
+    module = TrainingModule(hparams["kind"], hparams["config"])
     module.load_state_dict(checkpoint["state_dict"])
-    module.eval()
-    return module
+    return module.eval()
 
 
-def export_model(module: VAEModule, folder: str | Path) -> Path:
-    """Write ``model.safetensors`` (weights) and ``config.json`` (how to rebuild) to ``folder``."""
+def export_model(family: Family, folder: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` (the family's exported weights) and ``model.json`` (its
+    :meth:`~Family.export_spec` with ``metadata``) to ``folder``, atomically; returns it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, tmp))
-    write_json(folder / "config.json", module.config.to_dict())
-    return folder / "model.safetensors"
+    tensors = {k: v.detach().cpu().contiguous() for k, v in family.export_state().items()}
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, tmp))
+    write_json(folder / SPEC, {**family.export_spec(), "metadata": metadata})
+    return folder
+
+
+def read_spec(name_or_path: str | Path) -> dict[str, Any]:
+    """The ``model.json`` of an export, a run's export or a named model."""
+    return json.loads((find_diffusion(name_or_path) / SPEC).read_text())
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family:
+    """Any trained or shipped diffvi model, in eval mode on ``device``: the
+    :class:`~diffvi.training.family.Family` its ``kind`` names, with the model as ``.model``
+    (and ``.posterior`` for the VAE and SBN families) and its config as ``.config``.
+
+    ``name_or_path``: an export folder (``model.json`` + ``model.safetensors``), a run folder
+    (its ``export/``, else its last checkpoint), a ``.ckpt`` file (the weights that are
+    validated: the EMA where kept), or a model name on the search path of
+    :func:`~diffvi.diffusion.pretrained.find_diffusion`. Exports and checkpoints written before
+    the one training contract load too.
+    """
+    path = Path(name_or_path)
+    legacy = _legacy_vae_export(path)
+    if legacy is not None:
+        family = legacy
+    elif path.suffix == ".ckpt" or (
+        path.is_dir() and not _has_export(path) and (path / "checkpoints").is_dir()
+    ):
+        family = load_module(path).trained
+    else:
+        folder = find_diffusion(name_or_path)
+        spec = json.loads((folder / SPEC).read_text())
+        family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
+        family.load_export_state(load_file(folder / WEIGHTS))
+    return family.to(device).eval()
+
+
+def _has_export(path: Path) -> bool:
+    return (path / SPEC).is_file() or (path / "export" / SPEC).is_file()
+
+
+def _legacy_vae_export(path: Path) -> Family | None:
+    """A VAE exported before the one format (``config.json`` + ``model.safetensors``), else
+    ``None``."""
+    for folder in (path, path / "export"):
+        config, weights = folder / "config.json", folder / WEIGHTS
+        if weights.is_file() and config.is_file() and not (folder / SPEC).is_file():
+            values = json.loads(config.read_text())
+            if legacy_kind({"config": values}) != "vae":
+                return None
+            family = family_class("vae").from_spec({"config": values})
+            state = load_file(weights)
+            state.pop("_nonfinite_steps", None)
+            family.load_export_state(state)
+            return family
+    return None

@@ -39,8 +39,59 @@ class JSONConfig:
         return cls(**values)
 
 
+# Lightning's precision settings that every family accepts.
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+
+
 @dataclass
-class TrainConfig(JSONConfig):
+class RunConfig(JSONConfig):
+    """What every family's config has: the seed, the budget, validation cadence and numerics.
+
+    Training stops at whichever of ``max_epochs``, ``max_steps`` (optimiser steps in total,
+    counted across resumes) and ``max_minutes`` (wall clock of this session) comes first; ``-1``
+    / ``None`` is no limit, and at least one must be set. ``val_every_n_steps`` validates and
+    checkpoints every N steps (``None``: at the end of every epoch). ``grad_clip`` clips the
+    gradient norm (0: off), ``ema_decay`` keeps an exponential moving average of the weights
+    that validation scores and export saves (``None``: off; warmed up as
+    min(decay, (1 + n) / (10 + n)) after n updates), ``precision`` is Lightning's.
+    """
+
+    seed: int = 0
+    max_epochs: int = -1
+    max_steps: int = -1
+    max_minutes: float | None = None
+    val_every_n_steps: int | None = None
+    grad_clip: float = 0.0
+    ema_decay: float | None = None
+    precision: str = "32-true"
+    flush_denormal: bool = True
+
+    def check_run(self) -> None:
+        """Raise ``ValueError`` on a bad budget, cadence or precision."""
+        if self.max_epochs < 1 and self.max_steps < 1 and self.max_minutes is None:
+            raise ValueError(
+                "no training budget: set max_epochs, max_steps or max_minutes, got "
+                f"{self.max_epochs}, {self.max_steps}, {self.max_minutes}"
+            )
+        if self.max_epochs == 0 or self.max_epochs < -1 or self.max_steps < -1:
+            raise ValueError(
+                f"max_epochs and max_steps must be >= 1 or -1 (no limit), got "
+                f"{self.max_epochs}, {self.max_steps}"
+            )
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0 (or None), got {self.max_minutes}")
+        if self.val_every_n_steps is not None and self.val_every_n_steps < 1:
+            raise ValueError(f"val_every_n_steps must be >= 1, got {self.val_every_n_steps}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+@dataclass
+class TrainConfig(RunConfig):
     """Everything that defines a VAE/IWAE training run (all fields are JSON-serialisable).
 
     ``k`` is the number of samples per data point: IWAE's k, or the ELBO's sample count.
@@ -103,11 +154,8 @@ class TrainConfig(JSONConfig):
     adam: str = "iwae-paper"
     schedule: str = "constant"
     max_epochs: int = 10
-    max_steps: int = -1
-    seed: int = 0
     val_k: int = 50
     val_size: int = 1000
-    flush_denormal: bool = True
     event_shape: list[int] = field(default_factory=list)
     posterior: str = "gaussian"
     prior: str = "standard-normal"
@@ -139,7 +187,6 @@ class TrainConfig(JSONConfig):
             (self.k >= 1, "k must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
-            (self.max_epochs >= 1, "max_epochs must be >= 1"),
             (self.posterior in POSTERIORS, f"posterior must be one of {POSTERIORS}"),
             (self.diffusion_steps >= 1, "diffusion_steps must be >= 1"),
             (self.mixture_components >= 1, "mixture_components must be >= 1"),
@@ -172,6 +219,7 @@ class TrainConfig(JSONConfig):
             (self.label_weight >= 0, "label_weight must be >= 0"),
             (self.classifier_weight >= 0, "classifier_weight must be >= 0"),
         ]
+        self.check_run()
         for ok, message in checks:
             if not ok:
                 field_name = message.split()[0]
@@ -202,10 +250,10 @@ class TrainConfig(JSONConfig):
                 "diffusion posterior's auxiliary chain; ELBO/IWAE train the Gaussian one), got "
                 f"objective={self.objective!r} with posterior={self.posterior!r}"
             )
-        from diffvi.distributions.toy2d import TOY_PRIORS
+        from diffvi.distributions.priors import PRIORS
 
-        if self.prior not in TOY_PRIORS:
-            raise ValueError(f"prior must be one of {sorted(TOY_PRIORS)}, got {self.prior!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {sorted(PRIORS)}, got {self.prior!r}")
         dims = self.resolved_latent_dims()
         if self.smooth_prior and self.prior not in PRIORS_2D:
             raise ValueError(

@@ -159,7 +159,7 @@ def _variational(
     module.eval()
     generator = torch.Generator(device=module.device).manual_seed(options.seed)
     with torch.no_grad():
-        z = embed_latents(module.posterior, x, generator)
+        z = embed_latents(module.family.posterior, x, generator)
     details = {
         key.replace("/", "_"): float(value)
         for key, value in module.trainer.callback_metrics.items()

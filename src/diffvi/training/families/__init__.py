@@ -1,0 +1,1 @@
+"""The model families that :func:`~diffvi.training.fit` trains, one file each."""

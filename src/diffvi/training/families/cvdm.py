@@ -1,0 +1,283 @@
+"""The CVDM family: a conditional diffusion model (CVDM, della Maggiora et al. 2024) or a
+baseline trained on a paired restoration task (:mod:`diffvi.data.paired`).
+
+Schedules: ``"learned"`` (CVDM's per-pixel schedule, :class:`~diffvi.diffusion.conditional.
+ConditionalSchedule`), ``"linear"`` / ``"cosine"`` (SR3-style fixed schedules through the same
+code path), and ``"regression"``: a deterministic UNet of the same widths trained with L2 to
+predict y₀ from x (:class:`~diffvi.models.regression.RegressionUNet`, the non-generative
+baseline). Models are built with ``image=False``: the paired tasks already give conditions and
+targets in model space. Validation scores the EMA weights: the loss on the held-out pairs and
+the image MSE / PSNR of one sample for the first ``val_sample_size`` of them; the learned
+schedule also logs γ̄ at t₀ and t_T.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from diffvi.data.paired import PairedData, load_paired, paired_task
+from diffvi.diffusion.conditional import CVDM
+from diffvi.diffusion.schedules import build_schedule
+from diffvi.models.regression import RegressionUNet
+from diffvi.training.config import RunConfig
+from diffvi.training.data import IndexBatchSampler, index_batch_loader
+from diffvi.training.family import Family, LossOutput, Metric, adam_with_warmup
+
+CVDM_SCHEDULES = ("learned", "linear", "cosine", "regression")
+VAL_BATCH = 64
+
+
+@dataclass
+class CVDMConfig(RunConfig):
+    """Everything that defines a CVDM training run (JSON-serialisable).
+
+    ``task`` is a :data:`~diffvi.data.paired.PAIRED_TASKS` name built with ``task_options``
+    (e.g. ``{"size": 32}`` for ``microscopy-sr``) from ``train_size`` training pairs (``None``:
+    the task's default) and ``val_size`` held-out pairs (``valid`` split where the task has one,
+    else ``test``), both drawn with ``data_seed``; ``seed`` seeds the weights, noise and batch
+    order. The denoiser UNet (and the regression UNet) is ``base_channels · channel_mults``
+    wide with attention at ``attention_resolutions``; ``timesteps`` is CVDM's T (boundary times
+    of the loss, default sampling steps). Validation every ``val_every_n_steps`` steps scores
+    the EMA weights: the loss on the held-out pairs, and the image MSE / PSNR of one sample
+    (``sample_steps`` steps) for the first ``val_sample_size`` of them. ``x_channels``,
+    ``y_channels`` and ``image_size`` are set from the data.
+    """
+
+    task: str = "microscopy-sr"
+    schedule: str = "learned"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    train_size: int | None = None
+    base_channels: int = 32
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])
+    attention_resolutions: list[int] = field(default_factory=list)
+    num_groups: int = 8
+    timesteps: int = 200
+    batch_size: int = 16
+    lr: float = 1e-4
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    max_steps: int = 5000
+    ema_decay: float | None = 0.999
+    data_seed: int = 0
+    val_size: int = 64
+    val_every_n_steps: int | None = 500
+    sample_steps: int = 50
+    val_sample_size: int = 16
+    x_channels: int | None = None
+    y_channels: int | None = None
+    image_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self.check_run()
+        task = paired_task(self.task)  # ValueError listing the valid tasks
+        unknown = set(self.task_options) - set(task.options)
+        if unknown:
+            raise ValueError(
+                f"unknown task_options {sorted(unknown)} for {self.task!r}; valid: "
+                f"{sorted(task.options)}"
+            )
+        if self.schedule not in CVDM_SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {list(CVDM_SCHEDULES)}, got {self.schedule!r}"
+            )
+        for name in ("batch_size", "base_channels", "val_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_size is not None and self.train_size < self.batch_size:
+            raise ValueError(
+                f"train_size ({self.train_size}) must be >= batch_size ({self.batch_size})"
+            )
+        if self.timesteps < 2 or self.sample_steps < 2:
+            raise ValueError(
+                f"timesteps and sample_steps must be >= 2, got {self.timesteps}, "
+                f"{self.sample_steps}"
+            )
+        if self.val_sample_size < 0:
+            raise ValueError(f"val_sample_size must be >= 0, got {self.val_sample_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def model_spec(self) -> dict[str, Any]:
+        """The spec of :func:`build_cvdm_model` (saved as ``export/model.json``)."""
+        if None in (self.x_channels, self.y_channels, self.image_size):
+            raise ValueError("x_channels, y_channels and image_size are set from the data first")
+        return {
+            "kind": "cvdm",
+            "task": self.task,
+            "task_options": dict(self.task_options),
+            "schedule": self.schedule,
+            "x_channels": self.x_channels,
+            "y_channels": self.y_channels,
+            "image_size": self.image_size,
+            "base_channels": self.base_channels,
+            "channel_mults": list(self.channel_mults),
+            "attention_resolutions": list(self.attention_resolutions),
+            "num_groups": self.num_groups,
+            "timesteps": self.timesteps,
+        }
+
+
+def build_cvdm_model(spec: dict[str, Any]) -> CVDM | RegressionUNet:
+    """A freshly initialised model from a spec (:meth:`CVDMConfig.model_spec`)."""
+    if spec.get("kind") != "cvdm":
+        raise ValueError(f"not a CVDM spec (kind={spec.get('kind')!r})")
+    schedule = spec["schedule"]
+    net = {
+        "base_channels": spec["base_channels"],
+        "channel_mults": list(spec["channel_mults"]),
+        "attention_resolutions": list(spec["attention_resolutions"]),
+        "num_groups": spec["num_groups"],
+    }
+    if schedule == "regression":
+        return RegressionUNet(spec["x_channels"], spec["y_channels"], spec["image_size"], **net)
+    if schedule not in CVDM_SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(CVDM_SCHEDULES)}, got {schedule!r}")
+    return CVDM.build(
+        y_channels=spec["y_channels"],
+        x_channels=spec["x_channels"],
+        image_size=spec["image_size"],
+        schedule="learned" if schedule == "learned" else build_schedule(schedule),
+        image=False,
+        timesteps=spec["timesteps"],
+        **net,
+    )
+
+
+class PairedDataModule(L.LightningDataModule):
+    """Train and validation loaders of a paired task: ``(condition [B, C_x, H, W], target
+    [B, C_y, H, W])`` batches, whole index batches drawn by
+    :class:`~diffvi.training.data.IndexBatchSampler` (sharded across DDP ranks, reproducible
+    order on resume)."""
+
+    def __init__(
+        self,
+        task: str,
+        batch_size: int,
+        seed: int = 0,
+        val_size: int = 64,
+        train_size: int | None = None,
+        data_seed: int = 0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        options = dict(options or {})
+        self.batch_size, self.seed = batch_size, seed
+        self.train_data: PairedData = load_paired(task, "train", train_size, data_seed, **options)
+        held_out = "valid" if "valid" in paired_task(task).splits else "test"
+        self.val_data: PairedData = load_paired(task, held_out, val_size, data_seed, **options)
+        if len(self.train_data) < batch_size:
+            raise ValueError(
+                f"{task} has {len(self.train_data)} training pairs, fewer than one batch "
+                f"({batch_size})"
+            )
+        self.train_set = TensorDataset(self.train_data.condition, self.train_data.target)
+        self.val_set = TensorDataset(self.val_data.condition, self.val_data.target)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        sampler = IndexBatchSampler(
+            len(self.train_set), self.batch_size, True, self.seed, rank, world, drop_last=True
+        )
+        return index_batch_loader(self.train_set, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=VAL_BATCH, shuffle=False)
+
+
+class CVDMFamily(Family):
+    """Trains ``model`` (a :class:`~diffvi.diffusion.conditional.CVDM`, or a
+    :class:`~diffvi.models.regression.RegressionUNet` for ``schedule="regression"``)."""
+
+    kind = "cvdm"
+    config_class = CVDMConfig
+    progress_metrics = ("loss", "psnr")
+
+    def __init__(self, config: CVDMConfig) -> None:
+        super().__init__(config)
+        self.model = build_cvdm_model(config.model_spec())
+
+    @classmethod
+    def build_data(cls, config: CVDMConfig) -> L.LightningDataModule:
+        return PairedDataModule(
+            config.task,
+            config.batch_size,
+            config.seed,
+            config.val_size,
+            config.train_size,
+            config.data_seed,
+            config.task_options,
+        )
+
+    @classmethod
+    def fit_config_to_data(cls, config: CVDMConfig, data: L.LightningDataModule) -> None:
+        config.x_channels = data.train_data.x_channels
+        config.y_channels = data.train_data.y_channels
+        config.image_size = data.train_data.image_size
+
+    def loss(self, batch: tuple[Tensor, ...]) -> LossOutput:
+        x, y0 = batch[0], batch[1]
+        terms = self.model.loss(y0, x)
+        loss = terms["total"].mean()
+        metrics = {"loss": loss.detach()}
+        metrics.update({k: v.detach().mean() for k, v in terms.items() if k != "total"})
+        if self.config.schedule == "learned":
+            metrics["gamma_bar_t0"], metrics["gamma_bar_tT"] = self.boundary_gamma_bar(x)
+        return LossOutput(loss, metrics)
+
+    @torch.no_grad()
+    def boundary_gamma_bar(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean over pixels and items of the learned γ̄(t₀, x) and γ̄(t_T, x), t₀ = 1/T,
+        t_T = 1 − 1/T (CVDM's boundary targets: 1 and 0)."""
+        steps = self.config.timesteps
+        schedule = self.model.schedule
+        ends = [x.new_full((x.shape[0],), t) for t in (1 / steps, 1 - 1 / steps)]
+        return tuple(schedule.gamma_bar(t, x).mean() for t in ends)  # type: ignore[return-value]
+
+    def validate(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Metric]:
+        x, y0 = batch[0], batch[1]
+        generator = torch.Generator(device=x.device).manual_seed(batch_idx)
+        loss = self.model.loss(y0, x, generator=generator)["total"].mean()
+        metrics: dict[str, Metric] = {"loss": loss}
+        count = min(self.config.val_sample_size - batch_idx * VAL_BATCH, x.shape[0])
+        if count <= 0:
+            return metrics
+        xs, ys = x[:count], y0[:count]
+        task = paired_task(self.config.task)
+        sample = self.model.sample(
+            xs, steps=self.config.sample_steps, generator=generator, clip=task.target_bounds
+        )
+        mse = (task.to_image(xs, sample) - task.to_image(xs, ys)).pow(2).flatten(1).mean(1)
+        psnr = -10 * torch.log10(mse.clamp_min(1e-10))
+        metrics["mse"] = (mse.mean(), count)
+        metrics["psnr"] = (psnr.mean(), count)
+        return metrics
+
+    def configure_optimizers(self) -> Any:
+        return adam_with_warmup(self.model.parameters(), self.config.lr, self.config.warmup_steps)
+
+    def export_spec(self) -> dict[str, Any]:
+        return {**self.config.model_spec(), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "CVDMFamily":
+        """Built from the training config where the export has it, else from the model spec
+        (exports written before configs were saved with them)."""
+        if "config" in spec:
+            return cls(CVDMConfig.from_dict(spec["config"]))
+        names = ("task", "task_options", "schedule", "x_channels", "y_channels", "image_size",
+                 "base_channels", "channel_mults", "attention_resolutions", "num_groups",
+                 "timesteps")  # fmt: skip
+        return cls(CVDMConfig(**{name: spec[name] for name in names}))
+
+    def export_state(self) -> dict[str, Tensor]:
+        return self.model.state_dict()
+
+    def load_export_state(self, state: dict[str, Tensor]) -> None:
+        self.model.load_state_dict(state)
