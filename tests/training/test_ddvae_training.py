@@ -10,8 +10,7 @@ from tiny_configs import tiny_config
 from diffvi.data import load_dataset
 from diffvi.objectives import DDVI
 from diffvi.posteriors import DiffusionPosterior
-from diffvi.training import TrainConfig, fit, load_module
-from diffvi.training import TrainingModule
+from diffvi.training import TrainConfig, TrainingModule, fit, load_module
 
 DDVAE_PRESET = dict(
     objective="ddvi",

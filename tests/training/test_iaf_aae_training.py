@@ -12,8 +12,7 @@ from tiny_configs import tiny_config
 from diffvi.data import load_dataset
 from diffvi.objectives import AAE, IWAE
 from diffvi.posteriors import IAFPosterior
-from diffvi.training import TrainConfig, fit, load_module
-from diffvi.training import TrainingModule
+from diffvi.training import TrainConfig, TrainingModule, fit, load_module
 
 IAF_PRESET = dict(
     objective="elbo",

@@ -1,6 +1,6 @@
-"""VAE-DGP training (``fit`` with a ``VAEDGPConfig``): a short run raises the held-out bound and imputes better
-than the column means, the export and latent plot are written, resume continues, a GP-LVM
-trains, and bad configs and non-finite bounds stop with clear errors."""
+"""VAE-DGP training (``fit`` with a ``VAEDGPConfig``): a short run raises the held-out bound
+and imputes better than the column means, the export and latent plot are written, resume
+continues, a GP-LVM trains, and bad configs and non-finite bounds stop with clear errors."""
 
 import csv
 import json
