@@ -14,7 +14,7 @@ from diffvi.evaluation.conditional import (
     spearman,
     uncertainty_scores,
 )
-from diffvi.training.cvdm_module import RegressionUNet
+from diffvi.models.regression import RegressionUNet
 
 
 def test_spearman_matches_scipy_with_and_without_ties():

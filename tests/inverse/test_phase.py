@@ -339,3 +339,20 @@ def test_tie_bad_inputs() -> None:
         tie_reconstruct(op, torch.ones(1, 3, 8, 8, dtype=D64))
     with pytest.raises(ValueError):
         tie_reconstruct(Blur(gaussian_kernel(3, 1.0), (1, 8, 8)), i)  # type: ignore[arg-type]
+
+
+def test_the_operator_and_the_data_simulation_share_one_optics():
+    # DefocusIntensity and tie_reconstruct are the pure functions of diffvi.data.optics (which
+    # the phase task of diffvi.data.paired simulates with) at the operator's settings.
+    from diffvi.data.optics import defocus_intensities, tie_phase_image
+
+    x = _smooth_object(32).float()
+    for include_focus in (False, True):
+        op = DefocusIntensity((1, 32, 32), phase_max=2.0, include_focus=include_focus)
+        y = op(x)
+        assert torch.equal(y, defocus_intensities(2.0 * x, include_focus=include_focus))
+        assert torch.equal(tie_reconstruct(op, y), tie_phase_image(y, 2.0))
+    with pytest.raises(ValueError, match="phase_max"):
+        tie_phase_image(y, 0.0)
+    with pytest.raises(ValueError, match="2 or 3"):
+        tie_phase_image(y[:, :1], 2.0)

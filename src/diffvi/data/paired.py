@@ -32,15 +32,16 @@ Tasks (:data:`PAIRED_TASKS`):
   (``source="fashion-mnist"`` for Fashion-MNIST) are blurred by a Gaussian of ``blur_sigma``
   pixels (default 1: TIE, the classical baseline, needs smooth objects) and min–max normalised
   per image to ``p ∈ [0, 1]`` (as the official ``Phase2ShotDataloader``); the phase is
-  ``φ = phase_max · p`` (3.5 rad) and the intensities ``I = DefocusIntensity(p) + noise_std · n``
-  ``[N, 2, H, W]`` (``(−dz, +dz)``, λ = 521 nm, 0.21 µm pixels, dz = 1 µm; Gaussian camera
-  noise of ``noise_std`` = 0.02 of the in-focus intensity by default, seeded per split). Condition
+  ``φ = phase_max · p`` (3.5 rad) and the intensities
+  ``I = defocus_intensities(φ) + noise_std · n`` ``[N, 2, H, W]`` (``(−dz, +dz)``, λ = 521 nm,
+  0.21 µm pixels, dz = 1 µm; Gaussian camera noise of ``noise_std`` = 0.02 of the in-focus
+  intensity by default, seeded per split). Condition
   ``x = (I − 1) / INTENSITY_SCALE`` (a fixed affine map, :data:`INTENSITY_SCALE` = 2: a unit
   amplitude phase object has mean intensity 1; on blurred MNIST ``I − 1`` has standard
   deviation about 0.6 and reaches about 10 at caustics; the official per-image min–max
   rescaling would lose the absolute intensity TIE needs). Target: the phase image **directly**,
   ``y₀ = 2 p − 1`` in [−1, 1] (not a residual). ``to_image(x, y₀) = clamp((y₀ + 1) / 2, 0, 1)``
-  = ``φ / phase_max``; the baseline is :func:`~diffvi.inverse.phase.tie_reconstruct` on the
+  = ``φ / phase_max``; the baseline is :func:`~diffvi.data.optics.tie_phase_image` on the
   intensities recovered from ``x``.
 
 Every task is deterministic given ``(split, count, seed)``.
@@ -57,6 +58,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from diffvi.data.optics import check_positive, defocus_intensities, tie_phase_image
 
 __all__ = [
     "INTENSITY_SCALE",
@@ -345,12 +348,6 @@ def _gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1))
 
 
-def _phase_operator(size: int, options: dict[str, Any]):
-    from diffvi.inverse.phase import DefocusIntensity
-
-    return DefocusIntensity((1, size, size), phase_max=options["phase_max"])
-
-
 def phase_objects(images: Tensor, blur_sigma: float = 1.0) -> Tensor:
     """Grey images ``[N, 1, H, W]`` → phase images ``p [N, 1, H, W]`` in [0, 1]: Gaussian blur
     of ``blur_sigma`` pixels, then per-image min–max normalisation (constant images give 0)."""
@@ -371,16 +368,16 @@ def phase_condition(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Condition of the ``"phase"`` task for phase images ``phase [N, 1, H, W]`` in [0, 1]:
-    ``(I − 1) / INTENSITY_SCALE``, ``[N, 2, H, W]``, with ``I = DefocusIntensity(phase) +
-    noise_std · n``, n ~ N(0, 1) per pixel (``noise_std`` in units of the in-focus intensity,
-    1 for a pure-phase object)."""
+    ``(I − 1) / INTENSITY_SCALE``, ``[N, 2, H, W]``, with ``I = defocus_intensities(φ) +
+    noise_std · n`` for ``φ = phase_max · phase``, n ~ N(0, 1) per pixel (``noise_std`` in
+    units of the in-focus intensity, 1 for a pure-phase object)."""
     if phase.ndim != 4 or phase.shape[1] != 1 or phase.shape[2] != phase.shape[3]:
         raise ValueError(f"phase must have shape [N, 1, H, H], got {list(phase.shape)}")
     if not (math.isfinite(noise_std) and noise_std >= 0):
         raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
-    operator = _phase_operator(phase.shape[-1], {"phase_max": phase_max})
+    check_positive(phase_max=phase_max)
     with torch.no_grad():
-        intensities = operator(phase)
+        intensities = defocus_intensities(float(phase_max) * phase)
     if noise_std > 0:
         noise = torch.randn(intensities.shape, generator=generator, dtype=intensities.dtype)
         intensities = intensities + noise_std * noise
@@ -421,14 +418,11 @@ def _phase_bounds(condition: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _phase_baseline(condition: Tensor, options: dict[str, Any]) -> Tensor:
-    """TIE (:func:`~diffvi.inverse.phase.tie_reconstruct`) on ``I = 1 + INTENSITY_SCALE · x``."""
-    from diffvi.inverse.phase import tie_reconstruct
-
+    """TIE (:func:`~diffvi.data.optics.tie_phase_image`) on ``I = 1 + INTENSITY_SCALE · x``."""
     _check_condition(condition, 2)
     if condition.shape[2] != condition.shape[3]:
         raise ValueError(f"condition must be square, got {list(condition.shape)}")
-    operator = _phase_operator(condition.shape[-1], options)
-    return tie_reconstruct(operator, 1 + INTENSITY_SCALE * condition)
+    return tie_phase_image(1 + INTENSITY_SCALE * condition, float(options["phase_max"]))
 
 
 _SR_OPTIONS = {"upsample": "bicubic"}

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from diffvi.data.paired import PairedData, paired_task
-from diffvi.inverse.metrics import restoration_scores
+from diffvi.evaluation.restoration import restoration_scores
 from diffvi.utils.progress import progress
 
 COVERAGE_TOLERANCE = 1e-6

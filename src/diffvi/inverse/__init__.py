@@ -1,7 +1,7 @@
-"""Inverse problems: forward operators, restoration metrics and (in ``diffvi.inverse.solvers``)
-solvers with a diffusion prior."""
+"""Inverse problems: forward operators (and their registry), restoration metrics and (in
+``diffvi.inverse.solvers``) solvers with a diffusion prior."""
 
-from diffvi.inverse.metrics import (
+from diffvi.evaluation.restoration import (
     diversity,
     feature_distance,
     psnr,
@@ -10,7 +10,6 @@ from diffvi.inverse.metrics import (
     summarise_restorations,
 )
 from diffvi.inverse.operators import (
-    OPERATORS,
     AveragePoolSR,
     BicubicSR,
     Blur,
@@ -21,9 +20,9 @@ from diffvi.inverse.operators import (
     PhaseRetrieval,
     SVDOperator,
     box_mask,
-    build_operator,
     gaussian_kernel,
     half_mask,
+    measurement_image,
     random_mask,
     uniform_kernel,
 )
@@ -33,6 +32,7 @@ from diffvi.inverse.phase import (
     tie_phase,
     tie_reconstruct,
 )
+from diffvi.inverse.registry import OPERATORS, build_operator
 
 __all__ = [
     "DefocusIntensity",
@@ -59,6 +59,7 @@ __all__ = [
     "build_operator",
     "gaussian_kernel",
     "half_mask",
+    "measurement_image",
     "random_mask",
     "uniform_kernel",
 ]

@@ -17,7 +17,6 @@ give float64-exact answers. Images are ``[B, C, H, W]``; ``input_shape`` is ``(C
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,8 @@ def _check(t: Tensor, shape: tuple[int, ...], name: str) -> None:
         raise ValueError(f"expected {name} of shape [{want}], got {list(t.shape)}")
 
 
-def _image_shape(shape: tuple[int, ...]) -> Shape:
+def image_shape_of(shape: tuple[int, ...]) -> Shape:
+    """``shape`` as an image shape ``(C, H, W)`` of ints; ``ValueError`` unless it is one."""
     if len(shape) != 3 or any(int(s) < 1 for s in shape):
         raise ValueError(f"expected an image shape (C, H, W) of positive sizes, got {shape}")
     return (int(shape[0]), int(shape[1]), int(shape[2]))
@@ -43,7 +43,7 @@ class Operator(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> None:
         super().__init__()
-        self.input_shape: Shape = _image_shape(tuple(input_shape))
+        self.input_shape: Shape = image_shape_of(tuple(input_shape))
         self.output_shape: tuple[int, ...] = tuple(int(s) for s in output_shape)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -299,7 +299,7 @@ class Denoising(Inpainting):
     """Identity ``y = x`` (denoising: only the separate measurement noise remains)."""
 
     def __init__(self, input_shape: tuple[int, ...]) -> None:
-        super().__init__(torch.ones(_image_shape(tuple(input_shape)), dtype=torch.bool))
+        super().__init__(torch.ones(image_shape_of(tuple(input_shape)), dtype=torch.bool))
 
     def _forward(self, x: Tensor) -> Tensor:
         return x
@@ -328,7 +328,7 @@ class AveragePoolSR(SVDOperator):
     """
 
     def __init__(self, factor: int, input_shape: tuple[int, ...]) -> None:
-        c, h, w = _image_shape(tuple(input_shape))
+        c, h, w = image_shape_of(tuple(input_shape))
         if factor < 1 or h % factor or w % factor:
             raise ValueError(f"expected a factor >= 1 dividing H={h} and W={w}, got {factor}")
         super().__init__((c, h, w), (c, h // factor, w // factor))
@@ -385,7 +385,7 @@ class BicubicSR(SVDOperator):
     """
 
     def __init__(self, factor: int, input_shape: tuple[int, ...]) -> None:
-        c, h, w = _image_shape(tuple(input_shape))
+        c, h, w = image_shape_of(tuple(input_shape))
         if factor < 1 or h % factor or w % factor:
             raise ValueError(f"expected a factor >= 1 dividing H={h} and W={w}, got {factor}")
         super().__init__((c, h, w), (c, h // factor, w // factor))
@@ -469,7 +469,7 @@ class Blur(SVDOperator):
     """
 
     def __init__(self, kernel: Tensor, input_shape: tuple[int, ...]) -> None:
-        shape = _image_shape(tuple(input_shape))
+        shape = image_shape_of(tuple(input_shape))
         if kernel.dim() != 2 or kernel.shape[0] > shape[1] or kernel.shape[1] > shape[2]:
             raise ValueError(
                 f"expected a 2-D kernel no larger than {shape[1:]}, got {list(kernel.shape)}"
@@ -526,7 +526,7 @@ class PhaseRetrieval(Operator):
     """
 
     def __init__(self, input_shape: tuple[int, ...], oversample: float = 2.0) -> None:
-        c, h, w = _image_shape(tuple(input_shape))
+        c, h, w = image_shape_of(tuple(input_shape))
         if oversample < 1.0:
             raise ValueError(f"expected oversample >= 1, got {oversample}")
         hp, wp = max(h, round(oversample * h)), max(w, round(oversample * w))
@@ -539,44 +539,15 @@ class PhaseRetrieval(Operator):
         return torch.fft.fft2(F.pad(x, self._pad), norm="ortho").abs()
 
 
-# ----------------------------------------------------------------------------- registry
-
-
-def _gaussian_blur(shape: Shape, generator: torch.Generator | None) -> Operator:
-    return Blur(gaussian_kernel(7, 1.0), shape)
-
-
-def _defocus(shape: Shape, generator: torch.Generator | None) -> Operator:
-    from diffvi.inverse.phase import DefocusIntensity  # phase.py builds on this module
-
-    return DefocusIntensity(shape)
-
-
-OPERATORS: dict[str, Callable[[Shape, torch.Generator | None], Operator]] = {
-    # Centred square hole of half the image side (14×14 on 28×28).
-    "inpaint-box": lambda s, g: Inpainting(box_mask(s, min(s[1], s[2]) // 2)),
-    # 70 % of the pixels missing (as in DPS), same pattern over channels.
-    "inpaint-random": lambda s, g: Inpainting(random_mask(s, 0.3, g)),
-    "inpaint-half": lambda s, g: Inpainting(half_mask(s, "right")),
-    "sr4": lambda s, g: AveragePoolSR(4, s),
-    "sr2": lambda s, g: AveragePoolSR(2, s),
-    "sr4-bicubic": lambda s, g: BicubicSR(4, s),
-    # 7×7 Gaussian, σ = 1 px (±3σ): a clear but invertible blur at 28×28.
-    "deblur-gaussian": _gaussian_blur,
-    # 5×5 box (DDRM uses 9×9 at 256²; 5×5 is its analogue at MNIST scale).
-    "deblur-uniform": lambda s, g: Blur(uniform_kernel(5), s),
-    "denoise": lambda s, g: Denoising(s),
-    "phase-retrieval": lambda s, g: PhaseRetrieval(s, oversample=2.0),
-    # Quantitative phase imaging: a 0–3.5 rad phase object seen at ±1 µm defocus (521 nm light,
-    # 0.21 µm pixels), two intensity images [B, 2, H, W].
-    "phase-defocus": _defocus,
-}
-
-
-def build_operator(
-    name: str, image_shape: tuple[int, ...], generator: torch.Generator | None = None
-) -> Operator:
-    """Operator registered as ``name`` for images of shape ``(C, H, W)``."""
-    if name not in OPERATORS:
-        raise ValueError(f"unknown operator {name!r}; expected one of {sorted(OPERATORS)}")
-    return OPERATORS[name](_image_shape(tuple(image_shape)), generator)
+def measurement_image(operator: Operator, y: Tensor) -> Tensor | None:
+    """The measurement ``y [N, *operator.output_shape]`` shown as images ``[N, C, H, W]`` in
+    [0, 1], or ``None`` when it is not image-shaped (phase retrieval, defocus intensities).
+    Smaller measurements (super-resolution) are upsampled by nearest neighbour."""
+    c, h, w = operator.input_shape
+    out = tuple(operator.output_shape)
+    if out == (c, h, w):
+        return y.clamp(0, 1)
+    if len(out) == 3 and out[0] == c and out[1] < h and h % out[1] == 0 and w % out[2] == 0:
+        fh, fw = h // out[1], w // out[2]
+        return y.repeat_interleave(fh, -2).repeat_interleave(fw, -1).clamp(0, 1)
+    return None

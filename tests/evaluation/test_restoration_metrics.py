@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from diffvi.evaluation.restoration import diversity, feature_distance, psnr, ssim
 from diffvi.evaluation.sample_quality import FeatureClassifier
-from diffvi.inverse.metrics import diversity, feature_distance, psnr, ssim
 
 
 def test_psnr_of_a_constant_error_is_minus_twenty_log10_of_it():
@@ -47,3 +47,17 @@ def test_mismatched_shapes_raise_value_error():
         psnr(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8))
     with pytest.raises(ValueError, match="S >= 2"):
         diversity(torch.zeros(1, 2, 1, 4, 4))
+
+
+def test_summaries_reuse_given_scores_and_the_old_import_path_still_works():
+    from diffvi.evaluation.restoration import restoration_scores, summarise_restorations
+    from diffvi.inverse import metrics
+
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(4, 1, 8, 8, generator=g)
+    restored = (reference + 0.1 * torch.randn(4, 1, 8, 8, generator=g)).clamp(0, 1)
+    scores = restoration_scores(restored, reference)
+    assert summarise_restorations(restored, reference, scores=scores) == summarise_restorations(
+        restored, reference
+    )
+    assert metrics.psnr is psnr and metrics.summarise_restorations is summarise_restorations

@@ -1,0 +1,108 @@
+"""Quality of restored images: PSNR and SSIM (torchmetrics), a perceptual distance in the
+feature space of our classifier (LPIPS weights cannot be downloaded here), and the diversity of
+restorations across seeds. Images are ``[N, C, H, W]`` in [0, 1]; every metric is per image.
+
+Used by the inverse-problem solvers (:mod:`diffvi.inverse`, which re-exports these names) and by
+the conditional models' evaluation (:mod:`diffvi.evaluation.conditional`)."""
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+from diffvi.evaluation.sample_quality import (
+    FeatureClassifier,
+    classifier_features,
+    classifier_fid,
+)
+
+
+def _check_pair(restored: Tensor, reference: Tensor) -> None:
+    if restored.ndim != 4 or restored.shape != reference.shape:
+        raise ValueError(
+            f"expected two image batches [N, C, H, W] of the same shape, got "
+            f"{list(restored.shape)} and {list(reference.shape)}"
+        )
+
+
+def psnr(restored: Tensor, reference: Tensor) -> Tensor:
+    """PSNR in dB per image ``[N]``, data range 1 (``inf`` for an exact restoration)."""
+    _check_pair(restored, reference)
+    return peak_signal_noise_ratio(
+        restored, reference, data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )
+
+
+def ssim(restored: Tensor, reference: Tensor, kernel_size: int = 7) -> Tensor:
+    """SSIM per image ``[N]`` (Gaussian window σ = 1.5, ``kernel_size`` taps; 7 suits 28×28)."""
+    _check_pair(restored, reference)
+    return structural_similarity_index_measure(
+        restored, reference, data_range=1.0, kernel_size=kernel_size, reduction="none"
+    )
+
+
+def feature_distance(classifier: FeatureClassifier, restored: Tensor, reference: Tensor) -> Tensor:
+    """Perceptual distance per image ``[N]``: the L2 distance between the classifier's
+    unit-normalised features of the two images (0 for identical images, at most 2)."""
+    _check_pair(restored, reference)
+    a = torch.nn.functional.normalize(classifier_features(classifier, restored), dim=1)
+    b = torch.nn.functional.normalize(classifier_features(classifier, reference), dim=1)
+    return (a - b).norm(dim=1)
+
+
+def diversity(restorations: Tensor) -> Tensor:
+    """Mean per-pixel standard deviation across seeds: ``[S, N, C, H, W] -> [N]`` (0 when
+    every seed gives the same restoration)."""
+    if restorations.ndim != 5 or restorations.shape[0] < 2:
+        raise ValueError(
+            f"expected restorations [S >= 2, N, C, H, W], got {list(restorations.shape)}"
+        )
+    return restorations.std(dim=0).flatten(1).mean(1)
+
+
+# PSNR of an exact restoration is infinite; summaries cap it here.
+PSNR_CAP = 100.0
+
+
+def restoration_scores(
+    restored: Tensor, reference: Tensor, classifier: FeatureClassifier | None = None
+) -> dict[str, Tensor]:
+    """Per-image scores ``{name: [N]}`` of ``restored`` against ``reference`` (both
+    ``[N, C, H, W]`` in [0, 1], any device): ``psnr`` (dB, capped at :data:`PSNR_CAP`),
+    ``ssim`` and, with a classifier, ``perceptual`` (:func:`feature_distance`)."""
+    restored, reference = restored.detach().float().cpu(), reference.detach().float().cpu()
+    scores = {
+        "psnr": psnr(restored, reference).clamp(max=PSNR_CAP),
+        "ssim": ssim(restored, reference),
+    }
+    if classifier is not None:
+        scores["perceptual"] = feature_distance(classifier, restored, reference)
+    return scores
+
+
+def summarise_restorations(
+    restored: Tensor,
+    reference: Tensor,
+    classifier: FeatureClassifier | None = None,
+    scores: dict[str, Tensor] | None = None,
+) -> dict[str, float]:
+    """Means and standard errors of :func:`restoration_scores` (``psnr``, ``psnr_sem``, …)
+    and, with a classifier and at least two images, ``fid``: the classifier-FID between the
+    restored set and the reference set. ``scores``: the :func:`restoration_scores` of the same
+    images when already computed (they are not computed again)."""
+    if scores is None:
+        scores = restoration_scores(restored, reference, classifier)
+    count = restored.shape[0]
+    summary: dict[str, float] = {"images": float(count)}
+    for name, values in scores.items():
+        summary[name] = values.mean().item()
+        summary[f"{name}_sem"] = values.std().item() / math.sqrt(count) if count > 1 else 0.0
+    if classifier is not None and count > 1:
+        summary["fid"] = classifier_fid(
+            classifier, restored.detach().float().cpu(), reference.detach().float().cpu()
+        )
+    return summary
