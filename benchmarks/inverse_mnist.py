@@ -40,7 +40,6 @@ import itertools
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -118,30 +117,51 @@ class Context:
             self._cache[name] = (prior, test, classifier)
         return self._cache[name]
 
-    def problem(self, dataset: str, task: str, noise: float, start: int, count: int):
-        """Clean images ``[N, 1, 28, 28]``, operator and measurement (seeded per cell)."""
+    def operator(self, dataset: str, task: str, start: int, count: int):
+        """Clean test images ``[N, 1, 28, 28]`` and the operator (its mask seeded by 0)."""
         from diffvi.inverse import build_operator
 
         _, test, _ = self.dataset(dataset)
         truth = test[start : start + count]
         operator = build_operator(task, tuple(truth.shape[1:]), torch.Generator().manual_seed(0))
-        clean = operator(truth)
-        g = torch.Generator().manual_seed(self.args.seed + start)
-        y = clean + noise * torch.randn(clean.shape, generator=g)
-        return truth, operator, y
+        return truth, operator
+
+    def noise_generator(self, start: int) -> torch.Generator:
+        """The measurement noise of the images from ``start`` on (seeded per cell)."""
+        return torch.Generator().manual_seed(self.args.seed + start)
+
+    def problem(self, dataset: str, task: str, noise: float, start: int, count: int):
+        """Clean images, operator and measurement (as :meth:`restore` simulates it)."""
+        from diffvi.inverse import simulate_measurement
+
+        truth, operator = self.operator(dataset, task, start, count)
+        return (
+            truth,
+            operator,
+            simulate_measurement(truth, operator, noise, self.noise_generator(start)),
+        )
+
+    def restore(self, cell: tuple, method, start: int, count: int, classifier: bool = True):
+        """:func:`diffvi.inverse.restore` of images ``start … start + count − 1`` of a cell, in
+        one batch; perceptual scores and FID with the data set's classifier."""
+        from diffvi.inverse import restore
+
+        dataset, task, noise = cell
+        truth, operator = self.operator(dataset, task, start, count)
+        return restore(
+            method,
+            operator,
+            reference=truth,
+            noise_std=noise,
+            generator=self.noise_generator(start),
+            batch_size=count,
+            classifier=self.dataset(dataset)[2] if classifier else None,
+        )
 
 
-def run_solver(ctx: Context, cell: tuple, solver: str, options: dict, start: int, count: int):
-    from diffvi.inverse import summarise_restorations
-    from diffvi.inverse.solvers import build_solver
-
+def row(cell: tuple, solver: str, options: dict, result, count: int) -> dict:
+    """A result row: the cell, the method, its cost and :attr:`RestoreResult.summary`."""
     dataset, task, noise = cell
-    prior, _, classifier = ctx.dataset(dataset)
-    truth, operator, y = ctx.problem(dataset, task, noise, start, count)
-    result = build_solver(solver, **options).solve(
-        y, operator, prior, noise, generator=torch.Generator().manual_seed(ctx.args.seed)
-    )
-    scores = summarise_restorations(result.x, truth, classifier if count > 1 else None)
     return {
         "dataset": dataset,
         "task": task,
@@ -152,33 +172,27 @@ def run_solver(ctx: Context, cell: tuple, solver: str, options: dict, start: int
         "seconds": result.seconds,
         "ms_per_image": 1000 * result.seconds / count,
         "peak_mb": None if result.peak_memory is None else result.peak_memory / 2**20,
-        **scores,
+        **result.summary,
     }
+
+
+def run_solver(ctx: Context, cell: tuple, solver: str, options: dict, start: int, count: int):
+    from diffvi.inverse.solvers import build_solver
+
+    prior, _, _ = ctx.dataset(cell[0])
+    method = build_solver(solver, **options).bind(
+        prior, cell[2], torch.Generator().manual_seed(ctx.args.seed)
+    )
+    result = ctx.restore(cell, method, start, count, classifier=count > 1)
+    return row(cell, solver, options, result, count)
 
 
 def pinv_row(ctx: Context, cell: tuple, count: int) -> dict:
     """A⁺y (damped by σ_y² when noisy), clamped to [0, 1]: the no-prior reference."""
-    from diffvi.inverse import summarise_restorations
+    from diffvi.inverse.solvers import PseudoInverse
 
-    dataset, task, noise = cell
-    _, _, classifier = ctx.dataset(dataset)
-    truth, operator, y = ctx.problem(dataset, task, noise, 0, count)
-    start = time.perf_counter()
-    x = operator.pinv(y, damping=noise**2).clamp(0, 1)
-    seconds = time.perf_counter() - start
-    scores = summarise_restorations(x, truth, classifier)
-    return {
-        "dataset": dataset,
-        "task": task,
-        "noise_std": noise,
-        "solver": "A⁺y",
-        "options": {},
-        "nfe": 0,
-        "seconds": seconds,
-        "ms_per_image": 1000 * seconds / count,
-        "peak_mb": None,
-        **scores,
-    }
+    result = ctx.restore(cell, PseudoInverse(damping=cell[2] ** 2), 0, count)
+    return row(cell, "A⁺y", {}, result, count)
 
 
 def cached(path: Path, compute) -> dict:
@@ -294,7 +308,7 @@ def diversity_stage(ctx: Context) -> None:
             runs = torch.stack(
                 [
                     build_solver(s, **options)
-                    .solve(y, operator, prior, generator=torch.Generator().manual_seed(seed))
+                    .bind(prior, cell[2], torch.Generator().manual_seed(seed))(y, operator)
                     .x
                     for seed in range(4)
                 ]
@@ -327,10 +341,10 @@ def figure_stage(ctx: Context) -> None:
         rows = [truth, measurement_image(operator, y, cell[2])]
         for solver in args.solvers.split(","):
             options = with_steps(solver, tuned_options(ctx, cell, solver), args.nfe)
-            result = build_solver(solver, **options).solve(
-                y, operator, prior, cell[2], generator=torch.Generator().manual_seed(args.seed)
+            method = build_solver(solver, **options).bind(
+                prior, cell[2], torch.Generator().manual_seed(args.seed)
             )
-            rows.append(result.x)
+            rows.append(method(y, operator).x)
         save_image_grid(torch.cat(rows), folder / f"inverse_mnist_{task}.png", nrow=8, scale=2)
 
 

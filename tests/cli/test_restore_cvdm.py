@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from diffvi.data.paired import load_paired
-from diffvi.training.cvdm_module import CVDMConfig, fit_cvdm
+from diffvi.training import CVDMConfig, fit
 from diffvi.utils.io import write_float_tiff
 
 FAST = ["--solver", "cvdm", "--samples", "3", "--steps", "4", "--threads", "1", "--no-progress"]
@@ -23,7 +23,7 @@ def microscopy_model(tmp_path_factory):
         base_channels=8, channel_mults=[1, 2], batch_size=16, timesteps=20, sample_steps=3,
         val_sample_size=2, max_steps=4, val_every_n_steps=4, warmup_steps=1,
     )  # fmt: skip
-    fit_cvdm(config, run_dir, progress_bar=False, accelerator="cpu")
+    fit(config, run_dir, progress_bar=False, accelerator="cpu")
     return run_dir
 
 

@@ -1,5 +1,6 @@
-"""Inverse problems: forward operators (and their registry), restoration metrics and (in
-``diffvi.inverse.solvers``) solvers with a diffusion prior."""
+"""Inverse problems: forward operators (and their registry), restoration metrics, the
+restoration workflow (:func:`restore`, :func:`simulate_measurement`) and, in
+``diffvi.inverse.solvers``, the reconstructors: solvers with a diffusion prior and CVDM."""
 
 from diffvi.evaluation.restoration import (
     diversity,
@@ -33,6 +34,7 @@ from diffvi.inverse.phase import (
     tie_reconstruct,
 )
 from diffvi.inverse.registry import OPERATORS, build_operator
+from diffvi.inverse.restore import RestoreResult, restore, simulate_measurement
 
 __all__ = [
     "DefocusIntensity",
@@ -54,6 +56,7 @@ __all__ = [
     "LinearOperator",
     "Operator",
     "PhaseRetrieval",
+    "RestoreResult",
     "SVDOperator",
     "box_mask",
     "build_operator",
@@ -61,5 +64,7 @@ __all__ = [
     "half_mask",
     "measurement_image",
     "random_mask",
+    "restore",
+    "simulate_measurement",
     "uniform_kernel",
 ]

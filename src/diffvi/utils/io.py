@@ -48,3 +48,15 @@ def write_float_tiff(path: str | os.PathLike[str], image: Any) -> Path:
         frames[0].save(tmp, format="TIFF", save_all=True, append_images=frames[1:])
 
     return atomic_write(path, write)
+
+
+def write_png(path: str | os.PathLike[str], image: Any) -> Path:
+    """Save one image ``[C, H, W]`` in [0, 1] (a tensor; values outside are clipped) as an 8-bit
+    grey (C = 1) or RGB (C = 3) PNG, atomically."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    array = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    array = array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
+    return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))

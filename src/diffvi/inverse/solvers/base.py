@@ -1,4 +1,12 @@
-"""The contract shared by inverse-problem solvers with a diffusion prior.
+"""The contracts of restoration methods: :class:`Reconstructor` for every method, and
+:class:`Solver` for the inverse-problem solvers with a diffusion prior.
+
+Every method restores ``x`` from a measurement ``y`` through one call,
+``reconstructor(y, operator) -> Reconstruction`` (after deepinv's ``Reconstructor.forward(y,
+physics)``): a solver bound to its prior (:meth:`Solver.bind`), the pseudo-inverse
+(:class:`PseudoInverse`) and a trained conditional model
+(:class:`~diffvi.inverse.solvers.cvdm.CVDMReconstructor`) alike, so that one workflow
+(:func:`diffvi.inverse.restore.restore`) runs, times and scores any of them.
 
 A solver restores ``x`` from ``y = A(x) + σ_y·n`` (``n ~ N(0, I)``) with a
 :class:`~diffvi.diffusion.DiffusionModel` as the prior: ``solver.solve(y, operator, prior,
@@ -20,7 +28,7 @@ from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
 from diffvi.diffusion.samplers import per_item, standard_normal
-from diffvi.inverse.operators import LinearOperator, Operator
+from diffvi.inverse.operators import LinearOperator, Operator, measurement_image
 from diffvi.utils.memory import PeakMemory
 
 
@@ -35,6 +43,11 @@ class Reconstruction:
         peak_memory: bytes allocated at the peak above the level at the start (``None`` where
             it cannot be measured; see :class:`~diffvi.utils.memory.PeakMemory`).
         trace: per-step diagnostics, when the solver was asked to record them.
+        samples: for methods that draw several restorations of each item (CVDM), the draws
+            ``[S, B, C, H, W]``; ``x`` is their mean and their pixel-wise spread
+            (:attr:`std`) the uncertainty map.
+        stochastic: ``False`` when ``samples`` are copies of one deterministic estimate (a
+            regression model): their spread is then no uncertainty estimate.
     """
 
     x: Tensor
@@ -42,6 +55,56 @@ class Reconstruction:
     seconds: float
     peak_memory: int | None
     trace: dict[str, list[float]] = field(default_factory=dict)
+    samples: Tensor | None = None
+    stochastic: bool = True
+
+    @property
+    def std(self) -> Tensor | None:
+        """Pixel-wise standard deviation of :attr:`samples` ``[B, C, H, W]`` (``None`` without
+        samples)."""
+        return None if self.samples is None else self.samples.std(0, correction=0)
+
+
+class Reconstructor(ABC):
+    """A restoration method: ``reconstructor(y, operator) -> Reconstruction``.
+
+    ``y [B, *operator.output_shape]`` is a measurement of images ``x [B, C, H, W]`` in [0, 1];
+    the reconstruction's ``x`` has that shape and range. A learned method that was trained for
+    one forward model (CVDM) may take ``operator=None``.
+    """
+
+    @abstractmethod
+    def forward(self, y: Tensor, operator: Operator | None) -> Reconstruction:
+        """Restore a batch: ``y [B, ...] -> Reconstruction`` with ``x [B, C, H, W]``."""
+
+    def __call__(self, y: Tensor, operator: Operator | None = None) -> Reconstruction:
+        return self.forward(y, operator)
+
+    def baseline(self, y: Tensor, operator: Operator | None) -> Tensor | None:
+        """A classical estimate without the method's prior, shown and scored beside the
+        restoration: here the measurement itself as images
+        (:func:`~diffvi.inverse.operators.measurement_image`; ``None`` when it is not
+        image-shaped or there is no operator)."""
+        return None if operator is None else measurement_image(operator, y)
+
+
+class PseudoInverse(Reconstructor):
+    """``A⁺y``, or ``(AᵀA + δI)⁻¹Aᵀy`` with ``damping`` δ > 0, clamped to [0, 1]: the
+    no-prior reference of a linear problem (no denoiser evaluations)."""
+
+    def __init__(self, damping: float = 0.0) -> None:
+        if not damping >= 0:
+            raise ValueError(f"damping must be >= 0, got {damping}")
+        self.damping = float(damping)
+
+    def forward(self, y: Tensor, operator: Operator | None) -> Reconstruction:
+        if not isinstance(operator, LinearOperator):
+            raise ValueError(
+                f"the pseudo-inverse needs a LinearOperator, got {type(operator).__name__}"
+            )
+        start = time.perf_counter()
+        x = operator.pinv(y, damping=self.damping).clamp(0, 1)
+        return Reconstruction(x, 0, time.perf_counter() - start, None)
 
 
 class Problem:
@@ -92,6 +155,17 @@ class Solver(ABC):
 
     name: ClassVar[str]
     requires: ClassVar[type[Operator]] = Operator
+
+    def bind(
+        self,
+        prior: DiffusionModel,
+        noise_std: float = 0.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> "PriorReconstructor":
+        """This solver with its prior and measurement noise as a :class:`Reconstructor`
+        (arguments as :meth:`solve`; ``generator`` is drawn from across calls)."""
+        return PriorReconstructor(self, prior, noise_std, generator, progress)
 
     def solve(
         self,
@@ -153,6 +227,30 @@ class Solver(ABC):
         """Return model-space ``x [B, C, H, W]``, NFE per image and a (possibly empty) trace."""
 
 
+class PriorReconstructor(Reconstructor):
+    """A :class:`Solver` bound to a diffusion prior, σ_y and a generator (see
+    :meth:`Solver.bind`): ``forward(y, operator)`` is ``solver.solve(y, operator, prior,
+    noise_std, generator, progress)``."""
+
+    def __init__(
+        self,
+        solver: Solver,
+        prior: DiffusionModel,
+        noise_std: float = 0.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.solver, self.prior = solver, prior
+        self.noise_std, self.generator, self.progress = noise_std, generator, progress
+
+    def forward(self, y: Tensor, operator: Operator | None) -> Reconstruction:
+        if operator is None:
+            raise ValueError(f"{self.solver.name} needs the forward operator of the measurement")
+        return self.solver.solve(
+            y, operator, self.prior, self.noise_std, self.generator, self.progress
+        )
+
+
 def time_grid(steps: int, like: Tensor) -> Tensor:
     """``steps`` times evenly from 1 down to 0 ``[steps]``, on ``like``'s device and dtype."""
     if steps < 2:
@@ -177,4 +275,14 @@ def denoise(prior: DiffusionModel, z: Tensor, t: Tensor, clip: bool) -> tuple[Te
     return x0, eps
 
 
-__all__ = ["Problem", "Reconstruction", "Solver", "denoise", "standard_normal", "time_grid"]
+__all__ = [
+    "PriorReconstructor",
+    "Problem",
+    "PseudoInverse",
+    "Reconstruction",
+    "Reconstructor",
+    "Solver",
+    "denoise",
+    "standard_normal",
+    "time_grid",
+]

@@ -1,0 +1,259 @@
+"""A restoration job from names and files, as ``diffvi restore`` describes one: which method
+(a solver with a diffusion prior, or a trained CVDM), which forward operator, and which items
+(image files or a data-set split; for CVDM, measurement files or simulated pairs of its task).
+
+>>> job = prepare_restoration("red-diff", task="sr4", prior="mnist", dataset="mnist", count=8)
+>>> result = job.run()                                         # doctest: +SKIP
+>>> write_restoration("out", job.names, result, job.settings)  # doctest: +SKIP
+
+:func:`prepare_restoration` loads everything and checks it; :meth:`RestoreJob.run` is
+:func:`~diffvi.inverse.restore.restore`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffvi.evaluation.sample_quality import FeatureClassifier
+from diffvi.inverse.operators import Operator
+from diffvi.inverse.restore import RestoreResult, restore
+from diffvi.inverse.solvers.base import Reconstructor
+
+__all__ = ["CVDM", "RestoreJob", "prepare_restoration"]
+
+CVDM = "cvdm"
+"""The method name of a trained conditional model (beside the names of ``SOLVERS``)."""
+
+
+@dataclass
+class RestoreJob:
+    """Everything :func:`~diffvi.inverse.restore.restore` needs, and the settings that lead the
+    report.
+
+    Attributes:
+        reconstructor: the method, ready to call.
+        operator: the forward model (``None`` for CVDM, whose task fixes it).
+        names: one name per item (file names, or zero-padded data-set indices).
+        reference: the clean images ``[N, C, H, W]``, when known.
+        measurement: the measurements, when not simulated from ``reference``.
+        settings: method, task, source, seed, device, … (the head of ``metrics.json``).
+        noise_std, seed: σ_y of the simulated measurements and the seed of their noise.
+        device: where the items are restored.
+        classifier: the feature classifier of perceptual scores, or ``None``.
+        batch_size: items passed to the reconstructor at once (CVDM takes all and samples
+            its chains ``batch_size`` at a time itself, draw by draw).
+    """
+
+    reconstructor: Reconstructor
+    operator: Operator | None
+    names: list[str]
+    reference: Tensor | None = None
+    measurement: Tensor | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    noise_std: float = 0.0
+    seed: int = 0
+    device: torch.device | str | None = None
+    classifier: FeatureClassifier | None = None
+    batch_size: int = 64
+
+    def run(self) -> RestoreResult:
+        """Restore the items, :attr:`batch_size` at a time, and score them."""
+        return restore(
+            self.reconstructor,
+            self.operator,
+            reference=self.reference,
+            measurement=self.measurement,
+            noise_std=self.noise_std,
+            generator=torch.Generator().manual_seed(self.seed),
+            batch_size=self.batch_size,
+            device=self.device,
+            classifier=self.classifier,
+        )
+
+
+def prepare_restoration(
+    method: str,
+    *,
+    task: str = "inpaint-box",
+    prior: str = "mnist",
+    model: str | os.PathLike[str] | None = None,
+    options: dict[str, Any] | None = None,
+    input_path: str | os.PathLike[str] | None = None,
+    dataset: str | None = None,
+    split: str = "test",
+    start: int = 0,
+    count: int = 16,
+    samples: int = 20,
+    steps: int | None = None,
+    noise_std: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    perceptual: bool = False,
+    progress: bool = False,
+) -> RestoreJob:
+    """Load a method and the items it restores.
+
+    Args:
+        method: a solver name (``red-diff``, ``dps``, ``pigdm``, ``ddrm``) or ``"cvdm"``.
+        task: the forward operator of a solver (a name of ``OPERATORS``).
+        prior: a solver's diffusion prior: a name (``mnist``) or a model folder.
+        model: CVDM's trained model (a ``train cvdm`` run folder or its export).
+        options: a solver's constructor keywords besides ``steps``.
+        input_path: clean images (a PNG/JPEG file or folder) for a solver; measurement files
+            for CVDM.
+        dataset, split, start, count: instead of ``input_path``, items ``start … start +
+            count − 1`` of a data-set split (a solver) or of the simulated pairs of CVDM's own
+            task (``dataset`` is then that task's name; scored against the truth).
+        samples: CVDM's draws per item.
+        steps: solver or sampler steps (default: the method's own).
+        noise_std: σ_y of a solver's simulated measurement noise.
+        seed: of the mask, the noise and the method's random numbers.
+        device: where to restore (``"auto"``: CUDA when available).
+        batch_size: items restored at once (CVDM: chains sampled at once).
+        perceptual: also score a perceptual distance and classifier-FID (solvers).
+        progress: show progress bars.
+
+    Raises:
+        ValueError: not exactly one of ``input_path`` and ``dataset``, or a method, task,
+            prior, model or source that does not fit.
+    """
+    from diffvi.utils.runtime import resolve_device
+
+    if (input_path is None) == (dataset is None):
+        raise ValueError(
+            "give exactly one source: --input FILE_OR_FOLDER or --dataset NAME (clean images; "
+            "with --solver cvdm, measurements or the model's own task, scored against the truth)"
+        )
+    where = resolve_device(device)
+    if method == CVDM:
+        if model is None:
+            raise ValueError("--solver cvdm needs --model (a `diffvi train cvdm` run folder)")
+        job = _cvdm_job(model, input_path, dataset, split, start, count, samples, steps, seed,
+                        where, batch_size, progress)  # fmt: skip
+    else:
+        options = {**({} if steps is None else {"steps": steps}), **(options or {})}
+        job = _solver_job(method, task, prior, options, input_path, dataset, split, start, count,
+                          noise_std, seed, where, perceptual, progress)  # fmt: skip
+    job.settings.update({"seed": seed, "device": str(where)})
+    if method != CVDM:
+        job.settings["source"] = (
+            {"input": str(input_path)}
+            if input_path is not None
+            else {"dataset": dataset, "split": split, "start": start, "count": len(job.names)}
+        )
+    job.noise_std, job.seed, job.device = noise_std, seed, where
+    if method != CVDM:
+        job.batch_size = batch_size
+    return job
+
+
+def _solver_job(
+    name: str,
+    task: str,
+    prior: str,
+    options: dict[str, Any],
+    input_path: str | os.PathLike[str] | None,
+    dataset: str | None,
+    split: str,
+    start: int,
+    count: int,
+    noise_std: float,
+    seed: int,
+    device: torch.device,
+    perceptual: bool,
+    progress: bool,
+) -> RestoreJob:
+    from diffvi.data.files import read_image_files
+    from diffvi.data.image_files import load_images
+    from diffvi.diffusion.pretrained import find_diffusion, load_diffusion
+    from diffvi.inverse.registry import build_operator
+    from diffvi.inverse.solvers import build_solver, solver_defaults
+
+    model, spec = load_diffusion(prior, device)
+    shape = tuple(int(s) for s in spec.get("event_shape", ()))
+    if len(shape) != 3 or not spec.get("image", True):
+        raise ValueError(f"prior {prior!r} is not a model of images (event shape {list(shape)})")
+    if input_path is not None:
+        reference, names = read_image_files(input_path, shape)
+    else:
+        reference, _ = load_images(dataset, split, shape, start + count, seed, start)
+        names = [f"{start + i:04d}" for i in range(len(reference))]
+    operator = build_operator(task, shape, torch.Generator().manual_seed(seed)).to(device)
+    solver = build_solver(name, **options)
+    if not isinstance(operator, solver.requires):
+        raise ValueError(
+            f"solver {name} needs a {solver.requires.__name__} (an operator with a known SVD); "
+            f"task {task} is not one"
+        )
+    classifier = None
+    if perceptual:
+        from diffvi.evaluation.sample_quality import load_or_train_feature_classifier
+
+        data_name = dataset or spec.get("metadata", {}).get("dataset")
+        if data_name is None:
+            raise ValueError(f"prior {prior!r} does not name its data set; pass --dataset")
+        classifier = load_or_train_feature_classifier(data_name, progress=progress)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    settings = {
+        "task": task,
+        "solver": name,
+        "solver_options": {**solver_defaults(name), **options},
+        "prior": prior,
+        "prior_folder": str(find_diffusion(prior)),
+        "noise_std": noise_std,
+    }
+    reconstructor = solver.bind(model, noise_std, generator, progress)
+    return RestoreJob(
+        reconstructor, operator, names, reference, None, settings, classifier=classifier
+    )
+
+
+def _cvdm_job(
+    model: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | None,
+    dataset: str | None,
+    split: str,
+    start: int,
+    count: int,
+    samples: int,
+    steps: int | None,
+    seed: int,
+    device: torch.device,
+    batch_size: int,
+    progress: bool,
+) -> RestoreJob:
+    from diffvi.inverse.solvers.cvdm import load_cvdm_reconstructor
+
+    reconstructor = load_cvdm_reconstructor(
+        model, device, samples, steps, seed, progress, batch_size
+    )
+    spec, task = reconstructor.spec, reconstructor.task_name
+    reference = None
+    if input_path is not None:
+        measurement, names = reconstructor.read_measurements(input_path)
+    else:
+        if dataset != task:
+            raise ValueError(
+                f"this model was trained on task {task!r}; pass --dataset {task} (got {dataset!r})"
+            )
+        pairs = reconstructor.pairs(split, start, count)
+        measurement, reference = pairs.measurements(), pairs.images()
+        names = [f"{start + i:04d}" for i in range(len(pairs))]
+    settings = {
+        "model": str(model),
+        "task": task,
+        "schedule": spec["schedule"],
+        "samples": samples,
+        "steps": steps if steps is not None else spec.get("timesteps"),
+    }
+    job = RestoreJob(reconstructor, None, names, reference, measurement, settings)
+    # One call for all items: the reconstructor samples batch_size chains at a time, draw by
+    # draw, in the order of the evaluation's sample_images.
+    job.batch_size = max(len(names), 1)
+    return job

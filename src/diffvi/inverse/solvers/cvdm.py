@@ -1,0 +1,155 @@
+"""A trained conditional model (CVDM, ``diffvi train cvdm``) behind the reconstructor contract.
+
+CVDM (della Maggiora et al. 2024) learns ``p(x | y)`` for one paired task
+(:mod:`diffvi.data.paired`: ``mnist-sr4``, ``microscopy-sr``, ``phase``, …), so the forward
+model is the task's and :meth:`CVDMReconstructor.forward` takes ``operator=None``. A
+measurement ``y`` is what the instrument records (the low-resolution image; the two defocused
+intensities); the task turns it into the model's condition. The restoration is the mean of
+``samples`` draws and their pixel-wise standard deviation the uncertainty map (the paper's §4);
+a regression model (``schedule="regression"``) is evaluated once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from diffvi.data.paired import PairedData, load_paired, paired_task
+from diffvi.evaluation.conditional import sample_images
+from diffvi.inverse.operators import Operator
+from diffvi.inverse.solvers.base import Reconstruction, Reconstructor
+from diffvi.utils.memory import PeakMemory
+
+__all__ = ["CVDMReconstructor", "load_cvdm_reconstructor"]
+
+
+class CVDMReconstructor(Reconstructor):
+    """Restore measurements of a CVDM's own task: ``forward(y, None) -> Reconstruction`` with
+    ``x`` the mean of ``samples`` draws and ``samples [S, B, C, H, W]``.
+
+    Args:
+        model: the trained conditional model (``sample(condition, steps, generator, clip)``).
+        spec: its export spec: ``task``, ``task_options``, ``image_size``, ``schedule`` and,
+            for diffusion models, ``timesteps``.
+        samples: draws per item (the paper's 20).
+        steps: sampler steps (default: the model's ``timesteps``).
+        generator: random numbers on the model's device, drawn from across calls.
+        progress: show a progress bar over the draws.
+        batch_size: chains sampled at once (default: all items of a call). As
+            :func:`~diffvi.evaluation.conditional.sample_images`, a call draws sample 1 of
+            every item, then sample 2, …
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: dict[str, Any],
+        samples: int = 20,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        batch_size: int | None = None,
+    ) -> None:
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.spec = model, spec
+        self.task_name: str = spec["task"]
+        self.task = paired_task(self.task_name)
+        self.options: dict[str, Any] = {**self.task.options, **spec["task_options"]}
+        self.samples, self.steps = samples, steps
+        self.generator, self.progress, self.batch_size = generator, progress, batch_size
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the draws differ (a diffusion model, not the regression baseline)."""
+        return self.spec["schedule"] != "regression"
+
+    @property
+    def measurement_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of one measurement."""
+        side = int(self.spec["image_size"]) // self.task.factor
+        return (self.task.measurement_channels, side, side)
+
+    def condition(self, y: Tensor) -> Tensor:
+        """The model's condition ``[B, C_x, H, W]`` of measurements ``y [B, C, h, w]``."""
+        if y.dim() != 4 or tuple(y.shape[1:]) != self.measurement_shape:
+            want = ", ".join(map(str, ("B", *self.measurement_shape)))
+            raise ValueError(
+                f"a {self.task_name} model takes measurements [{want}], got {list(y.shape)}"
+            )
+        return self.task.from_measurement(y, self.options)
+
+    def forward(self, y: Tensor, operator: Operator | None = None) -> Reconstruction:
+        condition = self.condition(y)
+        device = next(self.model.parameters()).device
+        with PeakMemory(device) as peak:
+            start = time.perf_counter()
+            draws = sample_images(
+                self.model,
+                condition.to(device),
+                self.task_name,
+                self.samples,
+                self.steps,
+                self.generator,
+                self.batch_size or max(len(y), 1),
+                self.progress,
+            )
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+        steps = self.steps if self.steps is not None else self.spec.get("timesteps", 1)
+        nfe = self.samples * steps if self.stochastic else 1
+        return Reconstruction(
+            draws.mean(0), nfe, seconds, peak.bytes, samples=draws, stochastic=self.stochastic
+        )
+
+    def baseline(self, y: Tensor, operator: Operator | None = None) -> Tensor:
+        """The task's classical estimate ``[B, C, H, W]`` (upsampled input; TIE for phase)."""
+        return self.task.baseline(self.condition(y), self.options)
+
+    def pairs(self, split: str = "test", start: int = 0, count: int = 16) -> PairedData:
+        """Simulated pairs ``start … start + count − 1`` of the model's task and options
+        (:meth:`PairedData.measurements` and :meth:`PairedData.images` are ``y`` and the
+        truth)."""
+        if split not in self.task.splits:
+            raise ValueError(f"split must be one of {list(self.task.splits)} for {self.task_name}")
+        data = load_paired(self.task_name, split, start + count, 0, **self.spec["task_options"])
+        if start >= len(data):
+            raise ValueError(f"start {start} is past the end of the {split} pairs")
+        return data[start:]
+
+    def read_measurements(self, path: str | os.PathLike[str]) -> tuple[Tensor, list[str]]:
+        """``(y [N, C, h, w], names)``: measurement files (a file or a folder; PNG/TIFF, a
+        multi-frame TIFF for several channels) of this model's size."""
+        from diffvi.data.files import read_measurement_files
+
+        return read_measurement_files(path, *self.measurement_shape)
+
+
+def load_cvdm_reconstructor(
+    name_or_path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    samples: int = 20,
+    steps: int | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+    batch_size: int | None = None,
+) -> CVDMReconstructor:
+    """Load a trained CVDM (a ``train cvdm`` run folder, its export or a named model) as a
+    :class:`CVDMReconstructor` on ``device``; ``seed`` seeds its generator (on that device)."""
+    from diffvi.training import load, read_spec  # the one place a CVDM is loaded
+
+    family = load(name_or_path, device)
+    if family.kind != "cvdm":
+        raise ValueError(f"{name_or_path} holds a {family.kind!r} model, not a CVDM")
+    model, spec = family.model, read_spec(name_or_path)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
+    return CVDMReconstructor(model, spec, samples, steps, generator, progress, batch_size)
