@@ -34,11 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RESULTS_DIR,
+    add_shard_arguments,
     command_line,
-    git_commit,
     machine_info,
     markdown_table,
+    parse_shard_args,
+    run_shard,
+    shard_threads,
+    write_results,
 )
 
 from diffvi.data.microscopy import STRUCTURES  # noqa: E402
@@ -87,16 +90,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--schedules", default=",".join(SCHEDULES))
     for name, value in FULL.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
-    p.add_argument("--shard", type=int, default=0, help="run jobs shard, shard + shards, …")
-    p.add_argument("--shards", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="default: 2 // shards")
-    p.add_argument("--assemble-only", action="store_true")
-    args = p.parse_args()
+    add_shard_arguments(p)
+    args = parse_shard_args(p)
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if not 0 <= args.shard < args.shards:
-        p.error(f"--shard must be in [0, --shards), got {args.shard} of {args.shards}")
     unknown = set(args.tasks.split(",")) - set(TASKS)
     if unknown:
         p.error(f"unknown tasks {sorted(unknown)}; valid: {list(TASKS)}")
@@ -168,10 +167,9 @@ def schedule_maps(model, condition: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def evaluate(args: argparse.Namespace, task: str, schedule: str, seed: int, seconds: float):
+    """Restore the first ``--eval-count`` test pairs with the trained run; the per-item scores
+    and timings (the job's record, saved as ``scores.json`` in the run folder)."""
     folder = run_dir(args, task, schedule, seed)
-    path = folder / "scores.json"
-    if path.exists():
-        return json.loads(path.read_text())
     model = load(folder).model
     data = load_paired(task, "test", args.eval_count, 0, **task_options(task, args.quick))
     start = time.perf_counter()
@@ -202,9 +200,6 @@ def evaluate(args: argparse.Namespace, task: str, schedule: str, seed: int, seco
         ]
         record["gamma_bar_t0"] = maps["gamma_bar_t0"].item()
         record["gamma_bar_tT"] = maps["gamma_bar_tT"].item()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
     return record
 
 
@@ -243,12 +238,7 @@ def pm(stats: tuple[float, float, int], digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if math.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def assemble(args: argparse.Namespace) -> None:
-    records = []
-    for task, schedule, seed in jobs(args):
-        path = run_dir(args, task, schedule, seed) / "scores.json"
-        if path.exists():
-            records.append(json.loads(path.read_text()))
+def assemble(args: argparse.Namespace, records: list[dict]) -> None:
     by = {}
     for r in records:
         by.setdefault((r["task"], r["schedule"]), []).append(r)
@@ -373,12 +363,7 @@ def assemble(args: argparse.Namespace) -> None:
                     ]
                 )
     lines.append(markdown_table(["task", "schedule", "train s", "evaluation s"], rows))
-    name = f"cvdm-{series(args)}"
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{name}.md").write_text("\n".join(lines))
     summary = {
-        "command": command_line(),
-        "commit": git_commit(),
         "machine": machine_info(),
         "budget": {k: getattr(args, k) for k in FULL},
         "runs_finished": len(records),
@@ -389,10 +374,10 @@ def assemble(args: argparse.Namespace) -> None:
             for (t, s) in by
         },
     }
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_results(f"cvdm-{series(args)}", summary, "\n".join(lines))
     if not args.quick and any(s == "learned" for _, s in by):
         figure(args, tasks)
-    print((RESULTS_DIR / f"{name}.md").read_text())
+    print("\n".join(lines))
 
 
 def figure(args: argparse.Namespace, tasks: list[str], items: int = 3) -> None:
@@ -458,16 +443,17 @@ def figure(args: argparse.Namespace, tasks: list[str], items: int = 3) -> None:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads or max(1, 2 // args.shards))
+    torch.set_num_threads(shard_threads(args))
     torch.set_flush_denormal(True)
-    if not args.assemble_only:
-        mine = [job for i, job in enumerate(jobs(args)) if i % args.shards == args.shard]
-        for k, (task, schedule, seed) in enumerate(mine):
-            print(f"[{k + 1}/{len(mine)}] {task} {schedule} seed {seed}", flush=True)
-            seconds = train(args, task, schedule, seed)
-            evaluate(args, task, schedule, seed, seconds)
-    if args.shards == 1 or args.assemble_only:
-        assemble(args)
+    records = run_shard(
+        jobs(args),
+        lambda job: run_dir(args, *job) / "scores.json",
+        lambda job: evaluate(args, *job, train(args, *job)),
+        args,
+        describe=lambda job: "{} {} seed {}".format(*job),
+    )
+    if records is not None:
+        assemble(args, records)
 
 
 if __name__ == "__main__":

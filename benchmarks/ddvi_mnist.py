@@ -40,13 +40,20 @@ batch 128, Adam (PyTorch defaults) at lr 1e-3.
 import argparse
 import json
 import math
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, machine_info, markdown_table, write_results
+from common import (
+    RESULTS_DIR,
+    add_shard_arguments,
+    machine_info,
+    markdown_table,
+    read_parts,
+    run_or_load,
+    write_results,
+)
 
 PRIORS = ("pinwheel", "swiss-roll", "square")
 OPTIONAL_PRIORS = ("mixture",)
@@ -116,8 +123,13 @@ def test_accuracies(module, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -
 
 
 def run_one(task: tuple) -> dict:
-    """Train and evaluate one (prior, method, seed); returns the part record."""
+    """The part record of one (prior, method, seed): saved, or trained, evaluated and saved."""
     prior, method, seed, args = task
+    return run_or_load(part_path(args.series, prior, method, seed), lambda: train_and_score(*task))
+
+
+def train_and_score(prior: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train and evaluate one (prior, method, seed); returns the part record."""
     torch.set_num_threads(args.threads)
     from diffvi.cli.embed import NUM_PRIOR_SAMPLES
     from diffvi.data import load_dataset
@@ -185,7 +197,7 @@ def run_one(task: tuple) -> dict:
     }
     if args.labelled:
         result.update(test_accuracies(module, x_test, y_test, z_test))
-    record = {
+    return {
         "prior": prior,
         "method": method,
         "seed": seed,
@@ -195,12 +207,6 @@ def run_one(task: tuple) -> dict:
         "machine": machine_info(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    path = part_path(args.series, prior, method, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-    return record
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -224,7 +230,7 @@ def _cell(results: list[dict], key: str) -> str | None:
 
 def assemble(args: argparse.Namespace) -> dict:
     """Gather the part files of ``args.series`` into the JSON and markdown tables."""
-    parts = [json.loads(p.read_text()) for p in sorted((PARTS / args.series).glob("*.json"))]
+    parts = read_parts(PARTS / args.series)
     groups: dict[tuple[str, str], list[dict]] = {}
     for part in parts:
         groups.setdefault((part["prior"], part["method"]), []).append(part["result"])
@@ -355,7 +361,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--series", default=None, help="default: full-e<epochs> or quick")
     parser.add_argument("--run-root", default="runs/benchmarks/ddvi_mnist")
-    parser.add_argument("--assemble-only", action="store_true")
+    add_shard_arguments(parser, shards=False)  # --jobs runs in parallel instead
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.max_steps, args.warmup_steps = 1, 60, 20

@@ -25,6 +25,8 @@ soon as the run is scored, so an interrupted benchmark resumes where it stopped)
   python benchmarks/diffusion_mnist.py --quick                          # CI smoke (~2 min)
   python benchmarks/diffusion_mnist.py --datasets mnist --steps 2500    # one data set
   python benchmarks/diffusion_mnist.py --assemble-only --steps 2500     # table from the parts
+  python benchmarks/diffusion_mnist.py --shard 0 --shards 2 &           # on two cores, then
+  python benchmarks/diffusion_mnist.py --shard 1 --shards 2 &           #   without --shard
 """
 
 import argparse
@@ -33,7 +35,15 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, machine_info, markdown_table, write_results
+from common import (
+    RESULTS_DIR,
+    add_shard_arguments,
+    machine_info,
+    markdown_table,
+    parse_shard_args,
+    run_shard,
+    write_results,
+)
 
 CONFIGS: dict[str, dict] = {
     "linear-vdm": {"schedule": "linear", "loss_type": "vdm"},
@@ -59,8 +69,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs-dir", default="runs/bench-diffusion")
     p.add_argument("--export-dir", default=None, help="copy cosine-simple EMA weights here")
-    p.add_argument("--assemble-only", action="store_true")
-    args = p.parse_args()
+    add_shard_arguments(p)
+    args = parse_shard_args(p)
     if args.quick:
         args.steps, args.eval_samples, args.sample_steps = 30, 100, 10
         args.runs_dir = "runs/bench-diffusion-quick"
@@ -71,16 +81,20 @@ def series_name(args: argparse.Namespace) -> str:
     return "quick" if args.quick else f"steps{args.steps}-c{args.base_channels}"
 
 
-def run_one(dataset: str, name: str, args: argparse.Namespace, part: Path) -> dict:
+def part_path(args: argparse.Namespace, dataset: str, name: str) -> Path:
+    return RESULTS_DIR / "diffusion_mnist" / series_name(args) / f"{dataset}-{name}.json"
+
+
+def run_one(dataset: str, name: str, args: argparse.Namespace) -> dict:
     from diffvi.data import load_dataset
-    from diffvi.diffusion.pretrained import load_diffusion, save_diffusion
+    from diffvi.diffusion.pretrained import save_diffusion
     from diffvi.evaluation.likelihood import diffusion_bits_per_dim
     from diffvi.evaluation.sample_quality import (
         classifier_fid,
         load_or_train_feature_classifier,
         nearest_neighbour_summary,
     )
-    from diffvi.training import DiffusionConfig, fit
+    from diffvi.training import DiffusionConfig, fit, load, read_spec
 
     run_dir = Path(args.runs_dir) / series_name(args) / f"{dataset}-{name}"
     config = DiffusionConfig(
@@ -98,7 +112,7 @@ def run_one(dataset: str, name: str, args: argparse.Namespace, part: Path) -> di
     started = time.perf_counter()
     fit(config, run_dir, resume=resume, progress_bar=False, accelerator="cpu")
     train_seconds = time.perf_counter() - started
-    model, spec = load_diffusion(run_dir)
+    model, spec = load(run_dir).model, read_spec(run_dir)
 
     test = load_dataset(dataset, "test").images
     train = load_dataset(dataset, "train").images
@@ -145,8 +159,7 @@ def run_one(dataset: str, name: str, args: argparse.Namespace, part: Path) -> di
         "params": sum(p.numel() for p in model.denoiser.parameters()),
         "resumed": resume,
     }
-    part.parent.mkdir(parents=True, exist_ok=True)
-    part.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result), flush=True)
     return result
 
 
@@ -161,12 +174,9 @@ def _save_grid(images: torch.Tensor, path: Path) -> None:
     save_image_grid(images, path, nrow=8)
 
 
-def assemble(args: argparse.Namespace) -> None:
-    folder = RESULTS_DIR / "diffusion_mnist" / series_name(args)
-    rows, records = [], []
-    for part in sorted(folder.glob("*.json")):
-        r = json.loads(part.read_text())
-        records.append(r)
+def assemble(args: argparse.Namespace, records: list[dict]) -> None:
+    rows = []
+    for r in records:
         rows.append(
             [
                 r["dataset"],
@@ -213,17 +223,15 @@ def assemble(args: argparse.Namespace) -> None:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    if not args.assemble_only:
-        for dataset in args.datasets.split(","):
-            for name in args.configs.split(","):
-                part = (
-                    RESULTS_DIR / "diffusion_mnist" / series_name(args) / f"{dataset}-{name}.json"
-                )
-                if part.exists():
-                    continue
-                result = run_one(dataset, name, args, part)
-                print(json.dumps(result), flush=True)
-    assemble(args)
+    records = run_shard(
+        [(d, c) for d in args.datasets.split(",") for c in args.configs.split(",")],
+        lambda job: part_path(args, *job),
+        lambda job: run_one(*job, args),
+        args,
+        describe=" ".join,
+    )
+    if records is not None:
+        assemble(args, records)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ Stages (``--stages``, default all):
   ``--scale-length`` bp (~100,000 common SNPs), then ``diffvi embed genotypes`` as a separate
   process per ``--scale-methods``, with wall time and peak resident memory (ru_maxrss).
 
-Writes ``benchmarks/results/genotypes-<series>.{json,md}``.
+Writes ``benchmarks/results/genotypes-<series>.{json,md}``; ``--assemble-only`` rewrites them
+from the saved parts without running anything.
 
     python benchmarks/genotypes.py --quick                                # CI smoke run
     python benchmarks/genotypes.py --stages simulate                      # then, on two cores:
@@ -39,7 +40,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    add_shard_arguments,
+    machine_info,
+    markdown_table,
+    parse_shard_args,
+    previous_results,
+    run_shard,
+    shard_threads,
+    write_results,
+)
 
 from diffvi.cli.common import quiet_lightning  # noqa: E402
 from diffvi.cli.embed_genotypes import label_scores, write_embedding_csv  # noqa: E402
@@ -69,7 +79,6 @@ PAPER = {"ddvae": (0.45, 0.75, 0.66), "aae": (0.37, 0.76, 0.63)}
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny data and budgets")
-    p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(EMBEDDING_METHODS))
     p.add_argument("--samples-per-population", type=int, default=133)
@@ -88,9 +97,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scale-length", type=float, default=30e6)
     p.add_argument("--scale-methods", default="pca,ddvae")
     p.add_argument("--scale-epochs", type=int, default=5)
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--shards", type=int, default=1)
-    args = p.parse_args()
+    add_shard_arguments(p, STAGES)
+    args = parse_shard_args(p, sharded_stages=("embed",))
     if args.quick:
         args.seeds, args.samples_per_population, args.length = "0", 8, 2e6
         args.epochs, args.hidden, args.components = 2, 32, 50
@@ -100,15 +108,12 @@ def parse_args() -> argparse.Namespace:
         args.likelihood_scale = float(args.likelihood_scale)
     args.method_list = args.methods.split(",")
     for name, values, valid in (
-        ("stages", args.stages.split(","), STAGES),
         ("methods", args.method_list, EMBEDDING_METHODS),
         ("scale-methods", args.scale_methods.split(","), EMBEDDING_METHODS),
     ):
         unknown = set(values) - set(valid)
         if unknown:
             p.error(f"unknown {name} {sorted(unknown)}; valid: {list(valid)}")
-    if not 0 <= args.shard < args.shards:
-        p.error(f"--shard must be in [0, --shards), got {args.shard} of {args.shards}")
     return args
 
 
@@ -182,10 +187,13 @@ def principal_components(args, seed: int) -> tuple[np.ndarray, dict]:
     return pcs, timing
 
 
+def part_path(args, seed: int, method: str) -> Path:
+    """The saved record of one (seed, method); the cluster assignments beside it as CSV."""
+    return folder(args) / "parts" / f"s{seed}-{method}.json"
+
+
 def embed_job(args, seed: int, method: str) -> dict:
-    part = folder(args) / "parts" / f"s{seed}-{method}.json"
-    if part.exists():
-        return json.loads(part.read_text())
+    part = part_path(args, seed, method)
     pcs, timing = principal_components(args, seed)
     genotypes = load_genotypes(data_folder(args) / f"sim-s{seed}")
     options = EmbeddingOptions(
@@ -206,18 +214,19 @@ def embed_job(args, seed: int, method: str) -> dict:
         "details": {k: v for k, v in embedding.details.items() if k != "config"},
         "loadavg": list(os.getloadavg()),
     }
-    part.write_text(json.dumps(record, indent=1, default=float))
     return record
 
 
-def embed_stage(args) -> list[dict]:
-    torch.set_num_threads(max(1, 2 // args.shards))
-    jobs = [(seed, method) for seed in args.seed_list for method in args.method_list]
-    mine = jobs[args.shard :: args.shards]
-    records = [embed_job(args, seed, method) for seed, method in mine]
-    if args.shards > 1:
-        return records
-    return [embed_job(args, seed, method) for seed, method in jobs]
+def embed_stage(args) -> list[dict] | None:
+    """This shard's embeddings; every saved record when this process assembles, else None."""
+    torch.set_num_threads(shard_threads(args))
+    return run_shard(
+        [(seed, method) for seed in args.seed_list for method in args.method_list],
+        lambda job: part_path(args, *job),
+        lambda job: embed_job(args, *job),
+        args,
+        describe=lambda job: "seed {} {}".format(*job),
+    )
 
 
 def scale_stage(args) -> list[dict]:
@@ -307,19 +316,17 @@ def main() -> None:
     args = parse_args()
     quiet_lightning()
     torch.set_flush_denormal(True)
-    stages = args.stages.split(",")
+    if args.shards > 1:
+        embed_stage(args)  # the embed stage alone; the unsharded run assembles
+        return
     name = f"genotypes-{series(args)}"
-    result_path = Path(__file__).resolve().parent / "results" / f"{name}.json"
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    if "simulate" in stages:
+    result = previous_results(name)
+    if "simulate" in args.stages and not args.assemble_only:
         result["simulations"] = simulate_stage(args)
-    if "embed" in stages:
-        records = embed_stage(args)
-        if args.shards > 1:
-            return
-        result["runs"] = records
-        result["summary"], _ = summarise(records, args)
-    if "scale" in stages:
+    if "embed" in args.stages:
+        result["runs"] = embed_stage(args)
+        result["summary"], _ = summarise(result["runs"], args)
+    if "scale" in args.stages and not args.assemble_only:
         result["scale"] = scale_stage(args)
     result["machine"] = machine_info()
     result["budget"] = {
@@ -341,8 +348,7 @@ def main() -> None:
               r["embedding_seconds"], r["peak_rss_mb"], r["nmi_populations"]]
              for r in result["scale"]],
         )]  # fmt: skip
-    payload = {k: v for k, v in result.items() if k not in ("benchmark", "command", "git", "date")}
-    write_results(name, payload, "\n".join(lines))
+    write_results(name, result, "\n".join(lines))
     print("\n".join(lines))
 
 

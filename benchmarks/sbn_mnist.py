@@ -27,7 +27,6 @@ Writes ``benchmarks/results/sbn_mnist-<series>.{json,md}``.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -39,11 +38,15 @@ from lightning.pytorch.callbacks import Timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RESULTS_DIR,
+    add_shard_arguments,
     command_line,
-    git_commit,
     machine_info,
     markdown_table,
+    parse_shard_args,
+    previous_results,
+    run_shard,
+    shard_threads,
+    write_results,
 )
 
 from diffvi.data.registry import load_dataset  # noqa: E402
@@ -73,7 +76,6 @@ TRAIN_RUNS = [
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny budgets")
-    p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--minutes", type=float, default=20.0, help="training budget per run")
     p.add_argument("--eval-k", type=int, default=1000)
     p.add_argument("--test-count", type=int, default=1000)
@@ -81,19 +83,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=500)
     p.add_argument("--speed-steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard", type=int, default=0, help="train runs shard, shard + shards, …")
-    p.add_argument("--shards", type=int, default=1, help="> 1: train and evaluate only")
-    args = p.parse_args()
-    if not 0 <= args.shard < args.shards:
-        p.error(f"--shard must be in [0, --shards), got {args.shard} of {args.shards}")
+    add_shard_arguments(p, STAGES)
+    args = parse_shard_args(p, sharded_stages=("train",))
     if args.quick:
         args.minutes, args.eval_k, args.test_count = 0.05, 20, 50
         args.draws, args.warmup_steps, args.speed_steps = 10, 5, 5
-    if args.shards > 1 and args.stages != "train":
-        p.error("--shards > 1 runs the train stage only: pass --stages train")
-    unknown = set(args.stages.split(",")) - set(STAGES)
-    if unknown:
-        p.error(f"unknown stages {sorted(unknown)}; valid: {list(STAGES)}")
     return args
 
 
@@ -266,41 +260,49 @@ def speed_stage(args, train_images) -> list[dict]:
     return rows
 
 
-def train_stage(args) -> list[dict]:
-    """Train (unless exported) and evaluate (unless cached in the run folder) this shard's runs."""
-    rows = []
+def run_folder(args, layers: list[int], estimator: str, k: int) -> Path:
+    return RUNS_DIR / series(args) / f"{name_of(layers)}-{estimator}-k{k}"
+
+
+def train_job(args, layers: list[int], estimator: str, k: int) -> dict:
+    """Train one run (unless exported) for ``--minutes``, then its test NLL."""
+    run = run_folder(args, layers, estimator, k)
+    if not (run / "export" / "model.json").exists():
+        steps = fit_steps_for_budget(layers, estimator, k, args)
+        config = SBNConfig(
+            layers=layers, estimator=estimator, k=k, max_steps=10 * steps,
+            val_every_n_steps=max(1, steps // 5), val_size=500, seed=args.seed,
+        )  # fmt: skip
+        timer = Timer(duration=timedelta(minutes=args.minutes), interval="step")
+        fit(config, run, accelerator="cpu", progress_bar=False, callbacks=[timer])
     test = load_dataset("binarized-mnist", "test").images[: args.test_count].float()
-    runs = TRAIN_RUNS[:2] if args.quick else TRAIN_RUNS
-    for layers, estimator, k in runs[args.shard :: args.shards]:
-        run = RUNS_DIR / series(args) / f"{name_of(layers)}-{estimator}-k{k}"
-        if not (run / "export" / "model.json").exists():
-            steps = fit_steps_for_budget(layers, estimator, k, args)
-            config = SBNConfig(
-                layers=layers, estimator=estimator, k=k, max_steps=10 * steps,
-                val_every_n_steps=max(1, steps // 5), val_size=500, seed=args.seed,
-            )  # fmt: skip
-            timer = Timer(duration=timedelta(minutes=args.minutes), interval="step")
-            fit(config, run, accelerator="cpu", progress_bar=False, callbacks=[timer])
-        cached = run / f"test_nll-k{args.eval_k}-n{args.test_count}.json"
-        if not cached.exists():
-            sbn, spec = load(run), read_spec(run)
-            torch.manual_seed(args.seed)
-            nll = -sbn.importance_bound(test, args.eval_k).mean().item()
-            paper = PAPER.get((name_of(layers), estimator, k))
-            row = {
-                "layers": name_of(layers),
-                "estimator": estimator,
-                "k": k,
-                "steps": spec["metadata"]["steps"],
-                "seconds": spec["metadata"]["train_seconds_this_session"],
-                "loadavg_at_eval": list(os.getloadavg()),
-                "test_nll": nll,
-                "paper": paper[1] if paper else None,
-                "paper_source": paper[0] if paper else None,
-            }  # fmt: skip
-            cached.write_text(json.dumps(row, indent=1))
-        rows.append(json.loads(cached.read_text()))
-    return rows
+    sbn, spec = load(run), read_spec(run)
+    torch.manual_seed(args.seed)
+    nll = -sbn.importance_bound(test, args.eval_k).mean().item()
+    paper = PAPER.get((name_of(layers), estimator, k))
+    return {
+        "layers": name_of(layers),
+        "estimator": estimator,
+        "k": k,
+        "steps": spec["metadata"]["steps"],
+        "seconds": spec["metadata"]["train_seconds_this_session"],
+        "loadavg_at_eval": list(os.getloadavg()),
+        "test_nll": nll,
+        "paper": paper[1] if paper else None,
+        "paper_source": paper[0] if paper else None,
+    }
+
+
+def train_stage(args) -> list[dict] | None:
+    """Train and evaluate this shard's runs (each saved in its run folder); every saved row when
+    this process assembles, else None."""
+    return run_shard(
+        TRAIN_RUNS[:2] if args.quick else TRAIN_RUNS,
+        lambda run: run_folder(args, *run) / f"test_nll-k{args.eval_k}-n{args.test_count}.json",
+        lambda run: train_job(args, *run),
+        args,
+        describe=lambda run: "{} {} K={}".format(name_of(run[0]), *run[1:]),
+    )
 
 
 def fit_steps_for_budget(layers, estimator, k, args) -> int:
@@ -317,30 +319,26 @@ def fit_steps_for_budget(layers, estimator, k, args) -> int:
 def main() -> None:
     args = parse_args()
     torch.set_flush_denormal(True)
-    stages = args.stages.split(",")
+    torch.set_num_threads(shard_threads(args))
     if args.shards > 1:
-        torch.set_num_threads(1)
-        train_stage(args)
+        train_stage(args)  # the train stage alone; the unsharded run assembles
         return
     name = f"sbn_mnist-{series(args)}"
-    path = RESULTS_DIR / f"{name}.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
+    result = previous_results(name)
     train_images = load_dataset("binarized-mnist", "train").images.float()
     test_images = load_dataset("binarized-mnist", "test").images.float()
-    if "variance" in stages:
+    if "variance" in args.stages and not args.assemble_only:
         result["variance"] = variance_stage(args, train_images, test_images)
-    if "speed" in stages:
+    if "speed" in args.stages and not args.assemble_only:
         result["speed"] = speed_stage(args, train_images)
-    if "train" in stages:
+    if "train" in args.stages:
         result["train"] = train_stage(args)
     result.update(
-        command=command_line(), commit=git_commit(), machine=machine_info(),
+        machine=machine_info(),
         budget={"minutes_per_run": args.minutes, "eval_k": args.eval_k,
                 "test_count": args.test_count, "draws": args.draws,
                 "warmup_steps": args.warmup_steps, "speed_steps": args.speed_steps},
     )  # fmt: skip
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
     lines = [
         f"# Sigmoid belief nets on binarised MNIST ({series(args)})\n",
         f"`{command_line()}`\n",
@@ -368,7 +366,7 @@ def main() -> None:
             [[r["layers"], r["implementation"], r["steps_per_s"], r["ratio_to_pyro"]]
              for r in result["speed"]],
         ))  # fmt: skip
-    (RESULTS_DIR / f"{name}.md").write_text("\n".join(lines))
+    write_results(name, result, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -40,7 +40,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, git_commit, machine_info, markdown_table, write_results  # noqa: E402
+from common import (  # noqa: E402
+    add_shard_arguments,
+    command_line,
+    machine_info,
+    markdown_table,
+    parse_shard_args,
+    previous_results,
+    run_shard,
+    shard_threads,
+    write_results,
+)
 
 from diffvi.models.dgp import DeepGPRegressor  # noqa: E402
 from diffvi.training import VAEDGPConfig, fit, load, read_spec  # noqa: E402
@@ -67,7 +77,6 @@ MIN_SCALE = 0.01  # VAE's σ floor: MNIST's constant border pixels make the like
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny budgets")
-    p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--steps", type=int, default=2000, help="training steps per model")
     p.add_argument("--refine-steps", type=int, default=200)
     p.add_argument("--mnist-train", type=int, default=2000)
@@ -76,21 +85,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--regression-steps", type=int, default=1000)
     p.add_argument("--eval-k", type=int, default=1000, help="VAE: importance samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--shards", type=int, default=1)
-    p.add_argument("--gather-only", action="store_true",
-                   help="report the cached runs only; list the missing ones")  # fmt: skip
-    args = p.parse_args()
+    add_shard_arguments(p, STAGES)
+    args = parse_shard_args(p, sharded_stages=("unsupervised",))
     if args.quick:
         args.steps, args.refine_steps, args.mnist_train, args.mnist_test = 20, 10, 200, 50
         args.splits, args.regression_steps, args.eval_k = 1, 50, 20
-    unknown = set(args.stages.split(",")) - set(STAGES)
-    if unknown:
-        p.error(f"unknown stages {sorted(unknown)}; valid: {list(STAGES)}")
-    if not 0 <= args.shard < args.shards:
-        p.error(f"--shard must be in [0, --shards), got {args.shard} of {args.shards}")
-    if args.shards > 1 and args.stages != "unsupervised":
-        p.error("--shards > 1 runs the unsupervised stage only: pass --stages unsupervised")
     return args
 
 
@@ -216,28 +215,31 @@ def refine_vae_q(model, x, mask, mean, var, steps: int):
     return m.detach(), log_s.detach().exp()
 
 
-def unsupervised_stage(args) -> list[dict]:
-    torch.set_num_threads(1 if args.shards > 1 else 2)
-    jobs = [(d, m) for d in DATASETS for m in MODELS]
-    rows = []
-    for dataset, name in jobs[args.shard :: args.shards]:
-        run = RUNS / series(args) / f"{dataset}-{name}"
-        cache = run / f"result-r{args.refine_steps}.json"
-        if not cache.exists() and args.gather_only:
-            print(f"missing (not run): {dataset} {name}", flush=True)
-            continue
-        if not cache.exists():
-            start = time.perf_counter()
-            run.mkdir(parents=True, exist_ok=True)
-            if name == "vae":
-                row = vae_job(dataset, args, run)
-            else:
-                row = dgp_job(dataset, name, args, run)
-            row.update(dataset=dataset, model=name, wall_seconds=time.perf_counter() - start)
-            cache.write_text(json.dumps(row, indent=1))
-            print(json.dumps(row), flush=True)
-        rows.append(json.loads(cache.read_text()))
-    return rows
+def run_folder(args, dataset: str, name: str) -> Path:
+    return RUNS / series(args) / f"{dataset}-{name}"
+
+
+def unsupervised_job(args, dataset: str, name: str) -> dict:
+    start = time.perf_counter()
+    run = run_folder(args, dataset, name)
+    run.mkdir(parents=True, exist_ok=True)
+    row = vae_job(dataset, args, run) if name == "vae" else dgp_job(dataset, name, args, run)
+    row.update(dataset=dataset, model=name, wall_seconds=time.perf_counter() - start)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def unsupervised_stage(args) -> list[dict] | None:
+    """This shard's models (each saved in its run folder); every saved row when this process
+    assembles, else None."""
+    torch.set_num_threads(shard_threads(args))
+    return run_shard(
+        [(d, m) for d in DATASETS for m in MODELS],
+        lambda job: run_folder(args, *job) / f"result-r{args.refine_steps}.json",
+        lambda job: unsupervised_job(args, *job),
+        args,
+        describe=" ".join,
+    )
 
 
 # --- regression -------------------------------------------------------------------------------
@@ -343,19 +345,17 @@ def main() -> None:
     from diffvi.cli.common import quiet_lightning
 
     quiet_lightning()
-    stages = args.stages.split(",")
     if args.shards > 1:
-        unsupervised_stage(args)
+        unsupervised_stage(args)  # the unsupervised stage alone; the unsharded run assembles
         return
     name = f"vaedgp-{series(args)}"
-    path = Path(__file__).resolve().parent / "results" / f"{name}.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
-    if "unsupervised" in stages:
+    result = previous_results(name)
+    if "unsupervised" in args.stages:
         result["unsupervised"] = unsupervised_stage(args)
-    if "regression" in stages:
+    if "regression" in args.stages and not args.assemble_only:
         result["regression"] = regression_stage(args)
     result.update(
-        command=command_line(), commit=git_commit(), machine=machine_info(),
+        machine=machine_info(),
         budget={"steps": args.steps, "refine_steps": args.refine_steps,
                 "mnist_train": args.mnist_train, "mnist_test": args.mnist_test,
                 "splits": args.splits, "regression_steps": args.regression_steps,
