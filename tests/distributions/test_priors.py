@@ -6,7 +6,6 @@ import torch
 
 from diffvi.distributions import (
     PRIORS,
-    MixturePrior,
     PartitionedPrior,
     Prior,
     SmoothedPrior,
@@ -73,4 +72,3 @@ def test_register_prior_adds_a_new_prior_by_name_and_refuses_a_taken_name(monkey
     with pytest.raises(ValueError, match="'mixture' is taken by MixturePrior"):
         register_prior("mixture")(Shifted)
     assert "shifted-normal" not in PRIORS
-
