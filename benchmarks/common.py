@@ -222,16 +222,23 @@ def read_parts(folder: Path, pattern: str = "*.json") -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob(pattern))]
 
 
+def _describe(job: Any) -> str:
+    return " ".join(map(str, job)) if isinstance(job, tuple) else str(job)
+
+
 def run_shard(
     jobs: Sequence[Job],
     path_of: Callable[[Job], Path],
     compute: Callable[[Job], dict],
     args: argparse.Namespace,
-    describe: Callable[[Job], str] = str,
+    describe: Callable[[Job], str] | None = None,
 ) -> list[dict] | None:
     """Run this shard's jobs that have no saved record (:func:`run_or_load`), then, in the
     process that assembles (``--shards 1`` or ``--assemble-only``), return the saved records of
-    all ``jobs`` in their order, naming the missing ones; a shard of several returns None."""
+    all ``jobs`` in their order, naming the missing ones; a shard of several returns None.
+    ``describe(job)`` names a job in the progress lines (default: a tuple's items, spaced)."""
+    if describe is None:
+        describe = _describe
     if not args.assemble_only:
         mine = my_share(jobs, args)
         for k, job in enumerate(mine):

@@ -33,16 +33,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    add_shard_arguments,
-    command_line,
-    machine_info,
-    markdown_table,
-    parse_shard_args,
-    run_shard,
-    shard_threads,
-    write_results,
-)
+import common  # noqa: E402
+from common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
 from diffvi.data.microscopy import STRUCTURES  # noqa: E402
 from diffvi.data.paired import load_paired  # noqa: E402
@@ -91,8 +83,8 @@ def parse_args() -> argparse.Namespace:
     for name, value in FULL.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
     p.add_argument("--threads", type=int, default=None, help="default: 2 // shards")
-    add_shard_arguments(p)
-    args = parse_shard_args(p)
+    common.add_shard_arguments(p)
+    args = common.parse_shard_args(p)
     for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -443,9 +435,9 @@ def figure(args: argparse.Namespace, tasks: list[str], items: int = 3) -> None:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(shard_threads(args))
+    torch.set_num_threads(common.shard_threads(args))
     torch.set_flush_denormal(True)
-    records = run_shard(
+    records = common.run_shard(
         jobs(args),
         lambda job: run_dir(args, *job) / "scores.json",
         lambda job: evaluate(args, *job, train(args, *job)),

@@ -44,16 +44,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import common
 import torch
-from common import (
-    RESULTS_DIR,
-    add_shard_arguments,
-    machine_info,
-    markdown_table,
-    read_parts,
-    run_or_load,
-    write_results,
-)
+from common import RESULTS_DIR, machine_info, markdown_table, write_results
 
 PRIORS = ("pinwheel", "swiss-roll", "square")
 OPTIONAL_PRIORS = ("mixture",)
@@ -125,7 +118,9 @@ def test_accuracies(module, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -
 def run_one(task: tuple) -> dict:
     """The part record of one (prior, method, seed): saved, or trained, evaluated and saved."""
     prior, method, seed, args = task
-    return run_or_load(part_path(args.series, prior, method, seed), lambda: train_and_score(*task))
+    return common.run_or_load(
+        part_path(args.series, prior, method, seed), lambda: train_and_score(*task)
+    )
 
 
 def train_and_score(prior: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -230,7 +225,7 @@ def _cell(results: list[dict], key: str) -> str | None:
 
 def assemble(args: argparse.Namespace) -> dict:
     """Gather the part files of ``args.series`` into the JSON and markdown tables."""
-    parts = read_parts(PARTS / args.series)
+    parts = common.read_parts(PARTS / args.series)
     groups: dict[tuple[str, str], list[dict]] = {}
     for part in parts:
         groups.setdefault((part["prior"], part["method"]), []).append(part["result"])
@@ -361,7 +356,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--series", default=None, help="default: full-e<epochs> or quick")
     parser.add_argument("--run-root", default="runs/benchmarks/ddvi_mnist")
-    add_shard_arguments(parser, shards=False)  # --jobs runs in parallel instead
+    common.add_shard_arguments(parser, shards=False)  # --jobs runs in parallel instead
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.max_steps, args.warmup_steps = 1, 60, 20

@@ -34,16 +34,9 @@ import json
 import time
 from pathlib import Path
 
+import common
 import torch
-from common import (
-    RESULTS_DIR,
-    add_shard_arguments,
-    machine_info,
-    markdown_table,
-    parse_shard_args,
-    run_shard,
-    write_results,
-)
+from common import RESULTS_DIR, machine_info, markdown_table, write_results
 
 CONFIGS: dict[str, dict] = {
     "linear-vdm": {"schedule": "linear", "loss_type": "vdm"},
@@ -69,8 +62,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs-dir", default="runs/bench-diffusion")
     p.add_argument("--export-dir", default=None, help="copy cosine-simple EMA weights here")
-    add_shard_arguments(p)
-    args = parse_shard_args(p)
+    common.add_shard_arguments(p)
+    args = common.parse_shard_args(p)
     if args.quick:
         args.steps, args.eval_samples, args.sample_steps = 30, 100, 10
         args.runs_dir = "runs/bench-diffusion-quick"
@@ -223,12 +216,11 @@ def assemble(args: argparse.Namespace, records: list[dict]) -> None:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    records = run_shard(
+    records = common.run_shard(
         [(d, c) for d in args.datasets.split(",") for c in args.configs.split(",")],
         lambda job: part_path(args, *job),
         lambda job: run_one(*job, args),
         args,
-        describe=" ".join,
     )
     if records is not None:
         assemble(args, records)

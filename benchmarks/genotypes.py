@@ -40,16 +40,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    add_shard_arguments,
-    machine_info,
-    markdown_table,
-    parse_shard_args,
-    previous_results,
-    run_shard,
-    shard_threads,
-    write_results,
-)
+import common  # noqa: E402
+from common import machine_info, markdown_table, write_results  # noqa: E402
 
 from diffvi.cli.common import quiet_lightning  # noqa: E402
 from diffvi.cli.embed_genotypes import label_scores, write_embedding_csv  # noqa: E402
@@ -97,8 +89,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scale-length", type=float, default=30e6)
     p.add_argument("--scale-methods", default="pca,ddvae")
     p.add_argument("--scale-epochs", type=int, default=5)
-    add_shard_arguments(p, STAGES)
-    args = parse_shard_args(p, sharded_stages=("embed",))
+    common.add_shard_arguments(p, STAGES)
+    args = common.parse_shard_args(p, sharded_stages=("embed",))
     if args.quick:
         args.seeds, args.samples_per_population, args.length = "0", 8, 2e6
         args.epochs, args.hidden, args.components = 2, 32, 50
@@ -219,8 +211,8 @@ def embed_job(args, seed: int, method: str) -> dict:
 
 def embed_stage(args) -> list[dict] | None:
     """This shard's embeddings; every saved record when this process assembles, else None."""
-    torch.set_num_threads(shard_threads(args))
-    return run_shard(
+    torch.set_num_threads(common.shard_threads(args))
+    return common.run_shard(
         [(seed, method) for seed in args.seed_list for method in args.method_list],
         lambda job: part_path(args, *job),
         lambda job: embed_job(args, *job),
@@ -320,7 +312,7 @@ def main() -> None:
         embed_stage(args)  # the embed stage alone; the unsharded run assembles
         return
     name = f"genotypes-{series(args)}"
-    result = previous_results(name)
+    result = common.previous_results(name)
     if "simulate" in args.stages and not args.assemble_only:
         result["simulations"] = simulate_stage(args)
     if "embed" in args.stages:

@@ -37,17 +37,8 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    add_shard_arguments,
-    command_line,
-    machine_info,
-    markdown_table,
-    parse_shard_args,
-    previous_results,
-    run_shard,
-    shard_threads,
-    write_results,
-)
+import common  # noqa: E402
+from common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
 from diffvi.data.registry import load_dataset  # noqa: E402
 from diffvi.objectives import NVIL, REINFORCE, RWS, VIMCO  # noqa: E402
@@ -83,8 +74,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=500)
     p.add_argument("--speed-steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    add_shard_arguments(p, STAGES)
-    args = parse_shard_args(p, sharded_stages=("train",))
+    common.add_shard_arguments(p, STAGES)
+    args = common.parse_shard_args(p, sharded_stages=("train",))
     if args.quick:
         args.minutes, args.eval_k, args.test_count = 0.05, 20, 50
         args.draws, args.warmup_steps, args.speed_steps = 10, 5, 5
@@ -296,7 +287,7 @@ def train_job(args, layers: list[int], estimator: str, k: int) -> dict:
 def train_stage(args) -> list[dict] | None:
     """Train and evaluate this shard's runs (each saved in its run folder); every saved row when
     this process assembles, else None."""
-    return run_shard(
+    return common.run_shard(
         TRAIN_RUNS[:2] if args.quick else TRAIN_RUNS,
         lambda run: run_folder(args, *run) / f"test_nll-k{args.eval_k}-n{args.test_count}.json",
         lambda run: train_job(args, *run),
@@ -319,12 +310,12 @@ def fit_steps_for_budget(layers, estimator, k, args) -> int:
 def main() -> None:
     args = parse_args()
     torch.set_flush_denormal(True)
-    torch.set_num_threads(shard_threads(args))
+    torch.set_num_threads(common.shard_threads(args))
     if args.shards > 1:
         train_stage(args)  # the train stage alone; the unsharded run assembles
         return
     name = f"sbn_mnist-{series(args)}"
-    result = previous_results(name)
+    result = common.previous_results(name)
     train_images = load_dataset("binarized-mnist", "train").images.float()
     test_images = load_dataset("binarized-mnist", "test").images.float()
     if "variance" in args.stages and not args.assemble_only:

@@ -40,17 +40,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    add_shard_arguments,
-    command_line,
-    machine_info,
-    markdown_table,
-    parse_shard_args,
-    previous_results,
-    run_shard,
-    shard_threads,
-    write_results,
-)
+import common  # noqa: E402
+from common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
 from diffvi.models.dgp import DeepGPRegressor  # noqa: E402
 from diffvi.training import VAEDGPConfig, fit, load, read_spec  # noqa: E402
@@ -85,8 +76,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--regression-steps", type=int, default=1000)
     p.add_argument("--eval-k", type=int, default=1000, help="VAE: importance samples")
     p.add_argument("--seed", type=int, default=0)
-    add_shard_arguments(p, STAGES)
-    args = parse_shard_args(p, sharded_stages=("unsupervised",))
+    common.add_shard_arguments(p, STAGES)
+    args = common.parse_shard_args(p, sharded_stages=("unsupervised",))
     if args.quick:
         args.steps, args.refine_steps, args.mnist_train, args.mnist_test = 20, 10, 200, 50
         args.splits, args.regression_steps, args.eval_k = 1, 50, 20
@@ -232,13 +223,12 @@ def unsupervised_job(args, dataset: str, name: str) -> dict:
 def unsupervised_stage(args) -> list[dict] | None:
     """This shard's models (each saved in its run folder); every saved row when this process
     assembles, else None."""
-    torch.set_num_threads(shard_threads(args))
-    return run_shard(
+    torch.set_num_threads(common.shard_threads(args))
+    return common.run_shard(
         [(d, m) for d in DATASETS for m in MODELS],
         lambda job: run_folder(args, *job) / f"result-r{args.refine_steps}.json",
         lambda job: unsupervised_job(args, *job),
         args,
-        describe=" ".join,
     )
 
 
@@ -349,7 +339,7 @@ def main() -> None:
         unsupervised_stage(args)  # the unsupervised stage alone; the unsharded run assembles
         return
     name = f"vaedgp-{series(args)}"
-    result = previous_results(name)
+    result = common.previous_results(name)
     if "unsupervised" in args.stages:
         result["unsupervised"] = unsupervised_stage(args)
     if "regression" in args.stages and not args.assemble_only:
