@@ -22,10 +22,10 @@ class ReplayPosterior(GaussianPosterior):
         super().__init__(list(posterior.encoders), posterior.latent_dims)
         self.pool, self.cursor = pool, 0
 
-    def sample(self, x, num_samples=1, generator=None):
-        eps = self.pool[self.cursor : self.cursor + num_samples]
-        assert eps.shape[0] == num_samples, "pool exhausted"
-        self.cursor += num_samples
+    def sample(self, x, k=1, generator=None):
+        eps = self.pool[self.cursor : self.cursor + k]
+        assert eps.shape[0] == k, "pool exhausted"
+        self.cursor += k
         mean, log_std = self.encoders[0](x.flatten(1)).chunk(2, -1)
         z = mean + log_std.exp() * eps
         return PosteriorSample(z=z, log_q=diagonal_normal_log_prob(z, mean, log_std))
@@ -35,7 +35,7 @@ def test_estimate_with_5000_samples_agrees_with_exact_log_px_within_4_stderr(lin
     lg = linear_gaussian
     x = lg.data(6)
     torch.manual_seed(0)
-    est = estimate_log_likelihood(lg.model, lg.posterior(SHIFT, WIDEN), x, num_samples=5000)
+    est = estimate_log_likelihood(lg.model, lg.posterior(SHIFT, WIDEN), x, k=5000)
     assert isinstance(est, LikelihoodEstimate)
     assert est.log_px.shape == est.stderr.shape == (6,)
     assert est.log_px.dtype == torch.float64
@@ -53,7 +53,7 @@ def test_reported_stderr_matches_empirical_std_over_independent_repeats(linear_g
         lg.model,
         lg.posterior(SHIFT, WIDEN),
         x.repeat(repeats, 1),
-        num_samples=1000,
+        k=1000,
         batch_size=1000,
         max_rows=10**6,
     )
@@ -70,7 +70,7 @@ def test_reported_stderr_matches_empirical_std_over_independent_repeats(linear_g
 def test_estimate_with_exact_posterior_is_exact_with_zero_stderr(linear_gaussian):
     lg = linear_gaussian
     x = lg.data(4)
-    est = estimate_log_likelihood(lg.model, lg.posterior(), x, num_samples=50)
+    est = estimate_log_likelihood(lg.model, lg.posterior(), x, k=50)
     torch.testing.assert_close(est.log_px, lg.log_px(x), rtol=0, atol=1e-6)
     assert (est.stderr < 1e-5).all()
 
@@ -88,7 +88,7 @@ def test_chunked_estimate_equals_unchunked_and_manual_values_on_identical_draws(
     )
     posterior = lg.posterior(SHIFT, WIDEN)
     est = estimate_log_likelihood(
-        lg.model, ReplayPosterior(posterior, pool), x, num_samples=k, max_rows=max_rows
+        lg.model, ReplayPosterior(posterior, pool), x, k=k, max_rows=max_rows
     )
     # manual values from all k draws at once
     s = ReplayPosterior(posterior, pool).sample(x, k)
@@ -106,9 +106,9 @@ def test_chunked_and_unchunked_estimates_agree_statistically_with_the_default_sa
     x = lg.data(5)
     posterior = lg.posterior(SHIFT, WIDEN)
     torch.manual_seed(3)
-    whole = estimate_log_likelihood(lg.model, posterior, x, num_samples=2000)
+    whole = estimate_log_likelihood(lg.model, posterior, x, k=2000)
     torch.manual_seed(3)
-    chunked = estimate_log_likelihood(lg.model, posterior, x, num_samples=2000, max_rows=5 * 7)
+    chunked = estimate_log_likelihood(lg.model, posterior, x, k=2000, max_rows=5 * 7)
     both = (whole.stderr.square() + chunked.stderr.square()).sqrt()
     assert ((whole.log_px - chunked.log_px).abs() < 4 * both).all()
 
@@ -118,9 +118,9 @@ def test_batch_size_splitting_equals_separate_calls_in_the_same_order(linear_gau
     x = lg.data(7)
     posterior = lg.posterior(SHIFT, WIDEN)
     torch.manual_seed(4)
-    split = estimate_log_likelihood(lg.model, posterior, x, num_samples=300, batch_size=3)
+    split = estimate_log_likelihood(lg.model, posterior, x, k=300, batch_size=3)
     torch.manual_seed(4)
-    parts = [estimate_log_likelihood(lg.model, posterior, xb, num_samples=300) for xb in x.split(3)]
+    parts = [estimate_log_likelihood(lg.model, posterior, xb, k=300) for xb in x.split(3)]
     torch.testing.assert_close(split.log_px, torch.cat([p.log_px for p in parts]), rtol=0, atol=0)
     torch.testing.assert_close(split.stderr, torch.cat([p.stderr for p in parts]), rtol=0, atol=0)
 
@@ -130,10 +130,10 @@ def test_iterable_of_x_y_batches_gives_the_same_estimate_as_a_tensor(linear_gaus
     x = lg.data(6)
     posterior = lg.posterior(SHIFT, WIDEN)
     torch.manual_seed(5)
-    from_tensor = estimate_log_likelihood(lg.model, posterior, x, num_samples=200, batch_size=4)
+    from_tensor = estimate_log_likelihood(lg.model, posterior, x, k=200, batch_size=4)
     batches = [(xb, torch.zeros(len(xb))) for xb in x.split(4)]
     torch.manual_seed(5)
-    from_pairs = estimate_log_likelihood(lg.model, posterior, batches, num_samples=200)
+    from_pairs = estimate_log_likelihood(lg.model, posterior, batches, k=200)
     torch.testing.assert_close(from_pairs.log_px, from_tensor.log_px, rtol=0, atol=0)
 
 
@@ -142,14 +142,14 @@ def test_estimate_restores_training_mode_of_model_and_posterior(linear_gaussian)
     posterior = lg.posterior(SHIFT, WIDEN)
     lg.model.train()
     posterior.eval()
-    estimate_log_likelihood(lg.model, posterior, lg.data(2), num_samples=10)
+    estimate_log_likelihood(lg.model, posterior, lg.data(2), k=10)
     assert lg.model.training and not posterior.training
 
 
 def test_estimate_with_zero_samples_raises_value_error(linear_gaussian):
     lg = linear_gaussian
-    with pytest.raises(ValueError, match="num_samples"):
-        estimate_log_likelihood(lg.model, lg.posterior(), lg.data(2), num_samples=0)
+    with pytest.raises(ValueError, match="k must"):
+        estimate_log_likelihood(lg.model, lg.posterior(), lg.data(2), k=0)
 
 
 def test_summary_mean_and_mean_stderr_combine_per_point_values():

@@ -52,7 +52,7 @@ def test_aae_is_registered_by_name():
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_bound_has_shape_b_is_detached_and_finite(deterministic):
     model, posterior, x = small_vae()
-    out = AAE(num_samples=3, deterministic=deterministic)(model, posterior, x)
+    out = AAE(k=3, deterministic=deterministic)(model, posterior, x)
     assert out.bound.shape == (5,)
     assert not out.bound.requires_grad and torch.isfinite(out.bound).all()
     assert out.loss.shape == () and out.loss.requires_grad
@@ -63,9 +63,9 @@ def test_bound_has_shape_b_is_detached_and_finite(deterministic):
 def test_bound_is_the_elbo_of_q_on_the_same_draws():
     model, posterior, x = small_vae(torch.float64)
     torch.manual_seed(3)
-    aae = AAE(num_samples=4)(model, posterior, x)
+    aae = AAE(k=4)(model, posterior, x)
     torch.manual_seed(3)
-    elbo = ELBO(num_samples=4)(model, posterior, x)
+    elbo = ELBO(k=4)(model, posterior, x)
     torch.testing.assert_close(aae.bound, elbo.bound)
 
 
@@ -182,7 +182,7 @@ def test_a_given_discriminator_is_used_and_a_mismatched_one_raises_value_error()
         {"adversarial_weight": -1.0},
         {"adversarial_weight": float("nan")},
         {"adversarial_weight": float("inf")},
-        {"num_samples": 0},
+        {"k": 0},
         {"hidden": (16, 0)},
         {"latent_dim": 0},
         {"discriminator": "mlp"},
@@ -199,8 +199,8 @@ def test_deterministic_encoder_without_a_mean_raises_value_error():
     class NoMean(nn.Module):
         latent_dim = 2
 
-        def sample(self, x, num_samples=1, generator=None):
-            s = posterior.sample(x, num_samples)
+        def sample(self, x, k=1, generator=None):
+            s = posterior.sample(x, k)
             s.extras.pop("mean")
             return s
 

@@ -36,7 +36,7 @@ def test_log_mean_exp_of_one_sample_of_log_weights_is_at_least_their_mean(layers
 def test_iwae_bound_is_at_least_elbo_bound_elementwise_under_the_same_seed(layers, estimator):
     model, posterior, x = small_vae(layers, B)
     torch.manual_seed(3)
-    elbo = ELBO(num_samples=K)(model, posterior, x)
+    elbo = ELBO(k=K)(model, posterior, x)
     torch.manual_seed(3)
     iwae = IWAE(k=K, estimator=estimator)(model, posterior, x)
     # both objectives drew exactly these samples: check it against a manual computation
@@ -51,7 +51,7 @@ def test_iwae_bound_is_at_least_elbo_bound_elementwise_under_the_same_seed(layer
 def test_iwae_with_one_sample_equals_elbo_with_one_sample_under_the_same_seed():
     model, posterior, x = small_vae(1, B)
     torch.manual_seed(4)
-    elbo = ELBO(num_samples=1)(model, posterior, x)
+    elbo = ELBO(k=1)(model, posterior, x)
     torch.manual_seed(4)
     iwae = IWAE(k=1)(model, posterior, x)
     torch.testing.assert_close(iwae.bound, elbo.bound, rtol=0, atol=1e-12)
@@ -70,7 +70,7 @@ def test_iwae_loss_is_minus_the_batch_mean_of_the_per_point_bound(estimator):
 def test_elbo_loss_is_minus_mean_bound_and_bound_is_log_likelihood_minus_kl():
     model, posterior, x = small_vae(1, B)
     torch.manual_seed(6)
-    out = ELBO(num_samples=K)(model, posterior, x)
+    out = ELBO(k=K)(model, posterior, x)
     torch.testing.assert_close(out.loss.detach(), -out.bound.mean(), rtol=0, atol=1e-12)
     torch.testing.assert_close(
         out.bound.mean(), out.metrics["log_likelihood"] - out.metrics["kl"], rtol=0, atol=1e-12
@@ -116,7 +116,7 @@ def test_batch_summed_log_weights_fall_below_the_per_point_iwae_bound_on_a_large
     torch.manual_seed(9)
     per_point = IWAE(k=K)(model, posterior, x).bound.mean()
     torch.manual_seed(9)
-    elbo = ELBO(num_samples=K)(model, posterior, x).bound.mean()
+    elbo = ELBO(k=K)(model, posterior, x).bound.mean()
     log_w, _ = log_weights(model, posterior, x, K, seed=9)
     batch_summed = (log_mean_exp(log_w.sum(1), dim=0) / x.shape[0]).detach()
     gain = per_point - elbo
@@ -136,7 +136,7 @@ def test_iwae_effective_sample_size_metric_lies_between_one_and_k():
     [
         lambda: IWAE(k=0),
         lambda: IWAE(k=5, estimator="vimco"),
-        lambda: ELBO(num_samples=0),
+        lambda: ELBO(k=0),
         lambda: build_objective("rws"),
     ],
 )
@@ -148,5 +148,5 @@ def test_objective_with_invalid_options_or_name_raises_value_error(make):
 def test_build_objective_returns_configured_objectives_by_name():
     iwae = build_objective("iwae", k=7, estimator="dreg")
     assert isinstance(iwae, IWAE) and iwae.k == 7 and iwae.estimator == "dreg"
-    elbo = build_objective("elbo", num_samples=3, analytic_kl=True)
-    assert isinstance(elbo, ELBO) and elbo.num_samples == 3 and elbo.analytic_kl
+    elbo = build_objective("elbo", k=3, analytic_kl=True)
+    assert isinstance(elbo, ELBO) and elbo.k == 3 and elbo.analytic_kl

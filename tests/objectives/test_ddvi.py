@@ -99,7 +99,7 @@ def test_importance_weighted_auxiliary_bound_tends_to_log_px(linear_gaussian):
     with torch.no_grad():
         s = posterior.sample(x, 2000)
         log_w = log_importance_weights(lg.model, x, s)  # [K, B]
-        bound = DDVI(num_samples=2000, beta_sleep=0)(lg.model, posterior, x).bound
+        bound = DDVI(k=2000, beta_sleep=0)(lg.model, posterior, x).bound
     assert log_w.shape == (2000, 3)
     log_px = lg.log_px(x)
     iw = torch.logsumexp(log_w, 0) - math.log(2000)
@@ -146,13 +146,13 @@ def test_with_zero_steps_the_ddvi_bound_equals_the_elbo_on_the_same_samples(line
         encoder, nn.Identity(), None, lg.latent_dim, DiscreteSchedule.linear(0)
     )
     torch.manual_seed(3)
-    elbo = ELBO(num_samples=7)(lg.model, gaussian, x)
+    elbo = ELBO(k=7)(lg.model, gaussian, x)
     torch.manual_seed(3)
-    ddvi = DDVI(num_samples=7, beta_sleep=0)(lg.model, diffusion, x)
+    ddvi = DDVI(k=7, beta_sleep=0)(lg.model, diffusion, x)
     torch.testing.assert_close(ddvi.bound, elbo.bound)
     torch.testing.assert_close(ddvi.loss, elbo.loss)
     torch.manual_seed(3)
-    with_sleep = DDVI(num_samples=7)(lg.model, diffusion, x)  # the sleep term is 0 when T = 0
+    with_sleep = DDVI(k=7)(lg.model, diffusion, x)  # the sleep term is 0 when T = 0
     torch.testing.assert_close(with_sleep.bound, elbo.bound)
     assert with_sleep.metrics["sleep"] == 0
 
@@ -186,14 +186,14 @@ def small_problem(conditional: bool = True, num_steps: int = 3):
 
 def test_output_shapes_metrics_and_registry():
     model, posterior, x = small_problem()
-    out = DDVI(num_samples=3)(model, posterior, x)
+    out = DDVI(k=3)(model, posterior, x)
     assert out.loss.shape == () and out.loss.requires_grad and torch.isfinite(out.loss)
     assert out.bound.shape == (5,) and not out.bound.requires_grad
     assert set(out.metrics) == {"rec", "reg", "sleep"}
     assert all(v.shape == () and not v.requires_grad for v in out.metrics.values())
     torch.testing.assert_close(out.bound.mean(), out.metrics["rec"] + out.metrics["reg"])
     assert OBJECTIVES["ddvi"] is DDVI
-    built = build_objective("ddvi", num_samples=2, sleep_steps=3, huber=True)
+    built = build_objective("ddvi", k=2, sleep_steps=3, huber=True)
     assert isinstance(built, DDVI) and built.sleep_steps == 3 and built.huber
 
 
@@ -202,7 +202,7 @@ def test_beta_reg_weights_the_loss_but_not_the_reported_bound():
     outs = []
     for beta_reg in (1.0, 0.01):
         torch.manual_seed(4)
-        outs.append(DDVI(num_samples=2, beta_reg=beta_reg, beta_sleep=0)(model, posterior, x))
+        outs.append(DDVI(k=2, beta_reg=beta_reg, beta_sleep=0)(model, posterior, x))
     torch.testing.assert_close(outs[0].bound, outs[1].bound)
     rec, reg = outs[1].metrics["rec"], outs[1].metrics["reg"]
     torch.testing.assert_close(outs[1].loss, -(rec + 0.01 * reg))
@@ -213,9 +213,9 @@ def test_without_wake_updates_the_chain_gets_gradient_from_the_sleep_term_only()
     model, posterior, x = small_problem()
     chain = [*posterior.denoiser.parameters(), *posterior.context.parameters()]
     torch.manual_seed(5)
-    live = DDVI(num_samples=2, beta_sleep=0)(model, posterior, x)
+    live = DDVI(k=2, beta_sleep=0)(model, posterior, x)
     torch.manual_seed(5)
-    frozen = DDVI(num_samples=2, beta_sleep=0, wake_updates_chain=False)(model, posterior, x)
+    frozen = DDVI(k=2, beta_sleep=0, wake_updates_chain=False)(model, posterior, x)
     torch.testing.assert_close(live.bound, frozen.bound)  # same values, other gradients
     frozen.loss.backward()
     assert all(p.grad is None for p in chain)
@@ -224,7 +224,7 @@ def test_without_wake_updates_the_chain_gets_gradient_from_the_sleep_term_only()
     )
     assert all(p.grad is not None for p in model.decoder.parameters())
     posterior.zero_grad(set_to_none=True)
-    DDVI(num_samples=2, wake_updates_chain=False)(model, posterior, x).loss.backward()
+    DDVI(k=2, wake_updates_chain=False)(model, posterior, x).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in chain)  # from sleep
     assert not posterior._chain_frozen  # the context manager restored the flag
 
@@ -296,7 +296,7 @@ def test_sleep_loss_decreases_when_training_only_on_it():
 
 def test_bad_arguments_raise_value_error(linear_gaussian):
     for options, match in [
-        ({"num_samples": 0}, "num_samples"),
+        ({"k": 0}, "k"),
         ({"beta_reg": -1.0}, "beta_reg"),
         ({"beta_sleep": -0.5}, "beta_sleep"),
         ({"sleep_steps": 0}, "sleep_steps"),
@@ -439,7 +439,7 @@ def test_iwae_and_log_likelihood_estimate_accept_a_diffusion_posterior(linear_ga
     torch.manual_seed(0)
     with torch.no_grad():
         iwae_bound = IWAE(k=200)(lg.model, posterior, x).bound
-    estimate = estimate_log_likelihood(lg.model, posterior, x, num_samples=2000, max_rows=500)
+    estimate = estimate_log_likelihood(lg.model, posterior, x, k=2000, max_rows=500)
     log_px = lg.log_px(x)
     assert (iwae_bound - log_px).abs().max() < 0.05  # k = 200: a bound within a few 0.01 nats
     assert (estimate.log_px - log_px).abs().max() < 4 * estimate.stderr.max() + 0.01
@@ -466,7 +466,7 @@ def test_official_objective_reports_the_ddpm_chain_bound_which_is_below_log_px(l
 
 def test_official_wake_chain_is_deterministic_ddim_and_trains_every_network():
     model, posterior, x = small_problem()
-    objective = OfficialDDVI(num_samples=2)
+    objective = OfficialDDVI(k=2)
     torch.manual_seed(3)
     a = objective(model, posterior, x)
     torch.manual_seed(3)

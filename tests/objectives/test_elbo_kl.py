@@ -24,9 +24,9 @@ def test_analytic_and_sampled_kl_elbo_have_the_same_expectation():
     repeats = 20_000  # one draw per copy of x: the mean over copies estimates E[ELBO estimate]
     xr = x.repeat(repeats, 1)
     torch.manual_seed(1)
-    analytic = ELBO(num_samples=1, analytic_kl=True)(model, posterior, xr).bound.view(repeats, B)
+    analytic = ELBO(k=1, analytic_kl=True)(model, posterior, xr).bound.view(repeats, B)
     torch.manual_seed(1)
-    sampled = ELBO(num_samples=1)(model, posterior, xr).bound.view(repeats, B)
+    sampled = ELBO(k=1)(model, posterior, xr).bound.view(repeats, B)
     diff = analytic - sampled  # same draws: only the KL term differs
     se = diff.std(0) / repeats**0.5
     assert (diff.mean(0).abs() < 4 * se).all(), (diff.mean(0), se)
@@ -35,9 +35,9 @@ def test_analytic_and_sampled_kl_elbo_have_the_same_expectation():
 def test_sampled_kl_term_is_mean_of_log_q_minus_log_prior_on_the_same_draws():
     model, posterior, x = small_vae()
     torch.manual_seed(2)
-    sampled = ELBO(num_samples=50)(model, posterior, x)
+    sampled = ELBO(k=50)(model, posterior, x)
     torch.manual_seed(2)
-    analytic = ELBO(num_samples=50, analytic_kl=True)(model, posterior, x)
+    analytic = ELBO(k=50, analytic_kl=True)(model, posterior, x)
     torch.manual_seed(2)
     s = posterior.sample(x, 50)
     kl_sampled = (s.log_q - standard_normal_log_prob(s.z)).mean(0)

@@ -37,7 +37,7 @@ def test_elbo_and_iwae_with_exact_posterior_equal_log_px_for_every_data_point(li
     lg = linear_gaussian
     x = lg.data(6)
     posterior, log_px = lg.posterior(), lg.log_px(x)
-    for objective in (ELBO(num_samples=1), ELBO(num_samples=10), IWAE(k=1), IWAE(k=20)):
+    for objective in (ELBO(k=1), ELBO(k=10), IWAE(k=1), IWAE(k=20)):
         out = objective(lg.model, posterior, x)
         torch.testing.assert_close(out.bound, log_px, rtol=0, atol=1e-6)
         torch.testing.assert_close(out.loss, -log_px.mean(), rtol=0, atol=1e-6)
@@ -49,7 +49,7 @@ def test_analytic_kl_elbo_with_exact_posterior_has_expectation_log_px(linear_gau
     lg = linear_gaussian
     x = lg.data(3)
     torch.manual_seed(0)
-    out = ELBO(num_samples=20_000, analytic_kl=True)(lg.model, lg.posterior(), x)
+    out = ELBO(k=20_000, analytic_kl=True)(lg.model, lg.posterior(), x)
     torch.testing.assert_close(out.bound, lg.log_px(x), rtol=0, atol=0.03)
 
 
@@ -95,7 +95,7 @@ def test_elbo_estimate_is_unbiased_for_the_closed_form_elbo_of_a_wrong_posterior
     posterior = lg.posterior(SHIFT, WIDEN)
     repeats = 5000
     torch.manual_seed(10)
-    out = ELBO(num_samples=1, analytic_kl=analytic_kl)(lg.model, posterior, x.repeat(repeats, 1))
+    out = ELBO(k=1, analytic_kl=analytic_kl)(lg.model, posterior, x.repeat(repeats, 1))
     bound = out.bound.view(repeats, 3)
     s = posterior.sample(x, 1)
     exact = lg.closed_form_elbo(x, s.extras["mean"], s.extras["log_std"])
@@ -122,7 +122,7 @@ def test_expected_elbo_gradient_equals_gradient_of_closed_form_elbo(linear_gauss
     torch.manual_seed(11)
     draws = torch.stack(
         [
-            flat_grad(ELBO(num_samples=1, analytic_kl=analytic_kl)(lg.model, posterior, xr).loss)
+            flat_grad(ELBO(k=1, analytic_kl=analytic_kl)(lg.model, posterior, xr).loss)
             for _ in range(60)
         ]
     )

@@ -54,7 +54,7 @@ def test_labelled_bound_equals_elbo_of_joint_with_label_on_same_draws(layers):
     labels = torch.tensor([0, 3, 9, 3, 7])
     classifier = Linear(model.data_dim)
     torch.manual_seed(3)
-    out = SemiSupervised(ELBO(num_samples=4))(model, posterior, x, labels, classifier)
+    out = SemiSupervised(ELBO(k=4))(model, posterior, x, labels, classifier)
     z = out.z.detach()  # [K, B, D]
     top = z[..., -2:]
     log_p_zl = (
@@ -90,9 +90,9 @@ def test_unlabelled_bound_is_below_base_elbo_on_same_draws():
     classifier = Linear(model.data_dim)
     unlabelled = torch.full((6,), -1)
     torch.manual_seed(5)
-    semi = SemiSupervised(ELBO(num_samples=3))(model, posterior, x, unlabelled, classifier)
+    semi = SemiSupervised(ELBO(k=3))(model, posterior, x, unlabelled, classifier)
     torch.manual_seed(5)
-    base = ELBO(num_samples=3)(model, posterior, x)
+    base = ELBO(k=3)(model, posterior, x)
     torch.testing.assert_close(semi.z, base.z)
     assert (semi.bound < base.bound).all()
     assert float(semi.metrics["labelled_fraction"]) == 0.0

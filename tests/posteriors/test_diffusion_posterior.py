@@ -112,7 +112,7 @@ def test_log_prob_is_not_available_and_points_to_the_auxiliary_bound():
     z = posterior.sample(x, 2).z
     with pytest.raises(NotImplementedError, match="auxiliary"):
         posterior.log_prob(x, z)
-    assert posterior.expected_latent(x, num_samples=10).shape == (B, D)
+    assert posterior.expected_latent(x, k=10).shape == (B, D)
 
 
 def test_samples_are_reproducible_with_a_generator_and_differentiable():
@@ -215,7 +215,7 @@ def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="DiscreteSchedule"):
         DiffusionPosterior(enc, den, None, D, linear_betas(3))
     posterior = make_posterior()
-    with pytest.raises(ValueError, match="num_samples"):
+    with pytest.raises(ValueError, match="k must"):
         posterior.sample(data(), 0)
     with pytest.raises(ValueError, match="needs x"):
         posterior.denoising_loss(torch.zeros(3, D, dtype=F64), None)

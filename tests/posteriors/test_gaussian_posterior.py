@@ -81,7 +81,7 @@ def test_expected_latent_of_two_layers_has_shape_b_d_and_matches_monte_carlo_mea
     posterior, event_shape = small_posterior(2)
     x = torch.rand(B, *event_shape, dtype=torch.float64)
     torch.manual_seed(2)
-    out = posterior.expected_latent(x, num_samples=20_000)
+    out = posterior.expected_latent(x, k=20_000)
     assert out.shape == (B, posterior.latent_dim)
     # bottom layer: its mean is exactly the encoder's mean
     m1 = posterior.encoders[0](x.flatten(1)).chunk(2, -1)[0]
@@ -136,7 +136,7 @@ def test_log_prob_stopped_keeps_the_path_derivative_through_z():
 
 def test_sample_with_zero_samples_raises_value_error():
     posterior, event_shape = small_posterior(1)
-    with pytest.raises(ValueError, match="num_samples"):
+    with pytest.raises(ValueError, match="k must"):
         posterior.sample(torch.rand(B, *event_shape, dtype=torch.float64), 0)
 
 

@@ -161,7 +161,7 @@ class Banana:
 
 def fit_elbo(posterior: nn.Module, x: Tensor, steps: int = 200) -> float:
     torch.manual_seed(0)
-    model, objective = Banana(), ELBO(num_samples=16)
+    model, objective = Banana(), ELBO(k=16)
     optimiser = torch.optim.Adam(posterior.parameters(), lr=5e-3)
     for _ in range(steps):
         optimiser.zero_grad()

@@ -36,9 +36,7 @@ def held_out_ddvi_bound(module, seed: int = 0) -> float:
     torch.manual_seed(seed)
     with torch.no_grad():
         return float(
-            DDVI(num_samples=5, beta_sleep=0)(
-                module.family.model, module.family.posterior, x
-            ).bound.mean()
+            DDVI(k=5, beta_sleep=0)(module.family.model, module.family.posterior, x).bound.mean()
         )
 
 

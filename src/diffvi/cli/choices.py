@@ -11,8 +11,9 @@ from diffvi.distributions.likelihoods import LIKELIHOODS
 from diffvi.distributions.priors import PRIORS
 from diffvi.models.vae import ARCHITECTURES
 from diffvi.nn.activations import ACTIVATIONS
+from diffvi.objectives import OBJECTIVES
 from diffvi.objectives.iwae import ESTIMATORS
-from diffvi.training.config import ADAM_PRESETS, OBJECTIVES, POSTERIORS, SCHEDULES
+from diffvi.training.config import ADAM_PRESETS, POSTERIORS, SCHEDULES
 from diffvi.training.embedding import EMBEDDING_METHODS
 
 
@@ -21,8 +22,8 @@ def choice(name: str, values: Iterable[str]) -> type[StrEnum]:
     return StrEnum(name, {v.replace("-", "_"): v for v in values})
 
 
-# Objectives of `train vae` (the diffusion-posterior ones are `train ddvae`'s).
-Objective = choice("Objective", [o for o in OBJECTIVES if o != "ddvi-official"])
+# Every registered objective (the diffusion-posterior ones say to use `train ddvae`).
+Objective = choice("Objective", OBJECTIVES)
 Estimator = choice("Estimator", ESTIMATORS)
 Architecture = choice("Architecture", ARCHITECTURES)
 Likelihood = choice("Likelihood", LIKELIHOODS)

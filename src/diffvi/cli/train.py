@@ -50,6 +50,34 @@ def _vae_run_name(config) -> str:
     return f"{config.dataset}-{posterior}{config.objective}-k{config.k}"
 
 
+ObjectiveOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="NAME=VALUE",
+        help="An option of the objective that no other flag sets (its constructor keyword; "
+        "VALUE is read as JSON, else as text); repeat for several.",
+    ),
+]
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    """``NAME=VALUE`` pairs as a dict (VALUE parsed as JSON where it is JSON, else text)."""
+    if not pairs:
+        return None
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--objective-option takes NAME=VALUE, got {pair!r}")
+        try:
+            options[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name.strip()] = text
+    return options
+
+
 def _parse_hidden(hidden: list[str] | None) -> list[list[int]] | None:
     return [parse_sizes(spec, "--hidden") for spec in hidden] if hidden else None
 
@@ -234,6 +262,7 @@ def train_vae(
             show_default="iwae",
         ),
     ] = None,
+    objective_option: ObjectiveOptionOpt = None,
     posterior: Annotated[
         choices.VAEPosterior | None,
         typer.Option(
@@ -358,6 +387,7 @@ def train_vae(
     explicit: dict[str, Any] = {
         "dataset": dataset,
         "objective": _value(objective),
+        "objective_options": parse_options(objective_option),
         "posterior": _value(posterior),
         "iaf_flows": iaf_flows,
         "made_hidden": parse_sizes(made_hidden, "--made-hidden") if made_hidden else None,
@@ -441,6 +471,7 @@ def train_ddvae(
     labelled_batch: LabelledBatchOpt = None,
     label_weight: LabelWeightOpt = None,
     classifier_weight: ClassifierWeightOpt = None,
+    objective_option: ObjectiveOptionOpt = None,
     diffusion_steps: Annotated[
         int | None,
         typer.Option(
@@ -566,6 +597,7 @@ def train_ddvae(
         "prior": _value(prior),
         "smooth_prior": smooth_prior,
         "objective": "ddvi-official" if official else None,
+        "objective_options": parse_options(objective_option),
         "num_labelled": labelled,
         "labelled_batch": labelled_batch,
         "label_weight": label_weight,

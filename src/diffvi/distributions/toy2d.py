@@ -627,4 +627,3 @@ class MixturePrior(PartitionedPrior):
     def log_prob_per_partition(self, z: Tensor) -> Tensor:
         self._check_z(z)
         return diagonal_normal_log_prob(z[..., None, :], self.means, self.log_stds)
-

@@ -39,22 +39,22 @@ def log_weights_chunked(
     model,
     posterior,
     x: Tensor,
-    num_samples: int,
+    k: int,
     max_rows: int,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Running ``(logsumexp log w, logsumexp 2·log w)`` over ``num_samples`` draws, each ``[B]``."""
-    chunk = max(1, min(num_samples, max_rows // max(1, x.shape[0])))
+    """Running ``(logsumexp log w, logsumexp 2·log w)`` over ``k`` draws, each ``[B]``."""
+    chunk = max(1, min(k, max_rows // max(1, x.shape[0])))
     lse = lse2 = None
     done = 0
-    while done < num_samples:
-        k = min(chunk, num_samples - done)
-        s = posterior.sample(x, k, generator=generator)
-        log_w = log_importance_weights(model, x, s)  # [k, B]
+    while done < k:
+        draws = min(chunk, k - done)
+        s = posterior.sample(x, draws, generator=generator)
+        log_w = log_importance_weights(model, x, s)  # [draws, B]
         a, b = torch.logsumexp(log_w, 0), torch.logsumexp(2 * log_w, 0)
         lse = a if lse is None else torch.logaddexp(lse, a)
         lse2 = b if lse2 is None else torch.logaddexp(lse2, b)
-        done += k
+        done += draws
     return lse, lse2
 
 
@@ -63,7 +63,7 @@ def estimate_log_likelihood(
     model,
     posterior,
     data: Tensor | Iterable,
-    num_samples: int = 5000,
+    k: int = 5000,
     batch_size: int = 100,
     max_rows: int = 25_000,
     show_progress: bool = False,
@@ -74,28 +74,28 @@ def estimate_log_likelihood(
     Args:
         data: a tensor ``[N, *event_shape]`` or an iterable of batches (tensors or
             ``(x, y)`` pairs) already on the model's device.
-        num_samples: k, importance samples per point.
+        k: importance samples per point.
         max_rows: at most this many (sample, data point) pairs go through the decoder at once;
             memory is about ``max_rows × data_dim × 4`` bytes per activation.
         generator: source of the importance samples (the global RNG when ``None``).
     Returns:
         ``LikelihoodEstimate`` with ``log_px`` and ``stderr`` of shape ``[N]``.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     batches = data.split(batch_size) if isinstance(data, Tensor) else data
     was_training = model.training, posterior.training
     model.eval()
     posterior.eval()
     log_px, stderr = [], []
     try:
-        for batch in progress(batches, desc=f"log p(x), k={num_samples}", enable=show_progress):
+        for batch in progress(batches, desc=f"log p(x), k={k}", enable=show_progress):
             x = batch[0] if isinstance(batch, list | tuple) else batch
-            lse, lse2 = log_weights_chunked(model, posterior, x, num_samples, max_rows, generator)
-            log_px.append(lse - math.log(num_samples))
+            lse, lse2 = log_weights_chunked(model, posterior, x, k, max_rows, generator)
+            log_px.append(lse - math.log(k))
             # Var[log p̂] ≈ Var[w] / (k·E[w]²) = (k·Σw²/(Σw)² − 1) / k   (delta method)
-            rel_var = torch.clamp(torch.exp(lse2 - 2 * lse + math.log(num_samples)) - 1, min=0)
-            stderr.append(torch.sqrt(rel_var / num_samples))
+            rel_var = torch.clamp(torch.exp(lse2 - 2 * lse + math.log(k)) - 1, min=0)
+            stderr.append(torch.sqrt(rel_var / k))
     finally:
         model.train(was_training[0])
         posterior.train(was_training[1])

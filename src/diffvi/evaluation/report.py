@@ -85,10 +85,10 @@ def evaluate_module(
     model.eval()
     posterior.eval()
     try:
-        elbo = mean_bound(ELBO(num_samples=elbo_samples), model, posterior, x, batch_size)
+        elbo = mean_bound(ELBO(k=elbo_samples), model, posterior, x, batch_size)
         iwae = mean_bound(IWAE(k=iwae_k), model, posterior, x, batch_size)
         estimate = estimate_log_likelihood(
-            model, posterior, x, num_samples=k, batch_size=batch_size, show_progress=show_progress
+            model, posterior, x, k=k, batch_size=batch_size, show_progress=show_progress
         )
         active, _ = active_units(posterior, x)
     finally:

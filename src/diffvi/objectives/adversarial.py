@@ -23,7 +23,7 @@ draws z ~ q(z|x) (the paper's "Gaussian posterior" variant).
 ``bound``: the AAE optimises no bound on log p(x). Reported instead, so that AAE runs are
 comparable with the VAE family on the figure every objective logs, is the ELBO of the
 posterior q under the model's prior, E_q[log p(x|z)] − E_q[log q(z|x) − log p(z)] (sampled KL,
-``num_samples`` draws; auxiliary-variable posteriors through
+``k`` draws; auxiliary-variable posteriors through
 :func:`~diffvi.objectives.base.log_density_ratio`). It is a true lower bound on log p(x) for
 any q. With a stochastic encoder it is computed on the same draws as the loss (and equals the
 :class:`~diffvi.objectives.ELBO` estimate under the same seed); with ``deterministic=True`` on
@@ -43,6 +43,7 @@ Options and defaults, beside the official code:
 """
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ class AAE(Objective):
             ``latent_dim`` is given).
         hidden: hidden sizes of the default discriminator.
         latent_dim: D, to build the default discriminator now rather than on first use.
-        num_samples: K draws of z per data point (the ELBO ``bound`` always uses K draws; with
+        k: K draws of z per data point (the ELBO ``bound`` always uses K draws; with
             ``deterministic=True`` the loss uses the one mean).
         deterministic: encode with q's mean (``extras["mean"]``) instead of draws.
 
@@ -97,6 +98,12 @@ class AAE(Objective):
     draws, threshold 0.5), ``kl`` (the sampled KL of the reported ELBO).
     """
 
+    config_fields: ClassVar[dict[str, str]] = {
+        "k": "k",
+        "adversarial_weight": "adversarial_weight",
+        "deterministic": "deterministic_encoder",
+    }
+
     name = "aae"
 
     def __init__(
@@ -105,7 +112,7 @@ class AAE(Objective):
         discriminator: nn.Module | None = None,
         hidden: Sequence[int] = DEFAULT_HIDDEN,
         latent_dim: int | None = None,
-        num_samples: int = 1,
+        k: int = 1,
         deterministic: bool = False,
     ) -> None:
         weight = float(adversarial_weight)
@@ -122,11 +129,11 @@ class AAE(Objective):
             raise ValueError(f"hidden sizes must be >= 1, got {list(hidden)}")
         if latent_dim is not None and latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1 or None, got {latent_dim}")
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         self.adversarial_weight = weight
         self.hidden = hidden
-        self.num_samples = num_samples
+        self.k = k
         self.deterministic = bool(deterministic)
         self.discriminator = discriminator
         if discriminator is None and latent_dim is not None:
@@ -154,7 +161,7 @@ class AAE(Objective):
 
     def _encode(self, posterior, x: Tensor):
         """(z for the losses ``[K', B, D]``, the posterior sample for the bound)."""
-        s = posterior.sample(x, self.num_samples)
+        s = posterior.sample(x, self.k)
         if not self.deterministic:
             return s.z, s
         mean = s.extras.get("mean")

@@ -3,6 +3,7 @@
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -27,9 +28,19 @@ class ObjectiveOutput:
 
 
 class Objective(ABC):
-    """``objective(model, posterior, x) -> ObjectiveOutput``; x is ``[B, *event_shape]``."""
+    """``objective(model, posterior, x) -> ObjectiveOutput``; x is ``[B, *event_shape]``.
+
+    ``config_fields`` maps constructor keywords to the fields of a VAE run's config
+    (:class:`~diffvi.training.TrainConfig`) they are read from when the objective is trained by
+    name; keywords not listed come from the config's ``objective_options`` (or keep their
+    defaults). The sample count is ``k`` everywhere. ``diffusion_posterior`` marks objectives
+    that train (and are the only ones that can train) a diffusion posterior.
+    """
 
     name: str = "objective"
+    config_fields: ClassVar[dict[str, str]] = {"k": "k"}
+    # Whether it trains a diffusion posterior (DDVI's auxiliary chain), which needs it.
+    diffusion_posterior: ClassVar[bool] = False
 
     @abstractmethod
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput: ...

@@ -57,6 +57,8 @@ Options and defaults, beside the official code (GitHub topwasu/DDVI,
   ``DiffusionPosterior`` with ``sampler="ddim"`` is refused with a ValueError).
 """
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -70,7 +72,7 @@ class DDVI(Objective):
     """DDVI's wake-sleep regularised auxiliary ELBO.
 
     Args:
-        num_samples: K draws of the chain per data point for the wake terms.
+        k: K draws of the chain per data point for the wake terms.
         beta_reg: weight of L_reg in the training loss (the reported bound uses 1).
         beta_sleep: weight of the sleep (denoising) loss; 0 skips it.
         sleep_steps: number of fantasy batches whose losses are averaged.
@@ -82,11 +84,20 @@ class DDVI(Objective):
             wake terms then train only the encoder of q(y_T|x) and the model.
     """
 
+    diffusion_posterior = True
+    config_fields: ClassVar[dict[str, str]] = {
+        "k": "k",
+        "beta_reg": "beta_reg",
+        "beta_sleep": "beta_sleep",
+        "sleep_steps": "sleep_steps",
+        "wake_updates_chain": "wake_updates_chain",
+    }
+
     name = "ddvi"
 
     def __init__(
         self,
-        num_samples: int = 1,
+        k: int = 1,
         beta_reg: float = 1.0,
         beta_sleep: float = 1.0,
         sleep_steps: int = 1,
@@ -95,8 +106,8 @@ class DDVI(Objective):
         huber: bool = False,
         wake_updates_chain: bool = True,
     ) -> None:
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         if beta_reg < 0 or beta_sleep < 0:
             raise ValueError(
                 f"beta_reg and beta_sleep must be >= 0, got beta_reg={beta_reg}, "
@@ -108,7 +119,7 @@ class DDVI(Objective):
             raise ValueError(f"sleep_batch must be >= 1 or None, got {sleep_batch}")
         if sleep_x not in SLEEP_X:
             raise ValueError(f"sleep_x must be one of {SLEEP_X}, got {sleep_x!r}")
-        self.num_samples = num_samples
+        self.k = k
         self.beta_reg = float(beta_reg)
         self.beta_sleep = float(beta_sleep)
         self.sleep_steps = sleep_steps
@@ -120,10 +131,10 @@ class DDVI(Objective):
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
         _check_posterior(posterior)
         if self.wake_updates_chain:
-            s = posterior.sample(x, self.num_samples)
+            s = posterior.sample(x, self.k)
         else:
             with posterior.frozen_chain():
-                s = posterior.sample(x, self.num_samples)
+                s = posterior.sample(x, self.k)
         rec = model.log_likelihood(x, s.z)  # [K, B]  L_rec
         # L_reg: log p(z) + log r(y|z) − log q(y, z|x) on the same draws of the chain.
         reg = -log_density_ratio(model, s)  # [K, B]
@@ -202,11 +213,19 @@ class OfficialDDVI(Objective):
     trained so with ``posterior.sampler = "ddim"`` (``diffvi embed`` does it for such runs).
     """
 
+    diffusion_posterior = True
+    config_fields: ClassVar[dict[str, str]] = {
+        "k": "k",
+        "kl_weight": "beta_reg",
+        "beta_sleep": "beta_sleep",
+        "sleep_steps": "sleep_steps",
+    }
+
     name = "ddvi-official"
 
     def __init__(
         self,
-        num_samples: int = 1,
+        k: int = 1,
         kl_weight: float = OFFICIAL_KL_WEIGHT,
         beta_sleep: float = OFFICIAL_SLEEP_WEIGHT,
         sleep_steps: int = 1,
@@ -219,7 +238,7 @@ class OfficialDDVI(Objective):
         self.kl_weight = float(kl_weight)
         # The sleep term, its checks and its options are DDVI's.
         self.sleep = DDVI(
-            num_samples=num_samples,
+            k=k,
             beta_sleep=beta_sleep,
             sleep_steps=sleep_steps,
             sleep_batch=sleep_batch,
@@ -230,7 +249,7 @@ class OfficialDDVI(Objective):
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
         _check_posterior(posterior)
         mean, log_std = posterior.encode(x)
-        k = self.sleep.num_samples
+        k = self.sleep.k
         eps = torch.randn((k, *mean.shape), device=mean.device, dtype=mean.dtype)
         posterior.sampler = "ddim"
         try:

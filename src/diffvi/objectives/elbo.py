@@ -5,6 +5,8 @@ of AEVB App. B (single-layer Gaussian q, standard-normal prior: the estimator of
 otherwise the sampled form E_q[log p(x,z) − log q(z|x)] (their eq. 6).
 """
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from diffvi.distributions.gaussian import kl_to_standard_normal
@@ -14,18 +16,20 @@ from diffvi.posteriors.gaussian import GaussianPosterior
 
 
 class ELBO(Objective):
-    """Reparameterised ELBO averaged over ``num_samples`` draws per data point."""
+    """Reparameterised ELBO averaged over ``k`` draws per data point."""
+
+    config_fields: ClassVar[dict[str, str]] = {"k": "k", "analytic_kl": "analytic_kl"}
 
     name = "elbo"
 
-    def __init__(self, num_samples: int = 1, analytic_kl: bool = False) -> None:
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.num_samples = num_samples
+    def __init__(self, k: int = 1, analytic_kl: bool = False) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
         self.analytic_kl = analytic_kl
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
-        s = posterior.sample(x, self.num_samples)
+        s = posterior.sample(x, self.k)
         log_lik = model.log_likelihood(x, s.z)  # [K, B]
         if self.analytic_kl:
             single_gaussian = (

@@ -13,7 +13,7 @@ Gradient estimators for the variational parameters φ (the model's θ always get
   ∂z_i/∂φ with q scored at fixed parameters. Unbiased; its SNR does not decay with k.
 """
 
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -32,6 +32,8 @@ ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
 class IWAE(Objective):
     """IWAE bound with ``k`` importance samples per data point."""
+
+    config_fields: ClassVar[dict[str, str]] = {"k": "k", "estimator": "estimator"}
 
     name = "iwae"
 

@@ -30,7 +30,7 @@ class Posterior(nn.Module, ABC):
 
     @abstractmethod
     def sample(
-        self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
     ) -> PosteriorSample:
         """Reparameterised draws ``z: [K, B, D]`` and their ``log_q: [K, B]``."""
 
@@ -50,6 +50,6 @@ class Posterior(nn.Module, ABC):
         """``forward`` scores ``z`` (so that ``functional_call`` can freeze parameters)."""
         return self.log_prob(x, z)
 
-    def expected_latent(self, x: Tensor, num_samples: int = 100) -> Tensor:
+    def expected_latent(self, x: Tensor, k: int = 100) -> Tensor:
         """E_q[z|x] ``[B, D]``; Monte Carlo here, closed form where a family knows it."""
-        return self.sample(x, num_samples).z.mean(0)
+        return self.sample(x, k).z.mean(0)

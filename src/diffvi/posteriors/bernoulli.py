@@ -59,13 +59,13 @@ class BernoulliPosterior(Posterior):
         return x.flatten(1)
 
     def sample(
-        self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
     ) -> PosteriorSample:
-        """``num_samples`` = K ancestral draws per item: ``z [K, B, D]`` (no gradient),
+        """``k`` = K ancestral draws per item: ``z [K, B, D]`` (no gradient),
         ``log_q [K, B]`` and ``extras["log_q_layers"] [L, K, B]`` (with gradient to φ)."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        below = self._flat_x(x).expand(num_samples, -1, -1)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        below = self._flat_x(x).expand(k, -1, -1)
         layers, log_q = [], []
         for encoder in self.encoders:
             logits = encoder(below)

@@ -235,18 +235,18 @@ class DiffusionPosterior(Posterior):
         return ReverseChain(chain=torch.stack(chain), log_q_steps=log_q, log_r=log_r)
 
     def sample(
-        self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
     ) -> PosteriorSample:
         """``z: [K, B, D]`` with ``log_q = None`` (the exact log q(z|x) when T = 0) and extras
         ``log_q_joint`` ``[K, B]`` = log q(y_T|x) + Σ_t log q(y_{t−1}|y_t, x), ``log_r``
         ``[K, B]`` = Σ_t log r(y_t|y_{t−1}) with y_0 = z, ``y_T`` ``[K, B, D]``, and the encoder's
         ``y_T_mean``/``y_T_log_std`` ``[B, D]`` (also as ``mean``/``log_std`` when T = 0, where
         they are q(z|x)'s own). With ``sampler="ddim"`` there is no ``log_q_joint``/``log_r``."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         mean, log_std = self.encode(x)
         eps = torch.randn(
-            (num_samples, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
+            (k, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
         )
         y_T = mean + torch.exp(log_std) * eps
         log_q_T = -0.5 * (eps.square() + LOG_2PI).sum(-1) - log_std.sum(-1)

@@ -39,16 +39,16 @@ class GaussianPosterior(Posterior):
         return mean, log_std
 
     def sample(
-        self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
     ) -> PosteriorSample:
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         h: Tensor = x.flatten(1)
         zs, log_q = [], None
         extras: dict[str, Tensor] = {}
         for layer in range(len(self.encoders)):
             mean, log_std = self._params(h, layer)
-            shape = (num_samples, *mean.shape) if layer == 0 else mean.shape
+            shape = (k, *mean.shape) if layer == 0 else mean.shape
             eps = torch.randn(shape, generator=generator, device=mean.device, dtype=mean.dtype)
             z = mean + torch.exp(log_std) * eps
             # log N(μ + σε; μ, σ) = −½ε² − log σ − ½log 2π: exact, and cheaper than re-scoring z.
@@ -73,14 +73,14 @@ class GaussianPosterior(Posterior):
             h = z_layer
         return total
 
-    def expected_latent(self, x: Tensor, num_samples: int = 100) -> Tensor:
+    def expected_latent(self, x: Tensor, k: int = 100) -> Tensor:
         """E_q[z|x] ``[B, D]``: exact for the bottom layer; for layer l > 1 the Monte Carlo mean
         of its conditional mean μ_l(z_{l−1}) over draws of the layer below (exact for units
         whose mean does not depend on the layer below, e.g. collapsed ones)."""
         mean, log_std = self._params(x.flatten(1), 0)
         means = [mean]
         z = mean + torch.exp(log_std) * torch.randn(
-            (num_samples, *mean.shape), dtype=mean.dtype, device=mean.device
+            (k, *mean.shape), dtype=mean.dtype, device=mean.device
         )
         for layer in range(1, len(self.encoders)):
             mean, log_std = self._params(z, layer)

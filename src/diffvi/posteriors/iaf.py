@@ -201,15 +201,15 @@ class IAFPosterior(Posterior):
         return prev, log_gate
 
     def sample(
-        self, x: Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
     ) -> PosteriorSample:
         """``z [K, B, D]``, ``log_q [K, B]``; extras: ``base_mean``/``base_log_std`` ``[B, D]``
         (the Gaussian z_0, not q's moments), ``eps`` and ``z0`` ``[K, B, D]``."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         mean, log_std, ctx = self._encode(x)
         eps = torch.randn(
-            (num_samples, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
+            (k, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
         )
         z0 = mean + torch.exp(log_std) * eps
         log_q = -0.5 * (eps.square() + LOG_2PI).sum(-1) - log_std.sum(-1)

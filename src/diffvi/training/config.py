@@ -1,7 +1,10 @@
 """Plain-data configuration of a training run: what a checkpoint stores to rebuild the run."""
 
+import inspect
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Self
+
+from diffvi.objectives import OBJECTIVES
 
 # Adam settings. The IWAE paper (§5) reports β1 = 0.9, β2 = 0.999, ε = 1e-4; the official code
 # (yburda/iwae) used β1 = 0.99 with ε = 1e-4. "torch" is PyTorch's default.
@@ -11,9 +14,6 @@ ADAM_PRESETS: dict[str, dict[str, Any]] = {
     "iwae-code": {"betas": (0.99, 0.999), "eps": 1e-4},
 }
 SCHEDULES = ("constant", "iwae")
-OBJECTIVES = ("elbo", "iwae", "ddvi", "ddvi-official", "aae")
-# Objectives that train a diffusion posterior (and that it needs).
-DIFFUSION_OBJECTIVES = ("ddvi", "ddvi-official")
 POSTERIORS = ("gaussian", "diffusion", "iaf")
 # MADE hidden sizes of each IAF step when ``made_hidden`` is unset.
 DEFAULT_MADE_HIDDEN = [128, 128, 128]
@@ -94,7 +94,10 @@ class RunConfig(JSONConfig):
 class TrainConfig(RunConfig):
     """Everything that defines a VAE/IWAE training run (all fields are JSON-serialisable).
 
-    ``k`` is the number of samples per data point: IWAE's k, or the ELBO's sample count.
+    ``objective`` is any name registered in :data:`diffvi.objectives.OBJECTIVES`; the objective
+    reads the config fields its class names (``Objective.config_fields``) and its other
+    constructor keywords from ``objective_options``. ``k`` is the number of samples per data
+    point: IWAE's k, or the ELBO's sample count.
     ``likelihood_scale`` fixes the σ of a Gaussian likelihood (``None``: learned per pixel);
     ``likelihood_min_scale`` floors a learned σ (needed where pixels never vary, e.g. MNIST).
     ``schedule="iwae"`` is the IWAE paper's: 3^i epochs at lr·10^(-i/7), i = 0…7 (3280 epochs),
@@ -146,6 +149,7 @@ class TrainConfig(RunConfig):
     hidden: list[list[int]] | None = None
     activation: str = "tanh"
     objective: str = "iwae"
+    objective_options: dict[str, Any] = field(default_factory=dict)
     k: int = 50
     estimator: str = "standard"
     analytic_kl: bool = False
@@ -181,7 +185,7 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         checks = [
-            (self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"),
+            (self.objective in OBJECTIVES, f"objective must be one of {sorted(OBJECTIVES)}"),
             (self.adam in ADAM_PRESETS, f"adam must be one of {sorted(ADAM_PRESETS)}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
             (self.k >= 1, "k must be >= 1"),
@@ -224,6 +228,7 @@ class TrainConfig(RunConfig):
             if not ok:
                 field_name = message.split()[0]
                 raise ValueError(f"{message}, got {getattr(self, field_name)!r}")
+        self._check_objective_options()
         self._check_posterior_and_prior()
 
     def resolved_latent_dims(self) -> list[int]:
@@ -244,7 +249,7 @@ class TrainConfig(RunConfig):
                 f"warmup_steps pretrains a diffusion posterior's reverse chain; got "
                 f"warmup_steps={self.warmup_steps} with posterior={self.posterior!r}"
             )
-        if (self.objective in DIFFUSION_OBJECTIVES) != (self.posterior == "diffusion"):
+        if OBJECTIVES[self.objective].diffusion_posterior != (self.posterior == "diffusion"):
             raise ValueError(
                 "objective 'ddvi' and posterior 'diffusion' go together (DDVI's bound needs the "
                 "diffusion posterior's auxiliary chain; ELBO/IWAE train the Gaussian one), got "
@@ -286,6 +291,18 @@ class TrainConfig(RunConfig):
             raise ValueError(
                 f"semi-supervised training (num_labelled={self.num_labelled}) needs a prior with "
                 f"one partition per class, one of {PARTITIONED_PRIORS}; got prior={self.prior!r}"
+            )
+
+    def _check_objective_options(self) -> None:
+        """``objective_options`` may set the objective's constructor keywords that no config
+        field sets (``Objective.config_fields``)."""
+        cls = OBJECTIVES[self.objective]
+        free = set(inspect.signature(cls).parameters) - set(cls.config_fields) - {"latent_dim"}
+        unknown = set(self.objective_options) - free
+        if unknown:
+            raise ValueError(
+                f"objective_options {sorted(unknown)} are not options of objective "
+                f"{self.objective!r}; it takes {sorted(free)} (the others are config fields)"
             )
 
     def _check_aae(self) -> None:

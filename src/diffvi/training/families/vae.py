@@ -14,6 +14,7 @@ posterior, on the AAE's reconstruction + adversarial loss) then a discriminator 
 its own Adam; ``global_step`` counts batches, as for the other objectives.
 """
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor
 
 from diffvi.models.vae import VAE, build_vae
-from diffvi.objectives import AAE, DDVI, ELBO, IWAE, Objective, OfficialDDVI, SemiSupervised
+from diffvi.objectives import AAE, IWAE, OBJECTIVES, Objective, SemiSupervised
 from diffvi.objectives.semisupervised import prior_log_responsibilities, top_layer
 from diffvi.posteriors.base import Posterior
 from diffvi.training.config import ADAM_PRESETS, DEFAULT_MADE_HIDDEN, TrainConfig, iwae_lr_factor
@@ -32,34 +33,15 @@ DIFFUSION_CONTEXT_DIM = 32
 
 
 def build_objective_from_config(config: TrainConfig, latent_dim: int | None = None) -> Objective:
-    """The training objective a config names (``k`` is IWAE's k, the ELBO's sample count,
-    DDVI's number of chain draws, or the AAE's draws per data point). ``latent_dim`` (the
-    model's) builds the AAE's discriminator at once; without it, it is built on first use."""
-    if config.objective == "aae":
-        return AAE(
-            adversarial_weight=config.adversarial_weight,
-            latent_dim=latent_dim,
-            num_samples=config.k,
-            deterministic=config.deterministic_encoder,
-        )
-    if config.objective == "elbo":
-        return ELBO(num_samples=config.k, analytic_kl=config.analytic_kl)
-    if config.objective == "ddvi-official":
-        return OfficialDDVI(
-            num_samples=config.k,
-            kl_weight=config.beta_reg,
-            beta_sleep=config.beta_sleep,
-            sleep_steps=config.sleep_steps,
-        )
-    if config.objective == "ddvi":
-        return DDVI(
-            num_samples=config.k,
-            beta_reg=config.beta_reg,
-            beta_sleep=config.beta_sleep,
-            sleep_steps=config.sleep_steps,
-            wake_updates_chain=config.wake_updates_chain,
-        )
-    return IWAE(k=config.k, estimator=config.estimator)
+    """The objective registered as ``config.objective``, built from the config fields its class
+    reads (:attr:`~diffvi.objectives.base.Objective.config_fields`) and from
+    ``config.objective_options``. ``latent_dim`` (the model's) is passed to objectives that take
+    one (the AAE builds its discriminator at once; without it, on first use)."""
+    cls = OBJECTIVES[config.objective]
+    options = {name: getattr(config, field) for name, field in cls.config_fields.items()}
+    if "latent_dim" in inspect.signature(cls).parameters:
+        options["latent_dim"] = latent_dim
+    return cls(**options, **config.objective_options)
 
 
 def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
