@@ -169,7 +169,7 @@ def train_and_score(prior: str, method: str, seed: int, args: argparse.Namespace
     start = time.perf_counter()
     bound = test_bound(module, x_test)
     estimate = estimate_log_likelihood(
-        module.model, module.posterior, x_test[: args.eval_size], num_samples=args.eval_k
+        module.model, module.posterior, x_test[: args.eval_size], k=args.eval_k
     )
     generator = torch.Generator().manual_seed(seed)
     z_test = embed_latents(module.posterior, x_test, generator=generator)

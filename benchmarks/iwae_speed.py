@@ -377,7 +377,7 @@ def time_eval(model, posterior, test: Tensor, block: int, max_seconds: float) ->
     while done < n_total:
         x = test[done : done + block]
         t0 = time.perf_counter()
-        est = estimate_log_likelihood(model, posterior, x, num_samples=EVAL_K)
+        est = estimate_log_likelihood(model, posterior, x, k=EVAL_K)
         seconds += time.perf_counter() - t0
         done += x.shape[0]
         log_px.append(est.log_px)
@@ -581,7 +581,7 @@ def main() -> None:
     n_small = min(n_eval, 10 if quick else 100)
     configure_numerics(flush_denormal=False)
     t0 = time.perf_counter()
-    estimate_log_likelihood(ours_model, ours_posterior, test[:n_small], num_samples=EVAL_K)
+    estimate_log_likelihood(ours_model, ours_posterior, test[:n_small], k=EVAL_K)
     no_ftz_per_image = (time.perf_counter() - t0) / n_small
     configure_numerics(flush_denormal=True)
     chunk_s = eval_chunk_gemm_seconds(gemm_repeats)

@@ -67,7 +67,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         module.model,
         module.posterior,
         test.to(device),
-        num_samples=args.eval_k,
+        k=args.eval_k,
         show_progress=args.progress,
     )
     eval_seconds = time.perf_counter() - start
