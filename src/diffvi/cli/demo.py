@@ -38,8 +38,7 @@ FULL = {"max_epochs": 300, "k": 5000, "latent_epochs": 100}
 QUICK = {"max_epochs": 5, "k": 500, "latent_epochs": 3}
 # The second part: 2-D latents under the (exact) pinwheel prior, a Gaussian-posterior VAE (the
 # ELBO) beside a DD-VAE (DDVI with β_reg = 0.01, its reverse chain warmed up on the prior
-# first), same MLPs and epochs. Measured (100 epochs, busy machine): VAE kNN 0.20, latent NLL
-# 3.17 (collapsed near the origin); DD-VAE kNN 0.68, latent NLL 2.80. The exact prior keeps
+# first), same MLPs and epochs (figures: docs/results.md § `make demo`). The exact prior keeps
 # the demo fast: the smoothed one (`train ddvae`'s default) costs more per step.
 LATENT_MODEL: dict[str, Any] = {
     "dataset": "digits",

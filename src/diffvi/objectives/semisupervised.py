@@ -52,15 +52,8 @@ L_reg (which holds log p(z)) by β_reg, while the correction keeps label_weight:
 default β_reg = 0.01 the labels pull z into their partitions more strongly than the prior term
 alone would.
 
-Measured (digits, 100 labels, 2-D latent, 12–60 epochs): with the learnable ``mixture`` prior
-the latent partitions align with the classes (argmax p(l|z) accuracy 0.14 → 0.73 in 12 epochs,
-DDVI; 0.69 after 30 epochs with ELBO and a Gaussian posterior). With the ``pinwheel`` prior they
-do not within 60 epochs (chance, for DDVI and ELBO alike): its arms are thin (tangential std
-0.005), so log p(l|z) is nearly one-hot and, between z and arm l, dips at every other arm;
-the unlabelled term −KL(q(l|x) ‖ p(l|z)) then has a scale of hundreds of nats and drives
-q(l|x) to follow the (unaligned) partition of z (q(l|x) accuracy near chance with
-label_weight = 1; 0.84 with label_weight = β_reg = 0.01, which makes the whole prior term
-β_reg·log p(z, l) for labelled items).
+Which priors let the latent partitions align with the classes, and at which label weight, is
+measured in docs/results.md § DDVI (semi-supervised).
 
 The base objective must be :class:`~diffvi.objectives.ELBO` or :class:`~diffvi.objectives.DDVI`
 (an expectation over draws, so the correction adds draw by draw). IWAE's log-mean-exp does not

@@ -9,15 +9,12 @@ FIXED scale σ = ``likelihood_scale`` on features divided by the standard deviat
 column (PC 1), so the objective is an ELBO whatever the units of the features. The official code's
 loss, MSE averaged over the D features plus kld_weight = 0.005 times the KL term, is the same ELBO
 up to a constant with σ² = D · kld_weight / 2 in the units of its features (PCs / 30). σ matters
-more than any other setting. On one simulated seed held out for tuning (26 populations, 1000 PCs)
-the population NMI of DD-VAE / VAE / AAE after 50 epochs was 0.35 / 0.38 / 0.59 at σ = 0.3, 0.59 /
-0.57 / 0.63 at 0.1, 0.59 / 0.62 / 0.64 at 0.05 and 0.60 / 0.62 / 0.64 at 0.03: a broad σ lets the
-KL to the mixture prior blur the populations. On 90 samples × 20 PCs, σ = 0.03 instead fails for
-DD-VAE (NMI 0.25 against > 0.8 at 0.3). The default ``"auto"`` is the median feature std, the noise
-level of the trailing PCs, which lands in the good range of both (0.07 and 0.35). A learned σ lets
-the posterior collapse (NMI ≈ 0.01): the decoder explains the PCs by their marginal variance first.
-200 epochs as in the official configs (which also repeat the data 5× per epoch); on that seed
-DD-VAE's NMI rises from 0.60 at 50 epochs to 0.65 at 200. Each point is embedded with ONE posterior
+more than any other setting (docs/results.md § Genotype embeddings): a broad σ lets the KL to the
+mixture prior blur the populations, a narrow one fails on small data, and a learned σ lets the
+posterior collapse (the decoder explains the PCs by their marginal variance first). The default
+``"auto"`` is the median feature std, the noise level of the trailing PCs, which lands in the
+good range on large and small data alike.
+200 epochs as in the official configs (which also repeat the data 5× per epoch). Each point is embedded with ONE posterior
 draw (DDVI's protocol). t-SNE and UMAP run on the first ``neighbour_components`` features
 (principal components), as is usual for genotypes.
 """
