@@ -13,10 +13,10 @@ more than any other setting (docs/results.md § Genotype embeddings): a broad σ
 mixture prior blur the populations, a narrow one fails on small data, and a learned σ lets the
 posterior collapse (the decoder explains the PCs by their marginal variance first). The default
 ``"auto"`` is the median feature std, the noise level of the trailing PCs, which lands in the
-good range on large and small data alike.
-200 epochs as in the official configs (which also repeat the data 5× per epoch). Each point is embedded with ONE posterior
-draw (DDVI's protocol). t-SNE and UMAP run on the first ``neighbour_components`` features
-(principal components), as is usual for genotypes.
+good range on large and small data alike. 200 epochs as in the official configs (which also
+repeat the data 5× per epoch). Each point is embedded with ONE posterior draw (DDVI's protocol).
+t-SNE and UMAP run on the first ``neighbour_components`` features (principal components), as is
+usual for genotypes.
 """
 
 import time
