@@ -136,8 +136,8 @@ def rmse(filled: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float
 
 
 def vae_job(dataset: str, args, run: Path) -> dict:
+    from diffvi.data.modules import FeatureDataModule
     from diffvi.training.config import TrainConfig
-    from diffvi.training.data import FeatureDataModule
 
     train, test = data_for(dataset, args)
     batches_per_epoch = len(train) // 100

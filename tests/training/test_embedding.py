@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from diffvi.data.modules import FeatureDataModule
 from diffvi.evaluation.representation import clustering_scores, gmm_cluster
-from diffvi.training.data import FeatureDataModule
 from diffvi.training.embedding import EMBEDDING_METHODS, EmbeddingOptions, embed_features
 
 

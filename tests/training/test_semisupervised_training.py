@@ -8,12 +8,12 @@ import torch
 from tiny_configs import tiny_config
 
 from diffvi.data.images import ImageDataset
-from diffvi.training import TrainConfig, fit, load_module
-from diffvi.training.data import (
+from diffvi.data.modules import (
     ImageDataModule,
     IndexBatchSampler,
     LabelledBatchSampler,
 )
+from diffvi.training import TrainConfig, fit, load_module
 
 # A learnable Gaussian mixture (10 parts) organises digits' 2-D latents within seconds; the
 # pinwheel needs far longer on digits (its latents stay near the origin for 20 epochs).
@@ -70,7 +70,7 @@ def test_data_module_hides_labels_outside_subset_and_keeps_validation_labels():
 
 
 def test_data_module_with_labels_needs_a_labelled_data_set(monkeypatch):
-    import diffvi.training.data as data_module
+    import diffvi.data.modules as data_module
 
     def unlabelled(name, split):
         return ImageDataset(torch.rand(40, 1, 4, 4), name=name, split=split)

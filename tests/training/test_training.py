@@ -9,10 +9,10 @@ import torch
 from tiny_configs import tiny_config
 
 from diffvi.data import load_dataset
+from diffvi.data.modules import IndexBatchSampler
 from diffvi.objectives import IWAE
 from diffvi.training import TrainConfig, fit, load_module
 from diffvi.training.config import iwae_lr_factor
-from diffvi.training.data import IndexBatchSampler
 
 IWAE_PRESET = dict(
     architecture="iwae-1", latent_dims=[4], hidden=[[32]], objective="iwae", k=5, seed=3

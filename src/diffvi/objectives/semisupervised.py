@@ -62,7 +62,7 @@ sum over l inside the log), so it is refused.
 
 Differences from the official DDVI code (GitHub ``topwasu/DDVI``): there, the labelled set holds
 about 11 000 images although the paper says 1000 (here exactly ``num_labelled``, balanced over
-classes: :func:`~diffvi.models.semisupervised.labelled_subset`), and the reported accuracy is
+classes: :func:`~diffvi.data.modules.labelled_subset`), and the reported accuracy is
 that of a latent classifier; here validation reports both argmax q(l|x) (``val/accuracy``) and
 the prior partition that the latent picks, argmax_l p(l|z) (``val/latent_accuracy``).
 """

@@ -4,7 +4,7 @@ one: DD-VAE, VAE, IAF-VAE, AAE (each with a learnable mixture prior), PCA, t-SNE
 This is DDVI's genotype workflow (Piriyakulkij et al. 2024, §6.3: 1000 Genomes principal
 components, 2-D latents, a learnable 20-component mixture prior, GMM clustering of the latents).
 Variational methods train through :func:`~diffvi.training.fit` on a
-:class:`~diffvi.training.data.FeatureDataModule` with a Gaussian likelihood of unbounded mean and
+:class:`~diffvi.data.modules.FeatureDataModule` with a Gaussian likelihood of unbounded mean and
 FIXED scale σ = ``likelihood_scale`` on features divided by the standard deviation of their first
 column (PC 1), so the objective is an ELBO whatever the units of the features. The official code's
 loss, MSE averaged over the D features plus kld_weight = 0.005 times the KL term, is the same ELBO
@@ -110,9 +110,9 @@ def embed_features(
 def _variational(
     x: torch.Tensor, method: str, options: EmbeddingOptions, run_dir: Path
 ) -> tuple[np.ndarray, dict[str, Any]]:
+    from diffvi.data.modules import FeatureDataModule
     from diffvi.evaluation.representation import embed_latents
     from diffvi.training.config import TrainConfig
-    from diffvi.training.data import FeatureDataModule
     from diffvi.training.trainer import fit
     from diffvi.utils.runtime import resolve_device
 

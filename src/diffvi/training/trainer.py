@@ -51,7 +51,7 @@ def fit(
     further checkpoint or export. The Lightning arguments (``accelerator``, ``devices``,
     ``num_nodes``, ``strategy``) pass through unchanged, e.g. ``strategy="ddp"``;
     ``datamodule`` replaces the data the config names (e.g. a
-    :class:`~diffvi.training.data.FeatureDataModule` for a VAE).
+    :class:`~diffvi.data.modules.FeatureDataModule` for a VAE).
 
     Returns the trained :class:`~diffvi.training.module.TrainingModule` (``.family`` holds the
     model; ``.trained`` the weights that were exported).

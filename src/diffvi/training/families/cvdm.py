@@ -20,12 +20,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from diffvi.data.modules import IndexBatchSampler, index_batch_loader
 from diffvi.data.paired import PairedData, load_paired, paired_task
 from diffvi.diffusion.conditional import CVDM
 from diffvi.diffusion.schedules import build_schedule
 from diffvi.models.regression import RegressionUNet
 from diffvi.training.config import RunConfig
-from diffvi.training.data import IndexBatchSampler, index_batch_loader
 from diffvi.training.family import Family, LossOutput, Metric, adam_with_warmup
 
 CVDM_SCHEDULES = ("learned", "linear", "cosine", "regression")
@@ -151,7 +151,7 @@ def build_cvdm_model(spec: dict[str, Any]) -> CVDM | RegressionUNet:
 class PairedDataModule(L.LightningDataModule):
     """Train and validation loaders of a paired task: ``(condition [B, C_x, H, W], target
     [B, C_y, H, W])`` batches, whole index batches drawn by
-    :class:`~diffvi.training.data.IndexBatchSampler` (sharded across DDP ranks, reproducible
+    :class:`~diffvi.data.modules.IndexBatchSampler` (sharded across DDP ranks, reproducible
     order on resume)."""
 
     def __init__(

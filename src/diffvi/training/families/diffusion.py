@@ -100,7 +100,7 @@ class DiffusionFamily(Family):
 
     @classmethod
     def build_data(cls, config: DiffusionConfig) -> L.LightningDataModule:
-        from diffvi.training.data import ImageDataModule
+        from diffvi.data.modules import ImageDataModule
 
         return ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
 

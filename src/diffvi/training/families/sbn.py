@@ -125,7 +125,7 @@ class SBNFamily(Family):
 
     @classmethod
     def build_data(cls, config: SBNConfig) -> L.LightningDataModule:
-        from diffvi.training.data import ImageDataModule
+        from diffvi.data.modules import ImageDataModule
 
         return ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
 

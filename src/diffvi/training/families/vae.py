@@ -149,7 +149,7 @@ class VAEFamily(Family):
     # -- data -----------------------------------------------------------------------------
     @classmethod
     def build_data(cls, config: TrainConfig) -> L.LightningDataModule:
-        from diffvi.training.data import ImageDataModule
+        from diffvi.data.modules import ImageDataModule
 
         return ImageDataModule(
             config.dataset,
@@ -162,7 +162,7 @@ class VAEFamily(Family):
 
     @classmethod
     def fit_config_to_data(cls, config: TrainConfig, data: L.LightningDataModule) -> None:
-        from diffvi.training.data import ImageDataModule
+        from diffvi.data.modules import ImageDataModule
 
         if config.num_labelled and not isinstance(data, ImageDataModule):
             raise ValueError(

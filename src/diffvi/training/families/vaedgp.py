@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from diffvi.data.modules import IndexBatchSampler, index_batch_loader
 from diffvi.data.registry import available_datasets, dataset_splits, load_dataset
 from diffvi.models.dgp import VAEDGP
 from diffvi.training.config import RunConfig
-from diffvi.training.data import IndexBatchSampler, index_batch_loader
 from diffvi.training.family import Family, LossOutput, Metric
 
 KERNELS = ("rbf", "linear")

@@ -5,7 +5,7 @@ dominates at IWAE's batch size of 20. The permutation of each epoch depends only
 ``(seed, epoch)``, so every rank agrees on it, and a resumed run replays the same order.
 
 Semi-supervised runs (``num_labelled > 0``) see every training image without its label except
-those of a fixed balanced subset (:func:`~diffvi.models.semisupervised.labelled_subset`), and
+those of a fixed balanced subset (:func:`labelled_subset`), and
 every batch gets ``labelled_batch`` extra items drawn from that subset
 (:class:`LabelledBatchSampler`), as in M2 (Kingma et al. 2014).
 
@@ -17,9 +17,50 @@ from collections.abc import Iterator
 
 import lightning as L
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from diffvi.data import dataset_splits, load_dataset
+
+
+def labelled_subset(labels: Tensor, num_labelled: int, seed: int = 0) -> Tensor:
+    """Exactly ``num_labelled`` distinct indices into ``labels``, balanced over the classes.
+
+    Args:
+        labels: int ``[N]`` class labels ``0 … C−1`` (every class present).
+        num_labelled: how many to keep, a multiple of C (``num_labelled / C`` per class).
+        seed: the choice is a function of ``(labels, num_labelled, seed)`` only.
+
+    Returns:
+        int64 ``[num_labelled]``, sorted ascending.
+    """
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point():
+        got = f"shape {list(labels.shape)}, {labels.dtype}" if isinstance(labels, Tensor) else ""
+        raise ValueError(f"labels must be an integer tensor [N], got {got or type(labels)}")
+    if labels.numel() == 0 or int(labels.min()) < 0:
+        raise ValueError(
+            "labels must be non-empty and >= 0 (an unlabelled data set cannot be used)"
+        )
+    labels = labels.cpu().long()
+    num_classes = int(labels.max()) + 1
+    if num_labelled < 1 or num_labelled % num_classes:
+        raise ValueError(
+            f"num_labelled must be a positive multiple of the {num_classes} classes (an equal "
+            f"number per class), got {num_labelled}"
+        )
+    per_class = num_labelled // num_classes
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(num_classes):
+        members = torch.nonzero(labels == c).squeeze(1)
+        if members.numel() < per_class:
+            raise ValueError(
+                f"class {c} has {members.numel()} items, fewer than the {per_class} per class "
+                f"that num_labelled={num_labelled} needs"
+            )
+        pick = torch.randperm(members.numel(), generator=generator)[:per_class]
+        chosen.append(members[pick])
+    return torch.cat(chosen).sort().values
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
@@ -205,8 +246,6 @@ class ImageDataModule(L.LightningDataModule):
                     f"semi-supervised training (num_labelled={num_labelled}) needs a labelled "
                     f"data set; {dataset!r} has no labels"
                 )
-            from diffvi.models.semisupervised import labelled_subset
-
             self.labelled = labelled_subset(labels, num_labelled, seed)
             self.train_set = PartiallyLabelledDataset(self.train_set, self.labelled)
         held_out = "valid" if "valid" in dataset_splits(dataset) else "test"
