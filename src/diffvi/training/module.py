@@ -18,13 +18,20 @@ from diffvi.training.family import Family, Metric, family_class
 
 
 def ema_average(decay: float):
-    """``multi_avg_fn`` for :class:`AveragedModel`: EMA with decay min(decay, (1+n)/(10+n))."""
+    """``multi_avg_fn`` for :class:`AveragedModel`: EMA with decay min(decay, (1+n)/(10+n)) of
+    the floating-point tensors; integer buffers (step counters) follow the current values."""
 
     @torch.no_grad()
     def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
         n = int(num_averaged)
         rate = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(averaged, current, 1 - rate)
+        pairs = list(zip(averaged, current, strict=True))
+        floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1 - rate)
+        for a, c in pairs:  # counters and masks are copied, not averaged
+            if not a.is_floating_point():
+                a.copy_(c)
 
     return update
 
