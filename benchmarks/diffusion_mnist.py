@@ -6,7 +6,7 @@ Configurations (all the same UNet, batch, optimiser and steps; EMA weights are s
 - ``linear-vdm``, ``cosine-vdm``, ``learned-vdm``: trained by the VDM continuous-time bound
   (the comparison of Kingma et al. 2021, Table 2 style: only the schedule differs);
 - ``cosine-simple``: trained by DDPM's simple ε-loss (better samples, looser bound) — the
-  configuration exported as the named prior (``load_diffusion("mnist")``).
+  configuration exported as the named prior (``diffvi.load("mnist")``).
 
 Per run (a part file ``results/diffusion_mnist/<series>/<dataset>-<config>.json``, written as
 soon as the run is scored, so an interrupted benchmark resumes where it stopped):
@@ -31,6 +31,7 @@ soon as the run is scored, so an interrupted benchmark resumes where it stopped)
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -80,7 +81,6 @@ def part_path(args: argparse.Namespace, dataset: str, name: str) -> Path:
 
 def run_one(dataset: str, name: str, args: argparse.Namespace) -> dict:
     from diffvi.data import load_dataset
-    from diffvi.diffusion.pretrained import save_diffusion
     from diffvi.evaluation.likelihood import diffusion_bits_per_dim
     from diffvi.evaluation.sample_quality import (
         classifier_fid,
@@ -130,7 +130,7 @@ def run_one(dataset: str, name: str, args: argparse.Namespace) -> dict:
     grid_dir = Path(args.runs_dir) / series_name(args) / "grids"
     _save_grid(samples[:64], grid_dir / f"{dataset}-{name}.png")
     if args.export_dir and name == "cosine-simple":
-        save_diffusion(model, spec, Path(args.export_dir) / dataset)
+        shutil.copytree(run_dir / "export", Path(args.export_dir) / dataset, dirs_exist_ok=True)
     result = {
         "dataset": dataset,
         "config": name,

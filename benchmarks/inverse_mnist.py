@@ -106,11 +106,11 @@ class Context:
 
     def dataset(self, name: str):
         if name not in self._cache:
+            from diffvi import load
             from diffvi.data import load_dataset
-            from diffvi.diffusion import load_diffusion
             from diffvi.evaluation.sample_quality import load_or_train_feature_classifier
 
-            prior, _ = load_diffusion(name)
+            prior = load(name).model
             prior.eval().requires_grad_(False)
             test = load_dataset(name, "test").images
             classifier = load_or_train_feature_classifier(name, progress=False)

@@ -56,4 +56,4 @@ def test_learned_schedule_with_the_simple_loss_is_refused(cli, tmp_path):
 
 def test_sample_with_an_unknown_model_name_lists_where_it_looked(cli, tmp_path):
     result = cli("sample", "no-such-model", "-o", tmp_path / "x.png")
-    assert result.exit_code != 0 and "no diffusion model" in result.output
+    assert result.exit_code != 0 and "no model 'no-such-model'" in result.output

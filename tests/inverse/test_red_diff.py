@@ -12,7 +12,7 @@ import pytest
 import torch
 from gaussian_data import gaussian_image_prior, gaussian_posterior, operator_matrix
 
-from diffvi.diffusion import load_diffusion
+from diffvi import load
 from diffvi.inverse import build_operator, psnr
 from diffvi.inverse.solvers import REDDiff, build_solver
 from diffvi.inverse.solvers.base import Problem
@@ -185,7 +185,7 @@ def test_every_weighting_moves_from_the_pseudo_inverse_towards_the_posterior_mea
 
 
 def test_shipped_mnist_prior_restores_random_inpainting_far_better_than_the_pseudo_inverse():
-    prior, _ = load_diffusion("mnist")
+    prior = load("mnist").model
     truth = prior.sample(
         (6, 1, 28, 28), steps=20, sampler="ddim", generator=torch.Generator().manual_seed(0)
     )
@@ -201,7 +201,7 @@ def test_shipped_mnist_prior_restores_random_inpainting_far_better_than_the_pseu
 
 
 def test_nonlinear_operator_phase_imaging_fits_the_two_defocused_images():
-    prior, _ = load_diffusion("mnist")
+    prior = load("mnist").model
     truth = prior.sample(
         (2, 1, 28, 28), steps=10, sampler="ddim", generator=torch.Generator().manual_seed(1)
     )

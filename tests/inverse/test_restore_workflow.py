@@ -91,10 +91,10 @@ def test_measurement_image_upsamples_small_measurements_and_skips_others():
 
 
 def test_a_bound_solver_is_solve_with_its_prior_noise_and_generator():
-    from diffvi.diffusion.pretrained import load_diffusion
+    from diffvi import load
 
     try:
-        prior, _ = load_diffusion("mnist")
+        prior = load("mnist").model
     except (FileNotFoundError, ValueError) as err:
         pytest.skip(f"no shipped MNIST prior: {err}")
     x = torch.rand(2, 1, 28, 28, generator=_gen(0))

@@ -190,11 +190,11 @@ def test_pigdm_direction_is_the_noisy_pseudo_inverse_of_eq_8(gaussian):
 def test_shipped_prior_baselines_restore_super_resolution():
     """Regression: without clipping x̂₀, the network's error at t ≈ 1 (amplified by σ/α ≈ 2·10⁴
     under the cosine schedule) derailed every chain to ~3 dB on SR ×4."""
-    from diffvi.diffusion import load_diffusion
+    from diffvi import load
     from diffvi.inverse import psnr
     from diffvi.inverse.solvers import build_solver
 
-    prior, _ = load_diffusion("mnist")
+    prior = load("mnist").model
     truth = prior.sample(
         (6, 1, 28, 28), steps=20, sampler="ddim", generator=torch.Generator().manual_seed(0)
     )

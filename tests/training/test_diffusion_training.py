@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from diffvi.data import load_dataset
-from diffvi.diffusion.pretrained import load_diffusion
 from diffvi.evaluation.likelihood import diffusion_bits_per_dim
-from diffvi.training import DiffusionConfig, TrainingModule, fit
+from diffvi.training import DiffusionConfig, TrainingModule, fit, load, read_spec
 from diffvi.training.module import ema_average
 
 TINY = dict(
@@ -47,7 +46,7 @@ def test_run_folder_holds_config_checkpoint_logs_and_a_loadable_export(trained):
     run_dir, module = trained
     assert json.loads((run_dir / "config.json").read_text())["kind"] == "diffusion"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    model, spec = load_diffusion(run_dir)
+    model, spec = load(run_dir).model, read_spec(run_dir)
     assert spec["metadata"]["steps"] == 120 and math.isfinite(spec["metadata"]["val_bpd"])
     for name, value in module.trained.model.state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
@@ -64,7 +63,7 @@ def test_resume_continues_to_the_new_step_count(tmp_path):
     config.max_steps = 30
     module = fit(config, run_dir, resume=True, progress_bar=False, accelerator="cpu")
     assert module.trainer.global_step == 30
-    _, spec = load_diffusion(run_dir)
+    spec = read_spec(run_dir)
     assert spec["metadata"]["steps"] == 30
 
 

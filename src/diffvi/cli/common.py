@@ -118,14 +118,14 @@ ThreadsOpt = Annotated[
 def diffusion_folder(target: Path) -> Path | None:
     """The saved diffusion model that ``target`` names (a run, an export folder, or a model
     name), or ``None`` when it is something else (a VAE run or checkpoint)."""
-    from diffvi.diffusion.pretrained import find_diffusion
+    from diffvi.utils.paths import find_model
 
     config = target / "config.json"
     is_vae_run = config.is_file() and json.loads(config.read_text()).get("kind") != "diffusion"
     if is_vae_run or target.suffix == ".ckpt":
         return None
     try:
-        return find_diffusion(target)
+        return find_model(target)
     except FileNotFoundError:
         if target.exists():
             return None

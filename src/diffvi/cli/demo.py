@@ -259,20 +259,24 @@ def diffusion_samples(out: Path, steps: int, seed: int) -> dict[str, Any] | None
     save them as ``diffusion_samples.png``; ``None`` (with a note) when the prior is absent."""
     import torch
 
-    from diffvi.diffusion import load_diffusion
     from diffvi.evaluation.plots import save_image_grid
+    from diffvi.training import load, read_spec
 
     try:
-        prior, spec = load_diffusion("mnist")
+        family = load("mnist")
+        prior, shape, trained = family.model, family.spec["event_shape"], read_spec("mnist")
     except FileNotFoundError:
         typer.echo("No MNIST diffusion prior found (models/mnist); skipping its samples.")
         return None
     typer.echo(f"Sampling 16 images from the MNIST diffusion prior (DDIM, {steps} steps) ...")
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
-    images = prior.sample(
-        (16, *spec["event_shape"]), steps=steps, sampler="ddim", generator=generator
-    )
+    images = prior.sample((16, *shape), steps=steps, sampler="ddim", generator=generator)
     seconds = time.perf_counter() - started
     plot = save_image_grid(images, out / "diffusion_samples.png", nrow=8)
-    return {"plot": plot, "steps": steps, "seconds": round(seconds, 2), "model": spec["metadata"]}
+    return {
+        "plot": plot,
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "model": trained["metadata"],
+    }

@@ -5,9 +5,7 @@ from diffvi.diffusion.conditional import CVDM, ConditionalSchedule, FixedConditi
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.pretrained import (
     build_diffusion_model,
-    find_diffusion,
     load_diffusion,
-    save_diffusion,
 )
 from diffvi.diffusion.samplers import SAMPLERS, ddim_step, sample_chain
 from diffvi.diffusion.schedules import (
@@ -36,9 +34,7 @@ __all__ = [
     "build_diffusion_model",
     "build_schedule",
     "ddim_step",
-    "find_diffusion",
     "linear_betas",
     "load_diffusion",
     "sample_chain",
-    "save_diffusion",
 ]

@@ -171,11 +171,15 @@ def _solver_job(
 ) -> RestoreJob:
     from diffvi.data.files import read_image_files
     from diffvi.data.image_files import load_images
-    from diffvi.diffusion.pretrained import find_diffusion, load_diffusion
     from diffvi.inverse.registry import build_operator
     from diffvi.inverse.solvers import build_solver, solver_defaults
+    from diffvi.training import load, read_spec
+    from diffvi.utils.paths import find_model
 
-    model, spec = load_diffusion(prior, device)
+    family = load(prior, device)
+    if family.kind != "diffusion":
+        raise ValueError(f"prior {prior!r} is a {family.kind!r} model, not a diffusion model")
+    model, spec = family.model, read_spec(prior)
     shape = tuple(int(s) for s in spec.get("event_shape", ()))
     if len(shape) != 3 or not spec.get("image", True):
         raise ValueError(f"prior {prior!r} is not a model of images (event shape {list(shape)})")
@@ -205,7 +209,7 @@ def _solver_job(
         "solver": name,
         "solver_options": {**solver_defaults(name), **options},
         "prior": prior,
-        "prior_folder": str(find_diffusion(prior)),
+        "prior_folder": str(find_model(prior)),
         "noise_std": noise_std,
     }
     reconstructor = solver.bind(model, noise_std, generator, progress)

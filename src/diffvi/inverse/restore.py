@@ -2,10 +2,10 @@
 restore them batch by batch with any :class:`~diffvi.inverse.solvers.base.Reconstructor`, and
 score the restorations against the references.
 
->>> from diffvi.diffusion import load_diffusion
+>>> from diffvi import load
 >>> from diffvi.inverse import build_operator, restore
 >>> from diffvi.inverse.solvers import build_solver
->>> prior, _ = load_diffusion("mnist")                                  # doctest: +SKIP
+>>> prior = load("mnist").model                                        # doctest: +SKIP
 >>> operator = build_operator("sr4", (1, 28, 28))                        # doctest: +SKIP
 >>> method = build_solver("red-diff", steps=100).bind(prior, noise_std=0.05)  # doctest: +SKIP
 >>> result = restore(method, operator, reference=images, noise_std=0.05)  # doctest: +SKIP

@@ -10,10 +10,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
-from diffvi.diffusion.pretrained import SPEC, WEIGHTS, find_diffusion
 from diffvi.training.family import Family, family_class
 from diffvi.training.module import TrainingModule, legacy_kind, upgrade_legacy_checkpoint
 from diffvi.utils.io import atomic_write, write_json
+from diffvi.utils.paths import MODEL_SPEC as SPEC
+from diffvi.utils.paths import MODEL_WEIGHTS as WEIGHTS
+from diffvi.utils.paths import find_model
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -69,7 +71,7 @@ def export_model(family: Family, folder: str | Path, metadata: dict[str, Any]) -
 
 def read_spec(name_or_path: str | Path) -> dict[str, Any]:
     """The ``model.json`` of an export, a run's export or a named model."""
-    return json.loads((find_diffusion(name_or_path) / SPEC).read_text())
+    return json.loads((find_model(name_or_path) / SPEC).read_text())
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family:
@@ -80,7 +82,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
     ``name_or_path``: an export folder (``model.json`` + ``model.safetensors``), a run folder
     (its ``export/``, else its last checkpoint), a ``.ckpt`` file (the weights that are
     validated: the EMA where kept), or a model name on the search path of
-    :func:`~diffvi.diffusion.pretrained.find_diffusion`. Exports and checkpoints written before
+    :func:`~diffvi.utils.paths.find_model`. Exports and checkpoints written before
     the one training contract load too.
     """
     path = Path(name_or_path)
@@ -92,7 +94,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
     ):
         family = load_module(path).trained
     else:
-        folder = find_diffusion(name_or_path)
+        folder = find_model(name_or_path)
         spec = json.loads((folder / SPEC).read_text())
         family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
         family.load_export_state(load_file(folder / WEIGHTS))
