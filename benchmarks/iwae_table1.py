@@ -56,8 +56,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     module = fit(config, run_dir, progress_bar=args.progress, accelerator=args.accelerator)
     train_seconds = time.perf_counter() - start
-    steps = module.trainer.global_step
-    module = module.family
+    trainer, module = module.trainer, module.family
 
     test = load_dataset("mnist-dynamic", "test").images[: args.test_size]
     device = next(module.parameters()).device
@@ -78,10 +77,10 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
         "objective": objective,
         "k": k,
         "architecture": args.architecture,
-        "epochs": module.trainer.current_epoch,
-        "steps": steps,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
         "train_seconds": round(train_seconds, 1),
-        "steps_per_second": round(steps / train_seconds, 2),
+        "steps_per_second": round(trainer.global_step / train_seconds, 2),
         "test_nll": -estimate.mean,
         "test_nll_stderr": estimate.mean_stderr,
         "eval_k": args.eval_k,
