@@ -91,7 +91,9 @@ def name_of(layers: list[int]) -> str:
 
 
 def fresh_sbn(layers: list[int], train_images: torch.Tensor) -> SBNFamily:
-    sbn = SBNFamily(SBNConfig(layers=layers, event_shape=[1, 28, 28]))
+    # REINFORCE has no parameters: the stages build their own estimators, and the default
+    # (NVIL) would draw its baselines' weights from the global RNG after the SBN's.
+    sbn = SBNFamily(SBNConfig(layers=layers, event_shape=[1, 28, 28], estimator="reinforce"))
     with torch.no_grad():
         sbn.model.decoders[0].bias.copy_(pixel_mean_logits(train_images))
     return sbn
