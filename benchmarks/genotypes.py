@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import machine_info, markdown_table, write_results  # noqa: E402
 
-from diffvi.cli.common import quiet_lightning  # noqa: E402
 from diffvi.cli.embed_genotypes import label_scores, write_embedding_csv  # noqa: E402
 from diffvi.data.genotype_io import attach_labels, read_labels, read_plink  # noqa: E402
 from diffvi.data.genotype_pca import genotype_pcs, quality_control  # noqa: E402
@@ -60,6 +59,7 @@ from diffvi.training.embedding import (  # noqa: E402
     EmbeddingOptions,
     embed_features,
 )
+from diffvi.utils.runtime import quiet_lightning  # noqa: E402
 
 RUNS = Path(__file__).resolve().parent / "runs" / "genotypes"
 STAGES = ("simulate", "embed", "scale")

@@ -332,7 +332,7 @@ def report(result: dict, args) -> str:
 def main() -> None:
     args = parse_args()
     torch.set_flush_denormal(True)
-    from diffvi.cli.common import quiet_lightning
+    from diffvi.utils.runtime import quiet_lightning
 
     quiet_lightning()
     if args.shards > 1:

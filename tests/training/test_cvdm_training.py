@@ -9,12 +9,10 @@ import math
 import pytest
 import torch
 
-from diffvi.cli import choices
-from diffvi.data.paired import PAIRED_TASKS, load_paired
+from diffvi.data.paired import load_paired
 from diffvi.diffusion.conditional import CVDM, ConditionalSchedule
 from diffvi.models.regression import RegressionUNet
 from diffvi.training import CVDMConfig, fit, load, read_spec
-from diffvi.training.families.cvdm import CVDM_SCHEDULES
 
 TINY = dict(
     task="microscopy-sr", task_options={"size": 16}, train_size=64, val_size=8,
@@ -124,8 +122,3 @@ def test_config_rejects_unknown_tasks_schedules_and_options():
         CVDMConfig.from_dict({"schedul": "learned"})
     with pytest.raises(ValueError, match="train_size"):
         CVDMConfig(train_size=4, batch_size=16)
-
-
-def test_cli_choices_match_the_library():
-    assert [c.value for c in choices.PairedTask] == list(PAIRED_TASKS)
-    assert [c.value for c in choices.CVDMSchedule] == list(CVDM_SCHEDULES)

@@ -8,9 +8,7 @@ import math
 import pytest
 import torch
 
-from diffvi.cli import choices
 from diffvi.data.registry import load_dataset
-from diffvi.objectives import SCORE_FUNCTION_ESTIMATORS
 from diffvi.training import SBNConfig, fit, load, read_spec
 from diffvi.training.families.sbn import SBNFamily, pixel_mean_logits
 
@@ -91,7 +89,3 @@ def test_a_nan_loss_stops_training_without_an_export(tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         fit(config, tmp_path / "run", accelerator="cpu", progress_bar=False)
     assert not (tmp_path / "run" / "export").exists()
-
-
-def test_cli_choices_match_the_estimators():
-    assert [e.value for e in choices.SBNEstimator] == list(SCORE_FUNCTION_ESTIMATORS)

@@ -8,7 +8,14 @@ The configs are plain data; everything else imports Lightning, so it loads on fi
 from importlib import import_module
 from typing import Any
 
-from diffvi.training.config import RunConfig, TrainConfig
+from diffvi.training.config import (
+    CVDMConfig,
+    DiffusionConfig,
+    RunConfig,
+    SBNConfig,
+    TrainConfig,
+    VAEDGPConfig,
+)
 
 _LAZY = {
     "AtomicCheckpointIO": "diffvi.training.checkpoint",
@@ -19,10 +26,6 @@ _LAZY = {
     "Family": "diffvi.training.family",
     "LossOutput": "diffvi.training.family",
     "TrainingModule": "diffvi.training.module",
-    "CVDMConfig": "diffvi.training.families.cvdm",
-    "DiffusionConfig": "diffvi.training.families.diffusion",
-    "SBNConfig": "diffvi.training.families.sbn",
-    "VAEDGPConfig": "diffvi.training.families.vaedgp",
 }
 
 

@@ -1,10 +1,13 @@
-"""Device choice, seeding and floating-point settings.
+"""Device choice, threads, floating-point settings and Lightning's log level.
 
 Denormal floats: the log-sum-exp weights of IWAE-style objectives make most per-sample gradients
 tiny, and arithmetic on denormal floats is very slow on x86 CPUs (3× on an IWAE step here,
 see docs). Training and evaluation entry points therefore flush denormals to zero by default;
 this only changes values below ~1e-38 and can be turned off with ``flush_denormal=False``.
 """
+
+import logging
+import warnings
 
 import torch
 
@@ -27,3 +30,29 @@ def resolve_device(device: str = "auto") -> torch.device:
 def configure_numerics(flush_denormal: bool = True) -> None:
     """Flush denormal floats to zero on the CPU (see the module docstring)."""
     torch.set_flush_denormal(flush_denormal)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given; ``None`` keeps torch's default."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's info lines ("GPU available", tips, "`Trainer.fit` stopped") and a few
+    warnings that do not concern the user; progress bars and real warnings stay.
+
+    Imports Lightning first: its import sets its loggers' level to INFO."""
+    import lightning.pytorch  # noqa: F401
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (
+        r".*isinstance\(treespec, LeafSpec\).*",  # torch deprecation inside Lightning
+        r".*does not have many workers.*",  # data are in memory; workers would not help
+        r"Checkpoint directory .* exists and is not empty.*",  # the demo reuses its folder
+    ):
+        warnings.filterwarnings("ignore", message=pattern)

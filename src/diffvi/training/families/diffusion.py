@@ -6,81 +6,15 @@ The export is the EMA model in the spec format of :mod:`diffvi.diffusion.pretrai
 trained model serves as a prior wherever a shipped one does.
 """
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from diffvi.diffusion.model import LOSSES
 from diffvi.diffusion.pretrained import build_diffusion_model
-from diffvi.diffusion.schedules import SCHEDULES
-from diffvi.training.config import RunConfig
+from diffvi.training.config import DiffusionConfig
 from diffvi.training.family import Family, LossOutput, Metric, adam_with_warmup
-
-
-@dataclass
-class DiffusionConfig(RunConfig):
-    """Everything that defines a diffusion training run (JSON-serialisable).
-
-    The UNet is ``base_channels · channel_mults`` wide per level with ``num_res_blocks`` blocks
-    and attention at the ``attention_resolutions``; ``ema_decay`` is the decay of the exported
-    weights' moving average. ``event_shape`` is set from the data set.
-    """
-
-    dataset: str = "mnist"
-    schedule: str = "cosine"
-    loss_type: str = "simple"
-    base_channels: int = 32
-    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])
-    num_res_blocks: int = 1
-    attention_resolutions: list[int] = field(default_factory=lambda: [7])
-    dropout: float = 0.0
-    batch_size: int = 64
-    lr: float = 2e-4
-    warmup_steps: int = 200
-    grad_clip: float = 1.0
-    max_steps: int = 5000
-    ema_decay: float | None = 0.999
-    val_size: int = 1000
-    val_every_n_steps: int | None = 1000
-    event_shape: list[int] | None = None
-
-    def __post_init__(self) -> None:
-        self.check_run()
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
-        if self.loss_type not in LOSSES:
-            raise ValueError(f"loss_type must be one of {LOSSES}, got {self.loss_type!r}")
-        if self.schedule == "learned" and self.loss_type != "vdm":
-            raise ValueError("a learned schedule is trained by the VDM bound: use loss_type 'vdm'")
-        for name in ("batch_size", "base_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-    def model_spec(self) -> dict[str, Any]:
-        """The spec of :func:`~diffvi.diffusion.pretrained.build_diffusion_model`."""
-        if self.event_shape is None:
-            raise ValueError("event_shape is set from the data set before the model is built")
-        channels, height, _ = self.event_shape
-        return {
-            "kind": "diffusion",
-            "schedule": {"name": self.schedule},
-            "denoiser": {
-                "name": "unet",
-                "in_channels": channels,
-                "base_channels": self.base_channels,
-                "channel_mults": list(self.channel_mults),
-                "num_res_blocks": self.num_res_blocks,
-                "attention_resolutions": list(self.attention_resolutions),
-                "dropout": self.dropout,
-                "image_size": height,
-            },
-            "loss_type": self.loss_type,
-            "image": True,
-            "event_shape": list(self.event_shape),
-        }
 
 
 class DiffusionFamily(Family):

@@ -8,93 +8,18 @@ The visible biases start at the logits of the training set's pixel means (clippe
 the held-out images.
 """
 
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from diffvi.data.registry import available_datasets
 from diffvi.evaluation.likelihood import estimate_log_likelihood
 from diffvi.models.sbn import SigmoidBeliefNet
-from diffvi.objectives import NVIL, RWS, SCORE_FUNCTION_ESTIMATORS, VIMCO
-from diffvi.posteriors.bernoulli import BernoulliPosterior, check_layers
-from diffvi.training.config import RunConfig
+from diffvi.objectives import NVIL
+from diffvi.posteriors.bernoulli import BernoulliPosterior
+from diffvi.training.config import SBNConfig
 from diffvi.training.family import Family, LossOutput, Metric
-
-SBN_ESTIMATORS = tuple(SCORE_FUNCTION_ESTIMATORS)
-VIMCO_MEANS = ("geometric", "arithmetic")
-
-
-@dataclass
-class SBNConfig(RunConfig):
-    """Everything that defines an SBN training run (JSON-serialisable).
-
-    ``layers`` are the SBN's binary layers bottom first (``[200]``, ``[200, 200]``,
-    ``[200, 200, 200]``); ``estimator`` one of :data:`SBN_ESTIMATORS` with ``k`` samples per
-    data point (VIMCO needs k ≥ 2). NVIL's pieces switch with ``nvil_baseline``,
-    ``nvil_centering``, ``nvil_normalise`` and ``nvil_local_signals``; VIMCO's leave-one-out
-    stand-in is ``vimco_mean``; RWS adds the sleep phase with ``rws_sleep``. Adam with ``lr``
-    on mini-batches of ``batch_size``; validation every ``val_every_n_steps`` steps on the
-    first ``val_size`` held-out images with a ``val_k``-sample bound. ``event_shape`` is set
-    from the data set.
-    """
-
-    dataset: str = "binarized-mnist"
-    layers: list[int] = field(default_factory=lambda: [200])
-    estimator: str = "nvil"
-    k: int = 1
-    nvil_baseline: bool = True
-    nvil_centering: bool = True
-    nvil_normalise: bool = True
-    nvil_local_signals: bool = True
-    vimco_mean: str = "geometric"
-    rws_sleep: bool = False
-    batch_size: int = 24
-    lr: float = 3e-4
-    max_steps: int = 10000
-    val_every_n_steps: int | None = 1000
-    val_size: int = 1000
-    val_k: int = 100
-    event_shape: list[int] | None = None
-
-    def __post_init__(self) -> None:
-        self.check_run()
-        if self.dataset not in available_datasets():
-            raise ValueError(
-                f"unknown dataset {self.dataset!r}; valid: {sorted(available_datasets())}"
-            )
-        self.layers = list(check_layers(self.layers))
-        if self.estimator not in SBN_ESTIMATORS:
-            raise ValueError(
-                f"estimator must be one of {list(SBN_ESTIMATORS)}, got {self.estimator!r}"
-            )
-        if self.k < 1 or (self.estimator == "vimco" and self.k < 2):
-            raise ValueError(f"k must be >= 1 (>= 2 for vimco), got {self.k}")
-        if self.vimco_mean not in VIMCO_MEANS:
-            raise ValueError(
-                f"vimco_mean must be one of {list(VIMCO_MEANS)}, got {self.vimco_mean!r}"
-            )
-        for name in ("batch_size", "val_size", "val_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-
-    def build_estimator(self):
-        """The configured estimator (NVIL is a module with baselines and moving averages)."""
-        if self.estimator == "nvil":
-            return NVIL(
-                self.k, self.nvil_baseline, self.nvil_centering, self.nvil_normalise,
-                self.nvil_local_signals,
-            )  # fmt: skip
-        if self.estimator == "vimco":
-            return VIMCO(self.k, self.vimco_mean)
-        if self.estimator == "rws":
-            return RWS(self.k, sleep=self.rws_sleep)
-        return SCORE_FUNCTION_ESTIMATORS[self.estimator](self.k)
 
 
 def pixel_mean_logits(images: Tensor) -> Tensor:
