@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffvi.cli import choices
+from diffvi.cli import restore
 
 FAST = ["--prior", "mnist", "--steps", "5", "--threads", "1", "--no-progress"]
 
@@ -167,8 +167,8 @@ def test_cli_choices_match_the_registries():
     from diffvi.inverse import OPERATORS
     from diffvi.inverse.solvers import SOLVERS
 
-    assert [t.value for t in choices.Task] == list(OPERATORS)
-    assert [s.value for s in choices.InverseSolver] == [*SOLVERS, "cvdm"]
+    assert list(restore.TASKS) == list(OPERATORS)
+    assert list(restore.SOLVERS) == [*SOLVERS, "cvdm"]
 
 
 def test_help_lists_the_options_and_examples(cli):

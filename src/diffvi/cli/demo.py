@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from diffvi.cli.common import (
+from diffvi.cli.options import (
     FlushDenormalOpt,
     quiet_lightning,
     report_errors,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from diffvi.cli.common import (
+from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
     RunOrCheckpoint,
@@ -111,7 +111,7 @@ def embed_command(
     set_threads(threads)
     import torch
 
-    from diffvi.cli.evaluate import load_for_evaluation, load_images
+    from diffvi.data.image_files import load_images
     from diffvi.evaluation.plots import save_latent_scatter
     from diffvi.evaluation.representation import (
         clustering_scores,
@@ -119,8 +119,9 @@ def embed_command(
         knn_accuracy,
         latent_nll,
     )
+    from diffvi.training import load_checkpoint
 
-    module, checkpoint, torch_device = load_for_evaluation(run_or_checkpoint, device)
+    module, checkpoint, torch_device = load_checkpoint(run_or_checkpoint, device)
     if module.config.objective == "ddvi-official":
         module.posterior.sampler = "ddim"  # its latents are the deterministic DDIM map's
     name = dataset or module.config.dataset

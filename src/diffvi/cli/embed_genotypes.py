@@ -10,16 +10,17 @@ from typing import Annotated, Any
 
 import typer
 
-from diffvi.cli.choices import EmbeddingMethod
-from diffvi.cli.common import (
+from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
     ThreadsOpt,
+    choice,
     quiet_lightning,
     report_errors,
     set_threads,
     setup_numerics,
 )
+from diffvi.training.embedding import EMBEDDING_METHODS
 from diffvi.utils.io import atomic_write, write_json
 
 
@@ -78,9 +79,7 @@ def embed_genotypes(
             show_default="the populations stored in a .trees file, else none",
         ),
     ] = None,
-    method: Annotated[EmbeddingMethod, typer.Option(help="Embedding method.")] = (
-        EmbeddingMethod.ddvae
-    ),
+    method: Annotated[choice(EMBEDDING_METHODS), typer.Option(help="Embedding method.")] = "ddvae",
     maf: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Minor-allele frequency filter.")
     ] = 0.01,
@@ -164,7 +163,7 @@ def embed_genotypes(
         seed=seed, device=device, progress=progress,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    embedding = embed_features(features, method.value, options, run_dir=out / "run")
+    embedding = embed_features(features, method, options, run_dir=out / "run")
     num_clusters = min(clusters, genotypes.num_samples)
     cluster_labels = gmm_cluster(embedding.coordinates, num_clusters, seed=seed)
     write_embedding_csv(out / "embedding.csv", genotypes, embedding.coordinates, cluster_labels)
@@ -174,12 +173,12 @@ def embed_genotypes(
         if getattr(genotypes, name) is not None
     ] or [("cluster", [str(c) for c in cluster_labels])]
     save_embedding_panels(
-        embedding.coordinates, panels, out / "embedding.png", title=f"{method.value}: {input.name}"
+        embedding.coordinates, panels, out / "embedding.png", title=f"{method}: {input.name}"
     )
     scores = label_scores(genotypes, cluster_labels)
     metrics = {
         "input": str(input),
-        "method": method.value,
+        "method": method,
         "num_samples": genotypes.num_samples,
         "num_variants_read": read_variants,
         "num_variants": genotypes.num_variants,

@@ -7,63 +7,19 @@ from typing import Annotated, Any
 
 import typer
 
-from diffvi.cli.common import (
+from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
     RunOrCheckpoint,
     ThreadsOpt,
-    check_dataset,
-    check_split,
     diffusion_folder,
     quiet_lightning,
     report_errors,
     set_threads,
     setup_numerics,
 )
+from diffvi.data.image_files import load_images
 from diffvi.utils.io import write_json
-
-
-def load_for_evaluation(run_or_checkpoint: Path, device: str):
-    """``(family, checkpoint path, torch.device)``: the trained family (``.model``,
-    ``.posterior``, ``.config``) in eval mode on ``device``."""
-    from diffvi.training import load
-    from diffvi.training.checkpoint import resolve_checkpoint
-    from diffvi.utils.runtime import resolve_device
-
-    torch_device = resolve_device(device)
-    checkpoint = resolve_checkpoint(run_or_checkpoint)
-    return load(checkpoint, torch_device), checkpoint, torch_device
-
-
-def load_images(
-    name: str,
-    split: str,
-    event_shape: list[int] | tuple[int, ...],
-    limit: int | None,
-    seed: int = 0,
-):
-    """``(images, labels)`` of a data set split, checked against the model's event shape.
-
-    Labels are ``-1`` for unlabelled data; a dynamically binarised split is binarised once
-    with ``seed``.
-    """
-    import dataclasses
-
-    import torch
-
-    from diffvi.data import load_dataset
-
-    check_dataset(name)
-    check_split(name, split)
-    data = load_dataset(name, split)
-    if tuple(data.image_shape) != tuple(event_shape):
-        raise ValueError(
-            f"data set {name!r} has images of shape {list(data.image_shape)}, but the model "
-            f"expects {list(event_shape)}"
-        )
-    if data.binarize != "none":
-        data = dataclasses.replace(data, generator=torch.Generator().manual_seed(seed))
-    return data[slice(None) if limit is None else slice(0, limit)]
 
 
 @report_errors
@@ -221,8 +177,9 @@ def run_evaluation(
     import torch
 
     from diffvi.evaluation.report import evaluate_module
+    from diffvi.training import load_checkpoint
 
-    module, checkpoint, torch_device = load_for_evaluation(run_or_checkpoint, device)
+    module, checkpoint, torch_device = load_checkpoint(run_or_checkpoint, device)
     name = dataset or module.config.dataset
     images, _ = load_images(name, split, module.config.event_shape, limit, seed)
     with torch.no_grad():

@@ -8,15 +8,25 @@ from typing import Annotated
 
 import typer
 
-from diffvi.cli import choices
-from diffvi.cli.common import (
+from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
     ThreadsOpt,
+    choice,
     report_errors,
     set_threads,
     setup_numerics,
 )
+
+# Spelled out rather than read from `diffvi.inverse` (OPERATORS, SOLVERS), whose import pulls in
+# torchmetrics and scipy (over a second) and would slow down `diffvi --help`;
+# tests/cli/test_restore.py checks that they match. "cvdm" restores with a trained conditional
+# model (`train cvdm`) instead of a prior.
+TASKS = (
+    "inpaint-box", "inpaint-random", "inpaint-half", "sr4", "sr2", "sr4-bicubic",
+    "deblur-gaussian", "deblur-uniform", "denoise", "phase-retrieval", "phase-defocus",
+)  # fmt: skip
+SOLVERS = ("red-diff", "dps", "pigdm", "ddrm", "cvdm")
 
 # Solver knobs of the command line: option name -> constructor keyword.
 KNOBS = {"--lr": "lr", "--reg-weight": "reg_weight", "--scale": "scale", "--eta": "eta"}
@@ -25,11 +35,9 @@ KNOBS = {"--lr": "lr", "--reg-weight": "reg_weight", "--scale": "scale", "--eta"
 @report_errors
 def restore_command(
     task: Annotated[
-        choices.Task, typer.Option(help="Forward operator A of the measurement y = A(x) + noise.")
-    ] = choices.Task.inpaint_box,
-    solver: Annotated[
-        choices.InverseSolver, typer.Option(help="Restoration algorithm.")
-    ] = choices.InverseSolver.red_diff,
+        choice(TASKS), typer.Option(help="Forward operator A of the measurement y = A(x) + noise.")
+    ] = "inpaint-box",
+    solver: Annotated[choice(SOLVERS), typer.Option(help="Restoration algorithm.")] = "red-diff",
     prior: Annotated[
         str, typer.Option(help="Diffusion prior: a name (mnist, fashion-mnist) or a model folder.")
     ] = "mnist",
@@ -123,15 +131,15 @@ def restore_command(
     setup_numerics(flush_denormal)
     set_threads(threads)
     knobs = {"--lr": lr, "--reg-weight": reg_weight, "--scale": scale, "--eta": eta}
-    if solver is choices.InverseSolver.cvdm:
+    if solver == "cvdm":
         _check_cvdm_flags(model, noise_std, perceptual, knobs)
     else:
-        _check_knobs(solver.value, knobs)
+        _check_knobs(solver, knobs)
     from diffvi.inverse.prepare import prepare_restoration
     from diffvi.inverse.report import summary_line, write_restoration
 
     job = prepare_restoration(
-        solver.value, task=task.value, prior=prior, model=model,
+        solver, task=task, prior=prior, model=model,
         options={KNOBS[flag]: v for flag, v in knobs.items() if v is not None},
         input_path=input_path, dataset=dataset, split=split, start=start, count=count,
         samples=samples, steps=steps, noise_std=noise_std, seed=seed, device=device,

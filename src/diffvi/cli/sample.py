@@ -6,18 +6,19 @@ from typing import Annotated
 
 import typer
 
-from diffvi.cli import choices
-from diffvi.cli.common import (
+from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
     RunOrCheckpoint,
     ThreadsOpt,
+    choice,
     diffusion_folder,
     quiet_lightning,
     report_errors,
     set_threads,
     setup_numerics,
 )
+from diffvi.diffusion.samplers import SAMPLERS
 
 
 @report_errors
@@ -50,8 +51,8 @@ def sample_command(
         int, typer.Option(min=2, help="Diffusion models: network evaluations of the sampler.")
     ] = 1000,
     sampler: Annotated[
-        choices.Sampler, typer.Option(help="Diffusion models: ancestral DDPM or DDIM.")
-    ] = choices.Sampler.ddpm,
+        choice(SAMPLERS), typer.Option(help="Diffusion models: ancestral DDPM or DDIM.")
+    ] = "ddpm",
     eta: Annotated[
         float | None,
         typer.Option(min=0.0, help="Diffusion models: DDIM's η.", show_default="1 ddpm, 0 ddim"),
@@ -84,9 +85,9 @@ def sample_command(
     if diffusion is not None:
         images, checkpoint = _sample_diffusion(diffusion, num, steps, sampler, eta, seed, device)
     else:
-        from diffvi.cli.evaluate import load_for_evaluation
+        from diffvi.training import load_checkpoint
 
-        module, checkpoint, torch_device = load_for_evaluation(run_or_checkpoint, device)
+        module, checkpoint, torch_device = load_checkpoint(run_or_checkpoint, device)
         generator = torch.Generator(device=torch_device).manual_seed(seed)
         images = module.model.sample(num, generator=generator, mean=mean).float().cpu()
     if images.ndim != 4:
@@ -111,6 +112,6 @@ def _sample_diffusion(folder, num, steps, sampler, eta, seed, device):
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     shape = (num, *spec["event_shape"])
     images = model.sample(
-        shape, steps=steps, sampler=sampler.value, eta=eta, generator=generator, progress=True
+        shape, steps=steps, sampler=sampler, eta=eta, generator=generator, progress=True
     )
     return images.float().cpu(), folder

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from diffvi.cli.common import report_errors
+from diffvi.cli.options import report_errors
 
 THOUSAND_GENOMES = "thousand-genomes"
 

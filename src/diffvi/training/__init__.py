@@ -20,6 +20,7 @@ from diffvi.training.config import (
 _LAZY = {
     "AtomicCheckpointIO": "diffvi.training.checkpoint",
     "load": "diffvi.training.checkpoint",
+    "load_checkpoint": "diffvi.training.checkpoint",
     "load_module": "diffvi.training.checkpoint",
     "read_spec": "diffvi.training.checkpoint",
     "fit": "diffvi.training.trainer",
@@ -48,6 +49,7 @@ __all__ = [
     "VAEDGPConfig",
     "fit",
     "load",
+    "load_checkpoint",
     "load_module",
     "read_spec",
 ]

@@ -16,6 +16,7 @@ from diffvi.utils.io import atomic_write, write_json
 from diffvi.utils.paths import MODEL_SPEC as SPEC
 from diffvi.utils.paths import MODEL_WEIGHTS as WEIGHTS
 from diffvi.utils.paths import find_model
+from diffvi.utils.runtime import resolve_device
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -99,6 +100,17 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
         family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
         family.load_export_state(load_file(folder / WEIGHTS))
     return family.to(device).eval()
+
+
+def load_checkpoint(
+    run_or_checkpoint: str | Path, device: str = "auto"
+) -> tuple[Family, Path, torch.device]:
+    """``(family, checkpoint, device)``: the family of a run folder's last checkpoint (or of a
+    ``.ckpt`` file), loaded with :func:`load` in eval mode on ``device`` (``"auto"``: CUDA where
+    available); what ``diffvi evaluate``, ``sample`` and ``embed`` score."""
+    torch_device = resolve_device(device)
+    checkpoint = resolve_checkpoint(run_or_checkpoint)
+    return load(checkpoint, torch_device), checkpoint, torch_device
 
 
 def _has_export(path: Path) -> bool:
