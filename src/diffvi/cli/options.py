@@ -240,7 +240,7 @@ def parse_pairs(texts: list[str], flag: str) -> dict[str, Any]:
     return values
 
 
-def _cli_metadata(config_class: type, name: str) -> dict[str, Any] | None:
+def option_settings(config_class: type, name: str) -> dict[str, Any] | None:
     """The option settings of field ``name``: its own, else those of the class it overrides."""
     for cls in config_class.__mro__:
         found = getattr(cls, "__dataclass_fields__", {}).get(name)
@@ -263,11 +263,9 @@ def _shown(value: Any, kind: Any, flags: list[str]) -> str | bool:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _field_option(
-    field: dataclasses.Field, hint: Any, meta: dict[str, Any], default: Any
-) -> tuple[Any, Callable[[Any], Any]]:
-    """``(annotation, parse)``: the typer option of config ``field`` and the function from its
-    command-line value to the config value."""
+def _field_option(field: dataclasses.Field, hint: Any, meta: dict[str, Any], default: Any) -> Any:
+    """``(annotation, kind, flag)``: the typer option of config ``field``, the field's type
+    (``Optional`` removed) and the option's name in messages."""
     optional = get_origin(hint) in (Union, types.UnionType)
     kind = next(t for t in get_args(hint) if t is not type(None)) if optional else hint
     own = f"--{field.name.replace('_', '-')}"
@@ -280,24 +278,29 @@ def _field_option(
         "rich_help_panel": meta.get("panel"),
         "show_default": _shown(default, kind, flags),
     }
-    name = flags[0].partition("/")[0]
-    parse: Callable[[Any], Any] = lambda value: value  # noqa: E731
     if kind is bool:
         option_type: Any = bool
         if "/" not in flags[0]:
-            flags = [f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:]]
+            flags[0] = f"{flags[0]}/--no-{flags[0][2:]}"
     elif get_origin(kind) in (list, dict):
         option_type = list[str]
         settings["metavar"] = "NAME=VALUE" if get_origin(kind) is dict else "N,N"
-        if get_origin(kind) is dict:
-            parse = lambda texts: parse_pairs(texts, name) if texts else None  # noqa: E731
-        else:
-            nested = kind == list[list[int]]
-            parse = lambda texts: parse_sizes(texts, name, nested) if texts else None  # noqa: E731
     else:
         option_type = choice(meta["choices"]) if "choices" in meta else kind
         settings.update(min=meta.get("min"), max=meta.get("max"))
-    return Annotated[option_type | None, typer.Option(*flags, **settings)], parse
+    option = Annotated[option_type | None, typer.Option(*flags, **settings)]
+    return option, kind, flags[0].partition("/")[0]
+
+
+def _to_config(value: Any, kind: Any, flag: str) -> Any:
+    """The config value of an option's command-line ``value`` (``None``: not given)."""
+    if value is None or value == []:  # a repeatable option not given may come as []
+        return None
+    if get_origin(kind) is dict:
+        return parse_pairs(value, flag)
+    if get_origin(kind) is list:
+        return parse_sizes(value, flag, nested=kind == list[list[int]])
+    return value
 
 
 def train_command(
@@ -314,11 +317,11 @@ def train_command(
     (``None`` where not given), and ``run``, a :class:`RunOptions`; its docstring is the help.
     """
     hints = get_type_hints(config_class)
-    fields: dict[str, tuple[Any, Callable[[Any], Any]]] = {}
+    fields: dict[str, tuple[Any, Any, str]] = {}
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
     ordered = sorted(dataclasses.fields(config_class), key=lambda f: f.name in run_fields)
     for field in ordered:
-        meta = _cli_metadata(config_class, field.name)
+        meta = option_settings(config_class, field.name)
         if meta is None or field.name in exclude:
             continue
         if defaults and field.name in defaults:
@@ -336,14 +339,16 @@ def train_command(
         parameters = [
             *(
                 inspect.Parameter(n, keyword, default=None, annotation=a)
-                for n, (a, _) in fields.items()
+                for n, (a, *_) in fields.items()
             ),
             *(p.replace(kind=keyword) for p in own),
             *(p.replace(kind=keyword) for p in run_parameters.values()),
         ]
 
         def run_command(**values: Any) -> None:
-            given = {name: parse(values.pop(name)) for name, (_, parse) in fields.items()}
+            given = {
+                n: _to_config(values.pop(n), kind, flag) for n, (_, kind, flag) in fields.items()
+            }
             run = RunOptions(**{name: values.pop(name) for name in run_parameters})
             command(given, run, **values)
 
