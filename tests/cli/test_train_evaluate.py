@@ -73,7 +73,7 @@ def test_evaluate_json_records_metrics_and_settings(evaluation, trained_run):
     assert metrics["num_points"] == 200
     assert metrics["dataset"] == "digits" and metrics["split"] == "test"
     assert metrics["seed"] == 0
-    assert metrics["checkpoint"] == str(trained_run[0] / "checkpoints" / "last.ckpt")
+    assert metrics["model"] == str(trained_run[0])
     assert metrics["nll"] == pytest.approx(-metrics["log_px"])
     assert 0 <= metrics["active_units"] <= metrics["latent_dim"] == 4
     for row in ("ELBO (", "IWAE bound (k=50)", "k=5000", "active units"):

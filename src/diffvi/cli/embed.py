@@ -119,9 +119,15 @@ def embed_command(
         knn_accuracy,
         latent_nll,
     )
-    from diffvi.training import load_checkpoint
+    from diffvi.training import load
+    from diffvi.utils.runtime import resolve_device
 
-    module, checkpoint, torch_device = load_checkpoint(run_or_checkpoint, device)
+    torch_device = resolve_device(device)
+    module = load(run_or_checkpoint, torch_device)
+    if module.kind != "vae":
+        raise ValueError(
+            f"embed needs a VAE run; {run_or_checkpoint} holds a {module.kind!r} model"
+        )
     if module.config.objective == "ddvi-official":
         module.posterior.sampler = "ddim"  # its latents are the deterministic DDIM map's
     name = dataset or module.config.dataset
@@ -135,7 +141,7 @@ def embed_command(
         latents, labels, out / "latents.png", title=f"{name} ({split}), one sample per image"
     )
     metrics: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
+        "model": str(run_or_checkpoint),
         "dataset": name,
         "split": split,
         "seed": seed,

@@ -3,7 +3,7 @@ VAE or a sigmoid belief net; test bits/dim (and optionally classifier-FID) of a 
 model."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,6 @@ from diffvi.cli.options import (
     FlushDenormalOpt,
     RunOrCheckpoint,
     ThreadsOpt,
-    diffusion_folder,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -88,146 +87,56 @@ def evaluate_command(
     setup_numerics(flush_denormal)
     quiet_lightning()
     set_threads(threads)
-    from diffvi.evaluation.report import format_diffusion_table, format_table
+    import torch
 
-    is_sbn = _is_sbn_run(run_or_checkpoint)
-    folder = None if is_sbn else diffusion_folder(run_or_checkpoint)
-    if folder is not None:
-        metrics = run_diffusion_evaluation(
-            folder, dataset, split, limit, batch_size, fid, sample_steps, device, seed
+    from diffvi.evaluation.report import (
+        evaluate_diffusion,
+        evaluate_module,
+        format_diffusion_table,
+        format_table,
+    )
+    from diffvi.training import load, read_spec
+    from diffvi.utils.runtime import resolve_device
+
+    torch_device = resolve_device(device)
+    family = load(run_or_checkpoint, torch_device)
+    if family.kind not in ("vae", "sbn", "diffusion"):
+        raise ValueError(
+            f"evaluate scores VAEs, SBNs and diffusion models; {run_or_checkpoint} holds a "
+            f"{family.kind!r} model (its scores are in its export's model.json)"
+        )
+    if family.config is not None:
+        trained_on = family.config.dataset
+    else:  # a shipped prior: its export names its data set
+        trained_on = read_spec(run_or_checkpoint).get("metadata", {}).get("dataset")
+    name = dataset or trained_on
+    if name is None:
+        raise ValueError(f"{run_or_checkpoint} does not name its data set; pass --dataset")
+    shape = family.spec["event_shape"] if family.kind == "diffusion" else family.config.event_shape
+    images, _ = load_images(name, split, shape, limit, seed)
+    images = images.float().to(torch_device)
+    if family.kind == "diffusion":
+        train, classifier = None, None
+        if fid:
+            from diffvi.data import load_dataset
+            from diffvi.evaluation.sample_quality import load_or_train_feature_classifier
+
+            train = load_dataset(name, "train").images.to(torch_device)
+            classifier = load_or_train_feature_classifier(name).to(torch_device)
+        metrics = evaluate_diffusion(
+            family.model, images, train, fid, sample_steps, classifier, batch_size, seed
         )
         table = format_diffusion_table
     else:
-        run = run_sbn_evaluation if is_sbn else run_evaluation
-        metrics = run(
-            run_or_checkpoint, k, iwae_k, elbo_samples, dataset, split, limit, batch_size,
-            device, seed, progress,
-        )  # fmt: skip
+        with torch.no_grad():
+            metrics = evaluate_module(
+                family, images, k=k, elbo_samples=elbo_samples, iwae_k=iwae_k,
+                batch_size=batch_size, show_progress=progress, seed=seed,
+            )  # fmt: skip
         table = format_table
-    typer.echo(table(metrics, title=f"{metrics['dataset']} ({metrics['split']})"))
+    metrics.update(model=str(run_or_checkpoint), dataset=name, split=split, seed=seed,
+                   device=str(torch_device))  # fmt: skip
+    typer.echo(table(metrics, title=f"{name} ({split})"))
     if json_path is not None:
         write_json(json_path, metrics)
         typer.echo(f"Wrote {json_path}")
-
-
-def _is_sbn_run(target: Path) -> bool:
-    """Whether ``target`` is a ``train sbn`` run folder or its export."""
-    import json
-
-    for spec in (target / "config.json", target / "model.json", target / "export" / "model.json"):
-        if spec.is_file():
-            return json.loads(spec.read_text()).get("kind") == "sbn"
-    return False
-
-
-def run_sbn_evaluation(
-    run: Path,
-    k: int,
-    iwae_k: int,
-    elbo_samples: int,
-    dataset: str | None,
-    split: str,
-    limit: int | None,
-    batch_size: int,
-    device: str,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
-    """The VAE metrics (ELBO, IWAE bound, importance-sampled log p(x), active units) of an
-    exported sigmoid belief net."""
-    import torch
-
-    from diffvi.evaluation.report import evaluate_module
-    from diffvi.training import load
-    from diffvi.utils.runtime import resolve_device
-
-    torch_device = resolve_device(device)
-    sbn = load(run, torch_device)
-    name = dataset or sbn.config.dataset
-    images, _ = load_images(name, split, sbn.config.event_shape, limit, seed)
-    with torch.no_grad():
-        metrics = evaluate_module(
-            sbn, images.float().to(torch_device), k=k, elbo_samples=elbo_samples, iwae_k=iwae_k,
-            batch_size=batch_size, show_progress=progress, seed=seed,
-        )  # fmt: skip
-    return {
-        **metrics,
-        "model": str(run),
-        "dataset": name,
-        "split": split,
-        "seed": seed,
-        "device": str(torch_device),
-    }
-
-
-def run_evaluation(
-    run_or_checkpoint: Path,
-    k: int,
-    iwae_k: int,
-    elbo_samples: int,
-    dataset: str | None,
-    split: str,
-    limit: int | None,
-    batch_size: int,
-    device: str,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
-    """Load, evaluate, and return the metrics plus the settings that produced them."""
-    import torch
-
-    from diffvi.evaluation.report import evaluate_module
-    from diffvi.training import load_checkpoint
-
-    module, checkpoint, torch_device = load_checkpoint(run_or_checkpoint, device)
-    name = dataset or module.config.dataset
-    images, _ = load_images(name, split, module.config.event_shape, limit, seed)
-    with torch.no_grad():
-        metrics = evaluate_module(
-            module, images.to(torch_device), k=k, elbo_samples=elbo_samples, iwae_k=iwae_k,
-            batch_size=batch_size, show_progress=progress, seed=seed,
-        )  # fmt: skip
-    return {
-        **metrics,
-        "checkpoint": str(checkpoint),
-        "dataset": name,
-        "split": split,
-        "seed": seed,
-        "device": str(torch_device),
-    }
-
-
-def run_diffusion_evaluation(
-    folder: Path,
-    dataset: str | None,
-    split: str,
-    limit: int | None,
-    batch_size: int,
-    fid: int,
-    sample_steps: int,
-    device: str,
-    seed: int,
-) -> dict[str, Any]:
-    """Load a saved diffusion model, score it on a split, and return metrics and settings."""
-    from diffvi.diffusion.pretrained import load_diffusion
-    from diffvi.evaluation.report import evaluate_diffusion
-    from diffvi.utils.runtime import resolve_device
-
-    torch_device = resolve_device(device)
-    model, spec = load_diffusion(folder, torch_device)
-    name = dataset or spec.get("metadata", {}).get("dataset")
-    if name is None:
-        raise ValueError(f"{folder} does not name its data set; pass --dataset")
-    images, _ = load_images(name, split, spec["event_shape"], limit, seed)
-    train, classifier = None, None
-    if fid:
-        from diffvi.data import load_dataset
-        from diffvi.evaluation.sample_quality import load_or_train_feature_classifier
-
-        train = load_dataset(name, "train").images.to(torch_device)
-        classifier = load_or_train_feature_classifier(name).to(torch_device)
-    metrics = evaluate_diffusion(
-        model, images.to(torch_device), train, fid, sample_steps, classifier, batch_size, seed
-    )
-    return {**metrics, "model": str(folder), "dataset": name, "split": split, "seed": seed,
-            "device": str(torch_device)}  # fmt: skip

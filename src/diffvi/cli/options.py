@@ -70,23 +70,6 @@ def check_split(name: str, split: str) -> None:
         raise ValueError(f"unknown split {split!r} for data set {name!r}; valid: {list(splits)}")
 
 
-def diffusion_folder(target: Path) -> Path | None:
-    """The saved diffusion model that ``target`` names (a run, an export folder, or a model
-    name), or ``None`` when it is something else (a VAE run or checkpoint)."""
-    from diffvi.utils.paths import find_model
-
-    config = target / "config.json"
-    is_vae_run = config.is_file() and json.loads(config.read_text()).get("kind") != "diffusion"
-    if is_vae_run or target.suffix == ".ckpt":
-        return None
-    try:
-        return find_model(target)
-    except FileNotFoundError:
-        if target.exists():
-            return None
-        raise
-
-
 RunOrCheckpoint = Annotated[
     Path,
     typer.Argument(

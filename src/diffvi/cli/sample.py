@@ -12,7 +12,6 @@ from diffvi.cli.options import (
     RunOrCheckpoint,
     ThreadsOpt,
     choice,
-    diffusion_folder,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -80,16 +79,25 @@ def sample_command(
     import torch
 
     from diffvi.evaluation.plots import save_image_grid
+    from diffvi.training import load
+    from diffvi.utils.runtime import resolve_device
 
-    diffusion = diffusion_folder(run_or_checkpoint)
-    if diffusion is not None:
-        images, checkpoint = _sample_diffusion(diffusion, num, steps, sampler, eta, seed, device)
+    torch_device = resolve_device(device)
+    family = load(run_or_checkpoint, torch_device)
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    if family.kind == "diffusion":
+        shape = (num, *family.spec["event_shape"])
+        images = family.model.sample(
+            shape, steps=steps, sampler=sampler, eta=eta, generator=generator, progress=True
+        )
+    elif family.kind == "vae":
+        images = family.model.sample(num, generator=generator, mean=mean)
     else:
-        from diffvi.training import load_checkpoint
-
-        module, checkpoint, torch_device = load_checkpoint(run_or_checkpoint, device)
-        generator = torch.Generator(device=torch_device).manual_seed(seed)
-        images = module.model.sample(num, generator=generator, mean=mean).float().cpu()
+        raise ValueError(
+            f"sample draws from VAEs and diffusion models; {run_or_checkpoint} holds a "
+            f"{family.kind!r} model"
+        )
+    images = images.float().cpu()
     if images.ndim != 4:
         raise ValueError(
             f"sample grids need image-shaped data [C, H, W]; this model's observations have "
@@ -98,20 +106,4 @@ def sample_command(
     path = save_image_grid(
         images.clamp(0, 1), out, nrow=nrow or math.ceil(math.sqrt(num)), scale=scale
     )
-    typer.echo(f"Wrote {num} samples from {checkpoint} to {path}")
-
-
-def _sample_diffusion(folder, num, steps, sampler, eta, seed, device):
-    import torch
-
-    from diffvi.diffusion.pretrained import load_diffusion
-    from diffvi.utils.runtime import resolve_device
-
-    torch_device = resolve_device(device)
-    model, spec = load_diffusion(folder, torch_device)
-    generator = torch.Generator(device=torch_device).manual_seed(seed)
-    shape = (num, *spec["event_shape"])
-    images = model.sample(
-        shape, steps=steps, sampler=sampler, eta=eta, generator=generator, progress=True
-    )
-    return images.float().cpu(), folder
+    typer.echo(f"Wrote {num} samples from {run_or_checkpoint} to {path}")

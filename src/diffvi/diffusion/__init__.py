@@ -5,7 +5,6 @@ from diffvi.diffusion.conditional import CVDM, ConditionalSchedule, FixedConditi
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.pretrained import (
     build_diffusion_model,
-    load_diffusion,
 )
 from diffvi.diffusion.samplers import SAMPLERS, ddim_step, sample_chain
 from diffvi.diffusion.schedules import (
@@ -35,6 +34,5 @@ __all__ = [
     "build_schedule",
     "ddim_step",
     "linear_betas",
-    "load_diffusion",
     "sample_chain",
 ]

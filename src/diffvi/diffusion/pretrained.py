@@ -10,19 +10,11 @@ Saved models load with :func:`diffvi.load` (by folder, run or name: see
 :mod:`diffvi.utils.paths`).
 """
 
-import json
-from pathlib import Path
 from typing import Any
-
-import torch
-from safetensors.torch import load_file
 
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.schedules import build_schedule
 from diffvi.nn import MLPDenoiser, UNet
-from diffvi.utils.paths import MODEL_SPEC as SPEC
-from diffvi.utils.paths import MODEL_WEIGHTS as WEIGHTS
-from diffvi.utils.paths import find_model
 
 DENOISERS = {"unet": UNet, "mlp": MLPDenoiser}
 
@@ -42,15 +34,3 @@ def build_diffusion_model(spec: dict[str, Any]) -> DiffusionModel:
         loss_type=spec.get("loss_type", "simple"),
         image=spec.get("image", True),
     )
-
-
-def load_diffusion(
-    name_or_path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[DiffusionModel, dict[str, Any]]:
-    """A saved diffusion model (in eval mode) and its spec (see :func:`~diffvi.utils.paths.
-    find_model`)."""
-    folder = find_model(name_or_path)
-    spec = json.loads((folder / SPEC).read_text())
-    model = build_diffusion_model(spec)
-    model.load_state_dict(load_file(folder / WEIGHTS, device=str(device)))
-    return model.to(device).eval(), spec

@@ -20,7 +20,6 @@ from diffvi.training.config import (
 _LAZY = {
     "AtomicCheckpointIO": "diffvi.training.checkpoint",
     "load": "diffvi.training.checkpoint",
-    "load_checkpoint": "diffvi.training.checkpoint",
     "load_module": "diffvi.training.checkpoint",
     "read_spec": "diffvi.training.checkpoint",
     "fit": "diffvi.training.trainer",
@@ -49,7 +48,6 @@ __all__ = [
     "VAEDGPConfig",
     "fit",
     "load",
-    "load_checkpoint",
     "load_module",
     "read_spec",
 ]

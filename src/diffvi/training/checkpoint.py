@@ -16,7 +16,6 @@ from diffvi.utils.io import atomic_write, write_json
 from diffvi.utils.paths import MODEL_SPEC as SPEC
 from diffvi.utils.paths import MODEL_WEIGHTS as WEIGHTS
 from diffvi.utils.paths import find_model
-from diffvi.utils.runtime import resolve_device
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -87,6 +86,12 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
     the one training contract load too.
     """
     path = Path(name_or_path)
+    holds_nothing = not (_has_export(path) or (path / "config.json").is_file())
+    if path.is_dir() and holds_nothing and not (path / "checkpoints").is_dir():
+        raise FileNotFoundError(
+            f"{path} holds no model: expected a run folder (export/model.json or "
+            "checkpoints/last.ckpt) or an export folder (model.json)"
+        )
     legacy = _legacy_vae_export(path)
     if legacy is not None:
         family = legacy
@@ -100,17 +105,6 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
         family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
         family.load_export_state(load_file(folder / WEIGHTS))
     return family.to(device).eval()
-
-
-def load_checkpoint(
-    run_or_checkpoint: str | Path, device: str = "auto"
-) -> tuple[Family, Path, torch.device]:
-    """``(family, checkpoint, device)``: the family of a run folder's last checkpoint (or of a
-    ``.ckpt`` file), loaded with :func:`load` in eval mode on ``device`` (``"auto"``: CUDA where
-    available); what ``diffvi evaluate``, ``sample`` and ``embed`` score."""
-    torch_device = resolve_device(device)
-    checkpoint = resolve_checkpoint(run_or_checkpoint)
-    return load(checkpoint, torch_device), checkpoint, torch_device
 
 
 def _has_export(path: Path) -> bool:
