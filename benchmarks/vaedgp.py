@@ -43,13 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import command_line, machine_info, markdown_table, write_results  # noqa: E402
 
+from diffvi.data.modules import flat_images, observed_mask  # noqa: E402
 from diffvi.models.dgp import DeepGPRegressor  # noqa: E402
 from diffvi.training import VAEDGPConfig, fit, load, read_spec  # noqa: E402
-from diffvi.training.families.vaedgp import (  # noqa: E402
-    flat_images,
-    imputation_rmse,
-    random_mask,
-)
+from diffvi.training.families.vaedgp import imputation_rmse  # noqa: E402
 
 RUNS = Path(__file__).resolve().parent / "runs" / "vaedgp"
 STAGES = ("unsupervised", "regression")
@@ -116,7 +113,7 @@ def dgp_job(dataset: str, name: str, args, run: Path) -> dict:
         fit(config, run, accelerator="cpu", progress_bar=False)
     model, spec = load(run).model, read_spec(run)
     train, test = data_for(dataset, args)
-    mask = random_mask(test.shape, MISSING, args.seed + 1)
+    mask = observed_mask(test.shape, MISSING, args.seed + 1)
     steps = spec["metadata"]["steps"]
     row = {"seconds_per_epoch": spec["metadata"]["train_seconds_this_session"]
            / (steps * config.batch_size / len(train))}  # fmt: skip
@@ -154,7 +151,7 @@ def vae_job(dataset: str, args, run: Path) -> dict:
                  log_every_n_steps=batches_per_epoch)  # fmt: skip
     seconds = time.perf_counter() - start
     model, posterior = module.family.model.eval(), module.family.posterior.eval()
-    x, mask = test.float(), random_mask(test.shape, MISSING, args.seed + 1)
+    x, mask = test.float(), observed_mask(test.shape, MISSING, args.seed + 1)
     fill = train.float().mean(0)
     generator = torch.Generator().manual_seed(args.seed)
     from diffvi.evaluation.likelihood import estimate_log_likelihood

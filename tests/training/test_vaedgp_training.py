@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
+from diffvi.data.modules import flat_images, observed_mask
 from diffvi.training import TrainingModule, VAEDGPConfig, fit, load, read_spec
-from diffvi.training.families.vaedgp import flat_images, imputation_rmse, random_mask
+from diffvi.training.families.vaedgp import imputation_rmse
 
 SMALL = dict(
     dataset="frey-faces", latent_dims=[3], num_inducing=12, recognition_hidden=[32],
@@ -33,7 +34,7 @@ def test_a_short_run_raises_the_held_out_bound_and_imputes_better_than_the_mean(
     assert spec["kind"] == "vaedgp" and meta["steps"] == 120
     y, _ = flat_images("frey-faces", "test", 60)
     y = y.double()
-    mask = random_mask(y.shape, 0.5, config.seed + 1)
+    mask = observed_mask(y.shape, 0.5, config.seed + 1)
     mean_rmse = (model.fill_value - y)[~mask].pow(2).mean().sqrt().item()
     assert meta["val_impute_rmse"] == pytest.approx(imputation_rmse(model, y, mask, 50))
     assert meta["val_impute_rmse"] < 0.9 * mean_rmse

@@ -14,6 +14,7 @@ every batch gets ``labelled_batch`` extra items drawn from that subset
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from diffvi.data import dataset_splits, load_dataset
+from diffvi.data.paired import PairedData, load_paired, paired_task
 
 
 def labelled_subset(labels: Tensor, num_labelled: int, seed: int = 0) -> Tensor:
@@ -197,6 +199,18 @@ class PartiallyLabelledDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return x, self.labels[torch.as_tensor(index, device=self.labels.device)]
 
 
+def rank_batches(module: L.LightningDataModule, num_items: int) -> IndexBatchSampler:
+    """The shuffled full batches of ``num_items`` training items that this DDP rank draws each
+    epoch (its equal share; one rank without a trainer), with ``module.batch_size`` and
+    ``module.seed``."""
+    rank, world = 0, 1
+    if module.trainer is not None:
+        rank, world = module.trainer.global_rank, module.trainer.world_size
+    return IndexBatchSampler(
+        num_items, module.batch_size, True, module.seed, rank, world, drop_last=True
+    )
+
+
 def index_batch_loader(dataset: Dataset, sampler: Sampler[torch.Tensor]) -> DataLoader:
     """A DataLoader that hands whole index batches to ``dataset[indices]``.
 
@@ -263,12 +277,7 @@ class ImageDataModule(L.LightningDataModule):
         return getattr(self.train_set, "num_classes", None)
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = 0, 1
-        if self.trainer is not None:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
-        sampler = IndexBatchSampler(
-            len(self.train_set), self.batch_size, True, self.seed, rank, world, drop_last=True
-        )
+        sampler = rank_batches(self, len(self.train_set))
         if self.labelled is not None:
             sampler = LabelledBatchSampler(sampler, self.labelled, self.labelled_batch)
         return index_batch_loader(self.train_set, sampler)
@@ -316,10 +325,102 @@ class FeatureDataModule(L.LightningDataModule):
         return (self.train_set.tensors[0].shape[1],)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = IndexBatchSampler(
-            len(self.train_set), self.batch_size, True, self.seed, drop_last=True
-        )
-        return index_batch_loader(self.train_set, sampler)
+        return index_batch_loader(self.train_set, rank_batches(self, len(self.train_set)))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=500, shuffle=False)
+
+
+# Validation batch of the paired tasks (the CVDM family counts its sampled pairs by it).
+PAIRED_VAL_BATCH = 64
+
+
+class PairedDataModule(L.LightningDataModule):
+    """Train and validation loaders of a paired task: ``(condition [B, C_x, H, W], target
+    [B, C_y, H, W])`` batches, whole index batches drawn by
+    :class:`IndexBatchSampler` (sharded across DDP ranks, reproducible
+    order on resume)."""
+
+    def __init__(
+        self,
+        task: str,
+        batch_size: int,
+        seed: int = 0,
+        val_size: int = 64,
+        train_size: int | None = None,
+        data_seed: int = 0,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        options = dict(options or {})
+        self.batch_size, self.seed = batch_size, seed
+        self.train_data: PairedData = load_paired(task, "train", train_size, data_seed, **options)
+        held_out = "valid" if "valid" in paired_task(task).splits else "test"
+        self.val_data: PairedData = load_paired(task, held_out, val_size, data_seed, **options)
+        if len(self.train_data) < batch_size:
+            raise ValueError(
+                f"{task} has {len(self.train_data)} training pairs, fewer than one batch "
+                f"({batch_size})"
+            )
+        self.train_set = TensorDataset(self.train_data.condition, self.train_data.target)
+        self.val_set = TensorDataset(self.val_data.condition, self.val_data.target)
+
+    def train_dataloader(self) -> DataLoader:
+        return index_batch_loader(self.train_set, rank_batches(self, len(self.train_set)))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=PAIRED_VAL_BATCH, shuffle=False)
+
+
+def flat_images(dataset: str, split: str, count: int | None = None) -> tuple[Tensor, Tensor]:
+    """The first ``count`` images of a registered data set's ``split`` as ``y: [N, D]`` (float,
+    [0, 1]) and their labels ``[N]`` (``-1`` where the data set has none)."""
+    data = load_dataset(dataset, split)
+    images = data.images[:count].flatten(1).float()
+    labels = getattr(data, "labels", None)
+    labels = torch.full((len(images),), -1) if labels is None else labels[:count].long()
+    return images, labels
+
+
+def observed_mask(shape: torch.Size | tuple[int, ...], missing: float, seed: int) -> Tensor:
+    """Bool mask ``shape``, True where observed, hiding a ``missing`` fraction per entry."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=generator) >= missing
+
+
+class FlatImageDataModule(L.LightningDataModule):
+    """Flattened images for models of ``y [N, D]`` (VAE-DGP, GP-LVM): training batches
+    ``(y [B, D], index [B])`` (index: row numbers, for a GP-LVM's free q(x_n)) of the first
+    ``train_size`` training images, and validation batches ``(y, mask)`` of the first
+    ``val_size`` held-out images with a ``val_missing`` fraction of their pixels hidden
+    (mask False), all in ``dtype``."""
+
+    def __init__(
+        self,
+        dataset: str,
+        batch_size: int,
+        seed: int = 0,
+        train_size: int | None = None,
+        val_size: int = 200,
+        val_missing: float = 0.5,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        train, self.train_labels = flat_images(dataset, "train", train_size)
+        held_out = "valid" if "valid" in dataset_splits(dataset) else "test"
+        val, _ = flat_images(dataset, held_out, val_size)
+        self.train_y = train.to(dtype)
+        mask = observed_mask(val.shape, val_missing, seed + 1)
+        self.val_set = TensorDataset(val.to(dtype), mask)
+        self.batch_size, self.seed = min(batch_size, len(train)), seed
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_y)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TensorDataset(self.train_y, torch.arange(self.num_train))
+        return index_batch_loader(dataset, rank_batches(self, self.num_train))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=500, shuffle=False)

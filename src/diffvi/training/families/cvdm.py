@@ -16,17 +16,14 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
 
-from diffvi.data.modules import IndexBatchSampler, index_batch_loader
-from diffvi.data.paired import PairedData, load_paired, paired_task
+from diffvi.data.modules import PAIRED_VAL_BATCH, PairedDataModule
+from diffvi.data.paired import paired_task
 from diffvi.diffusion.conditional import CVDM
 from diffvi.diffusion.schedules import build_schedule
 from diffvi.models.regression import RegressionUNet
 from diffvi.training.config import CVDM_SCHEDULES, CVDMConfig
 from diffvi.training.family import Family, LossOutput, Metric, adam_with_warmup
-
-VAL_BATCH = 64
 
 
 def build_cvdm_model(spec: dict[str, Any]) -> CVDM | RegressionUNet:
@@ -53,49 +50,6 @@ def build_cvdm_model(spec: dict[str, Any]) -> CVDM | RegressionUNet:
         timesteps=spec["timesteps"],
         **net,
     )
-
-
-class PairedDataModule(L.LightningDataModule):
-    """Train and validation loaders of a paired task: ``(condition [B, C_x, H, W], target
-    [B, C_y, H, W])`` batches, whole index batches drawn by
-    :class:`~diffvi.data.modules.IndexBatchSampler` (sharded across DDP ranks, reproducible
-    order on resume)."""
-
-    def __init__(
-        self,
-        task: str,
-        batch_size: int,
-        seed: int = 0,
-        val_size: int = 64,
-        train_size: int | None = None,
-        data_seed: int = 0,
-        options: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        options = dict(options or {})
-        self.batch_size, self.seed = batch_size, seed
-        self.train_data: PairedData = load_paired(task, "train", train_size, data_seed, **options)
-        held_out = "valid" if "valid" in paired_task(task).splits else "test"
-        self.val_data: PairedData = load_paired(task, held_out, val_size, data_seed, **options)
-        if len(self.train_data) < batch_size:
-            raise ValueError(
-                f"{task} has {len(self.train_data)} training pairs, fewer than one batch "
-                f"({batch_size})"
-            )
-        self.train_set = TensorDataset(self.train_data.condition, self.train_data.target)
-        self.val_set = TensorDataset(self.val_data.condition, self.val_data.target)
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world = 0, 1
-        if self.trainer is not None:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
-        sampler = IndexBatchSampler(
-            len(self.train_set), self.batch_size, True, self.seed, rank, world, drop_last=True
-        )
-        return index_batch_loader(self.train_set, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=VAL_BATCH, shuffle=False)
 
 
 class CVDMFamily(Family):
@@ -152,7 +106,7 @@ class CVDMFamily(Family):
         generator = torch.Generator(device=x.device).manual_seed(batch_idx)
         loss = self.model.loss(y0, x, generator=generator)["total"].mean()
         metrics: dict[str, Metric] = {"loss": loss}
-        count = min(self.config.val_sample_size - batch_idx * VAL_BATCH, x.shape[0])
+        count = min(self.config.val_sample_size - batch_idx * PAIRED_VAL_BATCH, x.shape[0])
         if count <= 0:
             return metrics
         xs, ys = x[:count], y0[:count]

@@ -20,62 +20,11 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
 
-from diffvi.data.modules import IndexBatchSampler, index_batch_loader
-from diffvi.data.registry import dataset_splits, load_dataset
+from diffvi.data.modules import FlatImageDataModule
 from diffvi.models.dgp import VAEDGP
 from diffvi.training.config import VAEDGPConfig
 from diffvi.training.family import Family, LossOutput, Metric
-
-
-def flat_images(dataset: str, split: str, count: int | None = None) -> tuple[Tensor, Tensor]:
-    """The first ``count`` images of a registered data set's ``split`` as ``y: [N, D]`` (float,
-    [0, 1]) and their labels ``[N]`` (``-1`` where the data set has none)."""
-    data = load_dataset(dataset, split)
-    images = data.images[:count].flatten(1).float()
-    labels = getattr(data, "labels", None)
-    labels = torch.full((len(images),), -1) if labels is None else labels[:count].long()
-    return images, labels
-
-
-def random_mask(shape: torch.Size | tuple[int, ...], missing: float, seed: int) -> Tensor:
-    """Bool mask ``shape``, True where observed, hiding a ``missing`` fraction per entry."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(shape, generator=generator) >= missing
-
-
-class VAEDGPDataModule(L.LightningDataModule):
-    """Training batches ``(y [B, D], index [B])`` (index: row numbers, for a GP-LVM's free q)
-    and validation batches ``(y, mask)`` of held-out images with hidden pixels."""
-
-    def __init__(self, config: VAEDGPConfig) -> None:
-        super().__init__()
-        self.config = config
-        train, self.train_labels = flat_images(config.dataset, "train", config.train_size)
-        held_out = "valid" if "valid" in dataset_splits(config.dataset) else "test"
-        val, _ = flat_images(config.dataset, held_out, config.val_size)
-        self.train_y = train.to(config.dtype)
-        mask = random_mask(val.shape, config.val_missing, config.seed + 1)
-        self.val_set = TensorDataset(val.to(config.dtype), mask)
-        self.batch_size = min(config.batch_size, len(train))
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_y)
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world = 0, 1
-        if self.trainer is not None:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
-        dataset = TensorDataset(self.train_y, torch.arange(self.num_train))
-        sampler = IndexBatchSampler(
-            self.num_train, self.batch_size, True, self.config.seed, rank, world, drop_last=True
-        )
-        return index_batch_loader(dataset, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=500, shuffle=False)
 
 
 def build_vaedgp(config: VAEDGPConfig, data_dim: int, num_points: int) -> VAEDGP:
@@ -153,7 +102,10 @@ class VAEDGPFamily(Family):
 
     @classmethod
     def build_data(cls, config: VAEDGPConfig) -> L.LightningDataModule:
-        return VAEDGPDataModule(config)
+        return FlatImageDataModule(
+            config.dataset, config.batch_size, config.seed, config.train_size, config.val_size,
+            config.val_missing, config.dtype,
+        )  # fmt: skip
 
     @classmethod
     def fit_config_to_data(cls, config: VAEDGPConfig, data: L.LightningDataModule) -> None:
