@@ -25,7 +25,7 @@ from diffvi.cli.options import (
     set_threads,
     setup_numerics,
 )
-from diffvi.utils.io import atomic_write, write_json
+from diffvi.utils.io import write_csv, write_json
 
 NUM_PRIOR_SAMPLES = 10_000
 
@@ -53,13 +53,9 @@ def embed_images(module, images, seed: int, batch_size: int, device) -> Any:
 
 def write_latents_csv(path: Path, latents, labels) -> Path:
     """``z1 … zD, label`` with one row per image."""
-    dim = latents.shape[1]
-    header = ",".join([*(f"z{i + 1}" for i in range(dim)), "label"])
-    rows = [header]
-    for z, y in zip(latents.tolist(), labels.tolist(), strict=True):
-        rows.append(",".join([*(repr(float(v)) for v in z), str(int(y))]))
-    text = "\n".join(rows) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    header = [*(f"z{i + 1}" for i in range(latents.shape[1])), "label"]
+    rows = ([*map(repr, z), int(y)] for z, y in zip(latents.tolist(), labels.tolist(), strict=True))
+    return write_csv(path, header, rows)
 
 
 @report_errors

@@ -6,7 +6,7 @@ on the embedding → purity, completeness and NMI against populations and super-
 """
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -20,39 +20,8 @@ from diffvi.cli.options import (
     set_threads,
     setup_numerics,
 )
-from diffvi.training.embedding import EMBEDDING_METHODS
-from diffvi.utils.io import atomic_write, write_json
-
-
-def write_embedding_csv(path: Path, genotypes, coordinates, clusters) -> Path:
-    """``sample,population,super_population,z1,z2,cluster``, one row per sample."""
-    import csv
-    import io
-
-    populations = genotypes.populations or [""] * genotypes.num_samples
-    supers = genotypes.super_populations or [""] * genotypes.num_samples
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sample", "population", "super_population", "z1", "z2", "cluster"])
-    for row in zip(genotypes.samples, populations, supers, coordinates, clusters, strict=True):
-        sample, population, super_population, (z1, z2), cluster = row
-        row = [sample, population, super_population, repr(float(z1)), repr(float(z2))]
-        writer.writerow([*row, int(cluster)])
-    return atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
-
-
-def label_scores(genotypes, clusters) -> dict[str, Any]:
-    """Clustering scores of ``clusters [N]`` against each labelling the genotypes carry."""
-    import numpy as np
-
-    from diffvi.evaluation.representation import clustering_scores
-
-    scores = {}
-    for name in ("populations", "super_populations"):
-        labels = getattr(genotypes, name)
-        if labels is not None:
-            scores[name] = clustering_scores(np.asarray(labels), clusters)
-    return scores
+from diffvi.training.embedding import EMBEDDING_METHODS, label_scores, write_embedding_csv
+from diffvi.utils.io import write_json
 
 
 @report_errors

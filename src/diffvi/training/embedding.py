@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffvi.utils.io import write_csv
+
 VARIATIONAL_METHODS: dict[str, dict[str, Any]] = {
     "ddvae": {"objective": "ddvi", "posterior": "diffusion"},
     "vae": {"objective": "elbo", "posterior": "gaussian"},
@@ -105,6 +107,33 @@ def embed_features(
         coordinates, details = _classic(x.numpy().astype(np.float64), method, options), {}
     seconds = time.perf_counter() - start
     return Embedding(method, np.asarray(coordinates, np.float64), seconds, details)
+
+
+def write_embedding_csv(path: Path, genotypes: Any, coordinates: Any, clusters: Any) -> Path:
+    """``sample,population,super_population,z1,z2,cluster``, one row per genotyped sample
+    (``coordinates [N, 2]``, ``clusters [N]``)."""
+    populations = genotypes.populations or [""] * genotypes.num_samples
+    supers = genotypes.super_populations or [""] * genotypes.num_samples
+    rows = (
+        [sample, population, super_population, repr(float(z1)), repr(float(z2)), int(cluster)]
+        for sample, population, super_population, (z1, z2), cluster in zip(
+            genotypes.samples, populations, supers, coordinates, clusters, strict=True
+        )
+    )
+    header = ["sample", "population", "super_population", "z1", "z2", "cluster"]
+    return write_csv(path, header, rows)
+
+
+def label_scores(genotypes: Any, clusters: Any) -> dict[str, Any]:
+    """Clustering scores of ``clusters [N]`` against each labelling the genotypes carry."""
+    from diffvi.evaluation.representation import clustering_scores
+
+    scores = {}
+    for name in ("populations", "super_populations"):
+        labels = getattr(genotypes, name)
+        if labels is not None:
+            scores[name] = clustering_scores(np.asarray(labels), clusters)
+    return scores
 
 
 def _variational(

@@ -60,3 +60,15 @@ def write_png(path: str | os.PathLike[str], image: Any) -> Path:
     array = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     array = array[0] if array.shape[0] == 1 else np.ascontiguousarray(array.transpose(1, 2, 0))
     return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def write_csv(path: str | os.PathLike[str], header: list[str], rows: Any) -> Path:
+    """Write ``header`` and ``rows`` (sequences of values) as CSV, atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write(path, lambda tmp: tmp.write_text(buffer.getvalue()))
