@@ -1,0 +1,395 @@
+"""The VAE family's config: :class:`TrainConfig` (VAE, IWAE, IAF, AAE, DD-VAE, semi-supervised)."""
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffvi.distributions.likelihoods import LIKELIHOODS
+from diffvi.distributions.priors import PRIORS
+from diffvi.models.vae import ARCHITECTURES
+from diffvi.nn.activations import ACTIVATIONS
+from diffvi.objectives import OBJECTIVES
+from diffvi.objectives.iwae import ESTIMATORS
+from diffvi.training.config.base import (
+    MODEL,
+    OPTIM,
+    SEMI,
+    RunConfig,
+    batch_size_option,
+    dataset_option,
+    lr_option,
+    option,
+)
+
+# Adam settings. The IWAE paper (§5) reports β1 = 0.9, β2 = 0.999, ε = 1e-4; the official code
+# (yburda/iwae) used β1 = 0.99 with ε = 1e-4. "torch" is PyTorch's default.
+ADAM_PRESETS: dict[str, dict[str, Any]] = {
+    "torch": {"betas": (0.9, 0.999), "eps": 1e-8},
+    "iwae-paper": {"betas": (0.9, 0.999), "eps": 1e-4},
+    "iwae-code": {"betas": (0.99, 0.999), "eps": 1e-4},
+}
+SCHEDULES = ("constant", "iwae")
+POSTERIORS = ("gaussian", "diffusion", "iaf")
+# MADE hidden sizes of each IAF step when ``made_hidden`` is unset.
+DEFAULT_MADE_HIDDEN = [128, 128, 128]
+# Priors that exist in 2-D only (``diffvi.distributions.toy2d.build_prior``).
+PRIORS_2D = ("pinwheel", "swiss-roll", "square")
+# Priors with labelled partitions p(z) = Σ_l p(l) p(z|l), which semi-supervised runs need.
+PARTITIONED_PRIORS = ("pinwheel", "swiss-roll", "square", "mixture")
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """Everything that defines a VAE/IWAE training run (all fields are JSON-serialisable).
+
+    ``objective`` is any name registered in :data:`diffvi.objectives.OBJECTIVES`; the objective
+    reads the config fields its class names (``Objective.config_fields``) and its other
+    constructor keywords from ``objective_options``. ``k`` is the number of samples per data
+    point: IWAE's k, or the ELBO's sample count.
+    ``likelihood_scale`` fixes the σ of a Gaussian likelihood (``None``: learned per pixel);
+    ``likelihood_min_scale`` floors a learned σ (needed where pixels never vary, e.g. MNIST).
+    ``schedule="iwae"`` is the IWAE paper's: 3^i epochs at lr·10^(-i/7), i = 0…7 (3280 epochs),
+    cut at ``max_epochs``.
+
+    DD-VAE (DDVI, Piriyakulkij et al. 2024): ``posterior="diffusion"`` with ``objective="ddvi"``
+    (one needs the other). ``k`` is then DDVI's number of chain draws per data point; the
+    diffusion posterior's encoder, context and denoiser MLPs use ``hidden[0]`` and
+    ``activation``; ``diffusion_steps`` (T), ``beta_end`` (linear β schedule from 1e-4),
+    ``beta_reg``, ``beta_sleep``, ``sleep_steps`` and ``conditional`` are those of
+    :class:`~diffvi.objectives.DDVI` and :func:`~diffvi.posteriors.build_diffusion_posterior`.
+    ``prior`` is any ``build_prior`` name over the top latent layer (``mixture``: a learnable
+    mixture of ``mixture_components`` Gaussians); the 2-D ones
+    (``PRIORS_2D``) need ``latent_dims == [2]``; ``smooth_prior`` replaces their exact density by
+    the kernel-smoothed one the official DDVI code scores with
+    (:class:`~diffvi.distributions.SmoothedPrior`). ``wake_updates_chain=False`` trains the
+    reverse chain by the sleep term only; ``warmup_steps`` pretrains it on the prior before the
+    first step (:class:`~diffvi.training.callbacks.PosteriorWarmup`). ``objective=
+    "ddvi-official"`` trains the same posterior with the official code's objective
+    (:class:`~diffvi.objectives.OfficialDDVI`; not a bound): ``beta_reg`` is then its weight on
+    KL(q(y_T|x) ‖ N(0, I)) and ``beta_sleep`` its sleep weight, both per image.
+
+    IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
+    ``iaf_flows`` steps of MADE ``made_hidden`` (default ``DEFAULT_MADE_HIDDEN``); its encoder
+    MLP uses ``hidden[0]``. See :func:`~diffvi.posteriors.build_iaf_posterior`.
+
+    AAE (Makhzani et al. 2016): ``objective="aae"`` with a Gaussian or IAF posterior, one latent
+    layer; ``adversarial_weight`` is λ, ``deterministic_encoder`` encodes with q's mean (Gaussian
+    posterior only), ``k`` is the number of draws per data point, and the discriminator gets its
+    own Adam at ``discriminator_lr`` (default ``lr``). See :class:`~diffvi.objectives.AAE`.
+
+    Semi-supervised (M2 of Kingma et al. 2014, DDVI's semi-supervised DD-VAE):
+    ``num_labelled > 0`` keeps the labels of exactly that many training images (balanced over
+    classes, chosen by ``seed``; a multiple of the number of classes) and hides the others;
+    every batch gets ``labelled_batch`` labelled images on top of its ``batch_size``. The
+    objective (``elbo`` or ``ddvi``; not ``iwae`` or ``aae``) is wrapped in
+    :class:`~diffvi.objectives.SemiSupervised` with ``label_weight`` and ``classifier_weight``,
+    a classifier q(l|x) (an MLP of ``hidden[0]`` and ``activation``) is trained beside the
+    model, and the prior must be partitioned (``PARTITIONED_PRIORS``), one partition per class.
+    ``num_labelled = 0`` (the default) is unsupervised training.
+    """
+
+    dataset: str = dataset_option("mnist-dynamic")
+    architecture: str = option("iwae-1", "Network preset.", panel=MODEL, choices=ARCHITECTURES)
+    likelihood: str = option(
+        "bernoulli", "Observation model p(x|z).", panel=MODEL, choices=LIKELIHOODS
+    )
+    likelihood_scale: float | None = None
+    likelihood_min_scale: float = 0.0
+    latent_dims: list[int] | None = option(
+        None,
+        "Latent size; repeat for several stochastic layers, bottom first (default: the "
+        "architecture's).",
+        flag="--latent-dim",
+        panel=MODEL,
+    )
+    hidden: list[list[int]] | None = option(
+        None,
+        "Hidden sizes of one stochastic layer's MLPs, e.g. 256,256; repeat per layer (DD-VAE: "
+        "of the decoder, encoder, context and denoiser MLPs; default: the architecture's).",
+        panel=MODEL,
+    )
+    activation: str = option("tanh", "MLP activation.", panel=MODEL, choices=ACTIVATIONS)
+    objective: str = option(
+        "iwae",
+        "Training objective (aae: adversarial autoencoder; ddvi: use `train ddvae`).",
+        choices=OBJECTIVES,
+    )
+    objective_options: dict[str, Any] = option(
+        {},
+        "An option of the objective that no other flag sets (its constructor keyword; VALUE is "
+        "read as JSON, else as text); repeat for several.",
+        flag="--objective-option",
+    )
+    k: int = option(
+        50,
+        "Samples per data point: IWAE's k, the ELBO's sample count, DDVI's chain draws.",
+        flag=("--k", "-k"),
+        min=1,
+    )
+    estimator: str = option(
+        "standard", "IWAE gradient estimator for q's parameters.", choices=ESTIMATORS
+    )
+    analytic_kl: bool = option(
+        False,
+        "ELBO only: closed-form KL (one latent layer).",
+        flag="--analytic-kl/--sampled-kl",
+        panel=MODEL,
+    )
+    batch_size: int = batch_size_option(20)
+    lr: float = lr_option(1e-3)
+    adam: str = option(
+        "iwae-paper",
+        "Adam betas/eps preset: IWAE paper, IWAE code, or PyTorch's.",
+        panel=OPTIM,
+        choices=ADAM_PRESETS,
+    )
+    schedule: str = option(
+        "constant",
+        "Learning-rate schedule; iwae = 3^i epochs at lr·10^(-i/7).",
+        panel=OPTIM,
+        choices=SCHEDULES,
+    )
+    max_epochs: int = 10
+    val_k: int = 50
+    val_size: int = 1000
+    event_shape: list[int] = field(default_factory=list)
+    posterior: str = option(
+        "gaussian",
+        "Posterior q(z|x): Gaussian, an inverse autoregressive flow, or a diffusion model "
+        "(`train ddvae`).",
+        panel=MODEL,
+        choices=POSTERIORS,
+    )
+    prior: str = option(
+        "standard-normal",
+        f"Prior p(z); {', '.join(PRIORS_2D)} are 2-D (--latent-dim 2).",
+        panel=MODEL,
+        choices=PRIORS,
+    )
+    mixture_components: int = 10
+    diffusion_steps: int = option(
+        20, "T, the reverse-diffusion steps of the posterior.", panel=MODEL, min=1
+    )
+    beta_end: float = option(
+        0.02, "Last β of the linear noise schedule (from 1e-4).", panel=MODEL, min=1e-6, max=0.999
+    )
+    beta_reg: float = option(1.0, "Weight of the regulariser L_reg (1 = the bound).", min=0)
+    beta_sleep: float = option(1.0, "Weight of the sleep (denoising) loss.", min=0)
+    sleep_steps: int = option(1, "Fantasy batches averaged per step.", min=1)
+    conditional: bool = option(
+        True,
+        "Whether the denoiser sees x (unconditional: latent wake-sleep).",
+        flag="--conditional/--unconditional",
+        panel=MODEL,
+    )
+    wake_updates_chain: bool = option(
+        True,
+        "Whether the wake terms also train the reverse chain (denoiser, context); "
+        "--sleep-trains-chain leaves it to the sleep term.",
+        flag="--wake-updates-chain/--sleep-trains-chain",
+    )
+    warmup_steps: int = option(
+        0,
+        "Pretrain the reverse chain on the prior for this many steps first (the official "
+        "code's first stage).",
+        min=0,
+    )
+    smooth_prior: bool = option(
+        False,
+        "Score a 2-D prior with the kernel-smoothed density of the official DDVI code "
+        "(bandwidths 0.005-0.05) instead of its exact, very rugged, density.",
+        flag="--smooth-prior/--exact-prior",
+        panel=MODEL,
+    )
+    iaf_flows: int = option(4, "IAF steps (--posterior iaf).", panel=MODEL, min=1)
+    made_hidden: list[int] | None = option(
+        None,
+        "Hidden sizes of each IAF step's MADE, e.g. 64,64 (default: 128,128,128).",
+        panel=MODEL,
+    )
+    adversarial_weight: float = option(1.0, "AAE: weight λ of the adversarial term.", min=0)
+    deterministic_encoder: bool = option(
+        False,
+        "AAE: encode with the Gaussian posterior's mean.",
+        flag="--deterministic-encoder/--stochastic-encoder",
+    )
+    discriminator_lr: float | None = option(
+        None, "AAE: discriminator learning rate (default: --lr).", panel=OPTIM
+    )
+    num_labelled: int = option(
+        0,
+        "Train semi-supervised with exactly N labelled training images (balanced over "
+        "classes), the rest unlabelled. Needs a partitioned prior "
+        f"({', '.join(PARTITIONED_PRIORS)}) and objective elbo or ddvi.",
+        flag="--labelled",
+        panel=SEMI,
+        min=0,
+    )
+    labelled_batch: int = option(
+        100, "Labelled images added to every batch (with --labelled).", panel=SEMI, min=1
+    )
+    label_weight: float = option(
+        1.0,
+        "Weight of the label term (log p(l|z), or −KL(q(l|x) ‖ p(l|z)) when unlabelled).",
+        panel=SEMI,
+        min=0,
+    )
+    classifier_weight: float = option(
+        1.0,
+        "Weight of the label classifier's cross-entropy on labelled images.",
+        panel=SEMI,
+        min=0,
+    )
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.objective in OBJECTIVES, f"objective must be one of {sorted(OBJECTIVES)}"),
+            (self.adam in ADAM_PRESETS, f"adam must be one of {sorted(ADAM_PRESETS)}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.k >= 1, "k must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.posterior in POSTERIORS, f"posterior must be one of {POSTERIORS}"),
+            (self.diffusion_steps >= 1, "diffusion_steps must be >= 1"),
+            (self.mixture_components >= 1, "mixture_components must be >= 1"),
+            (
+                self.likelihood_scale is None or self.likelihood_scale > 0,
+                "likelihood_scale must be None (learned) or > 0",
+            ),
+            (self.likelihood_min_scale >= 0, "likelihood_min_scale must be >= 0"),
+            (0 < self.beta_end < 1, "beta_end must be in (0, 1)"),
+            (self.beta_reg >= 0, "beta_reg must be >= 0"),
+            (self.beta_sleep >= 0, "beta_sleep must be >= 0"),
+            (self.sleep_steps >= 1, "sleep_steps must be >= 1"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.iaf_flows >= 1, "iaf_flows must be >= 1"),
+            (
+                self.made_hidden is None
+                or (len(self.made_hidden) > 0 and min(self.made_hidden) >= 1),
+                "made_hidden must be None or a non-empty list of sizes >= 1",
+            ),
+            (
+                0 <= self.adversarial_weight < float("inf"),
+                "adversarial_weight must be finite and >= 0",
+            ),
+            (
+                self.discriminator_lr is None or self.discriminator_lr > 0,
+                "discriminator_lr must be None or > 0",
+            ),
+            (self.num_labelled >= 0, "num_labelled must be >= 0"),
+            (self.labelled_batch >= 1, "labelled_batch must be >= 1"),
+            (self.label_weight >= 0, "label_weight must be >= 0"),
+            (self.classifier_weight >= 0, "classifier_weight must be >= 0"),
+        ]
+        self.check_run()
+        for ok, message in checks:
+            if not ok:
+                field_name = message.split()[0]
+                raise ValueError(f"{message}, got {getattr(self, field_name)!r}")
+        self._check_objective_options()
+        self._check_posterior_and_prior()
+
+    def resolved_latent_dims(self) -> list[int]:
+        """``latent_dims``, or the architecture preset's when unset."""
+        if self.latent_dims is not None:
+            return list(self.latent_dims)
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {sorted(ARCHITECTURES)}, got {self.architecture!r}"
+            )
+        return list(ARCHITECTURES[self.architecture]["latent_dims"])
+
+    def _check_posterior_and_prior(self) -> None:
+        if self.warmup_steps and self.posterior != "diffusion":
+            raise ValueError(
+                f"warmup_steps pretrains a diffusion posterior's reverse chain; got "
+                f"warmup_steps={self.warmup_steps} with posterior={self.posterior!r}"
+            )
+        if OBJECTIVES[self.objective].diffusion_posterior != (self.posterior == "diffusion"):
+            raise ValueError(
+                "objective 'ddvi' and posterior 'diffusion' go together (DDVI's bound needs the "
+                "diffusion posterior's auxiliary chain; ELBO/IWAE train the Gaussian one), got "
+                f"objective={self.objective!r} with posterior={self.posterior!r}"
+            )
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {sorted(PRIORS)}, got {self.prior!r}")
+        dims = self.resolved_latent_dims()
+        if self.smooth_prior and self.prior not in PRIORS_2D:
+            raise ValueError(
+                f"smooth_prior smooths a fixed 2-D prior, one of {PRIORS_2D}; got "
+                f"prior={self.prior!r} (which has a smooth density already)"
+            )
+        if self.prior in PRIORS_2D and dims != [2]:
+            raise ValueError(
+                f"prior {self.prior!r} is 2-D: it needs latent_dims [2], got {dims} "
+                "(pass --latent-dim 2, or choose prior standard-normal or mixture)"
+            )
+        if self.posterior in ("diffusion", "iaf") and len(dims) != 1:
+            raise ValueError(
+                f"the {self.posterior} posterior has one latent layer: latent_dims must have one "
+                f"entry, got {dims}"
+            )
+        self._check_aae()
+        self._check_semisupervised()
+
+    def _check_semisupervised(self) -> None:
+        if self.num_labelled == 0:
+            return
+        if self.objective not in ("elbo", "ddvi"):
+            raise ValueError(
+                f"semi-supervised training (num_labelled={self.num_labelled}) adds a per-draw "
+                f"label term to the ELBO or DDVI objective; got objective={self.objective!r} "
+                "(use elbo or ddvi)"
+            )
+        if self.prior not in PARTITIONED_PRIORS:
+            raise ValueError(
+                f"semi-supervised training (num_labelled={self.num_labelled}) needs a prior with "
+                f"one partition per class, one of {PARTITIONED_PRIORS}; got prior={self.prior!r}"
+            )
+
+    def _check_objective_options(self) -> None:
+        """``objective_options`` may set the objective's constructor keywords that no config
+        field sets (``Objective.config_fields``)."""
+        cls = OBJECTIVES[self.objective]
+        free = set(inspect.signature(cls).parameters) - set(cls.config_fields) - {"latent_dim"}
+        unknown = set(self.objective_options) - free
+        if unknown:
+            raise ValueError(
+                f"objective_options {sorted(unknown)} are not options of objective "
+                f"{self.objective!r}; it takes {sorted(free)} (the others are config fields)"
+            )
+
+    def _check_aae(self) -> None:
+        if self.objective != "aae":
+            if self.deterministic_encoder or self.discriminator_lr is not None:
+                raise ValueError(
+                    "deterministic_encoder and discriminator_lr are options of objective 'aae', "
+                    f"got objective={self.objective!r}"
+                )
+            return
+        if self.posterior not in ("gaussian", "iaf"):
+            raise ValueError(
+                "objective 'aae' trains a Gaussian or IAF posterior, got "
+                f"posterior={self.posterior!r}"
+            )
+        dims = self.resolved_latent_dims()
+        if len(dims) != 1:
+            raise ValueError(
+                f"objective 'aae' needs one latent layer: latent_dims must have one entry, "
+                f"got {dims}"
+            )
+        if self.deterministic_encoder and self.posterior != "gaussian":
+            raise ValueError(
+                "deterministic_encoder encodes with the Gaussian posterior's mean; it needs "
+                f"posterior 'gaussian', got {self.posterior!r}"
+            )
+
+
+def iwae_lr_factor(epoch: int) -> float:
+    """Learning-rate factor of the IWAE schedule at ``epoch`` (0-based): 10^(-i/7) during the
+    3^i epochs of stage i (stage 0 = epoch 0, stage 1 = epochs 1–3, …, i = 0…7)."""
+    stage, end = 0, 1
+    while epoch >= end and stage < 7:
+        stage += 1
+        end += 3**stage
+    return 10 ** (-stage / 7)
