@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffvi.cli import restore
-
 FAST = ["--prior", "mnist", "--steps", "5", "--threads", "1", "--no-progress"]
 
 
@@ -161,14 +159,6 @@ def test_unknown_task_lists_the_choices(cli, shape_folder, tmp_path):
     result = cli("restore", "--task", "colourise", "--input", shape_folder, *FAST)
     assert result.exit_code != 0
     assert "inpaint-box" in result.output and "sr4" in result.output
-
-
-def test_cli_choices_match_the_registries():
-    from diffvi.inverse import OPERATORS
-    from diffvi.inverse.solvers import SOLVERS
-
-    assert list(restore.TASKS) == list(OPERATORS)
-    assert list(restore.SOLVERS) == [*SOLVERS, "cvdm"]
 
 
 def test_help_lists_the_options_and_examples(cli):

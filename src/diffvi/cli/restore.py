@@ -17,16 +17,13 @@ from diffvi.cli.options import (
     set_threads,
     setup_numerics,
 )
+from diffvi.inverse.registry import OPERATORS
+from diffvi.inverse.solvers import SOLVERS as SOLVER_REGISTRY
 
-# Spelled out rather than read from `diffvi.inverse` (OPERATORS, SOLVERS), whose import pulls in
-# torchmetrics and scipy (over a second) and would slow down `diffvi --help`;
-# tests/cli/test_restore.py checks that they match. "cvdm" restores with a trained conditional
-# model (`train cvdm`) instead of a prior.
-TASKS = (
-    "inpaint-box", "inpaint-random", "inpaint-half", "sr4", "sr2", "sr4-bicubic",
-    "deblur-gaussian", "deblur-uniform", "denoise", "phase-retrieval", "phase-defocus",
-)  # fmt: skip
-SOLVERS = ("red-diff", "dps", "pigdm", "ddrm", "cvdm")
+# The registries' names; "cvdm" restores with a trained conditional model (`train cvdm`)
+# instead of a prior.
+TASKS = tuple(OPERATORS)
+SOLVERS = (*SOLVER_REGISTRY, "cvdm")
 
 # Solver knobs of the command line: option name -> constructor keyword.
 KNOBS = {"--lr": "lr", "--reg-weight": "reg_weight", "--scale": "scale", "--eta": "eta"}

@@ -9,10 +9,6 @@ import math
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
 
 from diffvi.evaluation.sample_quality import (
     FeatureClassifier,
@@ -32,6 +28,8 @@ def _check_pair(restored: Tensor, reference: Tensor) -> None:
 def psnr(restored: Tensor, reference: Tensor) -> Tensor:
     """PSNR in dB per image ``[N]``, data range 1 (``inf`` for an exact restoration)."""
     _check_pair(restored, reference)
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # ~1 s: on first use
+
     return peak_signal_noise_ratio(
         restored, reference, data_range=1.0, reduction="none", dim=(1, 2, 3)
     )
@@ -40,6 +38,8 @@ def psnr(restored: Tensor, reference: Tensor) -> Tensor:
 def ssim(restored: Tensor, reference: Tensor, kernel_size: int = 7) -> Tensor:
     """SSIM per image ``[N]`` (Gaussian window σ = 1.5, ``kernel_size`` taps; 7 suits 28×28)."""
     _check_pair(restored, reference)
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     return structural_similarity_index_measure(
         restored, reference, data_range=1.0, kernel_size=kernel_size, reduction="none"
     )
