@@ -10,6 +10,7 @@ import torch
 from diffvi.inverse import OPERATORS
 from diffvi.inverse.solvers import SOLVERS
 from diffvi.objectives import IWAE, OBJECTIVES
+from diffvi.posteriors import POSTERIORS
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -17,14 +18,15 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)
-    saved = [dict(r) for r in (OBJECTIVES, OPERATORS, SOLVERS)]
+    registries = (OBJECTIVES, POSTERIORS, OPERATORS, SOLVERS)
+    saved = [dict(r) for r in registries]
     namespace = {"run_root": tmp_path_factory.mktemp("extending")}
     try:
         for block in blocks:
             exec(compile(block, str(PAGE), "exec"), namespace)
         yield namespace
     finally:
-        for registry, old in zip((OBJECTIVES, OPERATORS, SOLVERS), saved, strict=True):
+        for registry, old in zip(registries, saved, strict=True):
             registry.clear()
             registry.update(old)
 
@@ -46,10 +48,15 @@ def test_the_renyi_bound_is_the_iwae_bound_at_alpha_0_and_trains_by_name(page):
         page["TrainConfig"](objective="vr", objective_options={"beta": 1.0})
 
 
-def test_the_custom_posterior_works_with_every_objective(page):
+def test_the_custom_posterior_works_with_every_objective_and_trains_by_name(page):
     elbo, iwae = page["elbo"], page["iwae"]
     assert elbo.shape == iwae.shape == (16,)
     assert bool((iwae >= elbo - 1e-5).all())
+    shared = page["shared"]
+    assert isinstance(shared.family.posterior, page["SharedScalePosterior"])
+    assert torch.isfinite(shared.trainer.callback_metrics["val/bound"])
+    with pytest.raises(ValueError, match="not options of posterior 'shared-scale'"):
+        page["TrainConfig"](posterior="shared-scale", posterior_options={"width": 3})
 
 
 def test_the_flip_passes_the_adjointness_test_and_inverts(page):

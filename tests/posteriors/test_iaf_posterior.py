@@ -19,7 +19,7 @@ K, B, F64 = 5, 3, torch.float64
 
 def small_iaf(latent_dim: int = 3, data_dim: int = 6, **kwargs) -> IAFPosterior:
     torch.manual_seed(0)
-    options = dict(encoder_hidden=(16,), made_hidden=(16, 16), context_dim=4) | kwargs
+    options = dict(hidden=(16,), made_hidden=(16, 16), context_dim=4) | kwargs
     return build_iaf_posterior(data_dim, latent_dim, **options).double()
 
 
@@ -183,7 +183,7 @@ def test_iaf_beats_gaussian_elbo_on_a_banana_posterior_after_200_steps():
     torch.manual_seed(0)
     _, gaussian = build_vae((1,), latent_dims=[2], hidden=[[32]])
     torch.manual_seed(0)
-    iaf = build_iaf_posterior(1, 2, encoder_hidden=(32,), made_hidden=(32, 32), context_dim=8)
+    iaf = build_iaf_posterior(1, 2, hidden=(32,), made_hidden=(32, 32), context_dim=8)
     elbo_gaussian, elbo_iaf = fit_elbo(gaussian, x), fit_elbo(iaf, x)
     assert elbo_iaf > elbo_gaussian + IAF_MARGIN, (elbo_iaf, elbo_gaussian)
 

@@ -9,6 +9,7 @@ from diffvi.posteriors.diffusion import (
 )
 from diffvi.posteriors.gaussian import GaussianPosterior
 from diffvi.posteriors.iaf import MADE, IAFPosterior, MaskedLinear, build_iaf_posterior
+from diffvi.posteriors.registry import POSTERIORS, RegisteredPosterior
 
 __all__ = [
     "BernoulliPosterior",
@@ -17,8 +18,10 @@ __all__ = [
     "IAFPosterior",
     "MADE",
     "MaskedLinear",
+    "POSTERIORS",
     "Posterior",
     "PosteriorSample",
+    "RegisteredPosterior",
     "ReverseChain",
     "build_diffusion_posterior",
     "build_iaf_posterior",

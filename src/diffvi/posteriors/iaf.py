@@ -237,19 +237,19 @@ class IAFPosterior(Posterior):
 def build_iaf_posterior(
     data_dim: int,
     latent_dim: int,
-    encoder_hidden: Sequence[int] = (200, 200),
+    hidden: Sequence[int] = (200, 200),
     num_flows: int = 4,
     made_hidden: Sequence[int] = (128, 128, 128),
     context_dim: int = 64,
     activation: str = "tanh",
     forget_bias: float = 2.0,
 ) -> IAFPosterior:
-    """An IAF posterior with an MLP encoder ``data_dim -> encoder_hidden -> 2·D + C``.
+    """An IAF posterior with an MLP encoder ``data_dim -> hidden -> 2·D + C``.
 
     Defaults: 4 steps of MADE 128-128-128 with a 64-wide encoder context (tanh throughout,
     as the IWAE-style encoders of :func:`diffvi.models.build_vae`).
     """
-    encoder = MLP(data_dim, encoder_hidden, 2 * latent_dim + context_dim, activation)
+    encoder = MLP(data_dim, hidden, 2 * latent_dim + context_dim, activation)
     return IAFPosterior(
         encoder, latent_dim, context_dim, num_flows, made_hidden, activation, forget_bias
     )

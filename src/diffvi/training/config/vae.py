@@ -10,6 +10,7 @@ from diffvi.models.vae import ARCHITECTURES
 from diffvi.nn.activations import ACTIVATIONS
 from diffvi.objectives import OBJECTIVES
 from diffvi.objectives.iwae import ESTIMATORS
+from diffvi.posteriors.registry import POSTERIORS
 from diffvi.training.config.base import (
     MODEL,
     OPTIM,
@@ -29,9 +30,6 @@ ADAM_PRESETS: dict[str, dict[str, Any]] = {
     "iwae-code": {"betas": (0.99, 0.999), "eps": 1e-4},
 }
 SCHEDULES = ("constant", "iwae")
-POSTERIORS = ("gaussian", "diffusion", "iaf")
-# MADE hidden sizes of each IAF step when ``made_hidden`` is unset.
-DEFAULT_MADE_HIDDEN = [128, 128, 128]
 # Priors that exist in 2-D only (``diffvi.distributions.toy2d.build_prior``).
 PRIORS_2D = ("pinwheel", "swiss-roll", "square")
 # Priors with labelled partitions p(z) = Σ_l p(l) p(z|l), which semi-supervised runs need.
@@ -69,7 +67,7 @@ class TrainConfig(RunConfig):
     KL(q(y_T|x) ‖ N(0, I)) and ``beta_sleep`` its sleep weight, both per image.
 
     IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
-    ``iaf_flows`` steps of MADE ``made_hidden`` (default ``DEFAULT_MADE_HIDDEN``); its encoder
+    ``iaf_flows`` steps of MADE ``made_hidden`` (default: the builder's, 128-128-128); its encoder
     MLP uses ``hidden[0]``. See :func:`~diffvi.posteriors.build_iaf_posterior`.
 
     AAE (Makhzani et al. 2016): ``objective="aae"`` with a Gaussian or IAF posterior, one latent
@@ -160,6 +158,13 @@ class TrainConfig(RunConfig):
         panel=MODEL,
         choices=POSTERIORS,
     )
+    posterior_options: dict[str, Any] = option(
+        {},
+        "An option of the posterior's builder that no other flag sets (VALUE is read as JSON, "
+        "else as text); repeat for several.",
+        flag="--posterior-option",
+        panel=MODEL,
+    )
     prior: str = option(
         "standard-normal",
         f"Prior p(z); {', '.join(PRIORS_2D)} are 2-D (--latent-dim 2).",
@@ -249,7 +254,7 @@ class TrainConfig(RunConfig):
             (self.k >= 1, "k must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
-            (self.posterior in POSTERIORS, f"posterior must be one of {POSTERIORS}"),
+            (self.posterior in POSTERIORS, f"posterior must be one of {sorted(POSTERIORS)}"),
             (self.diffusion_steps >= 1, "diffusion_steps must be >= 1"),
             (self.mixture_components >= 1, "mixture_components must be >= 1"),
             (
@@ -287,6 +292,7 @@ class TrainConfig(RunConfig):
                 field_name = message.split()[0]
                 raise ValueError(f"{message}, got {getattr(self, field_name)!r}")
         self._check_objective_options()
+        self._check_posterior_options()
         self._check_posterior_and_prior()
 
     def resolved_latent_dims(self) -> list[int]:
@@ -324,7 +330,7 @@ class TrainConfig(RunConfig):
                 f"prior {self.prior!r} is 2-D: it needs latent_dims [2], got {dims} "
                 "(pass --latent-dim 2, or choose prior standard-normal or mixture)"
             )
-        if self.posterior in ("diffusion", "iaf") and len(dims) != 1:
+        if self.posterior != "gaussian" and len(dims) != 1:
             raise ValueError(
                 f"the {self.posterior} posterior has one latent layer: latent_dims must have one "
                 f"entry, got {dims}"
@@ -359,6 +365,20 @@ class TrainConfig(RunConfig):
                 f"{self.objective!r}; it takes {sorted(free)} (the others are config fields)"
             )
 
+    def _check_posterior_options(self) -> None:
+        """``posterior_options`` may set the builder's keywords that no config field sets."""
+        entry = POSTERIORS[self.posterior]
+        free = set()
+        if entry.build is not None:
+            taken = {"data_dim", "latent_dim", "hidden", "activation", *entry.config_fields}
+            free = set(inspect.signature(entry.build).parameters) - taken
+        unknown = set(self.posterior_options) - free
+        if unknown:
+            raise ValueError(
+                f"posterior_options {sorted(unknown)} are not options of posterior "
+                f"{self.posterior!r}; it takes {sorted(free)} (the others are config fields)"
+            )
+
     def _check_aae(self) -> None:
         if self.objective != "aae":
             if self.deterministic_encoder or self.discriminator_lr is not None:
@@ -367,11 +387,6 @@ class TrainConfig(RunConfig):
                     f"got objective={self.objective!r}"
                 )
             return
-        if self.posterior not in ("gaussian", "iaf"):
-            raise ValueError(
-                "objective 'aae' trains a Gaussian or IAF posterior, got "
-                f"posterior={self.posterior!r}"
-            )
         dims = self.resolved_latent_dims()
         if len(dims) != 1:
             raise ValueError(

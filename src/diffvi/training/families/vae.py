@@ -24,12 +24,10 @@ from torch import Tensor
 from diffvi.models.vae import VAE, build_vae
 from diffvi.objectives import AAE, IWAE, OBJECTIVES, Objective, SemiSupervised
 from diffvi.objectives.semisupervised import prior_log_responsibilities, top_layer
+from diffvi.posteriors import POSTERIORS
 from diffvi.posteriors.base import Posterior
-from diffvi.training.config import ADAM_PRESETS, DEFAULT_MADE_HIDDEN, TrainConfig, iwae_lr_factor
+from diffvi.training.config import ADAM_PRESETS, TrainConfig, iwae_lr_factor
 from diffvi.training.family import Family, LossOutput, Metric
-
-# Width of the context features c(x) that the conditional diffusion posterior's denoiser sees.
-DIFFUSION_CONTEXT_DIM = 32
 
 
 def build_objective_from_config(config: TrainConfig, latent_dim: int | None = None) -> Objective:
@@ -47,18 +45,15 @@ def build_objective_from_config(config: TrainConfig, latent_dim: int | None = No
 def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     """The model p (with the config's prior) and posterior q a config names.
 
-    ``posterior="gaussian"``: :func:`build_vae`'s mirrored MLPs. ``"diffusion"``: the same
-    decoder with :func:`~diffvi.posteriors.build_diffusion_posterior` (encoder, context and
-    denoiser MLPs of ``hidden[0]``, T = ``diffusion_steps``, β linear from 1e-4 to
-    ``beta_end``) in place of the Gaussian encoder. ``"iaf"``: the same decoder with
-    :func:`~diffvi.posteriors.build_iaf_posterior` (encoder MLP of ``hidden[0]``,
-    ``iaf_flows`` steps of MADE ``made_hidden``).
+    ``posterior="gaussian"``: :func:`build_vae`'s mirrored MLPs. Any other name is built by its
+    :data:`~diffvi.posteriors.POSTERIORS` entry in place of the Gaussian encoder, from the
+    bottom layer's hidden sizes (``hidden[0]``), the activation, the config fields the entry
+    names (e.g. ``diffusion_steps``, ``beta_end`` for ``"diffusion"``; ``iaf_flows``,
+    ``made_hidden`` for ``"iaf"``) and ``posterior_options``.
     """
     from diffvi.distributions.likelihoods import build_likelihood
     from diffvi.distributions.priors import build_prior
     from diffvi.distributions.smoothed import SmoothedPrior
-    from diffvi.posteriors.diffusion import build_diffusion_posterior
-    from diffvi.posteriors.iaf import build_iaf_posterior
 
     dims = config.resolved_latent_dims()
     # None keeps build_vae's own N(0, I), so runs from before the prior option are unchanged.
@@ -78,25 +73,20 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
         config.activation,
         prior=prior,
     )
-    if config.posterior == "diffusion":
-        posterior = build_diffusion_posterior(
+    entry = POSTERIORS[config.posterior]
+    if entry.build is not None:  # else the VAE's own Gaussian posterior
+        options = {
+            keyword: getattr(config, name)
+            for keyword, name in entry.config_fields.items()
+            if getattr(config, name) is not None  # unset: the builder's default
+        }
+        posterior = entry.build(
             model.data_dim,
             model.latent_dim,
-            num_steps=config.diffusion_steps,
             hidden=bottom_hidden(config),
-            context_dim=DIFFUSION_CONTEXT_DIM,
-            conditional=config.conditional,
             activation=config.activation,
-            beta_end=config.beta_end,
-        )
-    elif config.posterior == "iaf":
-        posterior = build_iaf_posterior(
-            model.data_dim,
-            model.latent_dim,
-            encoder_hidden=bottom_hidden(config),
-            num_flows=config.iaf_flows,
-            made_hidden=config.made_hidden or DEFAULT_MADE_HIDDEN,
-            activation=config.activation,
+            **options,
+            **config.posterior_options,
         )
     return model, posterior
 
