@@ -306,3 +306,18 @@ def test_measurement_files_keep_float_tiffs_exact_and_scale_integer_images(tmp_p
         read_measurement_files(tmp_path / "a.tif", 2, 5, 5)
     with pytest.raises(FileNotFoundError):
         read_measurement_files(tmp_path / "missing.tif", 1, 6, 5)
+
+
+def test_a_digest_record_outside_the_cache_cannot_override_the_published_digest(
+    data_dir: Path, isolated_cache: Path
+) -> None:
+    # Anyone who can write a shared DIFFVI_DATA could otherwise swap a data file.
+    swapped = put(data_dir, REL, b"swapped payload")
+    swapped.with_name(swapped.name + ".sha256").write_text(f"{sha(b'swapped payload')}  x\n")
+    files._DIGESTS.clear()
+    with pytest.raises(ValueError, match="SHA-256 mismatch"):
+        find_file(REL, sha(DATA))
+    # In the user cache, where diffvi converts files itself, the record is honoured.
+    converted = put(isolated_cache, "toy/converted.bin", b"converted here")
+    converted.with_name("converted.bin.sha256").write_text(f"{sha(b'converted here')}  x\n")
+    assert find_file("toy/converted.bin", sha(b"published version")) == converted

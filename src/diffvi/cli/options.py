@@ -71,10 +71,11 @@ def check_split(name: str, split: str) -> None:
 
 
 RunOrCheckpoint = Annotated[
-    Path,
+    str,
     typer.Argument(
         metavar="RUN_OR_CKPT",
-        help="A run folder (uses checkpoints/last.ckpt) or a .ckpt file.",
+        help="A run folder, its export/, a .ckpt file, or a model name (mnist; a folder of the "
+        "current directory is ./NAME).",
         show_default=False,
     ),
 ]

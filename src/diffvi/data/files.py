@@ -21,7 +21,9 @@ Some files are not distributed in our layout (the statically binarised MNIST ``.
 Frey faces ``.npz``); :func:`fetch_derived` downloads their original sources and converts them
 in the cache. A converted file cannot be byte-identical to the published one (the zip
 container holds time stamps), so its digest is recorded next to it in ``<file>.sha256`` at
-conversion time; a file whose digest matches such a record is accepted as well.
+conversion time; a file whose digest matches such a record is accepted as well, but only in the
+user cache, where diffvi itself converts. A record anywhere else (e.g. in a shared
+``$DIFFVI_DATA`` that others can write) is ignored: there the published digest wins.
 
 :func:`read_image_files` reads the user's own PNG/JPEG files (a file or a folder of them) into
 an image batch, for commands such as ``diffvi restore``.
@@ -154,7 +156,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _recorded_digest(path: Path) -> str | None:
-    """The digest recorded in ``<path>.sha256`` when the file was converted locally."""
+    """The digest recorded in ``<path>.sha256`` when diffvi converted the file in the user
+    cache; ``None`` for files elsewhere, whose record nobody vouches for."""
+    if not path.resolve().is_relative_to(cache_dir().resolve()):
+        return None
     sidecar = path.with_name(path.name + _SIDECAR_SUFFIX)
     try:
         text = sidecar.read_text(encoding="ascii").split()
@@ -174,8 +179,8 @@ def verify_file(path: str | os.PathLike[str], sha256: str | None) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: the digest differs from ``sha256`` (and from the digest recorded in
-            ``<path>.sha256`` by a local conversion, when there is one). The message names the
+        ValueError: the digest differs from ``sha256`` (and, in the user cache, from the digest
+            recorded in ``<path>.sha256`` by a local conversion). The message names the
             file, the expected and the actual digest.
     """
     path = Path(path)

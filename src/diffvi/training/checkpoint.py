@@ -15,7 +15,7 @@ from diffvi.training.module import TrainingModule, legacy_kind, upgrade_legacy_c
 from diffvi.utils.io import atomic_write, write_json
 from diffvi.utils.paths import MODEL_SPEC as SPEC
 from diffvi.utils.paths import MODEL_WEIGHTS as WEIGHTS
-from diffvi.utils.paths import find_model
+from diffvi.utils.paths import find_model, is_model_name
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -81,10 +81,12 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
 
     ``name_or_path``: an export folder (``model.json`` + ``model.safetensors``), a run folder
     (its ``export/``, else its last checkpoint), a ``.ckpt`` file (the weights that are
-    validated: the EMA where kept), or a model name on the search path of
-    :func:`~diffvi.utils.paths.find_model`. Exports and checkpoints written before
-    the one training contract load too.
+    validated: the EMA where kept), or a bare model name (``"mnist"``), looked up on the search
+    path of :func:`~diffvi.utils.paths.find_model` only, never in the current directory.
+    Exports and checkpoints written before the one training contract load too.
     """
+    if is_model_name(name_or_path):
+        return _from_export(find_model(name_or_path)).to(device).eval()
     path = Path(name_or_path)
     holds_nothing = not (_has_export(path) or (path / "config.json").is_file())
     if path.is_dir() and holds_nothing and not (path / "checkpoints").is_dir():
@@ -100,11 +102,16 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
     ):
         family = load_module(path).trained
     else:
-        folder = find_model(name_or_path)
-        spec = json.loads((folder / SPEC).read_text())
-        family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
-        family.load_export_state(load_file(folder / WEIGHTS))
+        family = _from_export(find_model(path))
     return family.to(device).eval()
+
+
+def _from_export(folder: Path) -> Family:
+    """The family an export folder (``model.json`` + ``model.safetensors``) holds."""
+    spec = json.loads((folder / SPEC).read_text())
+    family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
+    family.load_export_state(load_file(folder / WEIGHTS))
+    return family
 
 
 def _has_export(path: Path) -> bool:
