@@ -142,3 +142,11 @@ def test_index_batches_shard_each_epoch_disjointly_and_reshuffle_between_epochs(
     epoch1 = torch.cat(list(shards[0]))
     assert not torch.equal(epoch0[0], epoch1)
     assert len(list(IndexBatchSampler(103, 10, drop_last=True))) == 10
+
+
+def test_a_new_or_resumed_run_removes_what_a_kill_mid_write_left(tmp_path):
+    stale = tmp_path / "run" / "checkpoints" / ".last.ckpt.k2j4h1.ckpt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    fit(tiny_iwae_config(max_epochs=1), tmp_path / "run", progress_bar=False)
+    assert not stale.exists() and (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()

@@ -14,8 +14,17 @@ from diffvi.training.checkpoint import AtomicCheckpointIO, export_model, resolve
 from diffvi.training.config import RunConfig
 from diffvi.training.family import family_class, kind_of
 from diffvi.training.module import TrainingModule
-from diffvi.utils.io import write_json
+from diffvi.utils.io import remove_stale_temporaries, write_json
+from diffvi.utils.paths import MODEL_SPEC, MODEL_WEIGHTS
 from diffvi.utils.runtime import configure_numerics
+
+# The files of a run folder, each written atomically: (subfolder, name).
+RUN_FILES = (
+    (".", "config.json"),
+    ("checkpoints", "last.ckpt"),
+    ("export", MODEL_SPEC),
+    ("export", MODEL_WEIGHTS),
+)
 
 
 def fit(
@@ -105,6 +114,8 @@ def fit(
         inference_mode=False,
     )
     if trainer.is_global_zero:
+        for folder, name in RUN_FILES:  # what a kill mid-write left behind
+            remove_stale_temporaries(run_dir / folder, name)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", {"kind": kind, **config.to_dict()})
     started = time.perf_counter()

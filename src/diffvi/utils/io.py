@@ -11,19 +11,59 @@ from typing import Any
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` for a temporary file next to ``path`` (same suffix, so writers that
     choose the format from the name still work), then rename it onto ``path``. If ``write``
-    raises, the temporary file is removed and ``path`` is left as it was."""
+    raises, the temporary file is removed and ``path`` is left as it was. The file is flushed to
+    disk before the rename and the folder after it, so a power loss leaves the old file or the
+    new one, never an empty one; it gets the mode of a newly created file (the umask's), not
+    the temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+# Temporary files of atomic_write start with this; remove_stale_temporaries finds them.
+TEMP_PREFIX = "."
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without folder handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], name: str) -> list[Path]:
+    """Delete what a kill during :func:`atomic_write` of ``folder/name`` left behind (its
+    temporary files); returns them."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(f"{TEMP_PREFIX}{name}.*")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
