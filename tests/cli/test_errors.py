@@ -66,3 +66,37 @@ def test_sample_a_missing_checkpoint_names_the_path(cli, tmp_path):
 def test_unknown_device_is_rejected_with_the_valid_forms(cli, trained_run):
     result = cli("sample", trained_run[0], "--device", "tpu9")
     _assert_clean_failure(result, "tpu9")
+
+
+SBN = ["--dataset", "digits", "--layers", "4", "--val-k", "2", "--threads", "1", "--no-progress"]
+
+
+def test_resume_from_a_truncated_or_broken_run_is_a_one_line_error(cli, tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", "sbn", *SBN, "--max-steps", "2", "--val-every", "2", "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # killed while writing
+    result = cli("train", "sbn", "--run-dir", run, "--resume", "--max-steps", "4", "--no-progress")
+    _assert_clean_failure(result, str(checkpoint), "truncated")
+    assert result.exit_code == 1
+    (run / "config.json").write_text("{not json")
+    result = cli("train", "sbn", "--run-dir", run, "--resume", "--no-progress")
+    _assert_clean_failure(result, str(run / "config.json"), "not valid JSON")
+
+
+def test_an_empty_checkpoint_says_so(cli, tmp_path):
+    empty = tmp_path / "last.ckpt"
+    empty.write_bytes(b"")
+    _assert_clean_failure(cli("evaluate", empty), "the file is empty")
+
+
+def test_a_gpu_accelerator_without_a_gpu_says_how_to_run_on_cpu(cli, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    result = cli("train", "sbn", *SBN, "--max-steps", "2", "--accelerator", "gpu",
+                 "--run-dir", tmp_path / "run")  # fmt: skip
+    _assert_clean_failure(result, "no CUDA GPU", "--accelerator cpu --devices 2 --strategy ddp")
+    assert result.exit_code == 1

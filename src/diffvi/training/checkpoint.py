@@ -3,6 +3,7 @@ format for every family (``model.json`` with ``kind`` + ``model.safetensors``), 
 :func:`load`, which rebuilds any of them from a run, an export, a checkpoint or a model name."""
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
-    """A checkpoint file, or a run folder (then its ``checkpoints/last.ckpt``)."""
+    """A checkpoint file, or a run folder (then its ``checkpoints/last.ckpt``), checked to be a
+    whole checkpoint file (``ValueError`` naming it when it is empty or truncated)."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
         candidate = path / "checkpoints" / "last.ckpt"
         if not candidate.exists():
             raise FileNotFoundError(f"no checkpoint at {candidate} (expected a run folder)")
-        return candidate
-    if not path.exists():
+        path = candidate
+    elif not path.exists():
         raise FileNotFoundError(f"{path} is neither a checkpoint file nor a run folder")
+    # A torch checkpoint is a zip archive, whose directory is at the end: an empty or cut-off
+    # file has none (checked without reading the weights).
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is not a readable diffvi checkpoint: the file is empty")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a readable diffvi checkpoint: it is truncated or not a torch "
+            "checkpoint (a run killed while writing it? its previous checkpoint is lost)"
+        )
     return path
 
 

@@ -71,7 +71,10 @@ def resumed_run_config(kind: str, run_dir: Path | None, given: dict[str, Any]) -
     path = run_dir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"cannot resume: no config.json in {run_dir}")
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"cannot resume: {path} is not valid JSON ({err})") from err
     saved_kind = saved.pop("kind", None) or legacy_kind({"config": saved})
     if saved_kind != kind:
         raise ValueError(

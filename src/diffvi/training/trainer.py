@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
@@ -66,6 +67,12 @@ def fit(
     model; ``.trained`` the weights that were exported).
     """
     run_dir = Path(run_dir)
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"accelerator {accelerator!r}: there is no CUDA GPU here. Train on the CPU with "
+            "accelerator 'cpu'; DDP runs on CPU processes too (--accelerator cpu --devices 2 "
+            "--strategy ddp)"
+        )
     kind = kind_of(config)
     cls = family_class(kind)
     configure_numerics(config.flush_denormal)
