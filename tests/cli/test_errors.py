@@ -85,6 +85,19 @@ def test_resume_from_a_truncated_or_broken_run_is_a_one_line_error(cli, tmp_path
     _assert_clean_failure(result, str(run / "config.json"), "not valid JSON")
 
 
+def test_a_hand_edited_config_json_is_refused_on_resume_naming_the_key(cli, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    result = cli("train", "sbn", *SBN, "--max-steps", "2", "--val-every", "2", "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "lr": 0.5}))
+    result = cli("train", "sbn", "--run-dir", run, "--resume", "--max-steps", "4", "--no-progress")
+    _assert_clean_failure(result, "lr: checkpoint 0.0003, now 0.5")
+    assert result.exit_code == 1
+
+
 def test_an_empty_checkpoint_says_so(cli, tmp_path):
     empty = tmp_path / "last.ckpt"
     empty.write_bytes(b"")

@@ -131,9 +131,29 @@ class TrainingModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         upgrade_legacy_checkpoint(checkpoint)
+        self._check_resumed_config(checkpoint["hyper_parameters"]["config"])
         # Applied in on_train_start: the sanity-check validation that Lightning runs after
         # restoring would otherwise consume random numbers the uninterrupted run did not.
         self._restored_rng = checkpoint.get("rng")
+
+    def _check_resumed_config(self, saved: dict[str, Any]) -> None:
+        """Refuse to continue a checkpoint under a config that differs from the one it was
+        trained with (say a hand-edited ``config.json``), except in the fields a resume may
+        change (:data:`~diffvi.training.runs.RESUMABLE_FIELDS`)."""
+        from diffvi.training.runs import RESUMABLE_FIELDS
+
+        now = self.config.to_dict()
+        changed = sorted(
+            key
+            for key in saved.keys() & now.keys()
+            if key not in RESUMABLE_FIELDS and saved[key] != now[key]
+        )
+        if changed:
+            detail = ", ".join(f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in changed)
+            raise ValueError(
+                f"the checkpoint was trained with another config ({detail}); resume with the "
+                "config it was trained with, or start a new run"
+            )
 
     def on_train_start(self) -> None:
         rng = self._restored_rng
