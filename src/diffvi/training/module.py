@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from diffvi.training.config import RunConfig
+from diffvi.training.config import RESUMABLE_FIELDS, RunConfig
 from diffvi.training.family import Family, Metric, family_class
 
 
@@ -139,8 +139,7 @@ class TrainingModule(L.LightningModule):
     def _check_resumed_config(self, saved: dict[str, Any]) -> None:
         """Refuse to continue a checkpoint under a config that differs from the one it was
         trained with (say a hand-edited ``config.json``), except in the fields a resume may
-        change (:data:`~diffvi.training.runs.RESUMABLE_FIELDS`)."""
-        from diffvi.training.runs import RESUMABLE_FIELDS
+        change (:data:`~diffvi.training.config.RESUMABLE_FIELDS`)."""
 
         now = self.config.to_dict()
         changed = sorted(

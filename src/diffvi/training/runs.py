@@ -3,7 +3,7 @@
 A new run's config is layered: the family's dataclass defaults, then a command's own defaults,
 then a config file (YAML or JSON; a run's own ``config.json`` reproduces that run), then the
 options given explicitly. A resumed run takes its saved ``config.json``; only the fields of
-:data:`RESUMABLE_FIELDS` (budget and numerics) may change.
+:data:`~diffvi.training.config.RESUMABLE_FIELDS` (budget and numerics) may change.
 """
 
 import json
@@ -11,10 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from diffvi.training.config import RunConfig
-
-# Fields a resumed run may change: they set how long and how it runs, not what it trains.
-RESUMABLE_FIELDS = ("max_epochs", "max_steps", "max_minutes", "flush_denormal", "precision")
+from diffvi.training.config import RESUMABLE_FIELDS, RunConfig
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from typing import Any, Self
 
 from diffvi.data.registry import available_datasets
 
+# Fields a resumed run may change: they set how long and how it runs, not what it trains.
+RESUMABLE_FIELDS = ("max_epochs", "max_steps", "max_minutes", "flush_denormal", "precision")
 # Lightning's precision settings that every family accepts.
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 
