@@ -56,6 +56,9 @@ class Family(nn.Module):
     training_only: ClassVar[tuple[str, ...]] = ()
     # Families that step their optimisers themselves implement :meth:`manual_step`.
     manual_optimization: ClassVar[bool] = False
+    # The submodule exported alone, under its own names (``"model"``: the model without the
+    # family around it, loadable where the bare model is expected); ``None``: the whole family.
+    exported_module: ClassVar[str | None] = None
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__()
@@ -113,12 +116,18 @@ class Family(nn.Module):
         return cls(cls.config_class.from_dict(spec["config"]))
 
     def export_state(self) -> dict[str, Tensor]:
-        """The tensors exported as ``model.safetensors`` (all but ``training_only``)."""
+        """The tensors exported as ``model.safetensors``: those of ``exported_module``, else all
+        but ``training_only``."""
+        if self.exported_module is not None:
+            return getattr(self, self.exported_module).state_dict()
         state = self.state_dict()
         return {k: v for k, v in state.items() if not k.startswith(self.training_only)}
 
     def load_export_state(self, state: dict[str, Tensor]) -> None:
         """Load what :meth:`export_state` wrote; training-only entries may be absent."""
+        if self.exported_module is not None:
+            getattr(self, self.exported_module).load_state_dict(state)
+            return
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(self.training_only)]
         if missing or unexpected:

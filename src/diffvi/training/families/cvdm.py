@@ -57,6 +57,7 @@ class CVDMFamily(Family):
     :class:`~diffvi.models.regression.RegressionUNet` for ``schedule="regression"``)."""
 
     kind = "cvdm"
+    exported_module = "model"
     config_class = CVDMConfig
     progress_metrics = ("loss", "psnr")
 
@@ -136,9 +137,3 @@ class CVDMFamily(Family):
                  "base_channels", "channel_mults", "attention_resolutions", "num_groups",
                  "timesteps")  # fmt: skip
         return cls(CVDMConfig(**{name: spec[name] for name in names}))
-
-    def export_state(self) -> dict[str, Tensor]:
-        return self.model.state_dict()
-
-    def load_export_state(self, state: dict[str, Tensor]) -> None:
-        self.model.load_state_dict(state)

@@ -24,6 +24,7 @@ class DiffusionFamily(Family):
     has ``config`` ``None``: it samples and scores, but does not train."""
 
     kind = "diffusion"
+    exported_module = "model"
     config_class = DiffusionConfig
     progress_metrics = ("loss", "bpd")
 
@@ -75,9 +76,3 @@ class DiffusionFamily(Family):
         model_spec = {k: v for k, v in spec.items() if k not in ("config", "metadata")}
         config = DiffusionConfig.from_dict(spec["config"]) if "config" in spec else None
         return cls(config, model_spec)
-
-    def export_state(self) -> dict[str, Tensor]:
-        return self.model.state_dict()
-
-    def load_export_state(self, state: dict[str, Tensor]) -> None:
-        self.model.load_state_dict(state)

@@ -91,6 +91,7 @@ class VAEDGPFamily(Family):
     its bound; see the module docstring."""
 
     kind = "vaedgp"
+    exported_module = "model"
     config_class = VAEDGPConfig
     progress_metrics = ("bound",)
 
@@ -151,12 +152,6 @@ class VAEDGPFamily(Family):
         if recognition:
             groups.append({"params": recognition, "lr": self.config.recognition_lr})
         return torch.optim.Adam(groups)
-
-    def export_state(self) -> dict[str, Tensor]:
-        return self.model.state_dict()
-
-    def load_export_state(self, state: dict[str, Tensor]) -> None:
-        self.model.load_state_dict(state)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "VAEDGPFamily":
