@@ -25,8 +25,8 @@ def load_cvdm(run_dir):
     return load(run_dir).model, read_spec(run_dir)
 
 
-def _train_losses(run_dir, version: int = 0) -> list[float]:
-    with open(run_dir / "logs" / f"version_{version}" / "metrics.csv") as f:
+def _train_losses(run_dir) -> list[float]:
+    with open(run_dir / "logs" / "metrics.csv") as f:
         return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
@@ -48,7 +48,7 @@ def test_the_training_loss_decreases(trained):
 
 def test_each_loss_term_and_the_learned_end_points_are_logged(trained):
     run_dir, _ = trained
-    with open(run_dir / "logs" / "version_0" / "metrics.csv") as f:
+    with open(run_dir / "logs" / "metrics.csv") as f:
         columns = set(next(csv.reader(f)))
     for name in ("noise", "consistency", "boundary", "beta", "prior", "regulariser"):
         assert f"train/{name}" in columns

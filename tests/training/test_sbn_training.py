@@ -16,7 +16,7 @@ TINY = dict(dataset="digits", layers=[8, 4], batch_size=32, lr=3e-3, val_size=64
 
 
 def _val_bounds(run_dir, k: int = 20) -> list[float]:
-    with open(run_dir / "logs" / "version_0" / "metrics.csv") as f:
+    with open(run_dir / "logs" / "metrics.csv") as f:
         return [float(r[f"val/bound_k{k}"]) for r in csv.DictReader(f) if r.get(f"val/bound_k{k}")]
 
 
@@ -88,4 +88,16 @@ def test_a_nan_loss_stops_training_without_an_export(tmp_path, monkeypatch):
     config = SBNConfig(**TINY, estimator="vimco", k=2, max_steps=5, val_every_n_steps=5)
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         fit(config, tmp_path / "run", accelerator="cpu", progress_bar=False)
+    assert not (tmp_path / "run" / "export").exists()
+
+
+def test_a_diverging_run_stops_before_any_checkpoint_or_export(tmp_path):
+    # train sbn --lr 1e6 kept finite losses: the bound fell from -28 to -2e8 nats per image.
+    config = SBNConfig(**{**TINY, "lr": 1e6}, estimator="nvil", max_steps=20, val_every_n_steps=10)
+    with pytest.raises(FloatingPointError) as error:
+        fit(config, tmp_path / "run", accelerator="cpu", progress_bar=False)
+    message = str(error.value)
+    assert message.startswith("training diverged at step 1 (the smoothed training negative")
+    assert message.endswith("Try a lower learning rate (--lr, now 1e6).") and "\n" not in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
     assert not (tmp_path / "run" / "export").exists()

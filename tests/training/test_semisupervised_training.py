@@ -96,7 +96,7 @@ def test_labelled_run_with_standard_normal_prior_is_refused():
 
 
 def read_val(run_dir, name: str) -> list[float]:
-    with open(run_dir / "logs" / "version_0" / "metrics.csv") as f:
+    with open(run_dir / "logs" / "metrics.csv") as f:
         return [float(r[name]) for r in csv.DictReader(f) if r.get(name)]
 
 

@@ -20,7 +20,7 @@ SMALL = dict(
 
 
 def _val_bounds(run_dir) -> list[float]:
-    with open(run_dir / "logs" / "version_0" / "metrics.csv") as f:
+    with open(run_dir / "logs" / "metrics.csv") as f:
         return [float(r["val/bound"]) for r in csv.DictReader(f) if r.get("val/bound")]
 
 
@@ -92,3 +92,16 @@ def test_a_non_finite_bound_stops_training_with_a_message():
     module.training_step((y.double(), torch.arange(8)), 0)
     with pytest.raises(FloatingPointError, match="lower learning rate"):
         module.check_finite()
+
+
+def test_a_diverging_run_names_the_step_and_both_learning_rates_before_any_checkpoint(tmp_path):
+    # --lr 1e6 --recognition-lr 1e6: K_zz stops being positive definite after the first step.
+    config = VAEDGPConfig(**SMALL, lr=1e6, recognition_lr=1e6, max_steps=10, val_every_n_steps=5)
+    with pytest.raises(FloatingPointError) as error:
+        fit(config, tmp_path, accelerator="cpu", progress_bar=False)
+    assert str(error.value) == (
+        "training diverged at step 1 (K_zz is not positive definite even with jitter; check the "
+        "inducing inputs); stopping before writing a checkpoint. Try a lower learning rate "
+        "(--lr, now 1e6; --recognition-lr, now 1e6)."
+    )
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "export").exists()

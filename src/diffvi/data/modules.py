@@ -2,7 +2,9 @@
 
 Indexing an in-memory dataset with a batch of indices avoids per-item collation, which
 dominates at IWAE's batch size of 20. The permutation of each epoch depends only on
-``(seed, epoch)``, so every rank agrees on it, and a resumed run replays the same order.
+``(seed, epoch)``, so every rank agrees on it, and the place inside the epoch is saved in every
+checkpoint (:class:`ResumableLoader`): a run resumed at any step continues with the very batches
+an uninterrupted run would have drawn.
 
 Semi-supervised runs (``num_labelled > 0``) see every training image without its label except
 those of a fixed balanced subset (:func:`labelled_subset`), and
@@ -65,7 +67,47 @@ def labelled_subset(labels: Tensor, num_labelled: int, seed: int = 0) -> Tensor:
     return torch.cat(chosen).sort().values
 
 
-class IndexBatchSampler(Sampler[torch.Tensor]):
+class ResumableBatchSampler(Sampler[torch.Tensor]):
+    """A batch sampler whose place inside the epoch is part of a checkpoint.
+
+    Subclasses give the batches of epoch ``self.epoch`` (:meth:`epoch_batches`, a function of
+    the seed and the epoch only); this class counts those handed out, and after
+    :meth:`load_state_dict` the next iteration over the saved epoch starts where the saved one
+    stopped, so a run resumed at any step trains on exactly the batches of an uninterrupted one.
+    """
+
+    epoch: int
+    position: int = 0  # batches of this epoch handed out so far
+    _resume_at: dict[str, int] | None = None
+
+    def epoch_batches(self) -> list[torch.Tensor]:
+        """The index batches of epoch ``self.epoch``, in order."""
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator: the order is drawn at the first next(), after Lightning's set_epoch
+        # (on resume Lightning calls iter() before set_epoch).
+        resume, self._resume_at = self._resume_at, None
+        start = resume["position"] if resume and resume["epoch"] == self.epoch else 0
+        self.position = start
+        for batch in self.epoch_batches()[start:]:
+            self.position += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "position"}``: the epoch and how many of its batches were handed out."""
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Start the next iteration over ``state["epoch"]`` after its ``position`` batches."""
+        self._resume_at = {"epoch": int(state["epoch"]), "position": int(state["position"])}
+
+
+class IndexBatchSampler(ResumableBatchSampler):
     """Yields ``LongTensor`` index batches ``[batch_size]`` for rank ``rank`` of ``world_size``."""
 
     def __init__(
@@ -86,10 +128,6 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         self.drop_last = drop_last
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        self.epoch = epoch
-
     def _rank_indices(self) -> torch.Tensor:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
@@ -99,13 +137,11 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         per_rank = self.num_items // self.world_size  # equal shares keep DDP ranks in step
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        # A generator: the order is drawn at the first next(), after Lightning's set_epoch
-        # (on resume Lightning calls iter() before set_epoch).
-        batches = self._rank_indices().split(self.batch_size)
+    def epoch_batches(self) -> list[torch.Tensor]:
+        batches = list(self._rank_indices().split(self.batch_size))
         if self.drop_last and len(batches) and len(batches[-1]) < self.batch_size:
             batches = batches[:-1]
-        yield from batches
+        return batches
 
     def __len__(self) -> int:
         per_rank = self.num_items // self.world_size
@@ -113,7 +149,7 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         return full + (rest > 0 and not self.drop_last)
 
 
-class LabelledBatchSampler(Sampler[torch.Tensor]):
+class LabelledBatchSampler(ResumableBatchSampler):
     """The batches of an :class:`IndexBatchSampler` over all training items, each followed by
     ``labelled_batch`` indices drawn from ``labelled`` (int64 ``[N_l]``).
 
@@ -158,12 +194,10 @@ class LabelledBatchSampler(Sampler[torch.Tensor]):
         perms = [self.labelled[torch.randperm(n, generator=generator)] for _ in range(rounds)]
         return torch.cat(perms)[:needed]
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        # Drawn at the first next(), after Lightning's set_epoch (see IndexBatchSampler).
-        batches = list(iter(self.base))
+    def epoch_batches(self) -> list[torch.Tensor]:
+        batches = self.base.epoch_batches()
         stream = self._labelled_stream(len(batches)).split(self.labelled_batch)
-        for batch, extra in zip(batches, stream, strict=True):
-            yield torch.cat((batch, extra))
+        return [torch.cat((b, extra)) for b, extra in zip(batches, stream, strict=True)]
 
     def __len__(self) -> int:
         return len(self.base)
@@ -211,13 +245,26 @@ def rank_batches(module: L.LightningDataModule, num_items: int) -> IndexBatchSam
     )
 
 
-def index_batch_loader(dataset: Dataset, sampler: Sampler[torch.Tensor]) -> DataLoader:
-    """A DataLoader that hands whole index batches to ``dataset[indices]``.
+class ResumableLoader(DataLoader):
+    """A DataLoader over a :class:`ResumableBatchSampler` whose ``state_dict`` (the epoch and
+    the batches handed out in it) Lightning stores in every checkpoint and restores on resume."""
+
+    sampler: ResumableBatchSampler
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def index_batch_loader(dataset: Dataset, sampler: ResumableBatchSampler) -> ResumableLoader:
+    """A DataLoader that hands whole index batches to ``dataset[indices]``, resumable mid-epoch.
 
     It has a generator of its own: a DataLoader otherwise draws a seed from the global RNG
     each time it is iterated, which would shift the training noise of a resumed run.
     """
-    return DataLoader(dataset, sampler=sampler, batch_size=None, generator=torch.Generator())
+    return ResumableLoader(dataset, sampler=sampler, batch_size=None, generator=torch.Generator())
 
 
 class ImageDataModule(L.LightningDataModule):

@@ -7,7 +7,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
@@ -27,6 +29,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt`` of a run: what :class:`ModelCheckpoint` saves (every
+    ``every_n_train_steps`` steps or ``every_n_epochs`` epochs), plus the step at which training
+    stops inside an epoch (``max_steps``, ``max_time``), saved at the end of that batch, as an
+    interval checkpoint is: a checkpoint taken after ``fit`` returns would have the epoch
+    counted as finished, and the resumed run would skip the rest of it."""
+
+    def __init__(self, run_dir: Path, **kwargs: Any) -> None:
+        super().__init__(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
+            **kwargs,
+        )
+        self.stop_step: int | None = None  # the step saved by the stop inside an epoch
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dirpath) / "last.ckpt"
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, *args, **kwargs)
+        # Checkpoint callbacks run after the others (the Timer's max_time check included).
+        steps_done = trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps
+        if (steps_done or trainer.should_stop) and self.stop_step != trainer.global_step:
+            trainer.save_checkpoint(self.path)
+            self.stop_step = trainer.global_step
+
+    # Stopping inside an epoch still runs the epoch-end hooks: they must not overwrite the
+    # stop's checkpoint with one that counts the epoch as finished.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stop_step != trainer.global_step:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stop_step != trainer.global_step:
+            super().on_validation_end(trainer, pl_module)
 
 
 def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
@@ -99,6 +141,11 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
     if is_model_name(name_or_path):
         return _from_export(find_model(name_or_path)).to(device).eval()
     path = Path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: expected a run folder, an export folder (model.json), a "
+            ".ckpt file or a model name"
+        )
     holds_nothing = not (_has_export(path) or (path / "config.json").is_file())
     if path.is_dir() and holds_nothing and not (path / "checkpoints").is_dir():
         raise FileNotFoundError(

@@ -180,7 +180,6 @@ def _variational(
         progress_bar=options.progress,
         datamodule=data,
         checkpoint_every_n_epochs=max(1, options.epochs // 5),
-        log_every_n_steps=max(1, min(50, len(x) // config.batch_size)),
     )
     module.eval()
     generator = torch.Generator(device=module.device).manual_seed(options.seed)

@@ -1,5 +1,6 @@
 """The one training entry point: a family's config in, a trained run folder out."""
 
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -8,13 +9,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from diffvi.training.checkpoint import AtomicCheckpointIO, export_model, resolve_checkpoint
+from diffvi.training.checkpoint import (
+    AtomicCheckpointIO,
+    RunCheckpoint,
+    export_model,
+    resolve_checkpoint,
+)
 from diffvi.training.config import RunConfig
 from diffvi.training.family import family_class, kind_of
 from diffvi.training.module import TrainingModule
+from diffvi.training.run_log import LOG_FILE, RunLogger
 from diffvi.utils.io import remove_stale_temporaries, write_json
 from diffvi.utils.paths import MODEL_SPEC, MODEL_WEIGHTS
 from diffvi.utils.runtime import configure_numerics
@@ -23,6 +29,7 @@ from diffvi.utils.runtime import configure_numerics
 RUN_FILES = (
     (".", "config.json"),
     ("checkpoints", "last.ckpt"),
+    ("logs", LOG_FILE),
     ("export", MODEL_SPEC),
     ("export", MODEL_WEIGHTS),
 )
@@ -39,7 +46,7 @@ def fit(
     progress_bar: bool = True,
     limit_train_batches: int | float | None = None,
     callbacks: Sequence[Callback] = (),
-    log_every_n_steps: int = 50,
+    log_every_n_steps: int | None = None,
     checkpoint_every_n_epochs: int = 1,
     datamodule: L.LightningDataModule | None = None,
 ) -> TrainingModule:
@@ -50,7 +57,8 @@ def fit(
     - ``config.json``: ``{"kind": …, **config}``; ``diffvi train … --config`` reruns it;
     - ``checkpoints/last.ckpt``: every ``config.val_every_n_steps`` steps (else every
       ``checkpoint_every_n_epochs`` epochs) and at the end, written atomically;
-    - ``logs/version_N/metrics.csv``: ``train/…`` and ``val/…`` figures;
+    - ``logs/metrics.csv``: ``train/…`` and ``val/…`` figures, one log per run (a resumed run
+      continues it from the checkpoint's step);
     - ``export/``: ``model.json`` (``kind``, how to rebuild, metadata) + ``model.safetensors``
       (the EMA weights where the config keeps them), loadable with :func:`diffvi.load`.
 
@@ -61,7 +69,9 @@ def fit(
     further checkpoint or export. The Lightning arguments (``accelerator``, ``devices``,
     ``num_nodes``, ``strategy``) pass through unchanged, e.g. ``strategy="ddp"``;
     ``datamodule`` replaces the data the config names (e.g. a
-    :class:`~diffvi.data.modules.FeatureDataModule` for a VAE).
+    :class:`~diffvi.data.modules.FeatureDataModule` for a VAE). Training figures are logged
+    every ``log_every_n_steps`` steps (default: 50, or often enough that a short run or a
+    short epoch still logs about ten rows).
 
     Returns the trained :class:`~diffvi.training.module.TrainingModule` (``.family`` holds the
     model; ``.trained`` the weights that were exported).
@@ -83,13 +93,10 @@ def fit(
     module = TrainingModule(kind, config)
     module.family.attach_data(data, resumed=resume)
     every = config.val_every_n_steps
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="last",
-        save_top_k=1,
+    checkpoint = RunCheckpoint(
+        run_dir,
         every_n_train_steps=every,
         every_n_epochs=None if every else checkpoint_every_n_epochs,
-        enable_version_counter=False,
     )
     all_callbacks = [checkpoint, *module.family.callbacks(progress_bar), *callbacks]
     if progress_bar:
@@ -97,7 +104,7 @@ def fit(
     automatic = module.automatic_optimization
     trainer = L.Trainer(
         default_root_dir=run_dir,
-        logger=CSVLogger(run_dir, name="logs"),
+        logger=RunLogger(run_dir, resume=resume),
         callbacks=all_callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress_bar,
@@ -114,7 +121,7 @@ def fit(
         num_nodes=num_nodes,
         strategy=strategy,
         limit_train_batches=limit_train_batches,
-        log_every_n_steps=log_every_n_steps,
+        log_every_n_steps=log_every_n_steps or _log_interval(config, data),
         use_distributed_sampler=False,  # the data modules shard batches themselves
         # CVDM's learned schedule differentiates γ̄ in t during validation too (autograd
         # inside no_grad works; inside inference_mode it does not).
@@ -129,18 +136,38 @@ def fit(
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - started
     module.check_finite()
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)  # rank 0
+    if checkpoint.stop_step != trainer.global_step:  # else saved where training stopped
+        trainer.save_checkpoint(checkpoint.path, weights_only=False)  # rank 0
     if trainer.is_global_zero:
         metadata = {
             **{k: getattr(config, k) for k in ("dataset", "task") if hasattr(config, k)},
             "steps": int(trainer.global_step),
-            "epochs": int(trainer.current_epoch),
+            "epochs": _epochs_trained(trainer),
             "train_seconds_this_session": round(seconds, 1),
             **_validation_metrics(trainer),
         }
         metadata.update(module.trained.on_fit_end(run_dir, data))
         export_model(module.trained, run_dir / "export", metadata)
     return module
+
+
+def _log_interval(config: RunConfig, data: L.LightningDataModule) -> int:
+    """50 steps, at most a tenth of ``max_steps`` and at most one epoch (never below 1)."""
+    interval = 50
+    if config.max_steps > 0:
+        interval = min(interval, config.max_steps // 10)
+    with contextlib.suppress(TypeError):  # a loader without a length
+        interval = min(interval, len(data.train_dataloader()))
+    return max(1, interval)
+
+
+def _epochs_trained(trainer: L.Trainer) -> float:
+    """Epochs trained in all (fractional where training stopped inside one)."""
+    batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+    per_epoch = trainer.num_training_batches
+    if not per_epoch or per_epoch == float("inf"):
+        return float(trainer.current_epoch)
+    return round(batches / per_epoch, 3)
 
 
 def _validation_metrics(trainer: L.Trainer) -> dict[str, Any]:
