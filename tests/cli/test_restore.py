@@ -168,3 +168,32 @@ def test_help_lists_the_options_and_examples(cli):
                    "--steps", "--perceptual", "--batch-size", "--seed", "--device"):  # fmt: skip
         assert option in result.stdout
     assert "diffvi restore --task" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("mode", "fill", "expected"),
+    [
+        ("RGBA", (200, 200, 200, 128), "transparent pixel"),
+        ("RGB", (255, 0, 0), "is a colour image (mode RGB), but the prior takes grey images"),
+    ],
+)
+def test_a_colour_or_transparent_input_is_a_one_line_error_not_made_grey(
+    cli, shape_folder, tmp_path, mode, fill, expected
+):
+    Image.new(mode, (28, 28), fill).save(shape_folder / "zz_odd.png")  # in a folder of greys
+    for source in (shape_folder, shape_folder / "zz_odd.png"):
+        result = cli("restore", "--input", source, "--out", tmp_path / "out", *FAST)
+        assert result.exit_code == 1
+        assert expected in result.output and "zz_odd.png" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_grey_image_saved_as_opaque_rgba_is_restored(cli, tmp_path):
+    path = tmp_path / "ring.png"
+    ring = _shapes()["ring"]
+    Image.fromarray(np.dstack([ring, ring, ring, np.full_like(ring, 255)]), "RGBA").save(path)
+    out = tmp_path / "out"
+    result = cli("restore", "--task", "denoise", "--input", path, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert (out / "restored" / "ring.png").exists()

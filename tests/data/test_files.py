@@ -16,6 +16,7 @@ from diffvi.data.files import (
     fetch,
     fetch_derived,
     find_file,
+    read_image_files,
     read_measurement_files,
     search_dirs,
 )
@@ -321,3 +322,72 @@ def test_a_digest_record_outside_the_cache_cannot_override_the_published_digest(
     converted = put(isolated_cache, "toy/converted.bin", b"converted here")
     converted.with_name("converted.bin.sha256").write_text(f"{sha(b'converted here')}  x\n")
     assert find_file("toy/converted.bin", sha(b"published version")) == converted
+
+
+def _colour_files(folder: Path) -> dict[str, np.ndarray]:
+    """Small PNGs of every kind: grey, grey stored as RGB, grey RGBA fully opaque, colour RGB,
+    RGBA with a transparent pixel, and a grey palette image with a transparent index."""
+    folder.mkdir(exist_ok=True)
+    grey = np.arange(30, dtype=np.uint8).reshape(6, 5) * 8
+    colour = np.stack([grey, 255 - grey, grey // 2], axis=-1)
+    opaque = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    holed = opaque.copy()
+    holed[2, 3, 3] = 0
+    Image.fromarray(grey, "L").save(folder / "grey.png")
+    Image.fromarray(np.dstack([grey] * 3), "RGB").save(folder / "grey_rgb.png")
+    Image.fromarray(opaque, "RGBA").save(folder / "grey_rgba.png")
+    Image.fromarray(colour, "RGB").save(folder / "colour.png")
+    Image.fromarray(holed, "RGBA").save(folder / "holed.png")
+    palette = Image.fromarray(grey, "L").convert("P")
+    palette.save(folder / "palette_holed.png", transparency=int(np.asarray(palette)[0, 0]))
+    return {"grey": grey, "colour": colour}
+
+
+def test_grey_images_stored_as_rgb_or_opaque_rgba_read_as_the_same_grey_levels(tmp_path):
+    pixels = _colour_files(tmp_path / "all")
+    want = torch.from_numpy(pixels["grey"].astype(np.float32) / 255).expand(3, 1, 6, 5)
+    for name in ("grey", "grey_rgb", "grey_rgba"):
+        got, names = read_image_files(tmp_path / "all" / f"{name}.png", (1, 6, 5))
+        assert names == [name]
+        assert torch.equal(got, want[:1])
+    rgb, _ = read_image_files(tmp_path / "all" / "colour.png", (3, 6, 5))  # colour for colour
+    assert torch.equal(rgb[0], torch.from_numpy(pixels["colour"]).permute(2, 0, 1) / 255)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("colour.png", r"colour\.png is a colour image \(mode RGB\), but the prior takes grey "
+                       r"images \(1 channel\); convert it to grey first.*convert\('L'\)"),
+        ("holed.png", r"holed\.png has 1 transparent pixel.*flatten it onto a background"),
+        ("palette_holed.png", r"palette_holed\.png has \d+ transparent pixel"),
+    ],
+)  # fmt: skip
+def test_colour_for_a_grey_prior_or_transparency_is_refused_naming_the_file(
+    tmp_path, name, expected
+):
+    _colour_files(tmp_path / "all")
+    with pytest.raises(ValueError, match=expected):
+        read_image_files(tmp_path / "all" / name, (1, 6, 5))
+    if name != "colour.png":
+        with pytest.raises(ValueError, match="transparent"):
+            read_image_files(tmp_path / "all" / name, (3, 6, 5))
+
+
+def test_a_folder_with_one_colour_image_is_refused_naming_that_file(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    grey = np.zeros((6, 5), np.uint8)
+    Image.fromarray(grey, "L").save(folder / "a.png")
+    Image.fromarray(np.dstack([grey, grey + 9, grey]), "RGB").save(folder / "b.png")
+    with pytest.raises(ValueError, match=r"b\.png is a colour image"):
+        read_image_files(folder, (1, 6, 5))
+
+
+def test_colour_or_transparent_measurement_files_are_refused(tmp_path):
+    _colour_files(tmp_path / "all")
+    for name, expected in [("colour.png", "this model takes grey"), ("holed.png", "transparent")]:
+        with pytest.raises(ValueError, match=expected):
+            read_measurement_files(tmp_path / "all" / name, 1, 6, 5)
+    got, _ = read_measurement_files(tmp_path / "all" / "grey_rgba.png", 1, 6, 5)
+    assert torch.equal(got, read_measurement_files(tmp_path / "all" / "grey.png", 1, 6, 5)[0])

@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING
 from diffvi.utils.paths import cache_dir
 
 if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
     from torch import Tensor
 
 __all__ = [
@@ -416,8 +418,12 @@ def read_image_files(
 
     Args:
         path: an image file or a folder of them.
-        image_shape: ``(C, H, W)`` wanted; C = 1 converts to grey levels, C = 3 to RGB. The
-            files must already be ``H × W`` pixels: nothing is resized.
+        image_shape: ``(C, H, W)`` wanted: C = 1 grey levels, C = 3 RGB (a grey file is
+            repeated over the three channels). The files must already be ``H × W`` pixels:
+            nothing is resized. Nothing is lost silently either: a colour file for C = 1 is
+            refused (unless its three channels are equal, a grey image stored as RGB), and so
+            is a file with transparent pixels (an alpha channel that is fully opaque is
+            dropped).
 
     Returns:
         ``(images, names)``: the images and each file's name without its suffix (the full
@@ -425,8 +431,9 @@ def read_image_files(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: no image files, an unreadable file, a file of another size, or C not in
-            {1, 3}.
+        ValueError: no image files, an unreadable file, a file of another size, a colour
+            file for C = 1, a file with transparent pixels, or C not in {1, 3}; the message
+            names the file and says how to convert it.
     """
     import numpy as np
     import torch
@@ -442,7 +449,7 @@ def read_image_files(
             with Image.open(file) as image:
                 image.load()
                 size = image.size  # (W, H)
-                array = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+                array = _pixels(image, channels, file)
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"cannot read {file} as an image: {err}") from err
         if size != (width, height):
@@ -453,6 +460,43 @@ def read_image_files(
         arrays.append(array.reshape(height, width, channels).transpose(2, 0, 1))
     images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0)
     return images, _file_names(files)
+
+
+# PIL modes that hold one grey channel and no alpha.
+_GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _pixels(image: Image.Image, channels: int, file: Path, reader: str = "the prior") -> np.ndarray:
+    """The pixels of a PIL image as uint8 ``[H, W]`` (``channels`` 1) or ``[H, W, 3]`` (3);
+    a ValueError, naming ``file``, what ``reader`` takes and the fix, where converting would
+    lose information: a transparent pixel, or colour for a grey (``channels`` 1) reader."""
+    import numpy as np
+
+    mode = image.mode
+    has_alpha = image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"))
+        transparent = int((rgba[..., 3] < 255).sum())
+        if transparent:
+            raise ValueError(
+                f"{file} has {transparent} transparent pixel(s) (alpha < 255), which would be "
+                "dropped: flatten it onto a background first, e.g. in Python: "
+                "Image.alpha_composite(Image.new('RGBA', im.size, 'black'), "
+                "im.convert('RGBA')).convert('RGB')"
+            )
+        image = image.convert("RGB")  # a fully opaque alpha channel carries nothing
+    if channels == 3:
+        return np.asarray(image.convert("RGB"))
+    if image.mode in _GREY_MODES:
+        return np.asarray(image.convert("L"))
+    rgb = np.asarray(image.convert("RGB"))
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0]  # a grey image stored as colour: nothing is lost
+    raise ValueError(
+        f"{file} is a colour image (mode {mode}), but {reader} takes grey images "
+        "(1 channel); convert it to grey first if that is what you want, e.g. in Python: "
+        "Image.open(path).convert('L').save(new_path) (luminance)"
+    )
 
 
 def _image_files(path: str | os.PathLike[str], suffixes: Sequence[str]) -> list[Path]:
@@ -511,8 +555,9 @@ def read_measurement_files(
                     elif frame.mode in _FULL_SCALE:
                         array = np.asarray(frame, dtype=np.float32)
                         frames.append(array / _FULL_SCALE[frame.mode])
-                    else:
-                        frames.append(np.asarray(frame.convert("L"), dtype=np.float32) / 255)
+                    else:  # colour, palette or alpha: refused where grey would lose anything
+                        grey = _pixels(frame, 1, file, "this model")
+                        frames.append(grey.astype(np.float32) / 255)
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"cannot read {file} as an image: {err}") from err
         if len(frames) != channels:
