@@ -5,6 +5,7 @@ from diffvi.evaluation import active_units, estimate_log_likelihood
 from diffvi.models import VAE, build_vae
 from diffvi.objectives import AAE, DDVI, ELBO, IWAE, ObjectiveOutput, build_objective
 from diffvi.posteriors import DiffusionPosterior, GaussianPosterior, IAFPosterior, PosteriorSample
+from diffvi.utils.validation import validation, validation_enabled
 
 __version__ = "0.1.0"
 
@@ -37,4 +38,6 @@ __all__ = [
     "build_vae",
     "estimate_log_likelihood",
     "load",
+    "validation",
+    "validation_enabled",
 ]

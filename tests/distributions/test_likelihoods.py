@@ -147,3 +147,9 @@ def test_min_scale_floors_a_learned_sigma_so_a_constant_pixel_has_a_bounded_like
         GaussianLikelihood(min_scale=-1.0)
     with pytest.raises(ValueError, match="needs a Gaussian likelihood"):
         build_likelihood("bernoulli", min_scale=0.01)
+
+
+def test_support_is_zero_one_for_bernoulli_and_the_real_line_for_gaussians():
+    assert BernoulliLikelihood().support == (0.0, 1.0)
+    for name in ("gaussian", "real-gaussian"):
+        assert build_likelihood(name).support == (-math.inf, math.inf)

@@ -61,3 +61,41 @@ def test_summaries_reuse_given_scores_and_diffvi_inverse_exports_the_metrics():
         restored, reference
     )
     assert diffvi.inverse.psnr is psnr and diffvi.inverse.ssim is not None
+
+
+def test_eight_bit_references_are_an_error_with_data_range_one_not_minus_43_db():
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randint(0, 256, (2, 1, 8, 8), generator=g).float()
+    reference[0, 0, 0, :2] = torch.tensor([0.0, 255.0])
+    restored = (reference + 10 * torch.randn(reference.shape, generator=g)).clamp(0, 255)
+    expected = r"values in \[0, 255\], outside the expected \[0, 1\]"
+    for metric in (psnr, ssim):
+        with pytest.raises(ValueError, match=expected):
+            metric(restored, reference)
+    with pytest.raises(ValueError, match="divide by 255"):
+        feature_distance(FeatureClassifier(), restored, reference)
+
+
+def test_data_range_255_scores_eight_bit_images_as_their_zero_one_versions():
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randint(0, 256, (2, 1, 16, 16), generator=g).float()
+    restored = (reference + 10 * torch.randn(reference.shape, generator=g)).clamp(0, 255)
+    assert torch.allclose(
+        psnr(restored, reference, data_range=255), psnr(restored / 255, reference / 255)
+    )
+    assert torch.allclose(
+        ssim(restored, reference, data_range=255), ssim(restored / 255, reference / 255),
+        atol=1e-5,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="data_range must be > 0"):
+        psnr(restored, reference, data_range=0)
+
+
+def test_a_nan_reference_is_an_error_and_restorations_are_scored_as_they_are():
+    reference = torch.full((1, 1, 8, 8), 0.5)
+    broken = reference.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN"):
+        psnr(reference, broken)
+    # a restoration that strays outside [0, 1] is a bad restoration, not a scale error
+    assert torch.isfinite(psnr(reference + 0.6, reference)).all()

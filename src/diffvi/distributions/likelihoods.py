@@ -16,7 +16,14 @@ from diffvi.distributions.gaussian import LOG_2PI
 
 
 class Likelihood(nn.Module, ABC):
-    """Base class: ``log_prob(x [B, F], params [K, B, P]) -> [K, B]``."""
+    """Base class: ``log_prob(x [B, F], params [K, B, P]) -> [K, B]``.
+
+    ``support`` is the closed interval ``(low, high)`` of the values x it scores; the
+    objectives check data against it (:mod:`diffvi.utils.validation`), since ``log_prob`` gives
+    a finite but meaningless number outside it.
+    """
+
+    support: tuple[float, float] = (-math.inf, math.inf)
 
     @abstractmethod
     def num_params(self, data_dim: int) -> int:
@@ -36,7 +43,10 @@ class Likelihood(nn.Module, ABC):
 
 
 class BernoulliLikelihood(Likelihood):
-    """Independent Bernoulli pixels with logits from the decoder (binary or grey-level data)."""
+    """Independent Bernoulli pixels with logits from the decoder (binary or grey-level data
+    in [0, 1])."""
+
+    support = (0.0, 1.0)
 
     def num_params(self, data_dim: int) -> int:
         return data_dim

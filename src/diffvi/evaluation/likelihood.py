@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diffvi.objectives.base import log_importance_weights
+from diffvi.objectives.base import check_data, log_importance_weights
 from diffvi.utils.progress import progress
 
 
@@ -80,6 +80,11 @@ def estimate_log_likelihood(
         generator: source of the importance samples (the global RNG when ``None``).
     Returns:
         ``LikelihoodEstimate`` with ``log_px`` and ``stderr`` of shape ``[N]``.
+
+    Raises:
+        ValueError: ``k`` < 1, or a batch that fails
+            :func:`~diffvi.objectives.base.check_data` (shape, NaN, outside the likelihood's
+            support).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -91,6 +96,7 @@ def estimate_log_likelihood(
     try:
         for batch in progress(batches, desc=f"log p(x), k={k}", enable=show_progress):
             x = batch[0] if isinstance(batch, list | tuple) else batch
+            check_data(model, x)
             lse, lse2 = log_weights_chunked(model, posterior, x, k, max_rows, generator)
             log_px.append(lse - math.log(k))
             # Var[log p̂] ≈ Var[w] / (k·E[w]²) = (k·Σw²/(Σw)² − 1) / k   (delta method)

@@ -29,6 +29,9 @@ class SigmoidBeliefNet(nn.Module):
             logit of the training-set pixel means, as the papers do), else zeros.
     """
 
+    # The values x its Bernoulli visible units score (checked by the objectives).
+    support = (0.0, 1.0)
+
     def __init__(
         self,
         event_shape: Sequence[int],

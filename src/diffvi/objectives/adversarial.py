@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from diffvi.objectives.base import Objective, ObjectiveOutput, log_density_ratio
+from diffvi.objectives.base import Objective, ObjectiveOutput, check_data, log_density_ratio
 
 DEFAULT_HIDDEN = (256, 256)
 
@@ -181,6 +181,7 @@ class AAE(Objective):
         return zp.reshape(z.shape)
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
+        check_data(model, x)
         z, s = self._encode(posterior, x)  # sample first: same draws as ELBO under one seed
         disc = self.ensure_discriminator(z.shape[-1], z.device, z.dtype)
         log_lik = model.log_likelihood(x, z)  # [K', B]
@@ -212,6 +213,7 @@ class AAE(Objective):
     def discriminator_loss(self, model, posterior, x: Tensor) -> Tensor:
         """L_D, the logistic loss of telling prior draws (1) from encoded ones (0): a scalar
         whose gradient reaches the discriminator only (encoded and prior z are detached)."""
+        check_data(model, x)
         with torch.no_grad():
             z, _ = self._encode(posterior, x)
             zp = self._prior_draws(model, z)

@@ -8,6 +8,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from diffvi.utils.validation import check_finite_in
+
 
 @dataclass
 class ObjectiveOutput:
@@ -30,6 +32,10 @@ class ObjectiveOutput:
 class Objective(ABC):
     """``objective(model, posterior, x) -> ObjectiveOutput``; x is ``[B, *event_shape]``.
 
+    Every objective first checks x with :func:`check_data` (its shape against the model's
+    event shape, its values against the likelihood's support; the value check can be switched
+    off, :class:`diffvi.validation`).
+
     ``config_fields`` maps constructor keywords to the fields of a VAE run's config
     (:class:`~diffvi.training.TrainConfig`) they are read from when the objective is trained by
     name; keywords not listed come from the config's ``objective_options`` (or keep their
@@ -44,6 +50,46 @@ class Objective(ABC):
 
     @abstractmethod
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput: ...
+
+
+def data_support(model) -> tuple[float, float]:
+    """The closed interval of data values the model's p(x|z) scores: its likelihood's
+    ``support`` (a VAE), else the model's own ``support`` attribute (a sigmoid belief net),
+    else the real line."""
+    likelihood = getattr(model, "likelihood", None)
+    support = getattr(likelihood, "support", None) or getattr(model, "support", None)
+    return (-math.inf, math.inf) if support is None else support
+
+
+def check_data(model, x: Tensor) -> None:
+    """Check a batch ``x [B, *event_shape]`` at a public entry point (the objectives,
+    :func:`~diffvi.evaluation.estimate_log_likelihood`): a ValueError naming the problem and
+    what was expected when x's trailing shape is not the model's ``event_shape`` (where the
+    model has one), when x holds NaN or infinite values, or values outside the support of the
+    model's likelihood (:func:`data_support`; e.g. [0, 1] for a Bernoulli likelihood).
+
+    The shape check is free and always on; the value check is one ``aminmax`` reduction per
+    batch and is skipped when :class:`diffvi.validation` is off.
+    """
+    event_shape = getattr(model, "event_shape", None)
+    if event_shape is not None and (x.ndim < 1 or tuple(x.shape[1:]) != tuple(event_shape)):
+        expected = ", ".join(["B", *map(str, event_shape)])
+        raise ValueError(
+            f"expected x of shape [B, *event_shape] = [{expected}] (the model's event shape), "
+            f"got {list(x.shape)}"
+        )
+    support = data_support(model)
+    hint = ""
+    if support != (-math.inf, math.inf):
+        likelihood = getattr(model, "likelihood", None)
+        owner = type(model if likelihood is None else likelihood).__name__
+        hint = f"the model's {owner} scores values in that range only"
+        if support == (0.0, 1.0):
+            hint += (
+                ": scale x into [0, 1] (8-bit images: divide by 255), or model real-valued "
+                "data with a Gaussian likelihood"
+            )
+    check_finite_in(x, support, "x", hint)
 
 
 def log_density_ratio(model, sample) -> Tensor:

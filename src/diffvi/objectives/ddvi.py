@@ -63,7 +63,7 @@ import torch
 from torch import Tensor
 
 from diffvi.distributions.gaussian import kl_to_standard_normal
-from diffvi.objectives.base import Objective, ObjectiveOutput, log_density_ratio
+from diffvi.objectives.base import Objective, ObjectiveOutput, check_data, log_density_ratio
 
 SLEEP_X = ("sample", "mean")
 
@@ -130,6 +130,7 @@ class DDVI(Objective):
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
         _check_posterior(posterior)
+        check_data(model, x)
         if self.wake_updates_chain:
             s = posterior.sample(x, self.k)
         else:
@@ -248,6 +249,7 @@ class OfficialDDVI(Objective):
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
         _check_posterior(posterior)
+        check_data(model, x)
         mean, log_std = posterior.encode(x)
         k = self.sleep.k
         eps = torch.randn((k, *mean.shape), device=mean.device, dtype=mean.dtype)

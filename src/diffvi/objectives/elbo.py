@@ -11,7 +11,7 @@ from torch import Tensor
 
 from diffvi.distributions.gaussian import kl_to_standard_normal
 from diffvi.distributions.priors import StandardNormal
-from diffvi.objectives.base import Objective, ObjectiveOutput, log_density_ratio
+from diffvi.objectives.base import Objective, ObjectiveOutput, check_data, log_density_ratio
 from diffvi.posteriors.gaussian import GaussianPosterior
 
 
@@ -29,6 +29,7 @@ class ELBO(Objective):
         self.analytic_kl = analytic_kl
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
+        check_data(model, x)
         s = posterior.sample(x, self.k)
         log_lik = model.log_likelihood(x, s.z)  # [K, B]
         if self.analytic_kl:

@@ -21,6 +21,7 @@ from torch import Tensor
 from diffvi.objectives.base import (
     Objective,
     ObjectiveOutput,
+    check_data,
     effective_sample_size,
     log_importance_weights,
     log_mean_exp,
@@ -46,6 +47,7 @@ class IWAE(Objective):
         self.estimator = estimator
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
+        check_data(model, x)
         s = posterior.sample(x, self.k)
         if self.estimator == "standard":
             log_w = log_importance_weights(model, x, s)  # [K, B]

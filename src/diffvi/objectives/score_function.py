@@ -13,7 +13,7 @@ independent single-sample estimators, averaged; the bound is the ELBO.
 
 from torch import Tensor
 
-from diffvi.objectives.base import Objective, ObjectiveOutput
+from diffvi.objectives.base import Objective, ObjectiveOutput, check_data
 
 
 def check_k(k: int, minimum: int = 1) -> int:
@@ -23,7 +23,9 @@ def check_k(k: int, minimum: int = 1) -> int:
 
 
 def sample_terms(model, posterior, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(z [K, B, D], log p factors [L + 1, K, B], log q factors [L, K, B])`` for K draws of q."""
+    """``(z [K, B, D], log p factors [L + 1, K, B], log q factors [L, K, B])`` for K draws of q
+    (after :func:`~diffvi.objectives.base.check_data` of x)."""
+    check_data(model, x)
     sample = posterior.sample(x, k)
     return sample.z, model.log_joint_terms(x, sample.z), sample.extras["log_q_layers"]
 
