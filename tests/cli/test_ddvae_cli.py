@@ -65,6 +65,22 @@ def test_embed_writes_one_csv_row_per_test_image_png_and_metrics(cli, ddvae_run,
     assert "kNN accuracy (k=20" in result.stdout and "Latent NLL" in result.stdout
 
 
+def test_embed_reports_its_stages_and_batches_on_stderr_unless_no_progress(
+    cli, ddvae_run, tmp_path
+):
+    run_dir, _ = ddvae_run
+    shown = cli("embed", run_dir, "--out", tmp_path / "a", "--threads", "1")
+    assert shown.exit_code == 0, shown.output
+    stages = ["Embedding 360 images of digits (test)", "embed test: 100%", "(train) for kNN",
+              "embed train: 100%", "10-component GMM", "Latent NLL"]  # fmt: skip
+    assert all(stage in shown.stderr for stage in stages), shown.stderr
+    quiet = cli("embed", run_dir, "--out", tmp_path / "b", "--threads", "1", "--no-progress")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and quiet.stdout == shown.stdout.replace(
+        str(tmp_path / "a"), str(tmp_path / "b")
+    )
+
+
 def test_train_ddvae_with_2d_prior_and_latent_dim_8_fails_with_one_line_error(cli, tmp_path):
     result = cli(*TINY_DDVAE, "--latent-dim", "8", "--run-dir", tmp_path / "r")
     assert result.exit_code == 1

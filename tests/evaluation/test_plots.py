@@ -32,6 +32,22 @@ def test_grid_of_16_digits_with_8_per_row_is_twice_as_wide_as_2_rows(tmp_path):
     assert pixels.shape[:2] == (2 * 8, 8 * 8)
 
 
+def test_row_labels_are_drawn_in_a_band_left_of_the_unchanged_grid(tmp_path):
+    images = torch.full((6, 1, 28, 28), 0.5)
+    plain = _read(save_image_grid(images, tmp_path / "plain.png", nrow=3))
+    labels = ["truth", "measurement"]
+    labelled = _read(save_image_grid(images, tmp_path / "l.png", nrow=3, row_labels=labels))
+    band_width = labelled.shape[1] - plain.shape[1]
+    assert labelled.shape[0] == plain.shape[0] and band_width > 40  # "measurement" fits
+    assert np.array_equal(labelled[:, band_width:], plain)
+    band = labelled[:, :band_width, 0]
+    for row in range(2):  # dark text pixels within each row's 28 pixels, white elsewhere
+        span = band[1 + row * 29 : (row + 1) * 29]
+        assert (span < 0.5).any() and (span == 1.0).any()
+    with pytest.raises(ValueError, match="expected 2 row labels"):
+        save_image_grid(images, tmp_path / "x.png", nrow=3, row_labels=["one"])
+
+
 def test_grid_default_scale_enlarges_small_images_only(tmp_path):
     digits = _read(save_image_grid(torch.rand(4, 1, 8, 8), tmp_path / "d.png", nrow=2))
     mnist = _read(save_image_grid(torch.rand(4, 1, 28, 28), tmp_path / "m.png", nrow=2))

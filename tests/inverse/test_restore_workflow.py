@@ -246,6 +246,25 @@ def test_report_of_a_solver_names_measured_files_and_scores(tmp_path):
         write_restoration(tmp_path, ["a"], result, settings)
 
 
+def test_one_item_is_reported_in_the_singular_and_the_comparison_rows_are_labelled(
+    tmp_path, monkeypatch
+):
+    import diffvi.inverse.report as report
+
+    drawn = {}
+    monkeypatch.setattr(report, "save_image_grid", lambda *a, **kw: drawn.update(kw))
+    x = _images(1)
+    result = restore(
+        PseudoInverse(), Denoising(SHAPE), reference=x, noise_std=0.1, generator=_gen()
+    )
+    settings = {"task": "denoise", "solver": "pinv", "solver_options": {}, "prior": "-",
+                "noise_std": 0.1, "seed": 0, "device": "cpu"}  # fmt: skip
+    metrics = write_restoration(tmp_path, ["a"], result, settings)
+    assert summary_line(metrics).startswith("pinv on denoise, 1 image: PSNR")
+    assert "`-`, 1 image, σ_y" in (tmp_path / "metrics.md").read_text()
+    assert drawn["row_labels"] == ["truth", "measurement", "pinv"] and drawn["nrow"] == 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -53,7 +53,7 @@ def demo_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train, evaluate and plot a VAE, then a VAE and a DD-VAE with 2-D latents, on 8x8 digits
-    in about three minutes.
+    (about 6 minutes on 2 CPU cores).
 
     Trains on scikit-learn's digits (2 CPU cores suffice), prints the test ELBO, IWAE bound,
     importance-sampled log-likelihood and active units, and writes reconstructions.png,

@@ -26,6 +26,7 @@ from diffvi.cli.options import (
     setup_numerics,
 )
 from diffvi.utils.io import write_csv, write_json
+from diffvi.utils.text import plural
 
 NUM_PRIOR_SAMPLES = 10_000
 
@@ -40,15 +41,18 @@ class DefaultRunGroup(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
-def embed_images(module, images, seed: int, batch_size: int, device) -> Any:
+def embed_images(
+    module, images, seed: int, batch_size: int, device, progress: bool = False, desc: str = ""
+) -> Any:
     """One posterior sample per image: ``images [N, ...] -> [N, D]`` (float, on the CPU), with
-    noise from a generator seeded with ``seed`` on ``device`` (same seed, same latents)."""
+    noise from a generator seeded with ``seed`` on ``device`` (same seed, same latents);
+    ``progress`` shows a bar ``desc`` over the batches."""
     import torch
 
     from diffvi.evaluation.representation import embed_latents
 
     generator = torch.Generator(device=device).manual_seed(seed)
-    return embed_latents(module.posterior, images, generator, batch_size)
+    return embed_latents(module.posterior, images, generator, batch_size, progress, desc)
 
 
 def write_latents_csv(path: Path, latents, labels) -> Path:
@@ -84,6 +88,9 @@ def embed_command(
     seed: Annotated[int, typer.Option(help="Seed of the posterior and prior samples.")] = 0,
     flush_denormal: FlushDenormalOpt = True,
     threads: ThreadsOpt = None,
+    progress: Annotated[
+        bool, typer.Option(help="Show progress bars and what is being done (on stderr).")
+    ] = True,
 ) -> None:
     """Embed a data set split with a trained model's posterior (DDVI's protocol: one sample
     per image) and score the embedding.
@@ -118,6 +125,10 @@ def embed_command(
     from diffvi.training import load
     from diffvi.utils.runtime import resolve_device
 
+    def note(message: str) -> None:
+        if progress:
+            typer.echo(message, err=True)
+
     torch_device = resolve_device(device)
     module = load(run_or_checkpoint, torch_device)
     if module.kind != "vae":
@@ -128,7 +139,10 @@ def embed_command(
         module.posterior.sampler = "ddim"  # its latents are the deterministic DDIM map's
     name = dataset or module.config.dataset
     images, labels = load_images(name, split, module.config.event_shape, None, seed)
-    latents = embed_images(module, images, seed, batch_size, torch_device)
+    note(f"Embedding {plural(len(images), 'image')} of {name} ({split}), one sample each ...")
+    latents = embed_images(
+        module, images, seed, batch_size, torch_device, progress, f"embed {split}"
+    )
     if latents.shape[1] < 2:
         raise ValueError(f"embed needs latents of dimension >= 2, got {latents.shape[1]}")
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +159,8 @@ def embed_command(
         "latent_dim": int(latents.shape[1]),
         "prior": module.config.prior,
     }
-    lines = [f"Wrote {out / 'latents.csv'} and {out / 'latents.png'} ({latents.shape[0]} points)"]
+    points = plural(latents.shape[0], "point")
+    lines = [f"Wrote {out / 'latents.csv'} and {out / 'latents.png'} ({points})"]
     if bool((labels >= 0).all()):
         if split == "train":
             train_latents, train_labels = latents, labels
@@ -153,16 +168,20 @@ def embed_command(
             train_images, train_labels = load_images(
                 name, "train", module.config.event_shape, None, seed
             )
-            train_latents = embed_images(module, train_images, seed + 1, batch_size, torch_device)
+            note(f"Embedding {plural(len(train_images), 'image')} of {name} (train) for kNN ...")
+            train_latents = embed_images(
+                module, train_images, seed + 1, batch_size, torch_device, progress, "embed train"
+            )
         k = min(knn_k, train_latents.shape[0])
         acc = knn_accuracy(train_latents, train_labels, latents, labels, k=k)
         metrics.update(knn_accuracy=acc, knn_k=k)
         lines.append(f"kNN accuracy (k={k}, fit on train, scored on {split}): {acc:.4f}")
         if clusters:
+            note(f"Fitting a {clusters}-component GMM to the latents ...")
             scores = clustering_scores(labels, gmm_cluster(latents, clusters, seed=seed))
             metrics.update(clusters=clusters, **scores)
             lines.append(
-                f"GMM clustering ({clusters} clusters): purity {scores['purity']:.4f}, "
+                f"GMM clustering ({plural(clusters, 'cluster')}): purity {scores['purity']:.4f}, "
                 f"completeness {scores['completeness']:.4f}, NMI {scores['nmi']:.4f}"
             )
     else:
@@ -172,6 +191,7 @@ def embed_command(
         prior = module.model.prior.to("cpu")
         with torch.no_grad():
             prior_samples = prior.sample((NUM_PRIOR_SAMPLES,), generator=generator)
+        note(f"Latent NLL: a KDE of the latents at {NUM_PRIOR_SAMPLES} prior samples ...")
         nll = latent_nll(latents.double(), prior_samples.double())
         metrics.update(latent_nll=nll, num_prior_samples=NUM_PRIOR_SAMPLES)
         lines.append(

@@ -107,8 +107,8 @@ def restore_command(
     (--input files or a --dataset split), restore x with --solver, and score it (PSNR, SSIM).
 
     Writes to --out: `restored/NAME.png`, `measured/NAME.png` (y as an image, SR upsampled by
-    nearest neighbour; none for phase retrieval), `comparison.png` (rows: reference,
-    measurement, restoration), `metrics.json` (per image and summary) and `metrics.md`.
+    nearest neighbour; none for phase retrieval), `comparison.png` (rows labelled truth,
+    measurement and the solver), `metrics.json` (per image and summary) and `metrics.md`.
 
     **Examples**
 

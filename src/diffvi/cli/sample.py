@@ -18,24 +18,32 @@ from diffvi.cli.options import (
     setup_numerics,
 )
 from diffvi.diffusion.samplers import SAMPLERS
+from diffvi.utils.text import plural
 
 
 @report_errors
 def sample_command(
     run_or_checkpoint: RunOrCheckpoint,
     num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output image (.png).")] = Path(
-        "samples.png"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output image grid (.png), or a folder (a name without suffix, such as "
+            "digits/) that gets one PNG per sample at the model's size, 000.png … (the input "
+            "of `diffvi restore --input`).",
+        ),
+    ] = Path("samples.png"),
     nrow: Annotated[
         int | None,
-        typer.Option(min=1, help="Images per row.", show_default="ceil(sqrt(num))"),
+        typer.Option(min=1, help="Images per row of the grid.", show_default="ceil(sqrt(num))"),
     ] = None,
     scale: Annotated[
         int | None,
         typer.Option(
             min=1,
-            help="Integer up-scaling of each image.",
+            help="Integer up-scaling of each image of the grid.",
             show_default="4 for 8x8 images, 1 for 28x28",
         ),
     ] = None,
@@ -59,10 +67,14 @@ def sample_command(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     flush_denormal: FlushDenormalOpt = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show a progress bar (diffusion models' sampling steps).")
+    ] = True,
 ) -> None:
-    """Draw samples from a trained model and save them as an image grid: z ~ p(z), x ~ p(x|z)
-    from a VAE; the reverse chain of a diffusion model (a run folder, an export/ folder, or a
-    named model such as `mnist`, see docs) with --steps/--sampler/--eta.
+    """Draw samples from a trained model and save them as an image grid (or one PNG each in a
+    folder): z ~ p(z), x ~ p(x|z) from a VAE; the reverse chain of a diffusion model (a run
+    folder, an export/ folder, or a named model such as `mnist`, see docs) with
+    --steps/--sampler/--eta.
 
     **Examples**
 
@@ -70,6 +82,7 @@ def sample_command(
     diffvi sample runs/mnist-dynamic-iwae-k50 --num 64 --out samples.png
     diffvi sample runs/d/checkpoints/last.ckpt --num 100 --seed 1 -o d.png
     diffvi sample mnist --steps 50 --sampler ddim -o digits.png
+    diffvi sample mnist --steps 50 --sampler ddim --num 8 -o digits/
     diffvi sample runs/mnist-diffusion-cosine --steps 1000 --num 16
     ```
     """
@@ -88,7 +101,7 @@ def sample_command(
     if family.kind == "diffusion":
         shape = (num, *family.spec["event_shape"])
         images = family.model.sample(
-            shape, steps=steps, sampler=sampler, eta=eta, generator=generator, progress=True
+            shape, steps=steps, sampler=sampler, eta=eta, generator=generator, progress=progress
         )
     elif family.kind == "vae":
         images = family.model.sample(num, generator=generator, mean=mean)
@@ -103,7 +116,20 @@ def sample_command(
             f"sample grids need image-shaped data [C, H, W]; this model's observations have "
             f"shape {list(images.shape[1:])}"
         )
-    path = save_image_grid(
-        images.clamp(0, 1), out, nrow=nrow or math.ceil(math.sqrt(num)), scale=scale
-    )
-    typer.echo(f"Wrote {num} samples from {run_or_checkpoint} to {path}")
+    if out.suffix:
+        path = save_image_grid(
+            images.clamp(0, 1), out, nrow=nrow or math.ceil(math.sqrt(num)), scale=scale
+        )
+    else:
+        path = _write_folder(images, out)
+    typer.echo(f"Wrote {plural(num, 'sample')} from {run_or_checkpoint} to {path}")
+
+
+def _write_folder(images, folder: Path) -> Path:
+    """One PNG per image ``[N, C, H, W]``, at its own size: ``folder/000.png`` …"""
+    from diffvi.utils.io import write_png
+
+    width = max(3, len(str(len(images) - 1)))
+    for i, image in enumerate(images):
+        write_png(folder / f"{i:0{width}d}.png", image)
+    return folder

@@ -56,9 +56,21 @@ OFFICIAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _labelled(config) -> str:
+    """``-labelledN`` for a semi-supervised run, so that it gets its own default folder."""
+    return f"-labelled{config.num_labelled}" if config.num_labelled else ""
+
+
 def _vae_run_name(config) -> str:
     posterior = "" if config.posterior == "gaussian" else f"{config.posterior}-"
-    return f"{config.dataset}-{posterior}{config.objective}-k{config.k}"
+    return f"{config.dataset}-{posterior}{config.objective}-k{config.k}{_labelled(config)}"
+
+
+def _ddvae_run_name(config) -> str:
+    """``DATASET-ddvae-PRIOR``, then ``-official`` and ``-labelledN`` where they apply: the
+    README's plain, semi-supervised and ``--official`` runs get three folders."""
+    official = "-official" if config.objective == "ddvi-official" else ""
+    return f"{config.dataset}-ddvae-{config.prior}{official}{_labelled(config)}"
 
 
 def train_and_report(
@@ -138,7 +150,8 @@ def train_ddvae(
     """Train a DD-VAE: a VAE whose posterior is a diffusion model, with the DDVI objective
     (Piriyakulkij, Wang & Kuleshov 2024; see docs/methods.md).
 
-    The run folder is that of `train vae`; the logged bound is DDVI's auxiliary ELBO
+    The run folder is that of `train vae` (default: runs/DATASET-ddvae-PRIOR, with -official
+    and -labelledN where they apply); the logged bound is DDVI's auxiliary ELBO
     (β_reg = 1). Then `diffvi embed RUN --out DIR` writes the 2-D latents, their plot, the
     kNN accuracy and the latent NLL. The MLPs default to 256,256 on the 8x8 digits.
 
@@ -158,4 +171,4 @@ def train_ddvae(
     defaults["smooth_prior"] = (given["prior"] or defaults["prior"]) in PRIORS_2D
     dataset = given["dataset"] or defaults["dataset"]
     defaults["hidden"] = DDVAE_HIDDEN_SMALL.get(dataset, defaults["hidden"])
-    train_and_report(given, run, defaults, lambda c: f"{c.dataset}-ddvae-{c.prior}")
+    train_and_report(given, run, defaults, _ddvae_run_name)

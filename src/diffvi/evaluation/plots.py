@@ -104,6 +104,23 @@ def _compose_grid(
     return grid
 
 
+def _label_band(labels: list[str], height: int, cell_h: int, padding: int) -> np.ndarray:
+    """A white ``[height, W]`` band with ``labels[r]`` in black, vertically centred on row
+    ``r`` of a grid of cells ``cell_h`` pixels high; ``W`` fits the longest label."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    margin = 3
+    boxes = [font.getbbox(label) for label in labels]
+    width = max(box[2] for box in boxes) + 2 * margin
+    band = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(band)
+    for r, (label, box) in enumerate(zip(labels, boxes, strict=True)):
+        middle = padding + r * (cell_h + padding) + cell_h / 2
+        draw.text((margin, middle - (box[1] + box[3]) / 2), label, fill=0, font=font)
+    return np.asarray(band, dtype=np.float64) / 255.0
+
+
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """``atomic_write`` for images: the suffix picks the format, so it must be there."""
     if not Path(path).suffix:
@@ -125,6 +142,7 @@ def save_image_grid(
     padding: int = 1,
     scale: int | None = None,
     pad_value: float = 0.5,
+    row_labels: list[str] | None = None,
 ) -> Path:
     """Save ``images`` ``[N, C, H, W]`` in [0, 1] as one grid image, ``nrow`` images per row.
 
@@ -136,8 +154,10 @@ def save_image_grid(
         scale: integer nearest-neighbour up-scaling; ``None`` picks
             :func:`default_scale` (4 for 8×8 images, 1 for 28×28).
         pad_value: grey level of the padding, in [0, 1].
+        row_labels: one text per grid row, written in black on a white band left of the
+            grid (Pillow's default font), or ``None`` for no band.
     Returns:
-        ``path``. The image is :func:`grid_size` pixels large.
+        ``path``. The image is :func:`grid_size` pixels large, plus the band's width.
     """
     array = _check_images(images)
     if nrow < 1:
@@ -151,6 +171,14 @@ def save_image_grid(
     if not 0.0 <= pad_value <= 1.0:
         raise ValueError(f"pad_value must lie in [0, 1], got {pad_value}")
     grid = _compose_grid(array, nrow, padding, scale, pad_value)
+    if row_labels is not None:
+        rows = math.ceil(array.shape[0] / nrow)
+        if len(row_labels) != rows:
+            raise ValueError(
+                f"expected {rows} row labels (one per grid row), got {len(row_labels)}"
+            )
+        band = _label_band(row_labels, grid.shape[0], array.shape[2] * scale, padding)
+        grid = np.concatenate([np.repeat(band[:, :, None], grid.shape[2], axis=2), grid], axis=1)
     if grid.shape[2] == 1:
         pixels, cmap = grid[:, :, 0], "gray"
     else:

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from diffvi.distributions.smoothed import DDVI_PRIOR_BANDWIDTHS
+from diffvi.utils.progress import progress as progress_bar
 
 ArrayLike = Tensor | np.ndarray
 
@@ -54,18 +55,21 @@ def embed_latents(
     images: Tensor,
     generator: torch.Generator | None = None,
     batch_size: int = 500,
+    progress: bool = False,
+    desc: str = "embedding",
 ) -> Tensor:
     """One posterior draw per image (DDVI's protocol, not the encoder mean): ``images [N, ...]
     -> [N, D]`` float on the CPU. ``generator`` lives on the posterior's device; batches of
-    ``batch_size`` go to that device."""
+    ``batch_size`` go to that device; ``progress`` shows a bar (``desc``) over the batches."""
     if images.ndim < 2 or images.shape[0] < 1:
         raise ValueError(f"images must be [N, ...] with N >= 1, got {list(images.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(posterior.parameters()).device
+    chunks = images.split(batch_size)
     out = [
         posterior.sample(chunk.to(device), 1, generator=generator).z[0].cpu()
-        for chunk in images.split(batch_size)
+        for chunk in progress_bar(chunks, desc=desc, enable=progress, unit="batch")
     ]
     return torch.cat(out)
 

@@ -5,12 +5,12 @@ measurements or classical estimates beside them, ``comparison.png``, ``metrics.j
 Two layouts, chosen by the result:
 
 - one restoration per item (the solvers): ``restored/NAME.png``, ``measured/NAME.png`` (the
-  measurement as an image, when it is one) and ``comparison.png`` with rows reference,
-  measurement, restoration;
+  measurement as an image, when it is one) and ``comparison.png`` with rows labelled truth,
+  measurement and the solver's name;
 - the mean of several draws (CVDM): ``restored/NAME.{png,tif}`` (the mean),
   ``uncertainty/NAME.{png,tif}`` (their standard deviation; the PNGs share one scale, given in
   ``metrics.json``; the TIFFs hold the raw values), ``input/NAME.png`` (the classical estimate)
-  and ``comparison.png`` with rows estimate, [truth], mean, standard deviation.
+  and ``comparison.png`` with rows labelled input (or TIE), [truth], mean, std.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torch import Tensor
 from diffvi.evaluation.plots import save_image_grid
 from diffvi.inverse.restore import RestoreResult
 from diffvi.utils.io import atomic_write, write_float_tiff, write_json, write_png
+from diffvi.utils.text import plural
 
 __all__ = ["COMPARISON_MAX", "format_markdown", "summary_line", "write_restoration"]
 
@@ -54,9 +55,12 @@ def write_restoration(
     return metrics
 
 
-def _comparison(out: Path, rows: list[Tensor | None], k: int) -> None:
-    grid = torch.cat([row[:k] for row in rows if row is not None])
-    save_image_grid(grid.clamp(0, 1), out / "comparison.png", nrow=k)
+def _comparison(out: Path, rows: dict[str, Tensor | None], k: int) -> None:
+    """``comparison.png``: the first ``k`` items of each row that is not ``None``, labelled
+    with its key."""
+    shown = {label: row[:k] for label, row in rows.items() if row is not None}
+    grid = torch.cat(list(shown.values()))
+    save_image_grid(grid.clamp(0, 1), out / "comparison.png", nrow=k, row_labels=list(shown))
 
 
 def _write_restorations(
@@ -81,7 +85,8 @@ def _write_restorations(
             )
         per_image.append(entry)
     k = min(COMPARISON_MAX, n)
-    _comparison(out, [result.reference, baseline, result.restored], k)
+    rows = {"truth": result.reference, "measurement": baseline}
+    _comparison(out, {**rows, str(settings.get("solver", "restored")): result.restored}, k)
     return {
         **settings,
         "images": n,
@@ -131,7 +136,9 @@ def _write_draws(
         for i, entry in enumerate(per_image):
             entry.update({k: float(v[i]) for k, v in result.scores.items()})
     k = min(COMPARISON_MAX, len(names))
-    _comparison(out, [baseline, result.reference, mean, std / scale], k)
+    estimate = "TIE" if settings.get("task") == "phase" else "input"
+    rows = {estimate: baseline, "truth": result.reference, "mean": mean, "std": std / scale}
+    _comparison(out, rows, k)
     return metrics
 
 
@@ -139,7 +146,8 @@ def summary_line(metrics: dict[str, Any]) -> str:
     """One line on the restoration: method, task, items and the mean scores."""
     summary = metrics.get("summary")
     if "uncertainty_png_scale" in metrics:
-        line = f"cvdm ({metrics['schedule']}) on {metrics['task']}, {metrics['images']} items"
+        line = f"cvdm ({metrics['schedule']}) on {metrics['task']}, "
+        line += plural(metrics["images"], "item")
         if summary:
             line += f": PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f}"
             if summary.get("spearman") is not None:
@@ -147,7 +155,8 @@ def summary_line(metrics: dict[str, Any]) -> str:
         return line
     n, seconds, measured = metrics["images"], metrics["seconds"], metrics["measurement_summary"]
     line = (
-        f"{metrics['solver']} on {metrics['task']}, {n} images: PSNR {summary['psnr']:.2f} dB, "
+        f"{metrics['solver']} on {metrics['task']}, {plural(n, 'image')}: "
+        f"PSNR {summary['psnr']:.2f} dB, "
         f"SSIM {summary['ssim']:.3f}"
     )
     if measured is not None:
@@ -176,7 +185,8 @@ def format_markdown(metrics: dict[str, Any]) -> str:
     lines = [
         f"# Restoration: {metrics['task']} with {metrics['solver']}",
         "",
-        f"Prior `{metrics['prior']}`, {metrics['images']} images, σ_y = {metrics['noise_std']}, "
+        f"Prior `{metrics['prior']}`, {plural(metrics['images'], 'image')}, "
+        f"σ_y = {metrics['noise_std']}, "
         f"seed {metrics['seed']}, {metrics['device']}; {options}.",
         f"{metrics['nfe']} NFE per image, {metrics['seconds']:.1f} s "
         f"({metrics['seconds_per_image']:.3f} s per image).",
@@ -202,7 +212,7 @@ def _draws_markdown(metrics: dict[str, Any]) -> str:
     lines = [
         f"# CVDM restoration: {metrics['task']} ({metrics['schedule']} schedule)",
         "",
-        f"Model `{metrics['model']}`, {metrics['images']} items, mean and std of "
+        f"Model `{metrics['model']}`, {plural(metrics['images'], 'item')}, mean and std of "
         f"{metrics['samples']} samples of {metrics['steps']} steps, seed {metrics['seed']}, "
         f"{metrics['device']}. Uncertainty PNGs are std / {metrics['uncertainty_png_scale']:.4g}"
         " (TIFFs hold the raw std).",
