@@ -1,6 +1,7 @@
 """Training: a short run improves the bound, checkpoints round-trip and resume exactly,
 non-finite losses stop training, and the IWAE schedule and DDP sharding follow their specs."""
 
+import csv
 import math
 
 import lightning as L
@@ -150,3 +151,24 @@ def test_a_new_or_resumed_run_removes_what_a_kill_mid_write_left(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     fit(tiny_iwae_config(max_epochs=1), tmp_path / "run", progress_bar=False)
     assert not stale.exists() and (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+class _ValidationBeforeTraining(L.Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_validation_batch_start(self, trainer, *args) -> None:
+        self.batches += trainer.global_step == 0
+
+
+def test_a_short_run_logs_its_steps_without_validating_before_the_first(tmp_path, recwarn):
+    """Under 50 steps a run still writes logs/metrics.csv (about ten rows), Lightning's
+    sanity-check validation is not run, and no log_every_n_steps warning is given."""
+    counter = _ValidationBeforeTraining()
+    config = tiny_iwae_config(max_epochs=1, max_steps=20, val_every_n_steps=10)
+    fit(config, tmp_path / "run", progress_bar=False, callbacks=[counter])
+    assert counter.batches == 0
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as file:
+        steps = [row["step"] for row in csv.DictReader(file) if row.get("train/bound")]
+    assert steps == [str(s) for s in range(1, 20, 2)]
+    assert not [w for w in recwarn if "log_every_n_steps" in str(w.message)]
