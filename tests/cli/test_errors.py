@@ -113,3 +113,35 @@ def test_a_gpu_accelerator_without_a_gpu_says_how_to_run_on_cpu(cli, tmp_path):
                  "--run-dir", tmp_path / "run")  # fmt: skip
     _assert_clean_failure(result, "no CUDA GPU", "--accelerator cpu --devices 2 --strategy ddp")
     assert result.exit_code == 1
+
+
+# -- training that diverges ------------------------------------------------------------------
+
+
+def _assert_diverged(result, run, *needles):
+    """Exit 1 with the one line ``Error: training diverged …`` and no checkpoint or export
+    written."""
+    _assert_clean_failure(result, *needles)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: training diverged ")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not (run / "checkpoints").exists() and not (run / "export").exists()
+
+
+def test_an_sbn_that_diverges_with_finite_losses_is_a_one_line_error(cli, tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", "sbn", "--dataset", "digits", "--layers", "20", "--lr", "1e6",
+                 "--max-steps", "60", "--log-every-n-steps", "5", "--threads", "1",
+                 "--no-progress", "--run-dir", run)  # fmt: skip
+    _assert_diverged(result, run, "negative bound rose to 2", "--lr, now 1e6")
+
+
+def test_a_vae_dgp_whose_kernel_matrix_breaks_down_is_a_one_line_error(cli, tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", "vaedgp", "--dataset", "frey-faces", "--layers", "2", "--train-size",
+                 "100", "--num-inducing", "8", "--recognition-hidden", "16", "--batch-size", "10",
+                 "--lr", "1e6", "--recognition-lr", "1e6", "--max-steps", "20",
+                 "--log-every-n-steps", "10", "--threads", "1", "--no-progress",
+                 "--run-dir", run)  # fmt: skip
+    _assert_diverged(result, run, "at step 1 (K_zz is not positive definite",
+                     "--lr, now 1e6; --recognition-lr, now 1e6")  # fmt: skip

@@ -52,3 +52,23 @@ def test_every_family_needs_a_budget_and_a_known_precision():
         SBNConfig(**SBN, precision="8-bit")
     with pytest.raises(ValueError, match="max_minutes must be > 0"):
         SBNConfig(**SBN, max_minutes=0)
+
+
+def test_weights_that_overflow_or_blow_up_stop_training_though_the_losses_were_finite():
+    from diffvi.data.registry import load_dataset
+    from diffvi.training import TrainingModule
+
+    config = SBNConfig(**SBN, event_shape=[1, 8, 8], lr=1e6)
+    module = TrainingModule("sbn", config)
+    x = load_dataset("digits", "train").images[:8].float()
+    module.training_step((x,), 0)  # records the largest initial weight
+    module.check_finite()
+    weight = module.family.model.decoders[0].weight
+    with torch.no_grad():
+        weight.mul_(1e5)  # what a step of lr 1e6 does, after the last loss was computed
+    with pytest.raises(FloatingPointError, match=r"diverged by step 0 \(the largest weight grew"):
+        module.check_finite()
+    with torch.no_grad():
+        weight[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"a weight became NaN or infinite\); .*now 1e6"):
+        module.check_finite()

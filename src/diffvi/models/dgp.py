@@ -80,13 +80,16 @@ def _check_dims(name: str, dims: Sequence[int], allow_empty: bool = False) -> li
 
 def _cholesky(k: Tensor, jitter: Tensor) -> Tensor:
     """Lower Cholesky factor of ``k + jitter·I`` ``[M, M]``, raising the jitter tenfold up to
-    three times if the factorisation fails."""
+    three times if the factorisation fails (then ``torch.linalg.LinAlgError``, a
+    ``RuntimeError``: training turns it into a divergence message)."""
     eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
     for attempt in range(4):
         chol, info = torch.linalg.cholesky_ex(k + jitter * 10**attempt * eye)
         if int(info) == 0:
             return chol
-    raise RuntimeError("K_zz is not positive definite even with jitter; check the inducing inputs")
+    raise torch.linalg.LinAlgError(
+        "K_zz is not positive definite even with jitter; check the inducing inputs"
+    )
 
 
 def _gaussian_entropy(var: Tensor) -> Tensor:

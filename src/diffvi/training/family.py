@@ -104,6 +104,14 @@ class Family(nn.Module):
         """Extra Lightning callbacks this family's runs need."""
         return []
 
+    def divergence_advice(self) -> str:
+        """What to change when training diverges, naming the config's current values: one
+        sentence for the NaN and divergence messages."""
+        lr = getattr(self.config, "lr", None)
+        if lr is None:
+            return "Try a lower learning rate."
+        return f"Try a lower learning rate (--lr, now {format_number(lr)})."
+
     # -- export ---------------------------------------------------------------------------
     def export_spec(self) -> dict[str, Any]:
         """JSON-serialisable ``{"kind": …, …}`` that rebuilds the exported model
@@ -166,6 +174,13 @@ def kind_of(config: RunConfig) -> str:
         if type(config) is family_class(kind).config_class:
             return kind
     raise ValueError(f"{type(config).__name__} is not the config of a registered family")
+
+
+def format_number(value: float) -> str:
+    """``value`` as a command line would take it: ``1e6``, ``0.0003``, ``2.5e-05`` → ``2.5e-5``."""
+    text = f"{value:g}"
+    mantissa, sep, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if sep else text
 
 
 def adam_with_warmup(parameters: Any, lr: float, warmup_steps: int) -> dict[str, Any]:

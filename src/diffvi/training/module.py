@@ -1,9 +1,10 @@
 """The one Lightning module: trains any :class:`~diffvi.training.family.Family`.
 
-It owns what every family shares: logging of the family's figures, the NaN/Inf stop, the EMA of
-the weights, the random state that makes a resumed run draw the same noise as an uninterrupted
-one, and the checkpoint's hyperparameters (``kind`` + the family's config), from which
-:func:`~diffvi.training.checkpoint.load_module` rebuilds it.
+It owns what every family shares: logging of the family's figures, the NaN/Inf and divergence
+stop (:mod:`~diffvi.training.divergence`), the EMA of the weights, the random state that makes
+a resumed run draw the same noise as an uninterrupted one, and the checkpoint's hyperparameters
+(``kind`` + the family's config), from which :func:`~diffvi.training.checkpoint.load_module`
+rebuilds it.
 """
 
 from typing import Any
@@ -14,7 +15,8 @@ from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
 from diffvi.training.config import RESUMABLE_FIELDS, RunConfig
-from diffvi.training.family import Family, Metric, family_class
+from diffvi.training.divergence import DivergenceGuard, largest_weight, weight_trouble
+from diffvi.training.family import Family, LossOutput, Metric, family_class
 
 
 def ema_average(decay: float):
@@ -41,9 +43,12 @@ class TrainingModule(L.LightningModule):
     hyperparameters rebuild it) and keeps ``ema``, the moving average of its weights, when
     ``config.ema_decay`` is set: validation then scores, and export saves, the average.
 
-    Non-finite losses are counted on the device and checked every ``log_every_n_steps`` steps,
-    at the end of each epoch and before every checkpoint (no host sync per step): training stops
-    with ``FloatingPointError`` before a checkpoint or export could hold the bad weights.
+    Non-finite losses are counted, and the training figure is tracked for divergence
+    (:class:`~diffvi.training.divergence.DivergenceGuard`), on the device; both, and the
+    weights, are checked every ``log_every_n_steps`` steps, at the end of each epoch and before
+    every checkpoint (no host sync per step): training stops with ``FloatingPointError`` before
+    a checkpoint or export could hold the bad weights. So does a linear-algebra failure (a
+    Cholesky factorisation) after the first step: a symptom of divergence, too.
     """
 
     def __init__(self, kind: str, config: RunConfig | dict[str, Any]) -> None:
@@ -62,6 +67,9 @@ class TrainingModule(L.LightningModule):
             )
             self.ema.requires_grad_(False)
         self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long))
+        self.divergence = DivergenceGuard()
+        self._initial_weight: float | None = None  # the largest, at this session's first step
+        self._watched = "loss"  # what the guard watches: "negative bound" where one is logged
         self._restored_rng: dict[str, Any] | None = None
 
     @property
@@ -71,13 +79,24 @@ class TrainingModule(L.LightningModule):
 
     # -- training -------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        if self._initial_weight is None:
+            self._initial_weight = largest_weight(self)  # one host sync per session
+        try:
+            out = self._family_step(batch)
+        except torch.linalg.LinAlgError as err:
+            raise self._linalg_divergence(err) from None
+        self._nonfinite_steps += (~torch.isfinite(out.loss.detach())).long()
+        figure, self._watched = _watched_figure(out)
+        self.divergence.update(figure, self.global_step)
+        self._log("train", out.metrics, out.batch_size)
+        return out.loss if self.automatic_optimization else out.loss.detach()
+
+    def _family_step(self, batch: Any) -> LossOutput:
         if not self.automatic_optimization:
             out = self.family.manual_step(batch, self.optimizers(), self.manual_backward)
         else:
             out = self.family.loss(batch)
-        self._nonfinite_steps += (~torch.isfinite(out.loss.detach())).long()
-        self._log("train", out.metrics, out.batch_size)
-        return out.loss if self.automatic_optimization else out.loss.detach()
+        return out
 
     def _log(self, stage: str, metrics: dict[str, Metric], batch_size: int | None) -> None:
         shown = self.family.progress_metrics
@@ -107,16 +126,46 @@ class TrainingModule(L.LightningModule):
         self.check_finite()
 
     def check_finite(self) -> None:
-        """Stop training with a clear message once any loss was NaN or infinite."""
+        """Stop training with a one-line ``FloatingPointError`` once any loss was NaN or
+        infinite, the training figure diverged, or a weight became non-finite or enormous
+        (:mod:`~diffvi.training.divergence`); the message names the step and what to change."""
+        advice = self.family.divergence_advice()
+        stop = "stopping before writing a checkpoint"
         if int(self._nonfinite_steps) > 0:
             raise FloatingPointError(
                 f"the training loss became NaN or infinite (by step {self.global_step}, "
-                f"epoch {self.current_epoch}); stopping before writing a checkpoint. "
-                "Try a lower learning rate, or check the data range for the likelihood."
+                f"epoch {self.current_epoch}); {stop}. {advice.removesuffix('.')}, or check "
+                "the data range for the likelihood."
+            )
+        diverged = self.divergence.diverged()
+        if diverged is not None:
+            step, value, best = diverged
+            raise FloatingPointError(
+                f"training diverged at step {step} (the smoothed training {self._watched} rose "
+                f"to {value:.3g} from a best of {best:.3g}); {stop}. {advice}"
+            )
+        trouble = weight_trouble(largest_weight(self), self._initial_weight)
+        if trouble is not None:
+            raise FloatingPointError(
+                f"training diverged by step {self.global_step} ({trouble}); {stop}. {advice}"
             )
 
+    def _linalg_divergence(self, err: Exception) -> Exception:
+        """A failed factorisation after the first step as a divergence message (before any
+        step the weights are the initial ones, so ``err`` stays what it is)."""
+        if self.global_step == 0:
+            return err
+        reason = (str(err).strip().splitlines() or ["a factorisation failed"])[0].rstrip(".")
+        return FloatingPointError(
+            f"training diverged at step {self.global_step} ({reason}); stopping before writing "
+            f"a checkpoint. {self.family.divergence_advice()}"
+        )
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        metrics = self.trained.validate(batch, batch_idx)
+        try:
+            metrics = self.trained.validate(batch, batch_idx)
+        except torch.linalg.LinAlgError as err:
+            raise self._linalg_divergence(err) from None
         self._log("val", metrics, _batch_size(batch))
 
     def configure_optimizers(self) -> Any:
@@ -162,6 +211,17 @@ class TrainingModule(L.LightningModule):
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self._restored_rng = None
+
+
+def _watched_figure(out: LossOutput) -> tuple[Tensor, str]:
+    """What the divergence guard watches, and its name: the negative bound where the family
+    logs one (a score-function estimator's surrogate loss is no bound), else the loss."""
+    bound = out.metrics.get("bound")
+    if isinstance(bound, tuple):
+        bound = bound[0]
+    if isinstance(bound, Tensor):
+        return -bound.detach(), "negative bound"
+    return out.loss.detach(), "loss"
 
 
 def _batch_size(batch: Any) -> int | None:

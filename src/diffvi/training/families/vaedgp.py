@@ -24,7 +24,7 @@ from torch import Tensor
 from diffvi.data.modules import FlatImageDataModule
 from diffvi.models.dgp import VAEDGP
 from diffvi.training.config import VAEDGPConfig
-from diffvi.training.family import Family, LossOutput, Metric
+from diffvi.training.family import Family, LossOutput, Metric, format_number
 
 
 def build_vaedgp(config: VAEDGPConfig, data_dim: int, num_points: int) -> VAEDGP:
@@ -152,6 +152,15 @@ class VAEDGPFamily(Family):
         if recognition:
             groups.append({"params": recognition, "lr": self.config.recognition_lr})
         return torch.optim.Adam(groups)
+
+    def divergence_advice(self) -> str:
+        config, rates = self.config, f"--lr, now {format_number(self.config.lr)}"
+        if config.recognition:
+            rates += f"; --recognition-lr, now {format_number(config.recognition_lr)}"
+        advice = f"Try a lower learning rate ({rates})"
+        if config.natural_step == 0:  # plain Adam on q(U): see the module docstring
+            advice += ", or natural-gradient steps on q(U) (--natural-step 0.1)"
+        return advice + "."
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "VAEDGPFamily":
