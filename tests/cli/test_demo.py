@@ -28,7 +28,7 @@ def test_demo_quick_writes_plots_metrics_and_prints_the_table(cli, tmp_path):
         assert comparison[name]["latent_nll"] > 0  # a KDE density below 1 on the prior's support
     assert (out / "latent-ddvae" / "checkpoints" / "last.ckpt").is_file()
     assert "DD-VAE (diffusion q" in result.stdout
-    # The shipped MNIST prior (models/mnist in a checkout) gives the last plot.
+    # The shipped MNIST prior (package data) gives the last plot.
     if "diffusion_samples" in metrics:
         assert mpimg.imread(out / "diffusion_samples.png").ndim == 3
         assert metrics["diffusion_samples"]["steps"] == 10

@@ -60,3 +60,17 @@ def test_every_diffvi_data_folder_is_searched_for_models(
     _save_model(tmp_path / "b" / "models" / "toy")
     assert {tmp_path / "a" / "models", tmp_path / "b" / "models"} <= set(model_search_path())
     assert find_model("toy") == tmp_path / "b" / "models" / "toy"
+
+
+def test_shipped_priors_are_package_data_searched_after_diffvi_models(tmp_path, monkeypatch):
+    import diffvi
+    from diffvi.utils.paths import find_model, model_search_path, shipped_models_dir
+
+    shipped = shipped_models_dir()
+    assert shipped == Path(diffvi.__file__).parent / "shipped_models"
+    monkeypatch.setenv("DIFFVI_MODELS", str(tmp_path / "mine"))
+    monkeypatch.setenv("DIFFVI_DATA", str(tmp_path / "data"))
+    assert model_search_path()[:3] == [tmp_path / "mine", shipped, tmp_path / "data" / "models"]
+    assert find_model("mnist") == shipped / "mnist"
+    _save_model(tmp_path / "mine" / "mnist")
+    assert find_model("mnist") == tmp_path / "mine" / "mnist"

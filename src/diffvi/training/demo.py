@@ -211,7 +211,7 @@ def compare_latents(
 def diffusion_samples(
     out: Path, steps: int, seed: int, echo: Callable[[str], None] = print
 ) -> dict[str, Any] | None:
-    """Draw 16 images with DDIM from the shipped MNIST diffusion prior (``models/mnist``) and
+    """Draw 16 images with DDIM from the shipped MNIST diffusion prior (``diffvi/shipped_models/mnist``) and
     save them as ``diffusion_samples.png``; ``None`` (with a note) when the prior is absent."""
     import torch
 
@@ -222,7 +222,7 @@ def diffusion_samples(
         family = load("mnist")
         prior, shape, trained = family.model, family.spec["event_shape"], read_spec("mnist")
     except FileNotFoundError:
-        echo("No MNIST diffusion prior found (models/mnist); skipping its samples.")
+        echo("No MNIST diffusion prior found (diffvi/shipped_models/mnist); skipping its samples.")
         return None
     echo(f"Sampling 16 images from the MNIST diffusion prior (DDIM, {steps} steps) ...")
     started = time.perf_counter()

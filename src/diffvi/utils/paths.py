@@ -2,13 +2,14 @@
 
 A saved model is a folder with ``model.json`` (its ``kind`` and how to rebuild it) and
 ``model.safetensors`` (its weights). Named models (``diffvi.load("mnist")``) are looked up, in
-order, in ``$DIFFVI_MODELS``, the ``models/`` folder of a source checkout, ``<each
-$DIFFVI_DATA folder>/models`` and the user cache (``~/.cache/diffvi/models``), and never in the
-current directory: a folder named ``mnist/`` where the user stands does not replace the shipped
-prior (``./mnist`` names it explicitly).
+order, in ``$DIFFVI_MODELS``, the models shipped inside the package (``diffvi/shipped_models``:
+the MNIST and Fashion-MNIST priors), ``<each $DIFFVI_DATA folder>/models`` and the user cache
+(``~/.cache/diffvi/models``), and never in the current directory: a folder named ``mnist/``
+where the user stands does not replace the shipped prior (``./mnist`` names it explicitly).
 """
 
 import os
+from importlib import resources
 from pathlib import Path
 
 
@@ -24,12 +25,16 @@ def cache_dir() -> Path:
 MODEL_SPEC, MODEL_WEIGHTS = "model.json", "model.safetensors"
 
 
+def shipped_models_dir() -> Path:
+    """The folder of the models installed with the package (package data, the same in a
+    checkout and in an installed wheel)."""
+    return Path(str(resources.files("diffvi") / "shipped_models"))
+
+
 def model_search_path() -> list[Path]:
     """Folders searched for named models, in order."""
     roots = [Path(p) for p in os.environ.get("DIFFVI_MODELS", "").split(os.pathsep) if p]
-    checkout = Path(__file__).resolve().parents[3] / "models"
-    if checkout.is_dir():
-        roots.append(checkout)
+    roots.append(shipped_models_dir())
     data = os.environ.get("DIFFVI_DATA", "")
     roots += [Path(p) / "models" for p in data.split(os.pathsep) if p]
     roots.append(cache_dir() / "models")
