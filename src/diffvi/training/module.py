@@ -94,6 +94,7 @@ class TrainingModule(L.LightningModule):
     def _family_step(self, batch: Any) -> LossOutput:
         if not self.automatic_optimization:
             out = self.family.manual_step(batch, self.optimizers(), self.manual_backward)
+            self._update_ema()
         else:
             out = self.family.loss(batch)
         return out
@@ -112,9 +113,18 @@ class TrainingModule(L.LightningModule):
                 sync_dist=stage == "val",
             )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self._update_ema()
+
+    def _update_ema(self) -> None:
+        # Right after the optimiser step, not in on_train_batch_end: a checkpoint saved by a
+        # callback at the end of the batch (callbacks run before this module's hooks) must
+        # hold the EMA of this step, or a resumed run's average would miss one update.
         if self.ema is not None:
             self.ema.update_parameters(self.family)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.check_finite()
 
@@ -161,6 +171,15 @@ class TrainingModule(L.LightningModule):
             f"a checkpoint. {self.family.divergence_advice()}"
         )
 
+    def on_validation_start(self) -> None:
+        # Validation draws its own noise and gives the random state back, so that how often a
+        # run validates never shifts the noise of training: a run resumed after a validation
+        # draws what an uninterrupted one does.
+        self._rng_before_validation = _rng_state()
+
+    def on_validation_end(self) -> None:
+        _set_rng_state(self._rng_before_validation)
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         try:
             metrics = self.trained.validate(batch, batch_idx)
@@ -174,15 +193,12 @@ class TrainingModule(L.LightningModule):
     # -- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.check_finite()
-        checkpoint["rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng"] = _rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         upgrade_legacy_checkpoint(checkpoint)
         self._check_resumed_config(checkpoint["hyper_parameters"]["config"])
-        # Applied in on_train_start: the sanity-check validation that Lightning runs after
-        # restoring would otherwise consume random numbers the uninterrupted run did not.
+        # Applied in on_train_start, once Lightning has restored everything else.
         self._restored_rng = checkpoint.get("rng")
 
     def _check_resumed_config(self, saved: dict[str, Any]) -> None:
@@ -204,13 +220,23 @@ class TrainingModule(L.LightningModule):
             )
 
     def on_train_start(self) -> None:
-        rng = self._restored_rng
-        if rng is None:
-            return
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self._restored_rng = None
+        if self._restored_rng is not None:
+            _set_rng_state(self._restored_rng)
+            self._restored_rng = None
+
+
+def _rng_state() -> dict[str, Any]:
+    """The global torch random state (CPU, and every CUDA device where there is one)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _watched_figure(out: LossOutput) -> tuple[Tensor, str]:
