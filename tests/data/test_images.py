@@ -406,7 +406,7 @@ def test_missing_files_raise_file_not_found_listing_searched_places(
     message = str(info.value)
     rel = "fashion_mnist/t10k-images-idx3-ubyte.gz"
     assert str(tmp_path / rel) in message and str(isolated_cache / rel) in message
-    assert "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/" in message
+    assert image_module.FASHION_MNIST_URL in message
 
 
 # --- conversions from the original formats (fake downloads) ----------------------------------
@@ -456,8 +456,52 @@ def test_frey_faces_are_converted_from_the_original_mat_file(
     monkeypatch.setenv("DIFFVI_DATA", str(tmp_path))
     ff = np.random.default_rng(0).integers(0, 256, (560, 1965), dtype=np.uint8)
     scipy_io.savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
+    faces = np.ascontiguousarray(ff.T.reshape(-1, 28, 20))
+    monkeypatch.setattr(
+        image_module, "FREY_FACES_CONTENT_SHA256", hashlib.sha256(faces.tobytes()).hexdigest()
+    )
     serve({image_module.FREY_FACES_SOURCE.url: (tmp_path / "frey_rawface.mat").read_bytes()})
     ds = load_dataset("frey-faces", "all")
     expected = torch.from_numpy(ff.T.reshape(-1, 1, 28, 20).astype(np.float32)) / 255
     assert torch.equal(ds.images, expected)
     assert (isolated_cache / "frey_faces" / "frey_faces.npz").is_file()
+
+
+def test_a_frey_mat_file_with_other_faces_is_refused_and_nothing_is_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache: Path, serve
+) -> None:
+    scipy_io = pytest.importorskip("scipy.io")
+    monkeypatch.setenv("DIFFVI_DATA", str(tmp_path))
+    ff = np.random.default_rng(0).integers(0, 256, (560, 1965), dtype=np.uint8)
+    scipy_io.savemat(tmp_path / "frey_rawface.mat", {"ff": ff})
+    serve({image_module.FREY_FACES_SOURCE.url: (tmp_path / "frey_rawface.mat").read_bytes()})
+    with pytest.raises(ValueError, match="does not hold the published Frey faces") as info:
+        load_dataset("frey-faces", "all")
+    assert image_module.FREY_FACES_CONTENT_SHA256 in str(info.value)
+    assert not (isolated_cache / "frey_faces" / "frey_faces.npz").exists()
+
+
+def test_every_download_is_https_and_checked_against_a_pinned_sha256() -> None:
+    from diffvi.data.files import SHA256SUMS
+
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")  # fmt: skip
+    bases = {"mnist": image_module.MNIST_URL, "fashion_mnist": image_module.FASHION_MNIST_URL}
+    files = [(f"{folder}/{n}", base + n) for n in names for folder, base in bases.items()]
+    sources = [*image_module.BINARIZED_MNIST_SOURCES.values(), image_module.FREY_FACES_SOURCE]
+    for url in [*(url for _, url in files), *(s.url for s in sources)]:
+        assert url.startswith("https://"), url
+    for relative_path, _ in files:
+        assert len(SHA256SUMS[relative_path]) == 64
+    for source in image_module.BINARIZED_MNIST_SOURCES.values():
+        assert source.sha256 is not None and len(source.sha256) == 64
+    # frey_rawface.mat has no published digest: its faces are pinned (checked below).
+    assert image_module.FREY_FACES_SOURCE.sha256 is None
+    assert len(image_module.FREY_FACES_CONTENT_SHA256) == 64
+
+
+def test_the_pinned_frey_faces_are_those_of_the_published_npz() -> None:
+    frey = load_dataset("frey-faces", "all")  # the published file, checked by its SHA-256
+    faces = (frey.images[:, 0] * 255).round().to(torch.uint8).numpy()
+    digest = hashlib.sha256(np.ascontiguousarray(faces).tobytes()).hexdigest()
+    assert digest == image_module.FREY_FACES_CONTENT_SHA256

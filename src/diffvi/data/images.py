@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import hashlib
 import math
 import os
 import zipfile
@@ -49,6 +50,7 @@ __all__ = [
     "BINARIZED_MNIST_SOURCES",
     "DYNAMIC_TEST_SEED",
     "FASHION_MNIST_URL",
+    "FREY_FACES_CONTENT_SHA256",
     "FREY_FACES_SOURCE",
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
@@ -72,10 +74,14 @@ IndexLike = int | slice | Sequence[int] | Tensor | np.ndarray
 
 MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 """Base URL of the original MNIST ``.gz`` files."""
-FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-"""Base URL of the original Fashion-MNIST ``.gz`` files."""
+FASHION_MNIST_URL = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+)
+"""Base URL of the original Fashion-MNIST ``.gz`` files: the copies in Zalando's repository,
+over HTTPS (its S3 website, ``fashion-mnist.s3-website.eu-central-1.amazonaws.com``, speaks
+plain HTTP only). The files are checked against :data:`~diffvi.data.files.SHA256SUMS`."""
 
-_LAROCHELLE_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+_LAROCHELLE_URL = "https://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
 BINARIZED_MNIST_SOURCES: dict[str, Source] = {
     split: Source(
         f"binarized_mnist/binarized_mnist_{split}.amat",
@@ -91,10 +97,15 @@ BINARIZED_MNIST_SOURCES: dict[str, Source] = {
 """The original Larochelle & Murray ``.amat`` text files (SHA-256 as recorded by TFDS)."""
 
 FREY_FACES_SOURCE = Source(
-    "frey_faces/frey_rawface.mat", "http://www.cs.nyu.edu/~roweis/data/frey_rawface.mat", None
+    "frey_faces/frey_rawface.mat", "https://cs.nyu.edu/~roweis/data/frey_rawface.mat", None
 )
-"""Sam Roweis' ``frey_rawface.mat`` (variable ``ff``, uint8 ``[560, 1965]``; no published
-checksum exists)."""
+"""Sam Roweis' ``frey_rawface.mat`` (variable ``ff``, uint8 ``[560, 1965]``). No checksum of
+the file is published; what it holds is pinned instead, by :data:`FREY_FACES_CONTENT_SHA256`."""
+
+FREY_FACES_CONTENT_SHA256 = "2438ba4f0d2a6bd8bac43de756141eaa33c8d248dd613d464bdb1210d9b7af78"
+"""SHA-256 of the Frey faces themselves: the bytes of the uint8 array ``[1965, 28, 20]`` (C
+order) of the published ``frey_faces.npz`` (``SHA256SUMS``; from jmtomczak/vae_vampprior's
+``freyfaces.pkl``). A downloaded ``frey_rawface.mat`` whose faces differ is refused."""
 
 IDX_IMAGES_MAGIC = 2051
 """IDX magic number of an unsigned-byte 3-D array (images)."""
@@ -584,8 +595,16 @@ def _build_frey_faces(sources: list[Path], out: Path) -> None:
             f"{sources[0]}: expected variable 'ff' uint8 of shape {(28 * 20, _FREY_SIZE)}, "
             f"found {ff.dtype} {ff.shape}"
         )
+    faces = np.ascontiguousarray(ff.T.reshape(-1, 28, 20))
+    digest = hashlib.sha256(faces.tobytes()).hexdigest()
+    if digest != FREY_FACES_CONTENT_SHA256:
+        raise ValueError(
+            f"{FREY_FACES_SOURCE.url} does not hold the published Frey faces: SHA-256 of its "
+            f"images {digest}, expected {FREY_FACES_CONTENT_SHA256}. Nothing was saved; place "
+            f"{_FREY_REL} under $DIFFVI_DATA instead"
+        )
     with open(out, "wb") as f:
-        np.savez_compressed(f, images=np.ascontiguousarray(ff.T.reshape(-1, 28, 20)))
+        np.savez_compressed(f, images=faces)
 
 
 def load_frey_faces(split: str = "train") -> ImageDataset:
