@@ -1,5 +1,8 @@
 """Bad input ends with a one-line message naming the problem and a non-zero exit code."""
 
+import pytest
+from read_only import make_read_only, make_writable
+
 
 def _assert_clean_failure(result, *needles):
     assert result.exit_code != 0
@@ -115,6 +118,103 @@ def test_a_gpu_accelerator_without_a_gpu_says_how_to_run_on_cpu(cli, tmp_path):
     assert result.exit_code == 1
 
 
+# -- outputs that cannot be written ----------------------------------------------------------
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A folder nothing can be written into (a read-only file system, simulated under root)."""
+    folder = make_read_only(tmp_path / "read-only", monkeypatch)
+    yield folder
+    make_writable(folder)
+
+
+def _assert_one_line(result, *needles):
+    _assert_clean_failure(result, *needles)
+    assert result.exit_code == 1
+    error = result.stderr[result.stderr.find("Error: ") :]  # after any progress bar
+    assert error.startswith("Error: ") and error.count("\n") == 1, result.stderr
+
+
+def _unwritable_outputs(run, folder, tmp_path):
+    """(command, the output it cannot write) for every command that writes files."""
+    return [
+        (["evaluate", run, "--k", "2", "--limit", "10", "--json", folder / "m.json"],
+         folder / "m.json"),
+        (["sample", run, "--num", "4", "--out", folder / "s.png"], folder / "s.png"),
+        (["embed", run, "--out", folder / "emb"], folder / "emb"),
+        (["train", "sbn", *SBN, "--max-steps", "2", "--run-dir", folder / "run"], folder / "run"),
+        (["restore", "--dataset", "mnist", "--count", "1", "--steps", "2", "--device", "cpu",
+          "--no-progress", "--out", folder / "r"], folder / "r"),
+        (["embed", "genotypes", "--input", tmp_path / "g.vcf", "--out", folder / "e"],
+         folder / "e"),
+        (["simulate", "genotypes", "--out", folder / "sim"], folder / "sim.labels.tsv"),
+        (["demo", "--quick", "--out", folder / "d"], folder / "d"),
+    ]  # fmt: skip
+
+
+def test_every_output_in_a_read_only_folder_is_a_one_line_error_naming_it(
+    cli, trained_run, read_only, tmp_path
+):
+    for args, output in _unwritable_outputs(trained_run[0], read_only, tmp_path):
+        result = cli(*args)
+        _assert_one_line(result, f"cannot write {output}", str(read_only))
+        assert "not writable" in result.stderr or "read-only file system" in result.stderr
+
+
+def test_every_output_under_a_file_is_a_one_line_error_naming_it(cli, trained_run, tmp_path):
+    file = tmp_path / "file.txt"
+    file.write_text("not a folder")
+    for args, output in _unwritable_outputs(trained_run[0], file, tmp_path):
+        _assert_one_line(cli(*args), f"cannot write {output}: {file} is a file, not a folder")
+
+
+def test_evaluate_checks_its_json_output_before_evaluating(cli, trained_run, tmp_path, monkeypatch):
+    import diffvi.evaluation.report as report
+
+    def evaluate(*args, **kwargs):
+        raise AssertionError("evaluated before checking --json")
+
+    monkeypatch.setattr(report, "evaluate_module", evaluate)
+    (tmp_path / "file.txt").write_text("x")
+    out = tmp_path / "file.txt" / "m.json"
+    _assert_one_line(cli("evaluate", trained_run[0], "--json", out), f"cannot write {out}")
+
+
+def test_a_full_disk_when_writing_results_is_a_one_line_error(
+    cli, trained_run, tmp_path, monkeypatch
+):
+    import errno
+    import os
+
+    import diffvi.cli.evaluate as evaluate
+
+    def full(path, payload):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(evaluate, "write_json", full)
+    out = tmp_path / "m.json"
+    result = cli("evaluate", trained_run[0], "--k", "2", "--limit", "10", "--json", out)
+    _assert_one_line(result, f"cannot write {out}: the disk is full")
+
+
+def test_a_full_disk_while_training_is_a_one_line_error_naming_the_checkpoint(
+    cli, tmp_path, monkeypatch
+):
+    import errno
+    import os
+
+    import torch
+
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    run = tmp_path / "run"
+    result = cli("train", "sbn", *SBN, "--max-steps", "2", "--val-every", "2", "--run-dir", run)
+    _assert_one_line(result, f"cannot write {run / 'checkpoints' / 'last.ckpt'}: the disk is full")
+
+
 # -- training that diverges ------------------------------------------------------------------
 
 
@@ -145,3 +245,108 @@ def test_a_vae_dgp_whose_kernel_matrix_breaks_down_is_a_one_line_error(cli, tmp_
                  "--run-dir", run)  # fmt: skip
     _assert_diverged(result, run, "at step 1 (K_zz is not positive definite",
                      "--lr, now 1e6; --recognition-lr, now 1e6")  # fmt: skip
+
+
+# -- genotype files -----------------------------------------------------------------------------
+
+
+def test_embed_genotypes_of_a_file_that_is_not_a_vcf_is_a_one_line_error(cli, tmp_path):
+    import gzip
+
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    files = {
+        "random.vcf": noise,
+        "random.vcf.gz": noise,
+        "text.vcf.gz": gzip.compress(b"not a vcf\n"),
+        "cut.vcf.gz": gzip.compress(b"##fileformat=VCFv4.2\n" * 2000)[:200],
+    }
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        result = cli("embed", "genotypes", "--input", path, "--out", tmp_path / "out")
+        _assert_one_line(result, str(path), "VCF file")
+
+
+def _small_vcf(path, samples, variants=40):
+    import numpy as np
+
+    calls = np.random.default_rng(0).choice(["0/0", "0/1", "1/1"], (variants, len(samples)))
+    lines = [
+        "##fileformat=VCFv4.2",
+        "##contig=<ID=1,length=100000>",
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT",
+                   *samples]),
+        *("\t".join(["1", str(100 * (j + 1)), f"v{j}", "A", "G", ".", "PASS", ".", "GT", *row])
+          for j, row in enumerate(calls)),
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unlabelled_genotype_samples_are_dropped_with_drop_unlabelled(cli, tmp_path):
+    import json
+
+    samples = [f"s{i}" for i in range(12)]
+    vcf = _small_vcf(tmp_path / "g.vcf", samples)
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("sample\tpopulation\n" + "".join(f"{s}\tP{i % 2}\n" for i, s in
+                                                      enumerate(samples[:10])))  # fmt: skip
+    args = ["embed", "genotypes", "--input", vcf, "--labels", labels, "--method", "pca",
+            "--clusters", "2", "--components", "4", "--no-progress", "--threads", "1"]  # fmt: skip
+    result = cli(*args, "--out", tmp_path / "a")
+    _assert_one_line(result, "2 genotype samples have no label", "--drop-unlabelled")
+    result = cli(*args, "--drop-unlabelled", "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["num_samples"] == 10
+    result = cli("embed", "genotypes", "--input", vcf, "--drop-unlabelled", "--out", tmp_path / "c")
+    _assert_one_line(result, "--drop-unlabelled", "--labels")
+
+
+def test_a_model_path_that_does_not_exist_says_so_for_every_kind_of_model(cli, tmp_path):
+    for missing in (
+        tmp_path / "no-run",
+        tmp_path / "no-run" / "last.ckpt",
+        tmp_path / "no" / "export",
+    ):
+        for args in (
+            ["evaluate", missing],
+            ["sample", missing],
+            ["embed", missing, "--out", tmp_path],
+        ):
+            result = cli(*args)
+            _assert_one_line(result, f"{missing} does not exist")
+            assert "diffusion" not in result.output
+
+
+# -- model descriptions too large to allocate -----------------------------------------------
+
+
+def test_a_model_json_asking_for_a_billion_channel_unet_is_refused_before_allocating(cli, tmp_path):
+    import json
+
+    from diffvi.utils.paths import MODEL_SPEC, find_model
+
+    spec = json.loads((find_model("mnist") / MODEL_SPEC).read_text())
+    spec["denoiser"]["base_channels"] = 10**9
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps(spec))
+    (folder / "model.safetensors").write_bytes(b"")
+    for args in (["sample", folder, "--device", "cpu"], ["evaluate", folder, "--device", "cpu"]):
+        result = cli(*args)
+        _assert_one_line(result, f"{folder / 'model.json'} asks for a diffusion model",
+                         "base_channels=1000000000", "refusing to allocate")  # fmt: skip
+
+
+def test_a_config_json_asking_for_a_huge_model_is_refused_before_allocating(cli, tmp_path):
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"kind": "vae", "dataset": "digits", "hidden": [[10**9]]}))
+    run = tmp_path / "run"
+    result = cli("train", "vae", "--config", config, "--run-dir", run, "--no-progress")
+    _assert_one_line(result, "the config asks for a vae model", "hidden=[[1000000000]]")
+    assert not (run / "checkpoints").exists()

@@ -200,6 +200,63 @@ def test_read_vcf_rejects_haploid_calls(tmp_path: Path):
         read_vcf(path)
 
 
+def _random_bytes(size: int = 5000) -> bytes:
+    return np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+NOT_VCF = {
+    "random.vcf": _random_bytes(),
+    "random.vcf.gz": _random_bytes(),
+    "random-after-gzip-magic.vcf.gz": b"\x1f\x8b" + _random_bytes(),
+    "empty.vcf": b"",
+    "notes.vcf": b"sample\tpopulation\nHG00096\tGBR\n",
+    "notes.vcf.gz": gzip.compress(b"just some text\n"),
+    "empty.vcf.gz": gzip.compress(b""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_VCF))
+def test_read_vcf_of_a_file_that_is_not_a_vcf_says_so_in_one_line(tmp_path: Path, name: str):
+    path = tmp_path / name
+    path.write_bytes(NOT_VCF[name])
+    with pytest.raises(ValueError, match=f"{path} is not a VCF file: ") as info:
+        read_genotypes(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "damage", ["gzip cut in the header", "gzip cut in the records", "bad record", "short record"]
+)
+def test_read_vcf_of_a_damaged_file_names_the_file(tmp_path: Path, damage: str):
+    calls = np.random.default_rng(0).choice(["0/0", "0/1", "1/1"], (20000, 2))
+    rows = "".join(
+        f"1\t{i + 1}\t.\tA\tG\t.\tPASS\t.\tGT\t{a}\t{b}\n" for i, (a, b) in enumerate(calls)
+    )
+    header = VCF_TEXT.split("#CHROM")[0] + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\t"
+    header += "FORMAT\ts1\ts2\n"
+    if damage.startswith("gzip"):
+        data = gzip.compress((header + rows).encode())
+        path = tmp_path / "cut.vcf.gz"
+        path.write_bytes(data[: 100 if "header" in damage else len(data) // 2])
+    else:
+        bad = "1\tx\n" if damage == "bad record" else "1\t5\t.\tA\tG\t.\tPASS\t.\tGT\t0/1\n"
+        path = tmp_path / "bad.vcf"
+        path.write_text(header + rows[:500] + bad + rows[500:1000])
+    with pytest.raises(ValueError, match=f"{path} is a damaged VCF file: ") as info:
+        read_vcf(path)
+    assert "\n" not in str(info.value)
+    if damage == "gzip cut in the records":
+        assert "record" in str(info.value)
+
+
+def test_read_tree_sequence_of_random_bytes_says_it_is_not_a_tree_sequence(tmp_path: Path):
+    pytest.importorskip("tskit")
+    path = tmp_path / "random.trees"
+    path.write_bytes(_random_bytes())
+    with pytest.raises(ValueError, match=f"{path} is not a tskit tree sequence file"):
+        read_genotypes(path)
+
+
 @pytest.mark.parametrize("name", ["out.vcf", "out.vcf.gz"])
 def test_write_vcf_then_read_vcf_round_trips(tmp_path: Path, name: str):
     genotypes = random_genotypes(seed=3)
@@ -381,8 +438,9 @@ def test_attach_labels_rejects_labelled_samples_missing_from_genotypes():
 def test_attach_labels_rejects_unlabelled_samples_unless_asked_to_drop_them():
     genotypes = random_genotypes(n=4, m=2)
     labels = {"s0": ("A", None), "s2": ("B", None)}
-    with pytest.raises(ValueError, match="2 genotype samples have no label"):
+    with pytest.raises(ValueError, match="2 genotype samples have no label") as info:
         attach_labels(genotypes, labels)
+    assert "drop_unlabelled=True" in str(info.value) and "--drop-unlabelled" in str(info.value)
     kept = attach_labels(genotypes, labels, drop_unlabelled=True)
     assert kept.samples == ["s0", "s2"]
     assert kept.populations == ["A", "B"] and kept.super_populations is None

@@ -7,6 +7,7 @@ import typer
 
 from diffvi.cli.options import (
     FlushDenormalOpt,
+    ensure_writable,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -74,6 +75,7 @@ def demo_command(
     setup_numerics(flush_denormal)
     quiet_lightning()
     set_threads(threads)
+    ensure_writable(out, folder=True)
     from diffvi.training.demo import run_demo
 
     run_demo(out, quick, max_epochs, k, seed, flush_denormal, progress, echo=typer.echo)

@@ -20,6 +20,7 @@ from diffvi.cli.options import (
     FlushDenormalOpt,
     RunOrCheckpoint,
     ThreadsOpt,
+    ensure_writable,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -112,6 +113,7 @@ def embed_command(
     setup_numerics(flush_denormal)
     quiet_lightning()
     set_threads(threads)
+    ensure_writable(out, folder=True)
     import torch
 
     from diffvi.data.image_files import load_images

@@ -15,6 +15,7 @@ from diffvi.cli.options import (
     FlushDenormalOpt,
     ThreadsOpt,
     choice,
+    ensure_writable,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -48,6 +49,14 @@ def embed_genotypes(
             show_default="the populations stored in a .trees file, else none",
         ),
     ] = None,
+    drop_unlabelled: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unlabelled",
+            help="With --labels: leave out the genotype samples the labels file does not "
+            "name (without it they are an error).",
+        ),
+    ] = False,
     method: Annotated[choice(EMBEDDING_METHODS), typer.Option(help="Embedding method.")] = "ddvae",
     maf: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Minor-allele frequency filter.")
@@ -103,6 +112,7 @@ def embed_genotypes(
     setup_numerics(flush_denormal)
     quiet_lightning()
     set_threads(threads)
+    ensure_writable(out, folder=True)
     from diffvi.data.genotype_io import attach_labels, read_genotypes, read_labels
     from diffvi.data.genotype_pca import genotype_pcs, quality_control
     from diffvi.evaluation.plots import save_embedding_panels
@@ -111,7 +121,9 @@ def embed_genotypes(
 
     genotypes = read_genotypes(input)
     if labels is not None:
-        genotypes = attach_labels(genotypes, read_labels(labels))
+        genotypes = attach_labels(genotypes, read_labels(labels), drop_unlabelled)
+    elif drop_unlabelled:
+        raise ValueError("--drop-unlabelled applies to the samples of --labels; pass --labels")
     read_variants = genotypes.num_variants
     genotypes = quality_control(genotypes, maf=maf, thin=thin)
     if genotypes.num_variants < 2:

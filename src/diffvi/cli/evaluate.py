@@ -12,6 +12,7 @@ from diffvi.cli.options import (
     FlushDenormalOpt,
     RunOrCheckpoint,
     ThreadsOpt,
+    ensure_writable,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -87,6 +88,8 @@ def evaluate_command(
     setup_numerics(flush_denormal)
     quiet_lightning()
     set_threads(threads)
+    if json_path is not None:
+        ensure_writable(json_path)  # before the evaluation, which may take hours
     import torch
 
     from diffvi.evaluation.report import (

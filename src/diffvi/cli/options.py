@@ -26,25 +26,36 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 import typer
 
 from diffvi.training.config import HARDWARE, RunConfig
+from diffvi.utils.io import WRITE_ERRNOS, NotWritableError, ensure_writable, write_failure
 from diffvi.utils.runtime import configure_numerics as setup_numerics
 from diffvi.utils.runtime import quiet_lightning, set_threads
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Errors that mean "bad input": reported in one line, exit code 1, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
+# Errors that mean "bad input" or an output that cannot be written: reported in one line, exit
+# code 1, no traceback.
+USER_ERRORS = (
+    ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError, NotWritableError,
+)  # fmt: skip
 
 
 def report_errors(command: F) -> F:
-    """Turn the user errors a command raises into ``Error: <message>`` on stderr and exit 1."""
+    """Turn the user errors a command raises into ``Error: <message>`` on stderr and exit 1;
+    so too a write that fails for a cause outside the program (no permission, a read-only or
+    full file system) wherever it happens, e.g. a checkpoint written by Lightning."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except USER_ERRORS as err:
-            typer.secho(f"Error: {err}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(code=1) from None
+            message = str(err)
+        except OSError as err:
+            if err.errno not in WRITE_ERRNOS:
+                raise
+            message = str(write_failure(err))
+        typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1)
 
     return wrapper  # type: ignore[return-value]
 
@@ -177,6 +188,7 @@ class RunOptions:
             defaults=defaults,
             run_name=run_name,
         )
+        ensure_writable(run_dir, folder=True)  # before the data and the model are loaded
         module = fit(
             config,
             run_dir,

@@ -13,6 +13,7 @@ from diffvi.cli.options import (
     FlushDenormalOpt,
     ThreadsOpt,
     choice,
+    ensure_writable,
     report_errors,
     set_threads,
     setup_numerics,
@@ -132,6 +133,7 @@ def restore_command(
         _check_cvdm_flags(model, noise_std, perceptual, knobs)
     else:
         _check_knobs(solver, knobs)
+    ensure_writable(out, folder=True)
     from diffvi.inverse.prepare import prepare_restoration
     from diffvi.inverse.report import summary_line, write_restoration
 

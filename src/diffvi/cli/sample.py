@@ -12,6 +12,7 @@ from diffvi.cli.options import (
     RunOrCheckpoint,
     ThreadsOpt,
     choice,
+    ensure_writable,
     quiet_lightning,
     report_errors,
     set_threads,
@@ -89,6 +90,7 @@ def sample_command(
     setup_numerics(flush_denormal)
     quiet_lightning()
     set_threads(threads)
+    ensure_writable(out, folder=not out.suffix)
     import torch
 
     from diffvi.evaluation.plots import save_image_grid

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from diffvi.cli.options import report_errors
+from diffvi.cli.options import ensure_writable, report_errors
 
 THOUSAND_GENOMES = "thousand-genomes"
 
@@ -110,6 +110,7 @@ def simulate_genotypes(
     diffvi simulate genotypes --model AmericanAdmixture_4B18 --format trees --out data/admix
     ```
     """
+    ensure_writable(f"{out}.labels.tsv")  # and the genotype files beside it
     from diffvi.data.genotype_simulation import (
         common_sites,
         genotypes_from_tree_sequence,

@@ -38,6 +38,7 @@ import io
 import logging
 import math
 import re
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -247,13 +248,24 @@ def read_vcf(path: str | Path, threads: int | None = None, block_size: int = 409
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a record holds haploid or polyploid calls, or the file has no samples.
+        ValueError: the file is not a VCF/BCF (random bytes, other text, damaged gzip data) or
+            is damaged (cut short, a malformed record); a record holds haploid or polyploid
+            calls; the file has no samples.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VCF file not found: {path}")
+    _check_vcf_start(path)
     cyvcf2 = _import("cyvcf2")
-    vcf = cyvcf2.VCF(str(path), lazy=True, threads=threads)
+    try:
+        vcf = cyvcf2.VCF(str(path), lazy=True, threads=threads)
+    except Exception as err:  # htslib cannot read the header: OSError or a bare Exception
+        if type(err) is not Exception and not isinstance(err, OSError):
+            raise
+        raise ValueError(
+            f"{path} is a damaged VCF file: htslib cannot read its header (a truncated file or "
+            f"a malformed header line; {err})"
+        ) from None
     try:
         samples = list(vcf.samples)
         n = len(samples)
@@ -262,11 +274,11 @@ def read_vcf(path: str | Path, threads: int | None = None, block_size: int = 409
         blocks: list[np.ndarray] = []  # variant-major [block_size, N]: one record per row
         variants: list[str] = []
         skipped = 0
-        for record in vcf:
+        for record in _vcf_records(vcf, path):
             if len(record.ALT) > 1:
                 skipped += 1
                 continue
-            genotype = record.genotype
+            genotype = _record_genotype(record, path)
             if genotype is None:
                 raise ValueError(f"{path}: record {record.CHROM}:{record.POS} has no GT field")
             alleles = genotype.array()[:, :-1]  # [N, ploidy]; last column: the phased flag
@@ -293,6 +305,83 @@ def read_vcf(path: str | Path, threads: int | None = None, block_size: int = 409
         calls[:, start:stop] = blocks[b][: stop - start].T
         blocks[b] = calls[:0, :0]  # release the block as soon as it is copied
     return Genotypes(calls, samples, variants)
+
+
+def _check_vcf_start(path: Path) -> None:
+    """A ValueError naming ``path`` unless it starts as a VCF (``##fileformat=VCF``) or a BCF
+    (``BCF\\2``) does, plain or gzip/bgzip-compressed: htslib's own errors on other files are
+    a bare "Error opening" or a crash of the record parser."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    compressed = head.startswith(b"\x1f\x8b")
+    if compressed:  # what its first bytes decompress to (a file cut short is htslib's)
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, 64)
+        except zlib.error as err:
+            raise ValueError(
+                f"{path} is not a VCF file: its gzip data is damaged ({err})"
+            ) from None
+    starts = (b"##fileformat=VCF", b"BCF\x02")
+    if head and any(head.startswith(s) or s.startswith(head) for s in starts):
+        return  # a VCF or BCF, or one cut short in its first line (htslib says so)
+    if not head:
+        found = "it is empty" + (" (once decompressed)" if compressed else "")
+    elif b"\0" in head or not _is_text(head):
+        found = (
+            "it holds binary data, neither gzip nor BCF"
+            if not compressed
+            else ("its decompressed content is binary data")
+        )
+    else:
+        first = head.splitlines()[0][:40].decode("utf-8", "replace")
+        found = f"its first line is {first!r}" + (" (decompressed)" if compressed else "")
+    raise ValueError(
+        f"{path} is not a VCF file: a VCF starts with '##fileformat=VCF' (a BCF with 'BCF'); "
+        f"{found}"
+    )
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start >= len(data) - 3  # a character cut at the end of the block
+    return True
+
+
+def _vcf_records(vcf, path: Path) -> Iterator:
+    """The records of an open ``cyvcf2.VCF``; htslib's bare ``Exception`` on a record it
+    cannot parse (a truncated file, a malformed line) as a ValueError naming ``path``."""
+    records = iter(vcf)
+    count = 0
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except Exception as err:
+            if type(err) is not Exception and not isinstance(err, OSError):
+                raise
+            raise ValueError(
+                f"{path} is a damaged VCF file: htslib cannot parse record {count + 1} (a "
+                f"truncated file or a malformed line; {err})"
+            ) from None
+        count += 1
+        yield record
+
+
+def _record_genotype(record, path: Path):
+    """``record.genotype``; htslib's bare ``Exception`` on a malformed GT field as a
+    ValueError naming the record."""
+    try:
+        return record.genotype
+    except Exception as err:
+        if type(err) is not Exception:
+            raise
+        raise ValueError(
+            f"{path} is a damaged VCF file: record {record.CHROM}:{record.POS} has unreadable "
+            f"genotypes ({err})"
+        ) from None
 
 
 # The 4 bytes of each unphased call and its separator, indexed by call + 1.
@@ -373,7 +462,10 @@ def read_tree_sequence(path: str | Path, block_size: int = 1024) -> Genotypes:
     if not path.is_file():
         raise FileNotFoundError(f"tree sequence file not found: {path}")
     tskit = _import("tskit")
-    ts = tskit.load(str(path))
+    try:
+        ts = tskit.load(str(path))
+    except tskit.FileFormatError as err:
+        raise ValueError(f"{path} is not a tskit tree sequence file: {err}") from None
     sample_nodes = ts.samples()
     node_individual = ts.tables.nodes.individual[sample_nodes]
     if ts.num_individuals == 0 or (node_individual == tskit.NULL).all():
@@ -601,7 +693,7 @@ def attach_labels(
     if unlabelled and not drop_unlabelled:
         raise ValueError(
             f"{len(unlabelled)} genotype samples have no label: {_name_some(unlabelled)} "
-            "(pass drop_unlabelled=True to drop them)"
+            "(drop them with drop_unlabelled=True; on the command line, --drop-unlabelled)"
         )
     if unlabelled:
         keep = np.array([s in labels for s in genotypes.samples])

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from diffvi.training.family import Family, family_class
 from diffvi.training.module import TrainingModule, legacy_kind, upgrade_legacy_checkpoint
 from diffvi.utils.io import atomic_write, write_json
+from diffvi.utils.model_size import ModelTooLargeError
 from diffvi.utils.paths import MODEL_SPEC as SPEC
 from diffvi.utils.paths import MODEL_WEIGHTS as WEIGHTS
 from diffvi.utils.paths import find_model, is_model_name
@@ -106,7 +107,10 @@ def load_module(run_or_checkpoint: str | Path, map_location: str = "cpu") -> Tra
         raise ValueError(f"{path} has no diffvi config in its hyper_parameters")
     upgrade_legacy_checkpoint(checkpoint)
     hparams = checkpoint["hyper_parameters"]
-    module = TrainingModule(hparams["kind"], hparams["config"])
+    try:
+        module = TrainingModule(hparams["kind"], hparams["config"])
+    except ModelTooLargeError as err:
+        raise err.from_source(str(path)) from None
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
 
@@ -165,9 +169,19 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
 
 
 def _from_export(folder: Path) -> Family:
-    """The family an export folder (``model.json`` + ``model.safetensors``) holds."""
+    """The family an export folder (``model.json`` + ``model.safetensors``) holds; a
+    ``model.json`` that asks for a model too large to allocate, or that does not describe one,
+    is a ValueError naming it."""
     spec = json.loads((folder / SPEC).read_text())
-    family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
+    try:
+        family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
+    except ModelTooLargeError as err:
+        raise err.from_source(str(folder / SPEC)) from None
+    except (TypeError, KeyError, AttributeError) as err:  # a field missing or of a wrong type
+        raise ValueError(
+            f"{folder / SPEC} does not describe a model diffvi can build "
+            f"({type(err).__name__}: {err})"
+        ) from None
     family.load_export_state(load_file(folder / WEIGHTS))
     return family
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from diffvi.training.config import RunConfig
+from diffvi.utils.model_size import check_model_size, measuring
 
 # A logged value, optionally with the number of items it averages (for epoch means).
 Metric = Tensor | tuple[Tensor, int]
@@ -59,6 +60,16 @@ class Family(nn.Module):
     # The submodule exported alone, under its own names (``"model"``: the model without the
     # family around it, loadable where the bare model is expected); ``None``: the whole family.
     exported_module: ClassVar[str | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Family":
+        """Before anything is allocated, refuse a model larger than the limit of
+        :func:`~diffvi.utils.model_size.check_model_size` (a hand-edited ``config.json`` or
+        ``model.json`` asking for 10⁹ channels): the family is built first with its large
+        tensors on the meta device, which takes no memory. (A copy or an unpickling passes no
+        arguments and is not checked.)"""
+        if (args or kwargs) and not measuring():
+            check_model_size(lambda: cls(*args, **kwargs), cls.kind, [args, kwargs])
+        return super().__new__(cls)
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__()

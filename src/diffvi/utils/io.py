@@ -1,5 +1,8 @@
-"""Atomic file writes: a kill or an error mid-write never leaves a truncated file behind."""
+"""Atomic file writes: a kill or an error mid-write never leaves a truncated file behind; and
+:func:`ensure_writable`, the check that a command's outputs can be written, made before the
+long work that produces them."""
 
+import errno
 import json
 import os
 import tempfile
@@ -14,12 +17,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     raises, the temporary file is removed and ``path`` is left as it was. The file is flushed to
     disk before the rename and the folder after it, so a power loss leaves the old file or the
     new one, never an empty one; it gets the mode of a newly created file (the umask's), not
-    the temporary file's 0600."""
+    the temporary file's 0600. A write that fails for an outside cause (no permission, a
+    read-only or full file system) raises :class:`NotWritableError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix
+        )
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        # the folder that refused: where a file or a folder was being created
+        raise write_failure(err, path, Path(err.filename or path).parent) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -28,8 +38,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            raise write_failure(err, path, path.parent) from None
         raise
     _fsync_folder(path.parent)
     return path
@@ -37,6 +49,85 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
 
 # Temporary files of atomic_write start with this; remove_stale_temporaries finds them.
 TEMP_PREFIX = "."
+
+
+class NotWritableError(OSError):
+    """An output that cannot be written: a folder without write permission, a read-only or
+    full file system, a file where a folder should be. Its message names the path and why, in
+    one line."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+"""The errnos of an output that cannot be written for a cause outside the program: no
+permission, a read-only file system, a full disk or quota."""
+
+
+def write_failure(
+    err: OSError,
+    path: str | os.PathLike[str] | None = None,
+    folder: str | os.PathLike[str] | None = None,
+) -> NotWritableError:
+    """``err``, raised while writing ``path`` (``err.filename`` where not given) into
+    ``folder``, as a :class:`NotWritableError` whose one-line message names the path and the
+    cause."""
+    target = path if path is not None else err.filename
+    place = f"{folder}" if folder is not None else "it"
+    why = {
+        errno.EACCES: f"{place} is not writable (permission denied)",
+        errno.EPERM: f"{place} is not writable (operation not permitted)",
+        errno.EROFS: f"{place} is on a read-only file system",
+        errno.ENOSPC: "the disk is full (no space left on device)",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.ENOTDIR: "a part of its path is a file, not a folder",
+        errno.EISDIR: "it is a folder, not a file",
+    }.get(err.errno or 0, err.strerror or str(err))
+    failure = NotWritableError(
+        f"cannot write {target if target is not None else 'the output'}: {why}"
+    )
+    failure.errno, failure.filename = err.errno, target
+    return failure
+
+
+def ensure_writable(path: str | os.PathLike[str], folder: bool = False) -> Path:
+    """Check that ``path`` can be written, before the work that produces it starts: a file
+    (``folder=False``; it may exist, and is replaced) or a folder that files go into
+    (``folder=True``; it may exist). A test file is created (and removed) in the nearest folder
+    of ``path`` that exists; nothing else is created, so a command that fails later for
+    another reason leaves no empty folder behind.
+
+    Raises:
+        NotWritableError: the path is a folder where a file is wanted (or a file where a folder
+            is), sits under a file, or its folder takes no new file (no permission, a read-only
+            or full file system); the message names the path and the cause.
+    """
+    path = Path(path)
+    existing = path
+    try:
+        if not folder and path.is_dir():
+            raise NotWritableError(f"cannot write {path}: it is a folder, not a file")
+        existing = path if folder else path.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotWritableError(
+                f"cannot write {path}: {existing} is a file, not a folder"
+                if existing != path
+                else f"cannot write into {path}: it is a file, not a folder"
+            )
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=f"{TEMP_PREFIX}diffvi-write-test.")
+        try:
+            os.write(fd, b"diffvi")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except NotWritableError:
+        raise
+    except OSError as err:
+        raise write_failure(err, path, existing) from None
+    return path
 
 
 def _umask() -> int:
