@@ -44,7 +44,7 @@ def test_resume_continues_a_run_to_more_epochs(cli, trained_run, tmp_path):
         "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "epoch 4" in result.stdout
+    assert "(4 epochs, step" in result.stdout
     assert json.loads((run_dir / "config.json").read_text())["max_epochs"] == 4
 
 

@@ -158,8 +158,13 @@ class RunOptions:
     threads: ThreadsOpt = None
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True
     log_every_n_steps: Annotated[
-        int, typer.Option(min=1, help="Write training metrics to logs/ every N steps.")
-    ] = 50
+        int | None,
+        typer.Option(
+            min=1,
+            help="Write training metrics to logs/metrics.csv every N steps [default: 50, or "
+            "about ten rows for a shorter run or epoch].",
+        ),
+    ] = None
 
     def train(
         self,

@@ -81,7 +81,7 @@ def train_and_report(
     if result is None:
         return
     config, run_dir, meta = result
-    summary = [f"Run: {run_dir}  (epoch {meta['epochs']}, step {meta['steps']})"]
+    summary = [f"Run: {run_dir}  ({meta['epochs']:g} epochs, step {meta['steps']})"]
     if "val_bound" in meta:
         names = {
             "elbo": "ELBO",
