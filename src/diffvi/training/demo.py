@@ -211,8 +211,9 @@ def compare_latents(
 def diffusion_samples(
     out: Path, steps: int, seed: int, echo: Callable[[str], None] = print
 ) -> dict[str, Any] | None:
-    """Draw 16 images with DDIM from the shipped MNIST diffusion prior (``diffvi/shipped_models/mnist``) and
-    save them as ``diffusion_samples.png``; ``None`` (with a note) when the prior is absent."""
+    """Draw 16 images with DDIM from the shipped MNIST diffusion prior
+    (``diffvi/shipped_models/mnist``) and save them as ``diffusion_samples.png``; ``None`` (with
+    a note) when the prior is absent."""
     import torch
 
     from diffvi.evaluation.plots import save_image_grid
