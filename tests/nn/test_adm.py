@@ -223,3 +223,21 @@ def test_files_that_are_not_state_dicts_are_refused(tmp_path, content, message):
         torch.save(content, path)
     with pytest.raises(ValueError, match=message):
         load_adm_checkpoint(path, TINY)
+
+
+def test_without_a_config_the_published_one_is_recognised_or_asked_for(tmp_path):
+    with torch.device("meta"):
+        state = ADMUNet(**ADM_CONFIGS["ffhq256"]).state_dict()
+    torch.save(state, tmp_path / "ffhq.pt")
+    model = load_adm_checkpoint(tmp_path / "ffhq.pt")
+    assert model.config["model_channels"] == 128 and model.learn_sigma
+    torch.save(_tiny().state_dict(), tmp_path / "tiny.pt")
+    with pytest.raises(ValueError, match="matches no published ADM config .*: name its config"):
+        load_adm_checkpoint(tmp_path / "tiny.pt")
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        load_adm_checkpoint(tmp_path)
+
+
+def test_config_attribute_rebuilds_the_network():
+    model = _tiny()
+    assert state_shapes(ADMUNet(**model.config)) == state_shapes(model)

@@ -338,6 +338,24 @@ class ADMUNet(nn.Module):
                 raise ValueError(
                     f"attention resolutions must divide image_size {image_size}, got {res}"
                 )
+        self.config: dict[str, Any] = {
+            "image_size": image_size,
+            "model_channels": model_channels,
+            "num_res_blocks": num_res_blocks,
+            "attention_resolutions": tuple(attention_resolutions),
+            "in_channels": in_channels,
+            "channel_mult": tuple(channel_mult),
+            "learn_sigma": learn_sigma,
+            "num_classes": num_classes,
+            "dropout": dropout,
+            "num_heads": num_heads,
+            "num_head_channels": num_head_channels,
+            "num_heads_upsample": num_heads_upsample,
+            "use_scale_shift_norm": use_scale_shift_norm,
+            "resblock_updown": resblock_updown,
+            "conv_resample": conv_resample,
+            "use_new_attention_order": use_new_attention_order,
+        }  # the constructor's arguments (channel_mult filled in): ADMUNet(**config) rebuilds it
         self.image_size = image_size
         self.in_channels = in_channels
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
@@ -525,16 +543,17 @@ def guess_adm_config(state: Mapping[str, Tensor]) -> str | None:
 
 def load_adm_checkpoint(
     path: str | Path,
-    config: str | Mapping[str, Any],
+    config: str | Mapping[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> ADMUNet:
     """An :class:`ADMUNet` with the weights of a guided-diffusion ``.pt`` state dict.
 
     ``config`` is a name in :data:`ADM_CONFIGS` (``"imagenet256-uncond"`` for
-    ``256x256_diffusion_uncond.pt``, ``"ffhq256"`` for DPS's ``ffhq_10m.pt``) or ADMUNet's
-    keyword arguments. The file is read with ``torch.load(weights_only=True)`` (no code
-    runs); its keys and shapes must be exactly the config's. The model is built on the meta
-    device and takes the file's tensors (cast to ``dtype``), so memory holds one copy.
+    ``256x256_diffusion_uncond.pt``, ``"ffhq256"`` for DPS's ``ffhq_10m.pt``), ADMUNet's
+    keyword arguments, or None: the published config whose keys and shapes the file has. The
+    file is read with ``torch.load(weights_only=True)`` (no code runs); its keys and shapes must
+    be exactly the config's. The model is built on the meta device and takes the file's
+    tensors (cast to ``dtype``), so memory holds one copy.
 
     Raises:
         FileNotFoundError: no such file.
@@ -544,9 +563,9 @@ def load_adm_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ADM checkpoint {path} does not exist")
-    kwargs = adm_config(config)
-    label = f"ADM config {config!r}" if isinstance(config, str) else "the given ADM config"
+        what = "is not a file" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"ADM checkpoint {path} {what}: expected a .pt state dict")
+    kwargs = None if config is None else adm_config(config)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
@@ -563,11 +582,19 @@ def load_adm_checkpoint(
             f"{type(state).__name__}"
             + (f" with keys {sorted(map(str, state))[:5]}" if isinstance(state, Mapping) else "")
         )
+    guess = guess_adm_config(state)
+    if kwargs is None:
+        if guess is None:
+            raise ValueError(
+                f"{path} matches no published ADM config ({', '.join(sorted(ADM_CONFIGS))}): "
+                "name its config (ADMUNet's keyword arguments)"
+            )
+        config, kwargs = guess, adm_config(guess)
     with torch.device("meta"):
         model = ADMUNet(**kwargs)
     expected, found = state_shapes(model), state_shapes(state)
     if expected != found:
-        guess = guess_adm_config(state)
+        label = f"ADM config {config!r}" if isinstance(config, str) else "the given ADM config"
         hint = f"; it matches config {guess!r}" if guess is not None else ""
         raise ValueError(
             f"{path} does not fit {label}: {_describe_mismatch(expected, found)}{hint}"
