@@ -1,5 +1,5 @@
 """Continuous-time noise schedules: γ(t) monotone with the set endpoints, q(z_t | x) moments,
-discrete views."""
+discrete views, and the interpolated table of a pretrained network."""
 
 import math
 
@@ -9,6 +9,7 @@ import torch
 from diffvi.diffusion import (
     CosineSchedule,
     DiscreteSchedule,
+    InterpolatedSchedule,
     LearnedSchedule,
     LinearSchedule,
     build_schedule,
@@ -112,3 +113,32 @@ def test_bad_schedule_arguments_raise_value_error():
         LearnedSchedule(gamma_min=5.0, gamma_max=-1.0)
     with pytest.raises(ValueError, match="t must have shape"):
         LinearSchedule().add_noise(torch.zeros(3, 2), torch.zeros(2), torch.zeros(3, 2))
+
+
+def test_interpolated_schedule_hits_the_table_at_every_training_step_and_is_monotone():
+    alpha_bars = DiscreteSchedule.linear(1000).alpha_bars.double()
+    schedule = InterpolatedSchedule(alpha_bars)
+    assert schedule.num_steps == 1000
+    n = torch.arange(1000, dtype=torch.float64)
+    alpha, _ = schedule.alpha_sigma(n / 999)
+    assert torch.allclose(alpha**2, alpha_bars, rtol=1e-12)
+    gamma = schedule.gamma(GRID)
+    assert (gamma.diff() > 0).all()
+    # Linear in γ between two steps: the midpoint of steps 10 and 11 is the mean of their γs.
+    mid = schedule.gamma(torch.tensor(10.5 / 999, dtype=torch.float64))
+    assert mid.item() == pytest.approx(schedule.gammas[10:12].mean().item(), rel=1e-12)
+    # It rebuilds from a spec, and its γ'(t) is (N − 1) Δγ_n between the steps.
+    rebuilt = build_schedule("interpolated", alphas_cumprod=alpha_bars.tolist())
+    assert torch.allclose(rebuilt.gamma(GRID), gamma)
+    _, slope = schedule.gamma_and_derivative(torch.tensor([10.5 / 999], dtype=torch.float64))
+    expected = 999 * (schedule.gammas[11] - schedule.gammas[10])
+    assert slope.item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_interpolated_schedule_refuses_tables_that_are_not_a_noising_schedule():
+    with pytest.raises(ValueError, match=r"shape \[N\] with N >= 2"):
+        InterpolatedSchedule(torch.tensor([0.5]))
+    with pytest.raises(ValueError, match=r"lie in \(0, 1\)"):
+        InterpolatedSchedule(torch.tensor([0.9, 0.5, 0.0]))  # zero terminal SNR
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        InterpolatedSchedule(torch.tensor([0.9, 0.95, 0.5]))

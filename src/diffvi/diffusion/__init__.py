@@ -1,7 +1,15 @@
 """Diffusion models: noise schedules, the model (losses, VDM bound, x₀-prediction), samplers,
-and CVDM's conditional model with a learned per-pixel schedule."""
+CVDM's conditional model with a learned per-pixel schedule, and pretrained discrete-time
+networks (diffusers, ADM) wrapped to the same contract (:mod:`diffvi.diffusion.discrete`;
+diffusers folders and ``hf:`` ids load with :mod:`diffvi.diffusion.hub`)."""
 
 from diffvi.diffusion.conditional import CVDM, ConditionalSchedule, FixedConditionalSchedule
+from diffvi.diffusion.discrete import (
+    DiscreteTimeDenoiser,
+    discrete_diffusion_model,
+    discrete_times,
+    named_betas,
+)
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.pretrained import (
     build_diffusion_model,
@@ -11,6 +19,7 @@ from diffvi.diffusion.schedules import (
     SCHEDULES,
     CosineSchedule,
     DiscreteSchedule,
+    InterpolatedSchedule,
     LearnedSchedule,
     LinearSchedule,
     NoiseSchedule,
@@ -27,12 +36,17 @@ __all__ = [
     "CosineSchedule",
     "DiffusionModel",
     "DiscreteSchedule",
+    "DiscreteTimeDenoiser",
+    "InterpolatedSchedule",
     "LearnedSchedule",
     "LinearSchedule",
     "NoiseSchedule",
     "build_diffusion_model",
     "build_schedule",
     "ddim_step",
+    "discrete_diffusion_model",
+    "discrete_times",
     "linear_betas",
+    "named_betas",
     "sample_chain",
 ]

@@ -8,7 +8,9 @@ posterior r(y_{t−1} | y_t, y_0) has variance β̃_t = β_t (1−ᾱ_{t−1}) /
 
 Step ``t`` (1-based, as in the papers) is stored at index ``t − 1`` of every ``[T]`` buffer.
 The log-SNR ``log(ᾱ_t / (1 − ᾱ_t))`` is kept too, so that continuous-time schedules (log-SNR
-γ(t), ``t ∈ [0, 1]``; DESIGN.md) can extend this module with a discrete grid as a view.
+γ(t), ``t ∈ [0, 1]``; DESIGN.md) can extend this module with a discrete grid as a view; the
+other way round, :class:`InterpolatedSchedule` makes the table ᾱ_n of a pretrained network a
+continuous-time schedule.
 """
 
 import math
@@ -300,6 +302,71 @@ class CosineSchedule(NoiseSchedule):
         return f"s={self.s}, num_steps={self.num_steps}, gamma_cap={self.gamma_cap:.3g}"
 
 
+class InterpolatedSchedule(NoiseSchedule):
+    """The schedule of a network trained on ``N`` discrete steps (a diffusers or ADM model), in
+    continuous time.
+
+    Step ``n = 0 … N − 1`` (diffusers' and ADM's 0-based timestep; DDPM's step ``n + 1``), with
+    ᾱ_n = ``alphas_cumprod[n]``, sits at ``t_n = n / (N − 1)``, and γ(t) interpolates
+    γ_n = log((1 − ᾱ_n) / ᾱ_n) linearly in between. So at every training step α_t² = ᾱ_n
+    exactly (the network is called at timestep ``n``), t = 0 is the first, least noisy step and
+    t = 1 the last (where the linear and cosine schedules place DDPM's steps too); in between,
+    the network sees the fractional timestep ``t (N − 1)``
+    (:class:`~diffvi.diffusion.discrete.DiscreteTimeDenoiser`).
+
+    Args:
+        alphas_cumprod: ᾱ ``[N]``, ``N >= 2``, strictly decreasing in (0, 1) (a schedule with
+            zero terminal SNR, ᾱ_{N−1} = 0, has γ = ∞ at t = 1 and is refused).
+    """
+
+    gammas: Tensor
+
+    def __init__(self, alphas_cumprod: Tensor | list[float]) -> None:
+        super().__init__()
+        table = torch.as_tensor(alphas_cumprod).detach().to(torch.float64)
+        if table.ndim != 1 or table.shape[0] < 2:
+            raise ValueError(
+                f"alphas_cumprod must have shape [N] with N >= 2, got {list(table.shape)}"
+            )
+        if not bool(((table > 0) & (table < 1)).all()):
+            raise ValueError(
+                f"alphas_cumprod must lie in (0, 1), got min {table.min().item():.3g}, "
+                f"max {table.max().item():.3g}"
+            )
+        if not bool((table.diff() < 0).all()):
+            raise ValueError("alphas_cumprod must be strictly decreasing, got a step that is not")
+        # γ_n = log(1 − ᾱ_n) − log ᾱ_n, kept in float64 (not saved: the table rebuilds it).
+        self.register_buffer("gammas", torch.log1p(-table) - torch.log(table), persistent=False)
+
+    @property
+    def num_steps(self) -> int:
+        """N, the number of training steps of the network."""
+        return int(self.gammas.shape[0])
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """ᾱ_n ``[N]`` (float64), the table the schedule was built from."""
+        return torch.sigmoid(-self.gammas.double())
+
+    def step_of(self, t: Tensor) -> Tensor:
+        """The (fractional) training step ``t (N − 1)`` of times ``t``, in float64."""
+        return t.double() * (self.num_steps - 1)
+
+    def gamma(self, t: Tensor) -> Tensor:
+        gammas = self.gammas.to(device=t.device, dtype=torch.float64)
+        u = self.step_of(t).clamp(0, self.num_steps - 1)
+        lower = u.detach().floor().clamp(max=self.num_steps - 2).long()
+        weight = u - lower
+        value = gammas[lower] + weight * (gammas[lower + 1] - gammas[lower])
+        return value.to(t.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_steps={self.num_steps}, gamma_0={self.gammas[0].item():.3g}, "
+            f"gamma_1={self.gammas[-1].item():.3g}"
+        )
+
+
 class _ScaleGradient(torch.autograd.Function):
     """Identity forward; the backward pass multiplies the incoming gradient by ``scale``, read
     when the backward pass runs (so the caller may fill it after the forward pass)."""
@@ -401,11 +468,13 @@ class LearnedSchedule(NoiseSchedule):
 
 
 SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule, "learned": LearnedSchedule}
+# Schedules a saved spec may name but training does not offer (they need a table, not a name).
+SPEC_SCHEDULES = {**SCHEDULES, "interpolated": InterpolatedSchedule}
 
 
 def build_schedule(name: str, **kwargs: Any) -> NoiseSchedule:
-    """A schedule by name: ``"linear"``, ``"cosine"`` or ``"learned"`` (keyword arguments go to
-    its constructor)."""
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {name!r}")
-    return SCHEDULES[name](**kwargs)
+    """A schedule by name: ``"linear"``, ``"cosine"``, ``"learned"`` or ``"interpolated"``
+    (keyword arguments go to its constructor)."""
+    if name not in SPEC_SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SPEC_SCHEDULES)}, got {name!r}")
+    return SPEC_SCHEDULES[name](**kwargs)
