@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from diffvi.diffusion.model import stratified_times
 from diffvi.diffusion.samplers import standard_normal
 from diffvi.diffusion.schedules import NoiseSchedule, _MonotoneLinear
+from diffvi.nn.tiling import Tiling
 from diffvi.nn.unet import UNet
 
 # Official loss weights: Keras loss_weights=[1, 2, 2, 2] over (noise, L_β, prior KL, L_γ).
@@ -450,12 +451,25 @@ class CVDM(nn.Module):
         return ((v + 1) / 2).clamp(0, 1) if self.image else v
 
     # -- the network -----------------------------------------------------------------------------
-    def predict_noise(self, y_t: Tensor, x: Tensor, gamma_bar: Tensor) -> Tensor:
+    def predict_noise(
+        self, y_t: Tensor, x: Tensor, gamma_bar: Tensor, tiling: Tiling | None = None,
+        tile_batch: int = 16,
+    ) -> Tensor:  # fmt: skip
         """ε̂(y_t, x, γ̄) in model space: ``y_t [B, C_y, H, W]``, ``x`` (model space),
-        ``gamma_bar`` broadcastable to ``y_t`` → ``[B, C_y, H, W]``."""
+        ``gamma_bar`` broadcastable to ``y_t`` → ``[B, C_y, H, W]``.
+
+        With a ``tiling`` of ``H × W`` the denoiser sees ``tile_batch`` tiles at a time and
+        the tiles are blended (:class:`~diffvi.nn.tiling.Tiling`); every tile gets the summary
+        s of the whole image."""
         gamma_map = gamma_bar.expand_as(y_t)
         summary = (1 - gamma_map).clamp_min(0).sqrt().flatten(1).mean(1)
-        return self.denoiser(y_t, summary, torch.cat([x, gamma_map], dim=1))
+        cond = torch.cat([x, gamma_map], dim=1)
+        if tiling is None:
+            return self.denoiser(y_t, summary, cond)
+        return tiling.apply(
+            lambda items, y, c: self.denoiser(y, summary[items], c),
+            y_t, cond, batch_size=tile_batch,
+        )  # fmt: skip
 
     # -- loss --------------------------------------------------------------------------------------
     def loss(
@@ -537,28 +551,39 @@ class CVDM(nn.Module):
         return out
 
     # -- sampling ------------------------------------------------------------------------------
-    def _log_alphas(self, x: Tensor, steps: int, levels: str) -> tuple[list[Tensor], Tensor]:
-        """Per-step log α_k maps, k = 1 … T (list, each broadcastable to the target), and
-        log γ̄_T = Σ_k log α_k."""
+    def _lambda(self, x: Tensor, tiling: Tiling | None, tile_batch: int) -> Tensor:
+        """λ(x) of the schedule, tile by tile for a learned schedule with a ``tiling``."""
+        s = self.schedule
+        if tiling is None or not isinstance(s, ConditionalSchedule):
+            return s.lam(x)
+        return tiling.apply(lambda _, crop: s.lam(crop), x, batch_size=tile_batch)
+
+    def _log_alphas(
+        self, x: Tensor, steps: int, levels: str, lam: Tensor
+    ) -> tuple[Callable[[int], Tensor], Tensor]:
+        """``log_alpha(k)``: the per-step log α_{k+1} map for k = 0 … T − 1 (broadcastable to
+        the target; computed on demand, so memory does not grow with T), and
+        log γ̄_T = Σ_k log α_k, for λ = ``lam``."""
         s = self.schedule
         grid = torch.arange(1, steps + 1, dtype=x.dtype, device=x.device) / steps
-        lam = s.lam(x)
         lo, hi = math.log(ALPHA_MIN), math.log(ALPHA_MAX)
         if levels == "beta":
             # Official sampler: α_k = clip(1 − β(t_k, x) / T, 1e-6, 0.99999).
             tau_1 = s.time_terms(grid)[0]
-            log_alphas = [
-                torch.log((1 - lam * tau_1[k] / steps).clamp(ALPHA_MIN, ALPHA_MAX))
-                for k in range(steps)
-            ]
+
+            def log_alpha(k: int) -> Tensor:
+                return torch.log((1 - lam * tau_1[k] / steps).clamp(ALPHA_MIN, ALPHA_MAX))
         else:
             # α_k = γ̄(t_k) / γ̄(t_{k−1}) straight from the schedule (t_0 = 0), same clipping.
             tau_2 = s.tau_2(torch.cat([grid.new_zeros(1), grid]))
-            log_alphas = [(-lam * (tau_2[k + 1] - tau_2[k])).clamp(lo, hi) for k in range(steps)]
-        total = torch.zeros_like(log_alphas[0])
-        for la in log_alphas:
-            total = total + la
-        return log_alphas, total
+
+            def log_alpha(k: int) -> Tensor:
+                return (-lam * (tau_2[k + 1] - tau_2[k])).clamp(lo, hi)
+
+        total = torch.zeros_like(log_alpha(0))
+        for k in range(steps):
+            total = total + log_alpha(k)
+        return log_alpha, total
 
     @torch.no_grad()
     def sample(
@@ -569,6 +594,10 @@ class CVDM(nn.Module):
         noise: Tensor | None = None,
         clip: bool | Bounds | None = None,
         levels: str = "beta",
+        *,
+        tile: int | None = None,
+        overlap: int = 0,
+        tile_batch: int = 16,
     ) -> Tensor:
         """Draw y₀ ~ p(y₀ | x): ``x [B, C_x, H, W] -> [B, C_y, H, W]`` (public range).
 
@@ -583,6 +612,15 @@ class CVDM(nn.Module):
         + √α_k (1 − γ̄_{k−1}) / (1 − γ̄_k) y_k, β_k (1 − γ̄_{k−1}) / (1 − γ̄_k)); the result is
         x̂₀ at k = 1. ``noise`` fixes y_T (``[B, C_y, H, W]``). T network evaluations. As in
         the official sampler, γ̄_k is floored at 1e-10 where it enters a division.
+
+        ``tile``: the networks (λ and ε̂) see ``tile × tile`` crops of the image, ``tile_batch``
+        at a time, neighbours overlapping by ``overlap`` pixels and blended per step
+        (:class:`~diffvi.nn.tiling.Tiling`), while the chain itself (y_k, noise, clipping)
+        stays whole-image and pixel-wise: the noise is the untiled sampler's, and for networks
+        whose receptive radius is at most ``overlap // 4`` the draw equals the untiled one.
+        Memory is ``O(B · H · W)`` plus the network's on ``tile_batch`` tiles, whatever the
+        image size; ``tile`` (and ``H``, ``W`` where smaller) must suit the denoiser (a UNet
+        needs multiples of ``2 ** (levels − 1)``).
         """
         self._check_x(x)
         steps = self.timesteps if steps is None else steps
@@ -600,13 +638,14 @@ class CVDM(nn.Module):
             raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
         else:
             y = noise.to(x.dtype)
-        log_alphas, log_g = self._log_alphas(x, steps, levels)
+        tiling = None if tile is None else Tiling(x.shape[-2], x.shape[-1], tile, overlap)
+        log_alpha, log_g = self._log_alphas(x, steps, levels, self._lambda(x, tiling, tile_batch))
         log_g = log_g.expand(shape)
         for k in range(steps, 0, -1):
-            log_a = log_alphas[k - 1].expand(shape)
+            log_a = log_alpha(k - 1).expand(shape)
             log_g_safe = log_g.clamp_min(LOG_GAMMA_BAR_MIN)
             g, one_minus_g = torch.exp(log_g_safe), -torch.expm1(log_g_safe)
-            eps_hat = self.predict_noise(y, x, g)
+            eps_hat = self.predict_noise(y, x, g, tiling, tile_batch)
             x0 = (y - one_minus_g.sqrt() * eps_hat) / g.sqrt()
             if low is not None:
                 x0 = _clamp(x0, low, high)

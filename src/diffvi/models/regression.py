@@ -5,6 +5,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffvi.nn.tiling import Tiling
 from diffvi.nn.unet import UNet
 
 
@@ -51,6 +52,19 @@ class RegressionUNet(nn.Module):
         return {"mse": mse, "total": mse}
 
     @torch.no_grad()
-    def sample(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        """The prediction ``ŷ₀ [B, C_y, H, W]`` (deterministic; sampler arguments ignored)."""
-        return self(x)
+    def sample(
+        self,
+        x: Tensor,
+        *args: Any,
+        tile: int | None = None,
+        overlap: int = 0,
+        tile_batch: int = 16,
+        **kwargs: Any,
+    ) -> Tensor:
+        """The prediction ``ŷ₀ [B, C_y, H, W]`` (deterministic; sampler arguments ignored);
+        with ``tile``, the UNet sees ``tile × tile`` crops, ``tile_batch`` at a time, blended
+        over ``overlap`` pixels (:class:`~diffvi.nn.tiling.Tiling`)."""
+        if tile is None:
+            return self(x)
+        tiling = Tiling(x.shape[-2], x.shape[-1], tile, overlap)
+        return tiling.apply(lambda _, crop: self(crop), x, batch_size=tile_batch)
