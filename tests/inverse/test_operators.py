@@ -10,11 +10,16 @@ from diffvi.inverse import (
     Inpainting,
     LinearOperator,
     PhaseRetrieval,
+    SeparableBlur,
     SVDOperator,
+    bicubic_matrix,
     box_mask,
     build_operator,
+    conv_matrix,
     gaussian_kernel,
+    gaussian_kernel_1d,
     half_mask,
+    operator_parameters,
     random_mask,
     uniform_kernel,
 )
@@ -38,6 +43,9 @@ def _linear_ops() -> dict[str, LinearOperator]:
         "sr4": AveragePoolSR(4, SHAPE),
         "bicubic2": BicubicSR(2, SHAPE),
         "bicubic4": BicubicSR(4, SHAPE),
+        "bicubic4-pil": BicubicSR(4, SHAPE, boundary="renormalise"),
+        "blur-reflect": SeparableBlur(gaussian_kernel_1d(5, 1.0, D64), SHAPE, "reflect"),
+        "blur-zero-wide": SeparableBlur(gaussian_kernel_1d(11, 1.0, D64), SHAPE, "zero"),
         "blur-gaussian": Blur(gaussian_kernel(5, 1.0, D64), SHAPE),
         "blur-uniform": Blur(uniform_kernel(4, D64), SHAPE),  # has exact spectral zeros
         "blur-asym": Blur(torch.rand(3, 4, generator=g, dtype=D64), SHAPE),
@@ -149,7 +157,7 @@ def test_average_pool_pinv_is_nearest_upsampling():
 
 
 def test_bicubic_sr_matches_torch_antialiased_bicubic_interpolation():
-    op = LINEAR["bicubic4"]
+    op = LINEAR["bicubic4-pil"]
     x = _x(op)
     ref = torch.nn.functional.interpolate(x, size=(2, 3), mode="bicubic", antialias=True)
     _close(op(x), ref)
@@ -206,10 +214,15 @@ def test_phase_retrieval_is_sign_invariant_with_padded_shape():
     _close(y.pow(2).sum((1, 2, 3)), x.pow(2).sum((1, 2, 3)))
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 64, 64)], ids=["mnist", "colour64"])
 @pytest.mark.parametrize("name", list(OPERATORS))
-def test_registry_builds_every_operator_for_mnist_shape(name):
-    op = build_operator(name, (1, 28, 28), generator=_gen(8))
-    x = torch.rand(2, 1, 28, 28)
+def test_registry_builds_every_operator_for_grey_and_colour_shapes(name, shape):
+    if name == "phase-defocus" and shape[0] != 1:  # a phase object: one channel
+        with pytest.raises(ValueError, match=r"input_shape \(1, H, W\)"):
+            build_operator(name, shape)
+        return
+    op = build_operator(name, shape, generator=_gen(8))
+    x = torch.rand(2, *shape)
     assert op(x).shape == (2, *op.output_shape)
 
 
@@ -229,3 +242,169 @@ def test_bad_inputs_raise_value_error():
         half_mask(SHAPE, "middle")
     with pytest.raises(ValueError, match="0/1"):
         Inpainting(torch.full((4, 4), 0.5))
+
+
+# ----------------------------------------------------------------- colour, 64 px, paper operators
+
+COLOUR = (3, 64, 64)
+REGISTRY_LINEAR = [
+    name
+    for name in OPERATORS
+    if isinstance(build_operator(name, (1, 28, 28), _gen(0)), LinearOperator)
+]
+
+
+def _registry_op(name: str, shape=COLOUR) -> LinearOperator:
+    return build_operator(name, shape, _gen(9)).double()
+
+
+@pytest.mark.parametrize("name", REGISTRY_LINEAR)
+def test_every_registry_operator_is_adjoint_and_pseudo_invertible_in_colour_at_64px(name):
+    op = _registry_op(name)
+    assert op.input_shape == COLOUR and op.output_shape[0] == 3
+    x, y = _x(op, b=2), _y(op, b=2)
+    torch.testing.assert_close((op(x) * y).sum(), (x * op.adjoint(y)).sum(), rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(op(op.pinv(op(x))), op(x), rtol=1e-7, atol=1e-7)
+    # Channels do not mix: A acts on each channel alone, alike.
+    lone = torch.zeros_like(x)
+    lone[:, 1] = x[:, 1]
+    out = op(lone)
+    assert float(out[:, 0].abs().max()) == 0 and float(out[:, 2].abs().max()) == 0
+    torch.testing.assert_close(out[:, 1], op(x[:, 1:2].expand(-1, 3, -1, -1))[:, 0])
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY_LINEAR if n != "denoise"])
+def test_every_registry_svd_is_the_per_channel_one_in_colour_at_64px(name):
+    op = _registry_op(name)
+    assert isinstance(op, SVDOperator)
+    x, y = _x(op, b=2), _y(op, b=2)
+    s = op.singulars(dtype=D64)
+    torch.testing.assert_close(op.U(s * op.Vt(x)), op(x), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(op.V(op.Vt(x)), x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(op.U(op.Ut(y)), y, rtol=1e-9, atol=1e-9)
+    per_channel = s.view(3, -1)
+    assert all(torch.equal(per_channel[0], per_channel[c]) for c in (1, 2))
+    grey = _registry_op(name, (1, 64, 64)).singulars(dtype=D64)
+    torch.testing.assert_close(per_channel[0], grey)
+
+
+@pytest.mark.parametrize("name", ["sr4-bicubic", "deblur-gaussian-dps", "inpaint-box", "sr4"])
+def test_svd_views_at_256px_store_only_small_factors(name):
+    op = build_operator(name, (3, 256, 256), _gen(0))
+    stored = sum(b.numel() * b.element_size() for b in op.buffers())
+    assert stored < 4 * 2**20  # never a D × D matrix (D = 196 608: 300 GB in float64)
+    x = torch.rand(1, 3, 256, 256)
+    torch.testing.assert_close(op.V(op.Vt(x)), x, rtol=1e-4, atol=1e-4)
+
+
+def _ddrm_srconv_matrix(img_dim: int, factor: int) -> torch.Tensor:
+    """DDRM's ``SRConv`` 1-D matrix, written as its runner builds it (runners/diffusion.py and
+    functions/svd_replacement.py of bahjat-kawar/ddrm): a 4·factor-tap bicubic kernel,
+    a = −0.5, mirrored at the border."""
+
+    def bicubic(x: float, a: float = -0.5) -> float:
+        x = abs(x)
+        if x <= 1:
+            return (a + 2) * x**3 - (a + 3) * x**2 + 1
+        if x < 2:
+            return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+        return 0.0
+
+    k = [bicubic((i - 2 * factor + 0.5) / factor) for i in range(4 * factor)]
+    k = [v / sum(k) for v in k]
+    h = torch.zeros(img_dim // factor, img_dim, dtype=D64)
+    for i in range(factor // 2, img_dim + factor // 2, factor):
+        for j in range(i - 2 * factor, i + 2 * factor):
+            jj = -j - 1 if j < 0 else (img_dim - 1) - (j - img_dim) if j >= img_dim else j
+            h[i // factor, jj] += k[j - i + 2 * factor]
+    return h
+
+
+@pytest.mark.parametrize(("n", "factor"), [(64, 4), (256, 4), (32, 2)])
+def test_bicubic_matrix_is_ddrm_and_red_diff_srconv(n, factor):
+    _close(bicubic_matrix(n, factor), _ddrm_srconv_matrix(n, factor))
+
+
+def test_sr4_bicubic_preset_applies_the_srconv_matrix_on_both_axes():
+    op = _registry_op("sr4-bicubic")
+    x = _x(op, b=2)
+    m = _ddrm_srconv_matrix(64, 4)
+    _close(op(x), m @ x @ m.T)
+
+
+def test_dps_gaussian_blur_is_scipy_kernel_after_reflection_padding():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    import numpy as np
+
+    delta = np.zeros((61, 61))
+    delta[30, 30] = 1.0
+    kernel = torch.from_numpy(ndimage.gaussian_filter(delta, sigma=3.0))  # DPS's Blurkernel
+    torch.testing.assert_close(
+        torch.outer(*(gaussian_kernel_1d(61, 3.0, D64, truncate=4.0),) * 2), kernel
+    )
+    op = _registry_op("deblur-gaussian-dps")
+    x = _x(op, b=2)
+    padded = torch.nn.functional.pad(x, (30,) * 4, mode="reflect")  # nn.ReflectionPad2d(30)
+    expected = torch.nn.functional.conv2d(padded, kernel.expand(3, 1, 61, 61), groups=3)
+    _close(op(x), expected)
+
+
+@pytest.mark.parametrize("boundary", ["zero", "circular", "symmetric"])
+def test_separable_blur_boundaries_match_padded_convolution(boundary):
+    k = torch.rand(5, generator=_gen(3), dtype=D64)
+    op = SeparableBlur(k, (2, 9, 11), boundary)
+    x = torch.randn(2, 2, 9, 11, generator=_gen(4), dtype=D64)
+    mode = {"zero": "constant", "circular": "wrap", "symmetric": "symmetric"}[boundary]
+    import numpy as np
+
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (2, 2), (2, 2)), mode=mode)
+    kernel = torch.outer(k, k).expand(2, 1, 5, 5)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(padded), kernel, groups=2)
+    _close(op(x), expected)
+    assert conv_matrix(k, 9, boundary).shape == (9, 9)
+
+
+def test_operator_parameters_override_the_presets():
+    g = _gen(0)
+    op = build_operator("inpaint-random", COLOUR, g, missing=0.25)
+    assert float((op.mask == 0).double().mean()) == pytest.approx(0.25, abs=1e-3)
+    op = build_operator("inpaint-box", COLOUR, box_size="10,20", box_position="5,7")
+    hole = (op.mask[0] == 0).nonzero()
+    assert hole.min(0).values.tolist() == [5, 7] and hole.max(0).values.tolist() == [14, 26]
+    assert bool((op.mask[0] == op.mask[2]).all())
+    paper = build_operator("inpaint-box", (3, 256, 256))  # the papers' 128×128 centred box
+    hole = (paper.mask[0] == 0).nonzero()
+    assert hole.min(0).values.tolist() == [64, 64] and int((paper.mask[0] == 0).sum()) == 128**2
+    boxes = [build_operator("inpaint-box", COLOUR, _gen(s), box_position="random") for s in (1, 2)]
+    assert not torch.equal(boxes[0].mask, boxes[1].mask)
+    assert torch.equal(
+        boxes[0].mask, build_operator("inpaint-box", COLOUR, _gen(1), box_position="random").mask
+    )
+    assert build_operator("sr4", COLOUR, sr_factor=8).output_shape == (3, 8, 8)
+    assert build_operator("sr4-bicubic", COLOUR, sr_factor=2).output_shape == (3, 32, 32)
+    blur = build_operator("deblur-gaussian", COLOUR, blur_size=9, blur_sigma=2.0)
+    torch.testing.assert_close(blur.kernel, gaussian_kernel(9, 2.0))
+    wide = build_operator("deblur-gaussian", COLOUR, blur_size=61, blur_sigma=3.0, boundary="zero")
+    assert isinstance(wide, SeparableBlur)
+    assert operator_parameters("deblur-gaussian-dps") == {
+        "blur_size": 61, "blur_sigma": 3.0, "boundary": "reflect", "blur_truncate": 4.0,
+    }  # fmt: skip
+
+
+def test_bad_operator_parameters_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"parameters \['sr_factor'\], not \['missing'\]"):
+        build_operator("sr4", COLOUR, missing=0.5)
+    with pytest.raises(ValueError, match="missing"):
+        build_operator("inpaint-random", COLOUR, missing=1.5)
+    with pytest.raises(ValueError, match="at most 64x64"):
+        build_operator("inpaint-box", COLOUR, box_size=65)
+    with pytest.raises(ValueError, match="top-left corner"):
+        build_operator("inpaint-box", COLOUR, box_size=32, box_position="40,0")
+    with pytest.raises(ValueError, match="box_position"):
+        build_operator("inpaint-box", COLOUR, box_position="middle")
+    with pytest.raises(ValueError, match="dividing H=64"):
+        build_operator("sr4", COLOUR, sr_factor=3)
+    with pytest.raises(ValueError, match="another --boundary"):
+        build_operator("deblur-gaussian", COLOUR, blur_size=99)
+    with pytest.raises(ValueError, match="boundary"):
+        build_operator("deblur-gaussian", COLOUR, boundary="renormalise")

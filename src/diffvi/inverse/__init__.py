@@ -19,9 +19,14 @@ from diffvi.inverse.operators import (
     LinearOperator,
     Operator,
     PhaseRetrieval,
+    Separable,
+    SeparableBlur,
     SVDOperator,
+    bicubic_matrix,
     box_mask,
+    conv_matrix,
     gaussian_kernel,
+    gaussian_kernel_1d,
     half_mask,
     measurement_image,
     random_mask,
@@ -33,8 +38,14 @@ from diffvi.inverse.phase import (
     tie_phase,
     tie_reconstruct,
 )
-from diffvi.inverse.registry import OPERATORS, build_operator
-from diffvi.inverse.restore import RestoreResult, restore, simulate_measurement
+from diffvi.inverse.registry import OPERATORS, PARAMETERS, build_operator, operator_parameters
+from diffvi.inverse.restore import (
+    NOISE_UNITS,
+    RestoreResult,
+    noise_std_in_unit_range,
+    restore,
+    simulate_measurement,
+)
 
 __all__ = [
     "DefocusIntensity",
@@ -47,7 +58,9 @@ __all__ = [
     "restoration_scores",
     "ssim",
     "summarise_restorations",
+    "NOISE_UNITS",
     "OPERATORS",
+    "PARAMETERS",
     "AveragePoolSR",
     "BicubicSR",
     "Blur",
@@ -58,11 +71,18 @@ __all__ = [
     "PhaseRetrieval",
     "RestoreResult",
     "SVDOperator",
+    "Separable",
+    "SeparableBlur",
+    "bicubic_matrix",
     "box_mask",
     "build_operator",
+    "conv_matrix",
     "gaussian_kernel",
+    "gaussian_kernel_1d",
     "half_mask",
     "measurement_image",
+    "noise_std_in_unit_range",
+    "operator_parameters",
     "random_mask",
     "restore",
     "simulate_measurement",

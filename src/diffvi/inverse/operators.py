@@ -11,7 +11,12 @@ Hierarchy (after deepinv's Physics → LinearPhysics → DecomposablePhysics spl
   coordinates where A has a range, so ``U(s * Vt(x)) == A(x)`` and ``U(Ut(y)) == y``.
 
 Operators follow the dtype/device of their input (buffers are cast on use), so float64 inputs
-give float64-exact answers. Images are ``[B, C, H, W]``; ``input_shape`` is ``(C, H, W)``.
+give float64-exact answers. Images are ``[B, C, H, W]`` with any number of channels (colour:
+C = 3) and any size; ``input_shape`` is ``(C, H, W)``. Every operator here acts on each channel
+alike, so its SVD is the per-channel one repeated over ``C``, and the SVD views never build a
+``D × D`` matrix: masks and blocks are diagonal, :class:`Blur` is diagonal in the 2-D DFT and
+:class:`Separable` (bicubic SR, boundary-aware Gaussian blur) keeps only the 1-D factors,
+``[H', H]`` and ``[W', W]`` (half a megabyte each in float64 at 256 px).
 """
 
 from __future__ import annotations
@@ -219,14 +224,25 @@ def random_mask(
     return mask.view(h, w).expand(shape).clone()
 
 
-def box_mask(shape: tuple[int, ...], box_size: int) -> Tensor:
-    """Bool mask of ``shape``, True everywhere but a centred ``box_size``² square hole."""
+def box_mask(
+    shape: tuple[int, ...],
+    box_size: int | tuple[int, int],
+    position: tuple[int, int] | None = None,
+) -> Tensor:
+    """Bool mask of ``shape``, True everywhere but a ``box_size`` hole (a side, or ``(h, w)``)
+    whose top-left corner is at ``position = (top, left)`` (default: centred)."""
     h, w = _mask_hw(shape)
-    if not 0 <= box_size <= min(h, w):
-        raise ValueError(f"expected box_size in [0, {min(h, w)}], got {box_size}")
+    bh, bw = (box_size, box_size) if isinstance(box_size, int) else box_size
+    if not (0 <= bh <= h and 0 <= bw <= w):
+        raise ValueError(f"expected a box of at most {h}x{w} pixels (HxW), got {bh}x{bw}")
+    top, left = ((h - bh) // 2, (w - bw) // 2) if position is None else position
+    if not (0 <= top <= h - bh and 0 <= left <= w - bw):
+        raise ValueError(
+            f"expected the {bh}x{bw} box's top-left corner in [0, {h - bh}] x [0, {w - bw}], "
+            f"got ({top}, {left})"
+        )
     mask = torch.ones(h, w, dtype=torch.bool)
-    top, left = (h - box_size) // 2, (w - box_size) // 2
-    mask[top : top + box_size, left : left + box_size] = False
+    mask[top : top + bh, left : left + bw] = False
     return mask.expand(shape).clone()
 
 
@@ -369,29 +385,115 @@ class AveragePoolSR(SVDOperator):
         return s.flatten()
 
 
-def _bicubic_matrix(n: int, m: int, factor: int) -> Tensor:
-    """1-D antialiased bicubic downsampling ``[n // factor, n]`` (float64), read off PyTorch."""
-    e = torch.eye(n, dtype=torch.float64).view(n, 1, n, 1).expand(n, 1, n, m).contiguous()
-    out = F.interpolate(e, size=(n // factor, m), mode="bicubic", antialias=True)
-    return out[..., 0].reshape(n, n // factor).T.contiguous()
+# ----------------------------------------------------------------------------- separable
+
+BOUNDARIES = ("zero", "reflect", "symmetric", "circular")
+"""Boundary rules of :func:`conv_matrix` for a tap ``j`` outside ``[0, n)``: ``zero`` drops it
+(zero padding; DDRM's and RED-diff's ``Deblurring``), ``reflect`` mirrors about the edge pixel
+(``-1 → 1``: ``torch.nn.ReflectionPad2d``, DPS's blur), ``symmetric`` mirrors about the edge
+(``-1 → 0``: DDRM's and RED-diff's ``SRConv``) and ``circular`` wraps around."""
 
 
-class BicubicSR(SVDOperator):
-    """Bicubic super-resolution by ``factor``: ``y [B, C, H/f, W/f] = M_h x M_wᵀ``, equal to
-    ``F.interpolate(x, mode="bicubic", antialias=True)`` (PIL-style kernel, weights renormalised
-    at the borders). Separable, so the SVD is the Kronecker product of the 1-D SVDs
-    ``M = U_1 diag(s_1) V_1ᵀ`` (computed in float64 at construction). The spectral grid per
-    channel is ``[H, W]``: ``s[a, b] = s_h[a] · s_w[b]`` for ``a < H/f, b < W/f``, else 0.
+def _fold(j: Tensor, n: int, boundary: str) -> Tensor:
+    """Indices ``j`` (any integers) mapped into ``[0, n)`` by ``boundary``; ``-1`` where a
+    ``zero`` boundary drops them."""
+    if boundary == "zero":
+        return torch.where((j >= 0) & (j < n), j, -1)
+    if boundary == "circular":
+        return j % n
+    if boundary == "symmetric":
+        j = j % (2 * n)
+        return torch.where(j < n, j, 2 * n - 1 - j)
+    if n == 1:
+        return torch.zeros_like(j)
+    j = j % (2 * n - 2)  # reflect
+    return torch.where(j < n, j, 2 * n - 2 - j)
+
+
+def _scatter_rows(weights: Tensor, columns: Tensor, n: int, boundary: str) -> Tensor:
+    """``[R, n]`` with ``weights [R, K]`` added at ``columns [R, K]`` folded by ``boundary``."""
+    folded = _fold(columns, n, boundary)
+    keep = folded >= 0
+    rows = torch.arange(weights.shape[0]).unsqueeze(1).expand_as(columns)
+    matrix = torch.zeros(weights.shape[0], n, dtype=torch.float64)
+    matrix.index_put_((rows[keep], folded[keep]), weights[keep], accumulate=True)
+    return matrix
+
+
+def conv_matrix(kernel: Tensor, n: int, boundary: str = "reflect") -> Tensor:
+    """1-D correlation with ``kernel [K]`` on ``n`` samples as a matrix ``[n, n]`` (float64):
+    ``(M x)_i = Σ_t kernel[t] · x[i + t − K // 2]``, taps outside ``[0, n)`` handled by
+    ``boundary`` (one of :data:`BOUNDARIES`), as ``conv2d`` after padding by ``K // 2``."""
+    if kernel.dim() != 1 or kernel.numel() < 1:
+        raise ValueError(f"expected a 1-D kernel, got shape {list(kernel.shape)}")
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"expected boundary in {list(BOUNDARIES)}, got {boundary!r}")
+    k = kernel.detach().to(torch.float64).cpu()
+    offsets = torch.arange(k.numel()) - k.numel() // 2
+    columns = torch.arange(n).unsqueeze(1) + offsets
+    return _scatter_rows(k.expand(n, -1), columns, n, boundary)
+
+
+def cubic(x: Tensor, a: float = -0.5) -> Tensor:
+    """Keys' cubic convolution kernel with parameter ``a`` (−0.5: MATLAB's, PIL's and the
+    bicubic kernel of the DDRM, DPS and RED-diff code), support ``|x| < 2``."""
+    ax = x.abs()
+    near = ((a + 2) * ax - (a + 3)) * ax**2 + 1
+    far = ((a * ax - 5 * a) * ax + 8 * a) * ax - 4 * a
+    return torch.where(ax <= 1, near, torch.where(ax < 2, far, torch.zeros_like(ax)))
+
+
+SR_BOUNDARIES = ("symmetric", "reflect", "zero", "circular", "renormalise")
+"""Boundary rules of :func:`bicubic_matrix`: those of :data:`BOUNDARIES`, or ``renormalise``
+(drop the taps outside and rescale the rest to sum 1: PIL's and
+``F.interpolate(..., antialias=True)``'s rule)."""
+
+
+def bicubic_matrix(n: int, factor: int, boundary: str = "symmetric", a: float = -0.5) -> Tensor:
+    """Antialiased bicubic downsampling by ``factor`` as a matrix ``[n // factor, n]``
+    (float64): output ``o`` is centred on its block, at ``c = (o + ½)·factor − ½``, with the
+    weights ``cubic((j − c) / factor)`` of the ``4·factor`` pixels ``j`` around it, normalised
+    to sum 1 (exactly the kernel of DDRM's and RED-diff's ``sr_bicubic``/``bicubic`` task,
+    ``k[i] = cubic((i − 2·factor + ½) / factor)``, for even factors; for odd factors it is
+    centred on the block, where their kernel is half a pixel off). Taps outside the image
+    follow ``boundary`` (:data:`SR_BOUNDARIES`; DDRM's ``SRConv`` mirrors: ``symmetric``)."""
+    if boundary not in SR_BOUNDARIES:
+        raise ValueError(f"expected boundary in {list(SR_BOUNDARIES)}, got {boundary!r}")
+    if factor < 1 or n < factor:
+        raise ValueError(f"expected 1 <= factor <= n={n}, got {factor}")
+    m = n // factor
+    centres = (torch.arange(m, dtype=torch.float64) + 0.5) * factor - 0.5
+    first = torch.floor(centres - 2 * factor).long() + 1
+    columns = first.unsqueeze(1) + torch.arange(4 * factor + 1)
+    weights = cubic((columns - centres.unsqueeze(1)) / factor, a)
+    weights = weights / weights.sum(1, keepdim=True)
+    if boundary != "renormalise":
+        return _scatter_rows(weights, columns, n, boundary)
+    weights = torch.where((columns >= 0) & (columns < n), weights, 0)
+    return _scatter_rows(weights / weights.sum(1, keepdim=True), columns, n, "zero")
+
+
+class Separable(SVDOperator):
+    """``y = M_h x M_wᵀ`` on every channel: ``x [B, C, H, W] -> y [B, C, H', W']`` for 1-D
+    operators ``M_h [H', H]`` and ``M_w [W', W]`` (``H' <= H``, ``W' <= W``).
+
+    Its SVD is the Kronecker product of the 1-D SVDs ``M = U_1 diag(s_1) V_1ᵀ`` (full ``V_1``,
+    computed in float64 at construction), so the SVD views cost two small matrix products and
+    store ``O(H² + W²)`` numbers, never ``D × D``. The spectral grid per channel is ``[H, W]``:
+    ``s[a, b] = s_h[a] · s_w[b]`` for ``a < H'``, ``b < W'``, else 0; ``U`` reads the
+    ``[H', W']`` corner of each channel.
     """
 
-    def __init__(self, factor: int, input_shape: tuple[int, ...]) -> None:
-        c, h, w = image_shape_of(tuple(input_shape))
-        if factor < 1 or h % factor or w % factor:
-            raise ValueError(f"expected a factor >= 1 dividing H={h} and W={w}, got {factor}")
-        super().__init__((c, h, w), (c, h // factor, w // factor))
-        self.factor = int(factor)
-        for axis, (n, m) in (("h", (h, w)), ("w", (w, h))):
-            mat = _bicubic_matrix(n, m, factor)
+    def __init__(self, m_h: Tensor, m_w: Tensor, channels: int = 1) -> None:
+        for name, mat in (("m_h", m_h), ("m_w", m_w)):
+            if mat.dim() != 2 or mat.shape[0] > mat.shape[1] or mat.shape[0] < 1:
+                raise ValueError(
+                    f"expected {name} of shape [n_out, n] with n_out <= n, got {list(mat.shape)}"
+                )
+        (hp, h), (wp, w) = m_h.shape, m_w.shape
+        super().__init__((channels, h, w), (channels, hp, wp))
+        for axis, mat in (("h", m_h), ("w", m_w)):
+            mat = mat.detach().to(torch.float64).cpu()
             u, s, vt = torch.linalg.svd(mat)
             self.register_buffer(f"m_{axis}", mat)
             self.register_buffer(f"u_{axis}", u)
@@ -432,17 +534,80 @@ class BicubicSR(SVDOperator):
         return s.expand(c, h, w).flatten()
 
 
-def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype | None = None) -> Tensor:
-    """Isotropic Gaussian ``[size, size]`` with exactly ``size`` taps per axis, sum 1.
-
-    (The reference RED-diff separable blur drops the last tap; ours keeps all ``size``.)
+class BicubicSR(Separable):
+    """Bicubic super-resolution by ``factor``: ``y [B, C, H/f, W/f] = M_h x M_wᵀ`` with the
+    antialiased bicubic matrices of :func:`bicubic_matrix` (a = −0.5, 4f taps). The default
+    ``boundary="symmetric"`` is the operator of DDRM's and RED-diff's bicubic SR (``SRConv``);
+    ``"renormalise"`` equals ``F.interpolate(x, mode="bicubic", antialias=True)`` (PIL). The
+    interior rows, and so DPS's ``Resizer`` away from the border, are the same in both.
     """
-    if size < 1 or sigma <= 0:
+
+    def __init__(
+        self, factor: int, input_shape: tuple[int, ...], boundary: str = "symmetric"
+    ) -> None:
+        c, h, w = image_shape_of(tuple(input_shape))
+        if factor < 1 or h % factor or w % factor:
+            raise ValueError(f"expected a factor >= 1 dividing H={h} and W={w}, got {factor}")
+        m_h, m_w = bicubic_matrix(h, factor, boundary), bicubic_matrix(w, factor, boundary)
+        super().__init__(m_h, m_w, c)
+        self.factor, self.boundary = int(factor), boundary
+
+
+class SeparableBlur(Separable):
+    """Blur by a separable kernel ``outer(kernel_h, kernel_w)`` with a boundary rule:
+    ``y [B, C, H, W]`` is ``conv2d`` (a correlation, kernel centre ``K // 2``) of ``x`` padded by
+    ``boundary`` (:data:`BOUNDARIES`). ``boundary="reflect"`` with :func:`gaussian_kernel_1d`
+    ``(61, 3.0, truncate=4.0)`` is DPS's Gaussian blur (``ReflectionPad2d`` + a 61×61 conv);
+    ``"zero"`` is DDRM's and RED-diff's ``Deblurring`` (which, unlike this, skips the last tap).
+    ``kernel_w`` defaults to ``kernel_h``. The SVD is :class:`Separable`'s (a circular blur has
+    the cheaper :class:`Blur`).
+    """
+
+    def __init__(
+        self,
+        kernel_h: Tensor,
+        input_shape: tuple[int, ...],
+        boundary: str = "reflect",
+        kernel_w: Tensor | None = None,
+    ) -> None:
+        c, h, w = image_shape_of(tuple(input_shape))
+        kernel_w = kernel_h if kernel_w is None else kernel_w
+        m_h, m_w = conv_matrix(kernel_h, h, boundary), conv_matrix(kernel_w, w, boundary)
+        super().__init__(m_h, m_w, c)
+        self.boundary = boundary
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def gaussian_kernel_1d(
+    size: int, sigma: float, dtype: torch.dtype | None = None, truncate: float | None = None
+) -> Tensor:
+    """Sampled Gaussian ``[size]`` (σ in pixels, centred on tap ``(size − 1) / 2``), sum 1.
+
+    ``truncate`` zeroes the taps farther than ``int(truncate · σ + 0.5)`` from the centre
+    before normalising, as ``scipy.ndimage.gaussian_filter`` (default 4.0) does: DPS's kernel
+    is ``gaussian_filter`` of a 61×61 delta with σ = 3, i.e. ``truncate=4.0`` (25 nonzero taps).
+    """
+    if size < 1 or not sigma > 0:
         raise ValueError(f"expected size >= 1 and sigma > 0, got size={size}, sigma={sigma}")
     t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = torch.outer(g, g)
-    return (k / k.sum()).to(dtype or torch.get_default_dtype())
+    if truncate is not None:
+        g = torch.where(t.abs() <= int(truncate * sigma + 0.5), g, 0)
+    return (g / g.sum()).to(dtype or torch.get_default_dtype())
+
+
+def gaussian_kernel(
+    size: int, sigma: float, dtype: torch.dtype | None = None, truncate: float | None = None
+) -> Tensor:
+    """Isotropic Gaussian ``[size, size]`` with exactly ``size`` taps per axis, sum 1: the outer
+    product of :func:`gaussian_kernel_1d` (``truncate`` as there).
+
+    (The reference RED-diff separable blur drops the last tap; ours keeps all ``size``.)
+    """
+    g = gaussian_kernel_1d(size, sigma, torch.float64, truncate)
+    return torch.outer(g, g).to(dtype or torch.get_default_dtype())
 
 
 def uniform_kernel(size: int, dtype: torch.dtype | None = None) -> Tensor:

@@ -27,7 +27,28 @@ from diffvi.evaluation.sample_quality import FeatureClassifier
 from diffvi.inverse.operators import Operator
 from diffvi.inverse.solvers.base import Reconstructor
 
-__all__ = ["RestoreResult", "restore", "simulate_measurement"]
+__all__ = [
+    "NOISE_UNITS",
+    "RestoreResult",
+    "noise_std_in_unit_range",
+    "restore",
+    "simulate_measurement",
+]
+
+NOISE_UNITS: dict[str, float] = {"unit": 1.0, "symmetric": 0.5}
+"""The units σ_y may be stated in, as the factor to [0, 1] units: ``unit`` ([0, 1] images, as
+here; also the σ_y of the DDRM and RED-diff code, which doubles it for its [−1, 1] images) and
+``symmetric`` ([−1, 1] images, as DPS states σ_y: its 0.05 is 0.025 here)."""
+
+
+def noise_std_in_unit_range(noise_std: float, units: str = "unit") -> float:
+    """σ_y stated in ``units`` (a key of :data:`NOISE_UNITS`) as σ_y in [0, 1] units, the
+    units of :func:`simulate_measurement` and the solvers. The one place where units change."""
+    if units not in NOISE_UNITS:
+        raise ValueError(f"expected noise units in {sorted(NOISE_UNITS)}, got {units!r}")
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    return float(noise_std) * NOISE_UNITS[units]
 
 
 def simulate_measurement(
