@@ -5,11 +5,16 @@
 >>> for x, y in batch_loader(train, 20, shuffle=True, seed=0):  # doctest: +SKIP
 ...     ...  # x: [20, 1, 28, 28] in {0, 1}, y: [20]
 
+Your own images (a folder of PNG/JPEG/TIFF files, or a ``.npy``/``.npz``/HDF5 array):
+:func:`open_image_data` (``dataset[indices] -> (x [B, C, H, W], y [B])``, read from disk per
+batch unless small) and :func:`open_image_splits` (with a seeded held-out split).
+
 Data files are looked up in ``$DIFFVI_DATA``, then ``${XDG_CACHE_HOME:-~/.cache}/diffvi``,
 then downloaded (unless ``DIFFVI_OFFLINE=1``); see :mod:`diffvi.data.files`.
 """
 
 from diffvi.data.files import cache_dir, fetch, find_file, search_dirs, verify_file
+from diffvi.data.image_folders import ImageFileDataset, open_image_data, open_image_splits
 from diffvi.data.images import ImageDataset, batch_loader, read_idx
 from diffvi.data.registry import (
     available_datasets,
@@ -20,6 +25,7 @@ from diffvi.data.registry import (
 
 __all__ = [
     "ImageDataset",
+    "ImageFileDataset",
     "available_datasets",
     "batch_loader",
     "cache_dir",
@@ -27,6 +33,8 @@ __all__ = [
     "fetch",
     "find_file",
     "load_dataset",
+    "open_image_data",
+    "open_image_splits",
     "read_idx",
     "register_dataset",
     "search_dirs",

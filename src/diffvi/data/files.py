@@ -57,9 +57,11 @@ __all__ = [
     "SHA256SUMS",
     "Source",
     "cache_dir",
+    "decode_image",
     "fetch",
     "fetch_derived",
     "find_file",
+    "image_channels",
     "is_offline",
     "read_image_files",
     "search_dirs",
@@ -437,7 +439,6 @@ def read_image_files(
     """
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
 
     channels, height, width = (int(s) for s in image_shape)
     if channels not in (1, 3):
@@ -445,21 +446,83 @@ def read_image_files(
     files = _image_files(path, IMAGE_SUFFIXES)
     arrays = []
     for file in files:
-        try:
-            with Image.open(file) as image:
-                image.load()
-                size = image.size  # (W, H)
-                array = _pixels(image, channels, file)
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read {file} as an image: {err}") from err
-        if size != (width, height):
+        array = decode_image(file, channels)
+        if array.shape[1:] != (height, width):
             raise ValueError(
-                f"{file} is {size[1]}x{size[0]} pixels (HxW), but the prior expects "
-                f"{height}x{width} images; resize or crop it first (nothing is resized here)"
+                f"{file} is {array.shape[1]}x{array.shape[2]} pixels (HxW), but the prior "
+                f"expects {height}x{width} images; resize or crop it first (nothing is resized "
+                "here)"
             )
-        arrays.append(array.reshape(height, width, channels).transpose(2, 0, 1))
-    images = torch.from_numpy(np.stack(arrays).astype(np.float32) / 255.0)
-    return images, _file_names(files)
+        arrays.append(array)
+    return torch.from_numpy(np.stack(arrays)), _file_names(files)
+
+
+def image_channels(mode: str) -> int:
+    """Channels an image of PIL ``mode`` reads as: 1 for grey modes (with or without alpha),
+    3 for every other (colour, and palettes, which may hold colours)."""
+    return 1 if mode in _GREY_MODES or mode in ("LA", "La", "I;16N") else 3
+
+
+def decode_image(
+    file: str | os.PathLike[str], channels: int, reader: str = "the prior"
+) -> np.ndarray:
+    """One image file's pixels as float32 ``[channels, H, W]`` in [0, 1].
+
+    8-bit pixels are divided by 255, 16-bit ones (PIL modes ``I;16…``, and ``I`` with values
+    up to 65535) by 65535; float pixels (mode ``F``) are kept and must lie in [0, 1]. A grey
+    file is repeated over three channels for ``channels`` 3; for ``channels`` 1 a colour file
+    is refused unless its channels are equal, and so is a file with transparent pixels (what
+    ``reader`` takes is named in that message), or one of several frames.
+
+    Raises:
+        ValueError: the file is unreadable, truncated or of such a kind; the message names it.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(file)
+    try:
+        with Image.open(file) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                raise ValueError(
+                    f"{file} holds {frames} frames, one image is read per file: split the "
+                    "stack into files, or save it as an array [N, H, W] (.npy)"
+                )
+            image.load()
+            if image.mode.startswith("I") or image.mode == "F":
+                array = _wide_pixels(image, file)
+            else:
+                array = _pixels(image, channels, file, reader).astype(np.float32) / 255
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read {file} as an image: {err}") from err
+    if array.ndim == 2:
+        array = array[None] if channels == 1 else np.repeat(array[None], 3, axis=0)
+    else:
+        array = array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _wide_pixels(image: Image.Image, file: Path) -> np.ndarray:
+    """The grey pixels of a 16-bit (``I;16…``, or ``I`` up to 65535) or float (``F``) image
+    as float32 ``[H, W]`` in [0, 1]."""
+    import numpy as np
+
+    array = np.asarray(image, dtype=np.float32)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if image.mode == "F":
+        if not (np.isfinite(array).all() and low >= 0 and high <= 1):
+            raise ValueError(
+                f"{file} holds float pixels in [{low:g}, {high:g}]; float images must lie in "
+                "[0, 1] (8-bit and 16-bit files are scaled)"
+            )
+        return array
+    if low < 0 or high > 65535:
+        raise ValueError(
+            f"{file} holds 32-bit integer pixels in [{low:g}, {high:g}]; save it as an 8-bit "
+            "or 16-bit image"
+        )
+    return array / 65535
 
 
 # PIL modes that hold one grey channel and no alpha.

@@ -11,17 +11,30 @@ those of a fixed balanced subset (:func:`labelled_subset`), and
 every batch gets ``labelled_batch`` extra items drawn from that subset
 (:class:`LabelledBatchSampler`), as in M2 (Kingma et al. 2014).
 
+The user's own images (:func:`~diffvi.data.image_folders.open_image_splits`) train through the
+same :class:`ImageDataModule`, given ``(train, held_out)`` data sets instead of a name; a data
+set whose items depend on the epoch (random crops) has ``set_epoch``, which the training loader
+calls before the first batch of every epoch, a resumed one included.
+
 :class:`FeatureDataModule` trains on an in-memory feature matrix instead of a registered data set
 (e.g. the principal components of genotypes).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
+)
 
 from diffvi.data import dataset_splits, load_dataset
 from diffvi.data.paired import PairedData, load_paired, paired_task
@@ -79,6 +92,9 @@ class ResumableBatchSampler(Sampler[torch.Tensor]):
     epoch: int
     position: int = 0  # batches of this epoch handed out so far
     _resume_at: dict[str, int] | None = None
+    # Called with the epoch before its first batch (index_batch_loader: the data set's
+    # set_epoch, for items that depend on the epoch).
+    on_epoch: Callable[[int], None] | None = None
 
     def epoch_batches(self) -> list[torch.Tensor]:
         """The index batches of epoch ``self.epoch``, in order."""
@@ -94,6 +110,8 @@ class ResumableBatchSampler(Sampler[torch.Tensor]):
         resume, self._resume_at = self._resume_at, None
         start = resume["position"] if resume and resume["epoch"] == self.epoch else 0
         self.position = start
+        if self.on_epoch is not None:
+            self.on_epoch(self.epoch)
         for batch in self.epoch_batches()[start:]:
             self.position += 1
             yield batch
@@ -232,6 +250,12 @@ class PartiallyLabelledDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         x, _ = self.dataset[index]
         return x, self.labels[torch.as_tensor(index, device=self.labels.device)]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Passed on to the wrapped data set (where its items depend on the epoch)."""
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
 
 def rank_batches(module: L.LightningDataModule, num_items: int) -> IndexBatchSampler:
     """The shuffled full batches of ``num_items`` training items that this DDP rank draws each
@@ -262,17 +286,28 @@ def index_batch_loader(dataset: Dataset, sampler: ResumableBatchSampler) -> Resu
     """A DataLoader that hands whole index batches to ``dataset[indices]``, resumable mid-epoch.
 
     It has a generator of its own: a DataLoader otherwise draws a seed from the global RNG
-    each time it is iterated, which would shift the training noise of a resumed run.
+    each time it is iterated, which would shift the training noise of a resumed run. A data
+    set with ``set_epoch`` (random crops) is told the epoch before its first batch.
     """
+    sampler.on_epoch = getattr(dataset, "set_epoch", None)
     return ResumableLoader(dataset, sampler=sampler, batch_size=None, generator=torch.Generator())
 
 
-class ImageDataModule(L.LightningDataModule):
-    """Train and validation loaders for a registered data set.
+def held_out_loader(dataset: Dataset, batch_size: int) -> DataLoader:
+    """Consecutive index batches ``dataset[[i, …, i + batch_size − 1]]`` over the whole data
+    set, in order (for data sets read batch by batch, such as the user's own files)."""
+    batches = BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False)
+    return DataLoader(dataset, sampler=batches, batch_size=None)
 
+
+class ImageDataModule(L.LightningDataModule):
+    """Train and validation loaders for a registered data set, or for data sets of your own.
+
+    ``dataset`` is a registered name, or ``(train, held_out)`` data sets that index whole
+    batches (e.g. :func:`~diffvi.data.image_folders.open_image_splits` of a folder).
     Validation uses the first ``val_size`` items of the held-out split (``valid`` where the data
-    set has one, else ``test``), with their true labels; each DDP rank trains on its own shard
-    of every epoch's order.
+    set has one, else ``test``; ``held_out``), with their true labels; each DDP rank trains on
+    its own shard of every epoch's order.
 
     ``num_labelled > 0`` (semi-supervised): the training labels are hidden (``-1``) except at
     ``labelled_subset(labels, num_labelled, seed)`` (exactly ``num_labelled`` images, balanced
@@ -282,7 +317,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        dataset: str,
+        dataset: str | tuple[Dataset, Dataset],
         batch_size: int,
         seed: int = 0,
         val_size: int = 1000,
@@ -292,23 +327,28 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if num_labelled < 0:
             raise ValueError(f"num_labelled must be >= 0, got {num_labelled}")
-        self.dataset_name = dataset
+        own = not isinstance(dataset, str)
+        self.dataset_name = getattr(dataset[0], "name", "data") if own else dataset
         self.batch_size = batch_size
         self.seed = seed
         self.val_size = val_size
         self.num_labelled = num_labelled
         self.labelled_batch = labelled_batch
-        self.train_set = load_dataset(dataset, "train")
+        self.train_set = dataset[0] if own else load_dataset(dataset, "train")
         self.labelled: torch.Tensor | None = None
         if num_labelled > 0:
             labels = getattr(self.train_set, "labels", None)
             if labels is None:
                 raise ValueError(
                     f"semi-supervised training (num_labelled={num_labelled}) needs a labelled "
-                    f"data set; {dataset!r} has no labels"
+                    f"data set; {self.dataset_name!r} has no labels"
                 )
             self.labelled = labelled_subset(labels, num_labelled, seed)
             self.train_set = PartiallyLabelledDataset(self.train_set, self.labelled)
+        if own:
+            held = dataset[1]
+            self.val_set: Dataset = held if len(held) <= val_size else Subset(held, range(val_size))
+            return
         held_out = "valid" if "valid" in dataset_splits(dataset) else "test"
         full_val = load_dataset(dataset, held_out)
         keep = torch.arange(min(val_size, len(full_val)))
@@ -330,7 +370,9 @@ class ImageDataModule(L.LightningDataModule):
         return index_batch_loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=500, shuffle=False)
+        if isinstance(self.val_set, TensorDataset):
+            return DataLoader(self.val_set, batch_size=500, shuffle=False)
+        return held_out_loader(self.val_set, 500)
 
 
 class FeatureDataModule(L.LightningDataModule):
