@@ -22,7 +22,7 @@ def test_train_vae_aae_with_pinwheel_prior_then_resume(cli, tmp_path):
     resumed = cli("train", "vae", "--run-dir", run_dir, "--resume", "--max-epochs", "2",
                   "--threads", "1", "--no-progress")  # fmt: skip
     assert resumed.exit_code == 0, resumed.output
-    assert "epoch 2, step 44" in resumed.stdout
+    assert "(2 epochs, step 44)" in resumed.stdout
 
 
 def test_train_vae_with_iaf_posterior_writes_its_settings(cli, tmp_path):
