@@ -1,8 +1,10 @@
 """Diffusion models: noise schedules, the model (losses, VDM bound, x₀-prediction), samplers,
 CVDM's conditional model with a learned per-pixel schedule, and pretrained discrete-time
 networks (diffusers, ADM) wrapped to the same contract (:mod:`diffvi.diffusion.discrete`;
-diffusers folders and ``hf:`` ids load with :mod:`diffvi.diffusion.hub`)."""
+diffusers folders and ``hf:`` ids load with :mod:`diffvi.diffusion.hub`, guided-diffusion
+``.pt`` checkpoints with :mod:`diffvi.diffusion.adm`)."""
 
+from diffvi.diffusion.adm import load_adm_prior
 from diffvi.diffusion.conditional import CVDM, ConditionalSchedule, FixedConditionalSchedule
 from diffvi.diffusion.discrete import (
     DiscreteTimeDenoiser,
@@ -47,6 +49,7 @@ __all__ = [
     "discrete_diffusion_model",
     "discrete_times",
     "linear_betas",
+    "load_adm_prior",
     "named_betas",
     "sample_chain",
 ]
