@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,genomics]'
+	$(PY) -m pip install --quiet -e '.[dev,genomics,tables]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,7 +35,7 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 $(VENV)/.bench: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev,genomics,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,genomics,tables,bench]'
 	touch $@
 
 # Full benchmarks (budgets recorded in each JSON); bench-quick is the CI-sized version.

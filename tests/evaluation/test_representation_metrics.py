@@ -14,6 +14,7 @@ from diffvi.evaluation import (
     gmm_cluster,
     kde_log_density,
     knn_accuracy,
+    knn_accuracy_loo,
     latent_nll,
     mmd,
 )
@@ -234,3 +235,17 @@ def test_embed_latents_draws_one_posterior_sample_per_image_reproducibly_under_a
     assert not torch.allclose(a.double(), mean.double())  # ... and they are draws, not means
     with pytest.raises(ValueError, match="batch_size"):
         embed_latents(posterior, x, batch_size=0)
+
+
+def test_leave_one_out_knn_leaves_each_point_out_of_its_own_vote():
+    # Two pairs far apart, labels crossed within each pair: every point's nearest OTHER point
+    # has the other label, so leave-one-out 1-NN is always wrong (scoring a point against a
+    # set that holds it would always be right).
+    z = np.array([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [10.1, 0.0]])
+    y = np.array([0, 1, 0, 1])
+    assert knn_accuracy_loo(z, y, k=1) == 0.0
+    assert knn_accuracy(z, y, z, y, k=1) == 1.0
+    train_z, train_y = blobs(30, seed=0)
+    assert knn_accuracy_loo(train_z, train_y, k=20) == 1.0
+    with pytest.raises(ValueError, match=r"k: expected an int in \[1, 89\]"):
+        knn_accuracy_loo(train_z, train_y, k=90)

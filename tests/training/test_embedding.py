@@ -80,3 +80,45 @@ def test_variational_embedding_trains_writes_its_run_and_is_seeded(tmp_path, met
     stds = torch.as_tensor(x, dtype=torch.float32).std(0)
     auto = (stds.median() / stds[0]).item()
     assert first.details["config"]["likelihood_scale"] == pytest.approx(auto, rel=1e-5)
+
+
+def test_features_that_are_not_components_get_their_principal_components_first():
+    from sklearn.decomposition import PCA
+
+    x, _ = blobs()
+    result = embed_features(x, "pca", components=False)
+    expected = PCA(2, random_state=0).fit_transform(x)
+    np.testing.assert_allclose(np.abs(result.coordinates), np.abs(expected), rtol=1e-6)
+    # σ "auto" is 1 in units of the median std when the features are not components
+    from diffvi.training.embedding import _likelihood_scale
+
+    t = torch.as_tensor(x, dtype=torch.float32)
+    assert _likelihood_scale(t, "auto", components=False) == pytest.approx(1.0)
+
+
+def test_embed_labelled_scores_labelled_points_only_and_writes_its_outputs(tmp_path):
+    import csv
+    import json
+
+    from diffvi.training.embedding import Labelling, embed_labelled, write_embedding
+
+    x, labels = blobs()
+    names = [f"c{y}" for y in labels]
+    names[0] = ""  # one point without a label
+    labelling = Labelling("kind", names, key="kinds")
+    result = embed_labelled(x, "pca", [labelling], num_clusters=4, knn_k=5, components=False)
+    scores = result.scores["kinds"]
+    assert scores["labelled"] == len(x) - 1 and scores["knn_k"] == 5
+    assert scores["nmi"] > 0.9 and scores["knn_accuracy"] > 0.9
+    assert result.clusters.shape == (len(x),) and result.num_clusters == 4
+    samples = [f"s{i}" for i in range(len(x))]
+    lines = write_embedding(tmp_path, result, samples, [labelling], {"input": "x"}, title="t")
+    assert "vs kinds" in lines[1] and "kNN (k=5" in lines[1]
+    with open(tmp_path / "embedding.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["sample", "kind", "z1", "z2", "cluster"] and rows[0]["kind"] == ""
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["input"] == "x" and metrics["scores"]["kinds"]["nmi"] == scores["nmi"]
+    assert (tmp_path / "embedding.png").exists()
+    with pytest.raises(ValueError, match="labelling 'kind': 3 names for 160 points"):
+        embed_labelled(x, "pca", [Labelling("kind", ["a", "b", "c"])])

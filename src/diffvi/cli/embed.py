@@ -1,7 +1,8 @@
 """``diffvi embed``: a group whose default command (``diffvi embed RUN``, also ``diffvi embed
 run RUN``) embeds a data set split with a trained model — latent codes, their plot, kNN accuracy
-and latent NLL — and whose ``genotypes`` command embeds genotype files
-(:mod:`diffvi.cli.embed_genotypes`).
+and latent NLL — whose ``genotypes`` command embeds genotype files
+(:mod:`diffvi.cli.embed_genotypes`) and whose ``table`` command embeds a feature table such as
+single-cell data (:mod:`diffvi.cli.embed_table`).
 
 DDVI's evaluation protocol (``run.py::metrics_evaluate`` of topwasu/DDVI): ONE posterior sample
 per image (not the posterior mean); kNN accuracy (k = 20) fitted on the train-split latents and
@@ -206,7 +207,8 @@ def embed_command(
 embed_app = typer.Typer(
     cls=DefaultRunGroup,
     help="Embed data in a latent space: `diffvi embed RUN` (a trained model on a data set "
-    "split) or `diffvi embed genotypes` (genotype files, any method).",
+    "split), `diffvi embed genotypes` (genotype files, any method) or `diffvi embed table` "
+    "(CSV/TSV, Parquet, .npy or AnnData .h5ad, any method).",
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )

@@ -2,27 +2,74 @@
 
 DDVI's 1000 Genomes workflow (Piriyakulkij et al. 2024, §6.3): genotypes → quality control →
 principal components (scaled as the official code does) → a 2-D embedding → a 20-component GMM
-on the embedding → purity, completeness and NMI against populations and super-populations.
+on the embedding → purity, completeness and NMI against populations and super-populations. The
+embedding, clustering and scoring are :func:`diffvi.training.embedding.embed_labelled`, which
+``diffvi embed table`` shares.
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 import typer
 
+from diffvi.cli.embed_options import (
+    BatchSizeOpt,
+    EpochsOpt,
+    HiddenOpt,
+    KnnOpt,
+    LrOpt,
+    MethodOpt,
+    ProgressOpt,
+    SeedOpt,
+    embedding_options,
+)
 from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
     ThreadsOpt,
-    choice,
     ensure_writable,
     quiet_lightning,
     report_errors,
     set_threads,
     setup_numerics,
 )
-from diffvi.training.embedding import EMBEDDING_METHODS, label_scores, write_embedding_csv
-from diffvi.utils.io import write_json
+from diffvi.training.embedding import Labelling
+from diffvi.utils.io import write_csv
+
+
+def genotype_labellings(genotypes: Any) -> list[Labelling]:
+    """The population and super-population of every sample (``""`` where unknown), scored as
+    ``populations`` and ``super_populations``."""
+    return [
+        Labelling(name[:-1], getattr(genotypes, name) or [""] * genotypes.num_samples, name)
+        for name in ("populations", "super_populations")
+    ]
+
+
+def label_scores(genotypes: Any, clusters: Any) -> dict[str, Any]:
+    """Clustering scores of ``clusters [N]`` against each labelling the genotypes carry."""
+    from diffvi.evaluation.representation import clustering_scores
+
+    return {
+        name: clustering_scores(np.asarray(getattr(genotypes, name)), clusters)
+        for name in ("populations", "super_populations")
+        if getattr(genotypes, name) is not None
+    }
+
+
+def write_embedding_csv(path: Path, genotypes: Any, coordinates: Any, clusters: Any) -> Path:
+    """``sample,population,super_population,z1,z2,cluster``, one row per genotyped sample
+    (``coordinates [N, 2]``, ``clusters [N]``), as ``embed genotypes`` writes it."""
+    populations, supers = (labelling.names for labelling in genotype_labellings(genotypes))
+    rows = (
+        [sample, population, super_population, repr(float(z1)), repr(float(z2)), int(cluster)]
+        for sample, population, super_population, (z1, z2), cluster in zip(
+            genotypes.samples, populations, supers, coordinates, clusters, strict=True
+        )
+    )
+    header = ["sample", "population", "super_population", "z1", "z2", "cluster"]
+    return write_csv(path, header, rows)
 
 
 @report_errors
@@ -57,7 +104,7 @@ def embed_genotypes(
             "name (without it they are an error).",
         ),
     ] = False,
-    method: Annotated[choice(EMBEDDING_METHODS), typer.Option(help="Embedding method.")] = "ddvae",
+    method: MethodOpt = "ddvae",
     maf: Annotated[
         float, typer.Option(min=0.0, max=0.5, help="Minor-allele frequency filter.")
     ] = 0.01,
@@ -69,12 +116,11 @@ def embed_genotypes(
         float, typer.Option(min=1e-12, help="Divide the components by this (official code: 30).")
     ] = 30.0,
     clusters: Annotated[int, typer.Option(min=1, help="GMM components on the embedding.")] = 20,
-    epochs: Annotated[
-        int, typer.Option(min=1, help="Training epochs (variational methods).")
-    ] = 200,
-    hidden: Annotated[int, typer.Option(min=1, help="Hidden units per MLP layer.")] = 256,
-    lr: Annotated[float, typer.Option(min=1e-12, help="Adam learning rate.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples per training batch.")] = 128,
+    knn_k: KnnOpt = 20,
+    epochs: EpochsOpt = 200,
+    hidden: HiddenOpt = 256,
+    lr: LrOpt = 1e-3,
+    batch_size: BatchSizeOpt = 128,
     likelihood_scale: Annotated[
         float | None,
         typer.Option(
@@ -84,8 +130,8 @@ def embed_genotypes(
         ),
     ] = None,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of training, sampling and the GMM.")] = 0,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    seed: SeedOpt = 0,
+    progress: ProgressOpt = True,
     flush_denormal: FlushDenormalOpt = True,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -95,7 +141,8 @@ def embed_genotypes(
     --maf, keeps every --thin-th, computes --components principal components (exact, with
     memory O(N² + N·chunk) whatever the number of variants) divided by --pc-scale, embeds them
     with --method, fits a --clusters-component GMM to the embedding and scores it against the
-    populations and super-populations (purity, completeness, NMI).
+    populations and super-populations (purity, completeness, NMI), as well as a leave-one-out
+    kNN classifier (k = --knn-k) on the embedding.
 
     Writes OUT/embedding.csv (sample, population, super_population, z1, z2, cluster),
     OUT/embedding.png (coloured by population and by super-population), OUT/metrics.json, and
@@ -115,9 +162,7 @@ def embed_genotypes(
     ensure_writable(out, folder=True)
     from diffvi.data.genotype_io import attach_labels, read_genotypes, read_labels
     from diffvi.data.genotype_pca import genotype_pcs, quality_control
-    from diffvi.evaluation.plots import save_embedding_panels
-    from diffvi.evaluation.representation import gmm_cluster
-    from diffvi.training.embedding import EmbeddingOptions, embed_features
+    from diffvi.training.embedding import embed_labelled, write_embedding
 
     genotypes = read_genotypes(input)
     if labels is not None:
@@ -138,29 +183,16 @@ def embed_genotypes(
         f"control (of {read_variants}); {components} principal components"
     )
     features, explained = genotype_pcs(genotypes, n_components=components, scale=pc_scale)
-    options = EmbeddingOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
-        likelihood_scale="auto" if likelihood_scale is None else likelihood_scale,
-        seed=seed, device=device, progress=progress,
-    )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    embedding = embed_features(features, method, options, run_dir=out / "run")
-    num_clusters = min(clusters, genotypes.num_samples)
-    cluster_labels = gmm_cluster(embedding.coordinates, num_clusters, seed=seed)
-    write_embedding_csv(out / "embedding.csv", genotypes, embedding.coordinates, cluster_labels)
-    panels = [
-        (name.replace("_", "-")[:-1], getattr(genotypes, name))
-        for name in ("populations", "super_populations")
-        if getattr(genotypes, name) is not None
-    ] or [("cluster", [str(c) for c in cluster_labels])]
-    save_embedding_panels(
-        embedding.coordinates, panels, out / "embedding.png", title=f"{method}: {input.name}"
+    options = embedding_options(
+        epochs, batch_size, lr, hidden, likelihood_scale, seed, device, progress
     )
-    scores = label_scores(genotypes, cluster_labels)
+    labellings = genotype_labellings(genotypes)
+    result = embed_labelled(
+        features, method, labellings, options, out / "run",
+        num_clusters=clusters, knn_k=knn_k,
+    )  # fmt: skip
     metrics = {
         "input": str(input),
-        "method": method,
-        "num_samples": genotypes.num_samples,
         "num_variants_read": read_variants,
         "num_variants": genotypes.num_variants,
         "maf": maf,
@@ -168,20 +200,9 @@ def embed_genotypes(
         "components": int(features.shape[1]),
         "pc_scale": pc_scale,
         "explained_variance_top10": [float(v) for v in explained[:10]],
-        "clusters": num_clusters,
         "seed": seed,
-        "seconds": embedding.seconds,
-        "scores": scores,
-        "details": {k: v for k, v in embedding.details.items() if k != "config"},
     }
-    if "config" in embedding.details:  # the σ in use ("auto" resolved) and the epochs
-        config = embedding.details["config"]
-        metrics["details"] |= {"likelihood_scale": config["likelihood_scale"], "epochs": epochs}
-    write_json(out / "metrics.json", metrics)
-    lines = [f"Wrote {out / 'embedding.csv'}, {out / 'embedding.png'}, {out / 'metrics.json'}"]
-    for name, values in scores.items():
-        lines.append(
-            f"GMM ({num_clusters}) vs {name.replace('_', '-')}: purity {values['purity']:.3f}, "
-            f"completeness {values['completeness']:.3f}, NMI {values['nmi']:.3f}"
-        )
+    lines = write_embedding(
+        out, result, genotypes.samples, labellings, metrics, title=f"{method}: {input.name}"
+    )
     typer.echo("\n".join(lines))

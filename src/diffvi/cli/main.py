@@ -1,7 +1,7 @@
 """The ``diffvi`` command: ``train`` (a group: ``train vae``, ``train ddvae``,
 ``train diffusion``, ``train cvdm``, ``train sbn``, ``train vaedgp``), ``evaluate``,
-``embed`` (a group: ``embed RUN``, ``embed genotypes``), ``simulate genotypes``, ``sample``,
-``restore`` and ``demo``.
+``embed`` (a group: ``embed RUN``, ``embed genotypes``, ``embed table``),
+``simulate genotypes``, ``sample``, ``restore`` and ``demo``.
 
 Each command group lives in its own module; this one only assembles them. Heavy imports happen
 inside the commands, so ``diffvi --help`` stays quick.
@@ -14,6 +14,7 @@ import typer
 from diffvi.cli.demo import demo_command
 from diffvi.cli.embed import embed_app
 from diffvi.cli.embed_genotypes import embed_genotypes
+from diffvi.cli.embed_table import embed_table
 from diffvi.cli.evaluate import evaluate_command
 from diffvi.cli.restore import restore_command
 from diffvi.cli.sample import sample_command
@@ -41,6 +42,7 @@ train_app.command("vaedgp")(train_vaedgp)
 app.add_typer(train_app, name="train")
 app.command("evaluate")(evaluate_command)
 embed_app.command("genotypes")(embed_genotypes)
+embed_app.command("table")(embed_table)
 app.add_typer(embed_app, name="embed")
 app.add_typer(simulate_app, name="simulate")
 app.command("sample")(sample_command)

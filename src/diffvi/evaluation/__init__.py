@@ -13,6 +13,7 @@ from diffvi.evaluation.representation import (
     gmm_cluster,
     kde_log_density,
     knn_accuracy,
+    knn_accuracy_loo,
     latent_nll,
     mmd,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "gmm_cluster",
     "kde_log_density",
     "knn_accuracy",
+    "knn_accuracy_loo",
     "latent_nll",
     "load_or_train_feature_classifier",
     "mmd",

@@ -188,6 +188,37 @@ def knn_accuracy(
     return float(clf.score(test.numpy(), yte))
 
 
+def knn_accuracy_loo(latents: ArrayLike, labels: ArrayLike, k: int = 20) -> float:
+    """Leave-one-out accuracy of a k-nearest-neighbour classifier on one labelled set.
+
+    Each point is classified by the majority label of its ``k`` nearest OTHER points
+    (Euclidean, uniform weights; a tie goes to the smallest label, as sklearn's
+    ``KNeighborsClassifier`` breaks it). For an embedding of a whole data set with no train/test
+    split (a table, genotypes): unlike fitting and scoring on the same points (DDVI's
+    ``get_all_results.py``), no point votes for itself. Deterministic.
+
+    Args:
+        latents: ``[N, D]`` points.
+        labels: ``[N]`` their labels.
+        k: neighbours, ``1 <= k <= N - 1``.
+
+    Returns:
+        The fraction of points whose neighbours' majority label is their own, in [0, 1].
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    z = _as_matrix("latents", latents, min_rows=2)
+    y = _as_labels("labels", labels, z.shape[0])
+    if not isinstance(k, int | np.integer) or not 1 <= k <= z.shape[0] - 1:
+        raise ValueError(f"k: expected an int in [1, {z.shape[0] - 1}] (N - 1), got {k!r}")
+    classes, codes = np.unique(y, return_inverse=True)
+    # kneighbors(None) leaves each query point out of its own neighbours
+    neighbours = NearestNeighbors(n_neighbors=int(k)).fit(z.numpy()).kneighbors(None, int(k))[1]
+    votes = np.zeros((len(codes), len(classes)), dtype=np.int64)
+    np.add.at(votes, (np.repeat(np.arange(len(codes)), int(k)), codes[neighbours].ravel()), 1)
+    return float((votes.argmax(1) == codes).mean())
+
+
 # ----------------------------------------------------------------------------- latent NLL
 
 

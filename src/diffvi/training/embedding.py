@@ -15,11 +15,18 @@ posterior collapse (the decoder explains the PCs by their marginal variance firs
 ``"auto"`` is the median feature std, the noise level of the trailing PCs, which lands in the
 good range on large and small data alike. 200 epochs as in the official configs (which also
 repeat the data 5× per epoch). Each point is embedded with ONE posterior draw (DDVI's protocol).
-t-SNE and UMAP run on the first ``neighbour_components`` features (principal components), as is
-usual for genotypes.
+t-SNE and UMAP run on the first ``neighbour_components`` principal components, as is usual for
+genotypes and single-cell data: the first features when they are components already
+(``components=True``, genotype PCs, a table after ``--pca``), else components computed here.
+
+:func:`embed_labelled` is the workflow that ``diffvi embed genotypes`` and ``diffvi embed table``
+share: embed, fit a GMM to the embedding, score the clusters (purity, completeness, NMI) and a
+leave-one-out kNN classifier against each labelling; :func:`write_embedding` writes
+``embedding.csv``, ``embedding.png`` and ``metrics.json``.
 """
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffvi.utils.io import write_csv
+from diffvi.utils.io import write_csv, write_json
 
 VARIATIONAL_METHODS: dict[str, dict[str, Any]] = {
     "ddvae": {"objective": "ddvi", "posterior": "diffusion"},
@@ -80,12 +87,16 @@ def embed_features(
     method: str,
     options: EmbeddingOptions | None = None,
     run_dir: str | Path | None = None,
+    components: bool = True,
 ) -> Embedding:
     """Embed ``features [N, D]`` in 2-D with ``method`` (one of ``EMBEDDING_METHODS``).
 
     Variational methods write their run (config, checkpoint, logs, export) to ``run_dir``
-    (required for them). ``pca`` returns the first two features, which ARE the first two
-    principal components when ``features`` are PCA scores.
+    (required for them). ``components``: the features are principal-component scores, largest
+    first (genotype PCs), so ``pca`` returns the first two features, t-SNE and UMAP start from
+    the first ``neighbour_components`` and σ is in units of std(feature 0); ``False`` (e.g.
+    standardised genes): ``pca``, t-SNE and UMAP compute the components first, and σ is in
+    units of the median feature std.
     """
     options = options or EmbeddingOptions()
     if method not in EMBEDDING_METHODS:
@@ -102,42 +113,175 @@ def embed_features(
     if method in VARIATIONAL_METHODS:
         if run_dir is None:
             raise ValueError(f"method {method!r} trains a model: pass run_dir")
-        coordinates, details = _variational(x, method, options, Path(run_dir))
+        coordinates, details = _variational(x, method, options, Path(run_dir), components)
     else:
-        coordinates, details = _classic(x.numpy().astype(np.float64), method, options), {}
+        features64 = x.numpy().astype(np.float64)
+        coordinates, details = _classic(features64, method, options, components), {}
     seconds = time.perf_counter() - start
     return Embedding(method, np.asarray(coordinates, np.float64), seconds, details)
 
 
-def write_embedding_csv(path: Path, genotypes: Any, coordinates: Any, clusters: Any) -> Path:
-    """``sample,population,super_population,z1,z2,cluster``, one row per genotyped sample
-    (``coordinates [N, 2]``, ``clusters [N]``)."""
-    populations = genotypes.populations or [""] * genotypes.num_samples
-    supers = genotypes.super_populations or [""] * genotypes.num_samples
-    rows = (
-        [sample, population, super_population, repr(float(z1)), repr(float(z2)), int(cluster)]
-        for sample, population, super_population, (z1, z2), cluster in zip(
-            genotypes.samples, populations, supers, coordinates, clusters, strict=True
-        )
-    )
-    header = ["sample", "population", "super_population", "z1", "z2", "cluster"]
-    return write_csv(path, header, rows)
+@dataclass(frozen=True)
+class Labelling:
+    """One labelling of the N embedded points: ``names [N]``, the class of each point (``""``
+    where it has none). ``column`` heads its column in ``embedding.csv`` and titles its panel of
+    the plot; ``key`` names its scores (default: ``column``)."""
+
+    column: str
+    names: Sequence[str]
+    key: str | None = None
+
+    @property
+    def score_key(self) -> str:
+        return self.key or self.column
+
+    def labelled(self) -> np.ndarray:
+        """``[N]`` bool: the points that have a class."""
+        return np.array([bool(name) for name in self.names], dtype=bool)
 
 
-def label_scores(genotypes: Any, clusters: Any) -> dict[str, Any]:
-    """Clustering scores of ``clusters [N]`` against each labelling the genotypes carry."""
-    from diffvi.evaluation.representation import clustering_scores
+@dataclass
+class LabelledEmbedding:
+    """What :func:`embed_labelled` returns: the ``embedding``, the GMM's ``clusters [N]``
+    (``num_clusters`` components) and, per labelling (by ``score_key``), its ``scores``: purity,
+    completeness, NMI, homogeneity and V-measure of the clusters, the leave-one-out kNN
+    accuracy (``knn_accuracy``, with the ``knn_k`` used) and the number of labelled points
+    (``labelled``), all on the labelled points only."""
 
-    scores = {}
-    for name in ("populations", "super_populations"):
-        labels = getattr(genotypes, name)
-        if labels is not None:
-            scores[name] = clustering_scores(np.asarray(labels), clusters)
+    embedding: Embedding
+    clusters: np.ndarray
+    num_clusters: int
+    scores: dict[str, dict[str, float]]
+
+
+def embed_labelled(
+    features: np.ndarray | torch.Tensor,
+    method: str,
+    labellings: Sequence[Labelling] = (),
+    options: EmbeddingOptions | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    num_clusters: int = 10,
+    knn_k: int = 20,
+    components: bool = True,
+) -> LabelledEmbedding:
+    """Embed ``features [N, D]`` in 2-D (:func:`embed_features`), fit a ``num_clusters``-
+    component GMM to the embedding (DDVI's protocol, :func:`~diffvi.evaluation.gmm_cluster`)
+    and score it and a leave-one-out kNN classifier (k = ``knn_k``) against each labelling.
+
+    ``num_clusters`` and ``knn_k`` are capped at what the N points allow. A labelling with
+    fewer than two labelled points is not scored."""
+    options = options or EmbeddingOptions()
+    n = len(features)
+    for labelling in labellings:
+        if len(labelling.names) != n:
+            raise ValueError(
+                f"labelling {labelling.column!r}: {len(labelling.names)} names for {n} points"
+            )
+    if num_clusters < 1 or knn_k < 1:
+        raise ValueError(f"num_clusters and knn_k must be >= 1, got {num_clusters}, {knn_k}")
+    embedding = embed_features(features, method, options, run_dir, components)
+    num_clusters = min(num_clusters, n)
+    clusters = _gmm_cluster(embedding.coordinates, num_clusters, options.seed)
+    scores = score_labellings(embedding.coordinates, clusters, labellings, knn_k)
+    return LabelledEmbedding(embedding, clusters, num_clusters, scores)
+
+
+def score_labellings(
+    coordinates: np.ndarray,
+    clusters: np.ndarray,
+    labellings: Sequence[Labelling],
+    knn_k: int = 20,
+) -> dict[str, dict[str, float]]:
+    """Clustering scores of ``clusters [N]`` and the leave-one-out kNN accuracy of
+    ``coordinates [N, 2]`` against each labelling, on its labelled points (see
+    :class:`LabelledEmbedding`); ``knn_k <= 0`` leaves kNN out."""
+    from diffvi.evaluation.representation import clustering_scores, knn_accuracy_loo
+
+    scores: dict[str, dict[str, float]] = {}
+    for labelling in labellings:
+        keep = labelling.labelled()
+        if keep.sum() < 2:
+            continue
+        names = np.asarray(labelling.names, dtype=object)[keep].astype(str)
+        entry: dict[str, float] = clustering_scores(names, np.asarray(clusters)[keep])
+        entry["labelled"] = int(keep.sum())
+        if knn_k > 0:
+            k = min(knn_k, int(keep.sum()) - 1)
+            entry["knn_accuracy"] = knn_accuracy_loo(coordinates[keep], names, k=k)
+            entry["knn_k"] = k
+        scores[labelling.score_key] = entry
     return scores
 
 
+def write_embedding(
+    out: str | Path,
+    result: LabelledEmbedding,
+    samples: Sequence[str],
+    labellings: Sequence[Labelling] = (),
+    metrics: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> list[str]:
+    """Write ``out/embedding.csv`` (``sample``, one column per labelling, ``z1``, ``z2``,
+    ``cluster``; one row per point), ``out/embedding.png`` (one panel per labelling with
+    labelled points, coloured by class; else by cluster) and ``out/metrics.json`` (``metrics``,
+    then the clusters, seconds, scores and the training details). Returns the lines of a
+    summary to print."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    coordinates = result.embedding.coordinates
+    header = ["sample", *(labelling.column for labelling in labellings), "z1", "z2", "cluster"]
+    columns = [labelling.names for labelling in labellings]
+    rows = (
+        [sample, *labels, repr(float(z1)), repr(float(z2)), int(cluster)]
+        for sample, *labels, (z1, z2), cluster in zip(
+            samples, *columns, coordinates, result.clusters, strict=True
+        )
+    )
+    write_csv(out / "embedding.csv", header, rows)
+    from diffvi.evaluation.plots import save_embedding_panels
+
+    panels = [
+        (labelling.column, [name or "(none)" for name in labelling.names])
+        for labelling in labellings
+        if labelling.score_key in result.scores
+    ] or [("cluster", [str(c) for c in result.clusters])]
+    save_embedding_panels(coordinates, panels, out / "embedding.png", title=title)
+    details = {k: v for k, v in result.embedding.details.items() if k != "config"}
+    if "config" in result.embedding.details:  # the σ in use ("auto" resolved) and the epochs
+        config = result.embedding.details["config"]
+        details |= {"likelihood_scale": config["likelihood_scale"], "epochs": config["max_epochs"]}
+    payload = {
+        **(metrics or {}),
+        "method": result.embedding.method,
+        "num_samples": len(coordinates),
+        "clusters": result.num_clusters,
+        "seconds": result.embedding.seconds,
+        "scores": result.scores,
+        "details": details,
+    }
+    write_json(out / "metrics.json", payload)
+    lines = [f"Wrote {out / 'embedding.csv'}, {out / 'embedding.png'}, {out / 'metrics.json'}"]
+    for name, values in result.scores.items():
+        line = (
+            f"GMM ({result.num_clusters}) vs {name}: purity "
+            f"{values['purity']:.3f}, completeness {values['completeness']:.3f}, "
+            f"NMI {values['nmi']:.3f}"
+        )
+        if "knn_accuracy" in values:
+            line += f"; kNN (k={values['knn_k']}, leave-one-out) {values['knn_accuracy']:.3f}"
+        lines.append(line)
+    return lines
+
+
+def _gmm_cluster(coordinates: np.ndarray, num_clusters: int, seed: int) -> np.ndarray:
+    from diffvi.evaluation.representation import gmm_cluster
+
+    return gmm_cluster(coordinates, num_clusters, seed=seed)
+
+
 def _variational(
-    x: torch.Tensor, method: str, options: EmbeddingOptions, run_dir: Path
+    x: torch.Tensor, method: str, options: EmbeddingOptions, run_dir: Path, components: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
     from diffvi.data.modules import FeatureDataModule
     from diffvi.evaluation.representation import embed_latents
@@ -148,7 +292,7 @@ def _variational(
     fields = {
         "dataset": "features",
         "likelihood": "real-gaussian",
-        "likelihood_scale": _likelihood_scale(x, options.likelihood_scale),
+        "likelihood_scale": _likelihood_scale(x, options.likelihood_scale, components),
         "latent_dims": [2],
         "hidden": [[options.hidden, options.hidden]],
         "activation": "silu",
@@ -169,7 +313,7 @@ def _variational(
     if fields["posterior"] == "diffusion":
         fields["warmup_steps"] = options.warmup_steps
     config = TrainConfig(**fields)
-    x = x / x[:, 0].std().clamp_min(1e-12)  # σ is in units of std(PC 1)
+    x = x / _unit(x, components)  # σ is in units of std(PC 1) (or of the median std)
     data = FeatureDataModule(x, config.batch_size, config.seed, config.val_size)
     device = resolve_device(options.device)
     module = fit(
@@ -193,15 +337,29 @@ def _variational(
     return z.double().numpy(), details | {"config": config.to_dict()}
 
 
-def _likelihood_scale(x: torch.Tensor, scale: float | str | None) -> float | None:
-    """σ in units of std(column 0) of ``x [N, D]``; ``"auto"``: the median column std."""
+def _unit(x: torch.Tensor, components: bool) -> torch.Tensor:
+    """The unit of σ for ``x [N, D]``: std(column 0) for components, else the median std."""
+    stds = x.std(0)
+    return (stds[0] if components else stds.median()).clamp_min(1e-12)
+
+
+def _likelihood_scale(
+    x: torch.Tensor, scale: float | str | None, components: bool = True
+) -> float | None:
+    """σ in units of :func:`_unit` of ``x [N, D]``; ``"auto"``: the median column std."""
     if scale != "auto":
         return scale
-    stds = x.std(0)
-    return float((stds.median() / stds[0].clamp_min(1e-12)).clamp_min(1e-6))
+    return float((x.std(0).median() / _unit(x, components)).clamp_min(1e-6))
 
 
-def _classic(x: np.ndarray, method: str, options: EmbeddingOptions) -> np.ndarray:
+def _classic(
+    x: np.ndarray, method: str, options: EmbeddingOptions, components: bool = True
+) -> np.ndarray:
+    if not components:
+        from sklearn.decomposition import PCA
+
+        k = min(2 if method == "pca" else options.neighbour_components, *x.shape)
+        x = PCA(n_components=k, random_state=options.seed).fit_transform(x)
     if method == "pca":
         return x[:, :2]
     top = x[:, : options.neighbour_components]
