@@ -29,6 +29,10 @@ with the published command-line flags) and never copied into this repository.
    lifted to float64 by a monkeypatch around its forward, so the comparison isolates the
    architecture from float32 rounding.
 
+3. The prior: :func:`~diffvi.diffusion.adm.load_adm_prior` of the reference's random state dict
+   against guided-diffusion's ``GaussianDiffusion.p_mean_variance`` (linear schedule, ε, the
+   learned-range variance): x̂₀ and the reverse step's log-variance at steps 1, 500 and 999.
+
 Writes ``benchmarks/results/verify_adm.{json,md}``.
 """
 
@@ -36,6 +40,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -226,6 +231,50 @@ def compare_outputs(
     }
 
 
+def compare_prior(create_model: Any, seed: int) -> dict[str, Any]:
+    """Our prior (:func:`diffvi.diffusion.adm.load_adm_prior` of the reference's random state
+    dict, ffhq256 flags at ``num_channels`` 64) against guided-diffusion's ``GaussianDiffusion``
+    (linear schedule, ε prediction, learned-range variance, ``rescale_timesteps=False``):
+    x̂₀ and the log-variance of the reverse step n → n − 1 at steps n = 1, 500, 999 (float32;
+    guided-diffusion reads its tables in float32)."""
+    from guided_diffusion import gaussian_diffusion as gd
+
+    from diffvi.diffusion.adm import load_adm_prior
+
+    flags = {**PUBLISHED_FLAGS["ffhq256"], "num_channels": 64}
+    torch.manual_seed(seed)
+    reference = create_model(**flags).eval()
+    randomise(reference, seed)
+    diffusion = gd.GaussianDiffusion(
+        betas=gd.get_named_beta_schedule("linear", 1000),
+        model_mean_type=gd.ModelMeanType.EPSILON,
+        model_var_type=gd.ModelVarType.LEARNED_RANGE,
+        loss_type=gd.LossType.MSE,
+        rescale_timesteps=False,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "adm.pt"
+        torch.save(reference.state_dict(), path)
+        prior = load_adm_prior(f"adm:{path}", ours_kwargs(flags))
+    steps = torch.tensor([1, 500, 999])
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(seed + 2))
+    t = steps.double() / 999
+    with torch.no_grad():
+        out = diffusion.p_mean_variance(reference, x, steps, clip_denoised=False)
+        eps, values = prior.denoiser.predict(x, t.float())
+        x0 = prior.predict_x0(x, t.float(), noise=eps)
+        log_var = prior.denoiser.reverse_log_variance(values, t, (steps - 1).double() / 999)
+    x0_diff = (x0 - out["pred_xstart"]).abs().flatten(1).amax(1)
+    var_diff = (log_var - out["log_variance"]).abs().flatten(1).amax(1)
+    return {
+        "steps": steps.tolist(),
+        "network_timesteps": prior.denoiser.network_timesteps(t.float()).tolist(),
+        "x0_max_abs_diff": x0_diff.tolist(),
+        "x0_max_abs": out["pred_xstart"].abs().flatten(1).amax(1).tolist(),
+        "log_variance_max_abs_diff": var_diff.tolist(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", type=Path, help="a checkout of openai/guided-diffusion")
@@ -274,6 +323,8 @@ def main() -> None:
             result = compare_outputs(create_model, gd_unet, flags, dtype, size, args.seed)
             outputs[label].append(result)
             print(label, result, flush=True)
+    prior = compare_prior(create_model, args.seed)
+    print("prior", prior, flush=True)
 
     rows = [
         [name, r["keys"], f"{r['parameters']:,}", r["identical"], r["config_matches_flags"]]
@@ -290,12 +341,27 @@ def main() -> None:
     table_out = markdown_table(
         ["network", "dtype", "input", "max abs diff", "max abs output"], rows
     )
+    rows = [
+        [n, f"{a:.2e}", f"{b:.3g}", f"{c:.2e}"]
+        for n, a, b, c in zip(
+            prior["steps"],
+            prior["x0_max_abs_diff"],
+            prior["x0_max_abs"],
+            prior["log_variance_max_abs_diff"],
+            strict=True,
+        )
+    ]
+    table_prior = markdown_table(
+        ["step n", "x̂₀ max abs diff", "max abs x̂₀", "log Σ (n → n−1) max abs diff"], rows
+    )
     markdown = (
         "# ADM UNet against guided-diffusion\n\n"
         f"Reference: {args.checkout} (openai/guided-diffusion).\n\n"
-        f"{table_keys}\n\n{table_out}\n"
+        f"{table_keys}\n\n{table_out}\n\n"
+        "Prior (load_adm_prior) against GaussianDiffusion.p_mean_variance, ffhq256 flags at "
+        f"num_channels 64, float32:\n\n{table_prior}\n"
     )
-    write_results("verify_adm", {"keys": keys, "outputs": outputs}, markdown)
+    write_results("verify_adm", {"keys": keys, "outputs": outputs, "prior": prior}, markdown)
     print(markdown)
 
 
