@@ -4,10 +4,13 @@ and after the stop; the run keeps one log, whose rows are those of the uninterru
 
 import csv
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_configs import tiny_config
 
+from diffvi.data import image_folders
 from diffvi.training import fit
 from diffvi.training.config import CVDMConfig, DiffusionConfig, SBNConfig, VAEDGPConfig
 
@@ -137,3 +140,42 @@ def test_resume_cuts_a_killed_runs_log_back_to_its_checkpoint(tmp_path):
     assert [r["step"] for r in rows] == [str(s) for s in range(END)]
     assert "123.0" not in {r["train/bound"] for r in rows}
     assert not list((tmp_path / "run" / "logs").glob("version_*"))
+
+
+def _image_folder(folder) -> str:
+    """40 PNGs, grey and colour, 10x12 and 12x10 pixels: random 8x8 windows after scaling."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        shape = (10, 12) if i % 2 else (12, 10)
+        pixels = rng.integers(0, 256, (*shape, 3) if i % 3 else shape, dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return str(folder)
+
+
+@pytest.mark.parametrize("read", ["memory", "disk"])
+def test_a_run_on_an_image_folder_stopped_and_resumed_is_bit_identical(tmp_path, monkeypatch, read):
+    """Random crops, held in memory or read from disk per batch; the stop falls inside the
+    second epoch (4 steps each), so the resumed run also crosses an epoch."""
+    if read == "disk":
+        monkeypatch.setattr(image_folders, "IN_MEMORY_BYTES", 0)
+    folder = _image_folder(tmp_path / "images")
+
+    def make(**o):
+        return tiny_config(
+            dict(architecture="iwae-1", latent_dims=[4], hidden=[[32]], objective="iwae", k=3),
+            dataset=None, data=folder, size=[8], crop="random", val_fraction=0.2, batch_size=8,
+            **o,
+        )  # fmt: skip
+
+    options = dict(accelerator="cpu", progress_bar=False, log_every_n_steps=1)
+    straight = fit(make(max_steps=END, val_every_n_steps=3), tmp_path / "straight", **options)
+    fit(make(max_steps=STOP, val_every_n_steps=3), tmp_path / "split", **options)
+    resumed = fit(
+        make(max_steps=END, val_every_n_steps=3), tmp_path / "split", resume=True, **options
+    )
+    assert resumed.trainer.current_epoch == straight.trainer.current_epoch == 2
+    assert straight.family.config.event_shape == [3, 8, 8]
+    for name, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(resumed)[name], value, rtol=0, atol=0, msg=name)
+    assert _train_rows(tmp_path / "split") == _train_rows(tmp_path / "straight")

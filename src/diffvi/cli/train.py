@@ -63,14 +63,14 @@ def _labelled(config) -> str:
 
 def _vae_run_name(config) -> str:
     posterior = "" if config.posterior == "gaussian" else f"{config.posterior}-"
-    return f"{config.dataset}-{posterior}{config.objective}-k{config.k}{_labelled(config)}"
+    return f"{config.data_name}-{posterior}{config.objective}-k{config.k}{_labelled(config)}"
 
 
 def _ddvae_run_name(config) -> str:
     """``DATASET-ddvae-PRIOR``, then ``-official`` and ``-labelledN`` where they apply: the
     README's plain, semi-supervised and ``--official`` runs get three folders."""
     official = "-official" if config.objective == "ddvi-official" else ""
-    return f"{config.dataset}-ddvae-{config.prior}{official}{_labelled(config)}"
+    return f"{config.data_name}-ddvae-{config.prior}{official}{_labelled(config)}"
 
 
 def train_and_report(
@@ -126,7 +126,11 @@ def train_vae(given: dict[str, Any], run: RunOptions) -> None:
     diffvi train vae --dataset digits --objective elbo --k 1 --posterior iaf --iaf-flows 2
     diffvi train vae --dataset digits --objective aae --k 1 --prior pinwheel --latent-dim 2
     diffvi train vae --dataset digits --objective elbo --k 1 --prior mixture --labelled 100
+    diffvi train vae --data photos/ --size 32 --objective elbo --k 1   # your own images
     ```
+
+    `--data` trains on your own images: a folder of PNG/JPEG/TIFF files or a .npy/.npz/.h5
+    array, with --labels, --size, --crop and --val-fraction (the Data options).
     """
     train_and_report(given, run)
 
@@ -163,12 +167,13 @@ def train_ddvae(
     diffvi train ddvae --dataset digits --prior standard-normal --latent-dim 8 --unconditional
     diffvi train ddvae --run-dir runs/dd --resume --max-epochs 100
     diffvi train ddvae --dataset mnist --prior pinwheel --labelled 1000
+    diffvi train ddvae --data photos/ --size 32 --prior standard-normal --latent-dim 8
     ```
     """
     defaults = {**DDVAE_DEFAULTS, **(OFFICIAL_DEFAULTS if official else {})}
     if official:
         given["objective"] = "ddvi-official"
     defaults["smooth_prior"] = (given["prior"] or defaults["prior"]) in PRIORS_2D
-    dataset = given["dataset"] or defaults["dataset"]
+    dataset = given["dataset"] or ("" if given["data"] else defaults["dataset"])
     defaults["hidden"] = DDVAE_HIDDEN_SMALL.get(dataset, defaults["hidden"])
     train_and_report(given, run, defaults, _ddvae_run_name)

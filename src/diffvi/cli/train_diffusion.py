@@ -1,5 +1,5 @@
 """``diffvi train diffusion``: an image diffusion model (schedule + UNet) on a registered data
-set, exported as a named, loadable prior."""
+set or on the user's own images (``--data``), exported as a named, loadable prior."""
 
 from typing import Any
 
@@ -25,11 +25,12 @@ def train_diffusion(given: dict[str, Any], run: RunOptions) -> None:
     diffvi train diffusion --dataset fashion-mnist --schedule learned --loss vdm
     diffvi train diffusion --dataset digits --base-channels 16 --attention '' --max-steps 300
     diffvi train diffusion --run-dir runs/mnist-diffusion-cosine --resume --max-steps 10000
+    diffvi train diffusion --data photos/ --size 32 --attention 8   # your own images
     ```
     """
     defaults = {"loss_type": "vdm"} if given["schedule"] == "learned" else None
     result = run.train(
-        "diffusion", given, defaults, lambda c: f"{c.dataset}-diffusion-{c.schedule}"
+        "diffusion", given, defaults, lambda c: f"{c.data_name}-diffusion-{c.schedule}"
     )
     if result is None:
         return

@@ -2,9 +2,12 @@
 JSON round trips, and :func:`option`, the field a ``diffvi train`` command offers."""
 
 import copy
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Self
 
+from diffvi.data.image_folders import CROPS
 from diffvi.data.registry import available_datasets
 
 # Fields a resumed run may change: they set how long and how it runs, not what it trains.
@@ -137,3 +140,89 @@ class RunConfig(JSONConfig):
             raise ValueError(f"ema_decay must be in [0, 1) or None, got {self.ema_decay}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+@dataclass
+class ImageDataConfig:
+    """The fields of a family that trains on the user's own images as well as on a registered
+    data set (:mod:`diffvi.data.image_folders`).
+
+    Exactly one of ``dataset`` (a registered name) and ``data`` (a folder of PNG/JPEG/TIFF
+    files, or a ``.npy``/``.npz``/HDF5 array) names the training data; with ``data`` set,
+    ``dataset`` is ``None`` (a ``dataset`` left at its default is cleared). ``labels`` (a CSV
+    of ``file,label`` rows, or a ``.npy`` of one label per item), ``size`` (``[S]`` or ``[H,
+    W]``: scale to cover, then cut out), ``crop`` (which window: ``center`` or ``random``) and
+    ``val_fraction`` (held out for validation, chosen by ``seed``) apply to ``data`` only.
+    Nothing here reads the files: a config loads where its data is not.
+    """
+
+    data: str | None = option(
+        None,
+        "Train on your own images instead of --dataset: a folder of PNG/JPEG/TIFF files (or of "
+        "class subfolders), or a .npy/.npz/.h5 array [N, C, H, W] or [N, H, W].",
+        panel=DATA,
+    )
+    labels: str | None = option(
+        None,
+        "With --data: a CSV of file,label rows, or a .npy of one integer label per image "
+        "(default: the class subfolders, or an .npz/.h5 file's 'labels' array).",
+        panel=DATA,
+    )
+    size: list[int] | None = option(
+        None,
+        "With --data: resize to S×S (or H,W) pixels, keeping the aspect ratio and cropping "
+        "the rest (default: the images' own size, which they must share).",
+        panel=DATA,
+    )
+    crop: str = option(
+        "center",
+        "With --data --size: the window kept where the aspect ratio differs (random: a new "
+        "one per image and epoch, seeded).",
+        panel=DATA,
+        choices=CROPS,
+    )
+    val_fraction: float = option(
+        0.1, "With --data: the fraction held out for validation (chosen by --seed).", panel=DATA
+    )
+
+    def check_data(self) -> None:
+        """Raise ``ValueError`` unless exactly one source is named and the data fields fit it;
+        clears a default ``dataset`` where ``data`` is set."""
+        default = type(self).__dataclass_fields__["dataset"].default  # type: ignore[attr-defined]
+        dataset = getattr(self, "dataset", None)
+        if self.data is None:
+            if dataset is None:
+                raise ValueError("no training data: set dataset (a registered name) or data")
+            stray = {
+                name: getattr(self, name)
+                for name, unset in (
+                    ("labels", None), ("size", None), ("crop", "center"), ("val_fraction", 0.1)
+                )
+                if getattr(self, name) != unset
+            }  # fmt: skip
+            if stray:
+                raise ValueError(
+                    f"{', '.join(sorted(stray))} apply to data of your own (--data), not to "
+                    f"dataset {dataset!r}; got {stray}"
+                )
+            return
+        if dataset is not None and dataset != default:
+            raise ValueError(
+                f"dataset {dataset!r} and data {self.data!r} both name the training data; "
+                "give one of them"
+            )
+        self.dataset = None  # type: ignore[attr-defined]
+        if self.size is not None and (len(self.size) not in (1, 2) or min(self.size) < 1):
+            raise ValueError(f"size must be one size S or two (H, W), each >= 1; got {self.size}")
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {self.crop!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    @property
+    def data_name(self) -> str:
+        """The registered data set's name, else the name of the ``data`` folder or file (no
+        suffix): what run folders and messages call the data."""
+        if self.data is None:
+            return str(getattr(self, "dataset", None))
+        return Path(os.path.abspath(self.data)).stem or "data"

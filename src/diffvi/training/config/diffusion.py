@@ -7,6 +7,7 @@ from diffvi.diffusion.model import LOSSES
 from diffvi.diffusion.schedules import SCHEDULES as NOISE_SCHEDULES
 from diffvi.training.config.base import (
     MODEL,
+    ImageDataConfig,
     RunConfig,
     batch_size_option,
     channel_mults_option,
@@ -18,15 +19,18 @@ from diffvi.training.config.base import (
 
 
 @dataclass
-class DiffusionConfig(RunConfig):
+class DiffusionConfig(RunConfig, ImageDataConfig):
     """Everything that defines a diffusion training run (JSON-serialisable).
 
     The UNet is ``base_channels · channel_mults`` wide per level with ``num_res_blocks`` blocks
     and attention at the ``attention_resolutions``; ``ema_decay`` is the decay of the exported
-    weights' moving average. ``event_shape`` is set from the data set.
+    weights' moving average. ``event_shape`` is set from the data: a registered ``dataset``, or
+    the user's own images, ``data`` (:class:`ImageDataConfig`). Every level of the UNet but
+    the last halves the images, so H and W must be divisible by ``2 ** (len(channel_mults) -
+    1)``.
     """
 
-    dataset: str = dataset_option("mnist")
+    dataset: str | None = dataset_option("mnist")
     schedule: str = option(
         "cosine",
         "Noise schedule γ(t): linear (DDPM), cosine (Nichol & Dhariwal), learned (VDM; needs "
@@ -63,6 +67,7 @@ class DiffusionConfig(RunConfig):
 
     def __post_init__(self) -> None:
         self.check_run()
+        self.check_data()
         if self.schedule not in NOISE_SCHEDULES:
             raise ValueError(
                 f"schedule must be one of {sorted(NOISE_SCHEDULES)}, got {self.schedule!r}"
@@ -79,7 +84,16 @@ class DiffusionConfig(RunConfig):
         """The spec of :func:`~diffvi.diffusion.pretrained.build_diffusion_model`."""
         if self.event_shape is None:
             raise ValueError("event_shape is set from the data set before the model is built")
-        channels, height, _ = self.event_shape
+        channels, height, width = self.event_shape
+        factor = 2 ** (len(self.channel_mults) - 1)
+        if height % factor or width % factor:
+            raise ValueError(
+                f"the UNet's {len(self.channel_mults)} levels (--channel-mults "
+                f"{','.join(map(str, self.channel_mults))}) halve the images "
+                f"{len(self.channel_mults) - 1} times, so H and W must be divisible by {factor}; "
+                f"{self.data_name} has {height}x{width} images: resize them (--size) or use "
+                "fewer levels"
+            )
         return {
             "kind": "diffusion",
             "schedule": {"name": self.schedule},
@@ -91,7 +105,7 @@ class DiffusionConfig(RunConfig):
                 "num_res_blocks": self.num_res_blocks,
                 "attention_resolutions": list(self.attention_resolutions),
                 "dropout": self.dropout,
-                "image_size": height,
+                "image_size": min(height, width),
             },
             "loss_type": self.loss_type,
             "image": True,

@@ -15,6 +15,7 @@ from diffvi.training.config.base import (
     MODEL,
     OPTIM,
     SEMI,
+    ImageDataConfig,
     RunConfig,
     batch_size_option,
     dataset_option,
@@ -37,7 +38,7 @@ PARTITIONED_PRIORS = ("pinwheel", "swiss-roll", "square", "mixture")
 
 
 @dataclass
-class TrainConfig(RunConfig):
+class TrainConfig(RunConfig, ImageDataConfig):
     """Everything that defines a VAE/IWAE training run (all fields are JSON-serialisable).
 
     ``objective`` is any name registered in :data:`diffvi.objectives.OBJECTIVES`; the objective
@@ -84,9 +85,12 @@ class TrainConfig(RunConfig):
     a classifier q(l|x) (an MLP of ``hidden[0]`` and ``activation``) is trained beside the
     model, and the prior must be partitioned (``PARTITIONED_PRIORS``), one partition per class.
     ``num_labelled = 0`` (the default) is unsupervised training.
+
+    The data is a registered ``dataset`` or the user's own images, ``data`` (a folder or an
+    array file; with ``labels``, ``size``, ``crop``, ``val_fraction``: :class:`ImageDataConfig`).
     """
 
-    dataset: str = dataset_option("mnist-dynamic")
+    dataset: str | None = dataset_option("mnist-dynamic")
     architecture: str = option("iwae-1", "Network preset.", panel=MODEL, choices=ARCHITECTURES)
     likelihood: str = option(
         "bernoulli", "Observation model p(x|z).", panel=MODEL, choices=LIKELIHOODS
@@ -287,6 +291,7 @@ class TrainConfig(RunConfig):
             (self.classifier_weight >= 0, "classifier_weight must be >= 0"),
         ]
         self.check_run()
+        self.check_data()
         for ok, message in checks:
             if not ok:
                 field_name = message.split()[0]

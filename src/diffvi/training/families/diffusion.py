@@ -35,16 +35,16 @@ class DiffusionFamily(Family):
 
     @classmethod
     def build_data(cls, config: DiffusionConfig) -> L.LightningDataModule:
-        from diffvi.data.modules import ImageDataModule
+        from diffvi.training.families.images import build_image_data
 
-        return ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
+        return build_image_data(config)
 
     @classmethod
     def fit_config_to_data(cls, config: DiffusionConfig, data: L.LightningDataModule) -> None:
         config.event_shape = list(data.event_shape)
         if len(config.event_shape) != 3:
             raise ValueError(
-                f"diffusion training needs images [C, H, W]; {config.dataset} has "
+                f"diffusion training needs images [C, H, W]; {config.data_name} has "
                 f"items of shape {config.event_shape}"
             )
 

@@ -139,15 +139,10 @@ class VAEFamily(Family):
     # -- data -----------------------------------------------------------------------------
     @classmethod
     def build_data(cls, config: TrainConfig) -> L.LightningDataModule:
-        from diffvi.data.modules import ImageDataModule
+        from diffvi.training.families.images import build_image_data
 
-        return ImageDataModule(
-            config.dataset,
-            config.batch_size,
-            config.seed,
-            config.val_size,
-            num_labelled=config.num_labelled,
-            labelled_batch=config.labelled_batch,
+        return build_image_data(
+            config, num_labelled=config.num_labelled, labelled_batch=config.labelled_batch
         )
 
     @classmethod
@@ -167,7 +162,7 @@ class VAEFamily(Family):
         if classes is None or classes > parts:
             raise ValueError(
                 f"semi-supervised training needs one prior partition per class: "
-                f"{self.config.dataset} has {classes} classes, prior {self.config.prior!r} has "
+                f"{self.config.data_name} has {classes} classes, prior {self.config.prior!r} has "
                 f"{parts} partitions"
             )
 
