@@ -56,6 +56,8 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/genotypes.py --stages simulate
 	$(PY) benchmarks/genotypes.py --stages embed --likelihood-scale 0.03 --shard 0 --shards 2 & $(PY) benchmarks/genotypes.py --stages embed --likelihood-scale 0.03 --shard 1 --shards 2; wait
 	$(PY) benchmarks/genotypes.py --stages scale,embed --likelihood-scale 0.03
+	$(PY) benchmarks/embed_table.py --shard 0 --shards 2 & $(PY) benchmarks/embed_table.py --shard 1 --shards 2; wait
+	$(PY) benchmarks/embed_table.py
 	$(PY) benchmarks/vaedgp.py --stages unsupervised --shard 0 --shards 2 & $(PY) benchmarks/vaedgp.py --stages unsupervised --shard 1 --shards 2; wait
 	$(PY) benchmarks/vaedgp.py --splits 3
 
@@ -69,6 +71,7 @@ bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/cvdm.py --quick
 	$(PY) benchmarks/sbn_mnist.py --quick
 	$(PY) benchmarks/genotypes.py --quick
+	$(PY) benchmarks/embed_table.py --quick
 	$(PY) benchmarks/vaedgp.py --quick
 
 clean:
