@@ -11,6 +11,7 @@ from diffvi.data.microscopy import (
     STRUCTURES,
     MicroscopyPair,
     Optics,
+    degrade_image,
     make_microscopy_dataset,
     simulate_microscopy,
 )
@@ -257,3 +258,33 @@ def test_dataset_bad_input_raises() -> None:
         make_microscopy_dataset(0)
     with pytest.raises(ValueError, match="photon_range"):
         make_microscopy_dataset(4, photon_range=(100.0, 10.0))
+
+
+def test_a_given_image_is_degraded_by_the_same_camera() -> None:
+    """degrade_image: the widefield input is binned, at the photon level asked for, blurrier
+    than the SIM target; a point source is the PSFs themselves; any H x W."""
+    point = torch.zeros(1, 1, 40, 48, dtype=torch.float64)
+    point[0, 0, 20, 24] = 1.0
+    pair = degrade_image(point, 200.0, torch.Generator().manual_seed(0), noise=False)
+    assert pair.input.shape == (1, 1, 20, 24) and pair.target.shape == (1, 1, 40, 48)
+    assert pair.structures == ["image"]
+    signal = pair.clean_photons[pair.signal_mask] - pair.optics.background
+    assert math.isclose(float(signal.mean()), 200.0, rel_tol=1e-5)
+
+    def psf(sigma: float, size: int, centre: int) -> torch.Tensor:
+        k = torch.arange(size, dtype=torch.float64) - centre
+        return torch.special.ndtr((k + 0.5) / sigma) - torch.special.ndtr((k - 0.5) / sigma)
+
+    # The target is the SIM PSF and the input the binned widefield PSF (up to scale).
+    sim = psf(pair.optics.sigma_sim_px, 40, 20)[:, None] * psf(pair.optics.sigma_sim_px, 48, 24)
+    wf = psf(pair.optics.sigma_wf_px, 40, 20)[:, None] * psf(pair.optics.sigma_wf_px, 48, 24)
+    binned = wf.view(20, 2, 24, 2).sum((1, 3))
+    for got, want in ((pair.target, sim), (pair.clean_photons, binned)):
+        got = got[0, 0].double()
+        torch.testing.assert_close(got / got.max(), want / want.max(), rtol=0, atol=1e-4)
+    noisy = degrade_image(point[0, 0], 50.0, torch.Generator().manual_seed(0))
+    assert not torch.equal(noisy.input_photons, noisy.clean_photons)
+    for bad, message in ((point * 2, r"\[0, 1\]"), (point[..., :39, :], "divisible"),
+                         (point * 0, "all-zero")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            degrade_image(bad, 10.0)

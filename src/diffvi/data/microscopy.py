@@ -98,6 +98,7 @@ __all__ = [
     "MicroscopyDataset",
     "MicroscopyPair",
     "Optics",
+    "degrade_image",
     "make_microscopy_dataset",
     "simulate_microscopy",
 ]
@@ -225,8 +226,9 @@ class MicroscopyPair:
 
     @property
     def structures(self) -> list[str]:
-        """Structure name of each image, ``[STRUCTURES[label] for label in labels]``."""
-        return [STRUCTURES[i] for i in self.labels.tolist()]
+        """Structure name of each image, ``[STRUCTURES[label] for label in labels]``
+        (``"image"`` for label -1, a given image: :func:`degrade_image`)."""
+        return [STRUCTURES[i] if i >= 0 else "image" for i in self.labels.tolist()]
 
     def _map(self, fn: Any) -> MicroscopyPair:
         fields = {
@@ -537,9 +539,24 @@ def _simulate(
     sim = torch.cat(sim_parts)  # [B, H, W]
     wf = torch.cat(wf_parts)
     density = torch.cat(density_parts)
-    b, f = len(structures), optics.binning
-    h = size // f
-    binned = wf.view(b, h, f, h, f).sum((2, 4))  # [B, h, w]
+    return _camera(sim, wf, density, labels, photons, optics, generator, noise)
+
+
+def _camera(
+    sim: Tensor,
+    wf: Tensor,
+    density: Tensor,
+    labels: Tensor,
+    photons: Tensor,
+    optics: Optics,
+    generator: torch.Generator | None,
+    noise: bool,
+) -> MicroscopyPair:
+    """Steps 4-6 of the imaging model: the pair of SIM images ``sim [B, H, W]`` (float32) and
+    widefield images ``wf [B, H, W]`` (float64) on the target grid, ``H``, ``W`` divisible by
+    the binning factor."""
+    b, f = wf.shape[0], optics.binning
+    binned = wf.view(b, wf.shape[1] // f, f, wf.shape[2] // f, f).sum((2, 4))  # [B, h, w]
     peak = binned.amax((1, 2), keepdim=True)
     mask = binned >= optics.signal_threshold * peak
     mean_signal = (binned * mask).sum((1, 2), keepdim=True) / mask.sum((1, 2), keepdim=True)
@@ -615,6 +632,69 @@ def simulate_microscopy(
     labels = torch.full((count,), STRUCTURES.index(key), dtype=torch.int64)
     levels = torch.full((count,), float(photons), dtype=torch.float64)
     return _simulate(labels, levels, size, opt, generator, noise)
+
+
+def _blur(images: Tensor, sigma: float) -> Tensor:
+    """``images [B, H, W]`` (float64) convolved with a pixel-integrated Gaussian of ``sigma``
+    pixels, ``Phi((k + 1/2) / sigma) - Phi((k - 1/2) / sigma)``, |k| <= 4 sigma; borders
+    reflected (replicated where the image is too small to reflect)."""
+    radius = max(1, math.ceil(4 * sigma))
+    k = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.special.ndtr((k + 0.5) / sigma) - torch.special.ndtr((k - 0.5) / sigma)
+    kernel = kernel / kernel.sum()
+    mode = "reflect" if radius < min(images.shape[-2:]) else "replicate"
+    out = torch.nn.functional.pad(images[:, None], (radius,) * 4, mode=mode)
+    out = torch.nn.functional.conv2d(out, kernel.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1))[:, 0]
+
+
+def degrade_image(
+    images: Tensor,
+    photons: float,
+    generator: torch.Generator | None = None,
+    *,
+    noise: bool = True,
+    **optics: Any,
+) -> MicroscopyPair:
+    """The imaging model applied to given images instead of simulated structures: each image
+    ``[B, 1, H, W]`` (or ``[H, W]``) in [0, 1] is the fluorophore density per target pixel,
+    blurred by the SIM and the widefield PSFs (pixel-integrated Gaussians, reflected borders)
+    and passed through steps 4-6 (binning, photon level ``photons``, shot and read noise,
+    normalisation), e.g. to degrade a real micrograph into a (widefield, SIM) pair.
+
+    Returns:
+        A :class:`MicroscopyPair` with ``input [B, 1, H / binning, W / binning]``, ``target [B,
+        1, H, W]`` (SIM image over its maximum), ``density`` (the image over its maximum) and
+        ``labels`` -1 (no structure class).
+
+    Raises:
+        ValueError: a shape that is not ``[B, 1, H, W]``, ``H`` or ``W`` not divisible by the
+            binning factor, values outside [0, 1], an all-zero image, ``photons <= 0`` or bad
+            optics.
+    """
+    if images.ndim == 2:
+        images = images[None, None]
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must have shape [B, 1, H, W] or [H, W], got {list(images.shape)}")
+    if not (isinstance(photons, int | float) and math.isfinite(photons) and photons > 0):
+        raise ValueError(f"photons must be a positive finite number, got {photons!r}")
+    opt = _make_optics(optics)
+    height, width = images.shape[-2:]
+    if height % opt.binning or width % opt.binning:
+        raise ValueError(
+            f"image size {height}x{width} must be divisible by the binning factor {opt.binning}"
+        )
+    density = images[:, 0].to(torch.float64)
+    if not bool(torch.isfinite(density).all()) or density.min() < 0 or density.max() > 1:
+        raise ValueError("images must hold finite values in [0, 1]")
+    peak = density.amax((1, 2), keepdim=True)
+    if bool((peak == 0).any()):
+        raise ValueError("an all-zero image has no fluorophores to image")
+    sim = _blur(density, opt.sigma_sim_px).clamp_min(0).to(torch.float32)
+    wf = _blur(density, opt.sigma_wf_px).clamp_min(0)
+    labels = torch.full((len(density),), -1, dtype=torch.int64)
+    levels = torch.full((len(density),), float(photons), dtype=torch.float64)
+    return _camera(sim, wf, density / peak, labels, levels, opt, generator, noise)
 
 
 # --------------------------------------------------------------------------------------------

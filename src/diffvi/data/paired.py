@@ -45,6 +45,13 @@ Tasks (:data:`PAIRED_TASKS`):
   intensities recovered from ``x``.
 
 Every task is deterministic given ``(split, count, seed)``.
+
+Your own pairs (:data:`PAIRS_TASK` ``"pairs"``, not in :data:`PAIRED_TASKS`: it has no data
+of its own; :mod:`diffvi.data.paired_files` reads the files, ``diffvi train cvdm --pairs LOW
+HIGH``): the SR convention above for ``C`` channels and an integer scale ``factor`` (a task
+option, inferred from the files), ``x = 2 up − 1`` and ``y₀ = (2 high − 1) − x`` with ``up``
+the low-resolution image (after ``normalize``: ``"none"``, or ``"minmax"`` per image and
+channel) upsampled ``factor`` times; any image size.
 """
 
 from __future__ import annotations
@@ -63,13 +70,19 @@ from diffvi.data.optics import check_positive, defocus_intensities, tie_phase_im
 
 __all__ = [
     "INTENSITY_SCALE",
+    "NORMALIZATIONS",
     "PAIRED_TASKS",
+    "PAIRS_TASK",
     "RESIDUAL_SCALE",
+    "UPSAMPLING",
     "PairedData",
     "PairedTask",
     "available_paired_tasks",
     "load_paired",
+    "normalize_images",
     "paired_task",
+    "upsample",
+    "upsample_window",
 ]
 
 RESIDUAL_SCALE = 2.0
@@ -77,6 +90,12 @@ RESIDUAL_SCALE = 2.0
 INTENSITY_SCALE = 2.0
 """Phase conditions are ``(I − 1) / INTENSITY_SCALE`` of the defocused intensities ``I``."""
 UPSAMPLING = ("bicubic", "nearest")
+NORMALIZATIONS = ("none", "minmax")
+"""How your own pairs' images are scaled: as read, or min–max per image and channel."""
+PAIRS_TASK = "pairs"
+"""The task of your own pairs (:mod:`diffvi.data.paired_files`)."""
+# Low-resolution pixels around a window that bicubic interpolation reads (4 taps: -1 … +2).
+_BICUBIC_REACH = 2
 PHASE_SOURCES = ("mnist", "fashion-mnist")
 PHASE_NOISE_SPLITS = {"train": 1, "test": 2}
 # Default number of simulated microscopy pairs per split (``count=None``).
@@ -228,14 +247,57 @@ def _subset(n: int, count: int | None, seed: int) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
 
 
-def _upsample(low: Tensor, size: int, mode: str) -> Tensor:
-    """``low [N, C, h, w] -> [N, C, size, size]`` by bicubic (``align_corners=False``) or
-    nearest-neighbour interpolation."""
+def _upsample(low: Tensor, size: int | tuple[int, int], mode: str) -> Tensor:
+    """``low [N, C, h, w] -> [N, C, size, size]`` (or ``size`` ``(H, W)``) by bicubic
+    (``align_corners=False``) or nearest-neighbour interpolation."""
     if mode not in UPSAMPLING:
         raise ValueError(f"upsample must be one of {list(UPSAMPLING)}, got {mode!r}")
+    size = (size, size) if isinstance(size, int) else size
     if mode == "nearest":
-        return F.interpolate(low, size=(size, size), mode="nearest")
-    return F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+        return F.interpolate(low, size=size, mode="nearest")
+    return F.interpolate(low, size=size, mode="bicubic", align_corners=False)
+
+
+def upsample(low: Tensor, factor: int, mode: str = "bicubic") -> Tensor:
+    """``low [N, C, h, w] -> [N, C, factor · h, factor · w]``, bicubic (``align_corners=False``)
+    or nearest-neighbour."""
+    return _upsample(low, (low.shape[-2] * factor, low.shape[-1] * factor), mode)
+
+
+def upsample_window(
+    low: Tensor, factor: int, mode: str, top: int, left: int, height: int, width: int
+) -> Tensor:
+    """Rows ``top … top + height − 1`` and columns ``left … left + width − 1`` of
+    ``upsample(low, factor, mode)`` ``[N, C, height, width]``, computed from the
+    low-resolution pixels around the window only (two on each side, what bicubic reads; the
+    image border clamps as for the whole image), so equal to cropping the whole upsampled image
+    at a fraction of its cost. ``top``, ``left``, ``height``, ``width`` are multiples of
+    ``factor`` (windows on the low-resolution grid)."""
+    if any(v % factor for v in (top, left, height, width)):
+        raise ValueError(
+            f"window ({top}, {left}, {height}, {width}) must lie on the low-resolution grid "
+            f"(multiples of factor {factor})"
+        )
+    h, w = low.shape[-2:]
+    row, col = top // factor, left // factor
+    r0, c0 = max(row - _BICUBIC_REACH, 0), max(col - _BICUBIC_REACH, 0)
+    r1 = min(row + height // factor + _BICUBIC_REACH, h)
+    c1 = min(col + width // factor + _BICUBIC_REACH, w)
+    up = upsample(low[..., r0:r1, c0:c1], factor, mode)
+    dr, dc = (row - r0) * factor, (col - c0) * factor
+    return up[..., dr : dr + height, dc : dc + width]
+
+
+def normalize_images(images: Tensor, mode: str) -> Tensor:
+    """``images [N, C, H, W]`` as they are (``"none"``) or min–max scaled to [0, 1] per image
+    and channel (``"minmax"``; a constant channel becomes 0)."""
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {list(NORMALIZATIONS)}, got {mode!r}")
+    if mode == "none":
+        return images
+    low = images.amin(dim=(-2, -1), keepdim=True)
+    span = images.amax(dim=(-2, -1), keepdim=True) - low
+    return torch.where(span > 0, (images - low) / span.clamp_min(1e-30), 0.0)
 
 
 def _residual_pair(up: Tensor, hr: Tensor) -> tuple[Tensor, Tensor]:
@@ -263,7 +325,7 @@ def _residual_bounds(condition: Tensor) -> tuple[Tensor, Tensor]:
 def _sr_condition(factor: int) -> Callable[[Tensor, dict[str, Any]], Tensor]:
     def from_measurement(low: Tensor, options: dict[str, Any]) -> Tensor:
         _check_condition(low, 1, "measurement")
-        return 2 * _upsample(low, low.shape[-1] * factor, options["upsample"]) - 1
+        return 2 * upsample(low, factor, options["upsample"]) - 1
 
     return from_measurement
 
@@ -425,6 +487,53 @@ def _phase_baseline(condition: Tensor, options: dict[str, Any]) -> Tensor:
     return tie_phase_image(1 + INTENSITY_SCALE * condition, float(options["phase_max"]))
 
 
+def _pairs_build(split: str, count: int | None, seed: int, options: dict[str, Any]) -> PairedData:
+    raise ValueError(
+        f"task {PAIRS_TASK!r} holds no data: it trains on your own files (diffvi train cvdm "
+        "--pairs LOW HIGH; diffvi.data.paired_files.read_pairs)"
+    )
+
+
+def _check_images(v: Tensor, name: str) -> None:
+    if v.ndim != 4:
+        raise ValueError(f"{name} must have shape [B, C, H, W], got {list(v.shape)}")
+
+
+def _pairs_condition(low: Tensor, options: dict[str, Any]) -> Tensor:
+    _check_images(low, "measurement")
+    factor = options.get("factor")
+    if not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"task option factor must be an int >= 1, got {factor!r}")
+    low = normalize_images(low, options["normalize"])
+    return 2 * upsample(low, factor, options["upsample"]) - 1
+
+
+def _pairs_baseline(condition: Tensor, options: dict[str, Any]) -> Tensor:
+    _check_images(condition, "condition")
+    return ((condition + 1) / 2).clamp(0, 1)
+
+
+def _pairs_bounds(condition: Tensor) -> tuple[Tensor, Tensor]:
+    _check_images(condition, "condition")
+    return -1 - condition, 1 - condition
+
+
+PAIRS = PairedTask(
+    _pairs_build,
+    _residual_to_image,
+    _pairs_baseline,
+    _pairs_bounds,
+    _pairs_condition,
+    0,
+    0,
+    ("train",),
+    True,
+    {"upsample": "bicubic", "normalize": "none", "factor": None},
+    "your own (low, high) image pairs of any size and channels; residual target",
+)
+"""The task of :data:`PAIRS_TASK`: ``measurement_channels`` and ``factor`` 0 mean the model's
+channels and the ``factor`` option."""
+
 _SR_OPTIONS = {"upsample": "bicubic"}
 PAIRED_TASKS: dict[str, PairedTask] = {
     "mnist-sr4": PairedTask(
@@ -495,11 +604,13 @@ def available_paired_tasks() -> list[str]:
 
 
 def paired_task(name: str) -> PairedTask:
-    """The registered task ``name``.
+    """The registered task ``name``, or :data:`PAIRS` for ``"pairs"`` (your own files).
 
     Raises:
         ValueError: unknown name (the message lists the valid ones).
     """
+    if name == PAIRS_TASK:
+        return PAIRS
     if name not in PAIRED_TASKS:
         raise ValueError(f"unknown paired task {name!r}; valid tasks: {available_paired_tasks()}")
     return PAIRED_TASKS[name]

@@ -2,9 +2,10 @@
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from diffvi.data.paired import PAIRED_TASKS, paired_task
+from diffvi.data.paired import PAIRED_TASKS, PAIRS_TASK, paired_task
 from diffvi.training.config.base import (
     DATA,
     MODEL,
@@ -33,6 +34,13 @@ class CVDMConfig(RunConfig):
     the EMA weights: the loss on the held-out pairs, and the image MSE / PSNR of one sample
     (``sample_steps`` steps) for the first ``val_sample_size`` of them. ``x_channels``,
     ``y_channels`` and ``image_size`` are set from the data.
+
+    Your own pairs: ``pairs`` ``[LOW, HIGH]``, two folders of images matched by file name or
+    two TIFF stacks (:mod:`diffvi.data.paired_files`), replaces the generated task; ``task``
+    becomes ``"pairs"`` and ``task_options`` may set ``normalize`` (``"none"``/``"minmax"``),
+    ``upsample`` and ``factor`` (checked against the files; set from them when absent).
+    ``patch`` P trains on random ``P × P`` target crops (without it, on whole images of one
+    size), ``val_size`` is the number of validation crops, and ``train_size`` does not apply.
     """
 
     task: str = option(
@@ -57,6 +65,14 @@ class CVDMConfig(RunConfig):
     )
     train_size: int | None = option(
         None, "Training pairs (default: the task's whole split).", panel=DATA, min=1
+    )
+    pairs: list[str] | None = None
+    patch: int | None = option(
+        None,
+        "With --pairs: train on random PATCH x PATCH crops of the targets and the matching "
+        "input crops (default: whole images, all of one size).",
+        panel=DATA,
+        min=2,
     )
     base_channels: int = option(32, "UNet width of the first level.", panel=MODEL, min=1)
     channel_mults: list[int] = channel_mults_option()
@@ -90,6 +106,7 @@ class CVDMConfig(RunConfig):
 
     def __post_init__(self) -> None:
         self.check_run()
+        self._check_pairs()
         task = paired_task(self.task)  # ValueError listing the valid tasks
         unknown = set(self.task_options) - set(task.options)
         if unknown:
@@ -117,6 +134,32 @@ class CVDMConfig(RunConfig):
             raise ValueError(f"val_sample_size must be >= 0, got {self.val_sample_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def _check_pairs(self) -> None:
+        """``pairs`` makes the task ``"pairs"`` (from the default task; another is an error)
+        and its paths absolute; ``patch`` and the ``"pairs"`` task need ``pairs``."""
+        if self.pairs is None:
+            if self.task == PAIRS_TASK:
+                raise ValueError(
+                    f"task {PAIRS_TASK!r} trains on your own files: give pairs=[LOW, HIGH] "
+                    "(--pairs LOW HIGH)"
+                )
+            if self.patch is not None:
+                raise ValueError("patch (--patch) applies to your own pairs (--pairs LOW HIGH)")
+            return
+        if len(self.pairs) != 2:
+            raise ValueError(f"pairs must be [LOW, HIGH] (two paths), got {self.pairs!r}")
+        default = type(self).__dataclass_fields__["task"].default
+        if self.task not in (PAIRS_TASK, default):
+            raise ValueError(
+                f"--pairs trains on your own files instead of a task; drop --task {self.task}"
+            )
+        self.task = PAIRS_TASK
+        self.pairs = [str(Path(p).expanduser().resolve()) for p in self.pairs]
+        if self.train_size is not None:
+            raise ValueError("train_size (--train-size) does not apply to --pairs: all are used")
+        if self.patch is not None and self.patch < 2:
+            raise ValueError(f"patch must be >= 2, got {self.patch}")
 
     def model_spec(self) -> dict[str, Any]:
         """The spec of :func:`build_cvdm_model` (saved as ``export/model.json``)."""

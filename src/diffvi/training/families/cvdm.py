@@ -67,6 +67,20 @@ class CVDMFamily(Family):
 
     @classmethod
     def build_data(cls, config: CVDMConfig) -> L.LightningDataModule:
+        if config.pairs is not None:
+            from diffvi.data.paired_files import PairFilesDataModule
+
+            low, high = config.pairs
+            return PairFilesDataModule(
+                low,
+                high,
+                config.batch_size,
+                config.seed,
+                config.val_size,
+                config.patch,
+                config.data_seed,
+                config.task_options,
+            )
         return PairedDataModule(
             config.task,
             config.batch_size,
@@ -82,6 +96,8 @@ class CVDMFamily(Family):
         config.x_channels = data.train_data.x_channels
         config.y_channels = data.train_data.y_channels
         config.image_size = data.train_data.image_size
+        if config.pairs is not None:  # the scale of your own pairs, found in the files
+            config.task_options = {**config.task_options, "factor": data.factor}
 
     def loss(self, batch: tuple[Tensor, ...]) -> LossOutput:
         x, y0 = batch[0], batch[1]
