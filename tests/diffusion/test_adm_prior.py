@@ -13,6 +13,7 @@ from diffvi.diffusion.adm import (
     is_adm_source,
     load_adm_prior,
     parse_adm_source,
+    read_adm_spec,
 )
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.nn.adm import ADM_CONFIGS, ADMUNet
@@ -86,6 +87,7 @@ def test_named_config_in_the_source_is_used(tmp_path):
         spec = adm_spec(prior, source)
         assert spec["config"] == "ffhq256" and spec["event_shape"] == [3, 256, 256]
         assert spec["variance_type"] == "learned_range" and spec["adm"]["model_channels"] == 128
+        assert read_adm_spec(source) == spec  # without loading the weights
     with pytest.raises(ValueError, match="does not fit ADM config 'imagenet256-uncond'"):
         load_adm_prior(f"adm:imagenet256-uncond:{tmp_path / 'ffhq_10m.pt'}")
     with pytest.raises(ValueError, match="two ADM configs given"):
@@ -105,3 +107,11 @@ def test_sources_are_parsed_and_bad_ones_named(tmp_path):
         parse_adm_source("adm:")
     with pytest.raises(FileNotFoundError, match="nowhere.pt does not exist"):
         load_adm_prior(f"adm:ffhq256:{tmp_path / 'nowhere.pt'}")
+
+
+def test_spec_of_a_file_of_no_published_config_says_how_to_load_it(checkpoint, tmp_path):
+    _, path = checkpoint
+    with pytest.raises(ValueError, match="matches no published ADM config .*load_adm_checkpoint"):
+        read_adm_spec(path)
+    with pytest.raises(FileNotFoundError, match="nowhere.pt does not exist"):
+        read_adm_spec(f"adm:ffhq256:{tmp_path / 'nowhere.pt'}")

@@ -29,7 +29,13 @@ from torch import Tensor
 
 from diffvi.diffusion.discrete import discrete_diffusion_model, named_betas
 from diffvi.diffusion.model import DiffusionModel
-from diffvi.nn.adm import ADM_CONFIGS, guess_adm_config, load_adm_checkpoint
+from diffvi.nn.adm import (
+    ADM_CONFIGS,
+    ADMUNet,
+    guess_adm_config,
+    load_adm_checkpoint,
+    read_adm_state_dict,
+)
 
 ADM_PREFIX = "adm:"
 ADM_SUFFIXES = (".pt", ".pth")
@@ -103,17 +109,45 @@ def adm_spec(model: DiffusionModel, source: str | os.PathLike[str]) -> dict[str,
     """Plain data describing an ADM prior loaded from ``source`` (what ``diffvi.load`` reports
     as ``family.spec``)."""
     network = model.denoiser.network
-    size = network.image_size
+    return _spec(network.config, guess_adm_config(network.state_dict()), source)
+
+
+def read_adm_spec(source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The spec of :func:`adm_spec` without loading the weights: from the ``adm:CONFIG:`` part,
+    else from the keys and shapes of the file (memory-mapped, not read).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a state dict, or (without a config) one of no published config.
+    """
+    named, path = parse_adm_source(source)
+    if named is None:
+        named = guess_adm_config(read_adm_state_dict(path, mmap=True))
+        if named is None:
+            raise ValueError(
+                f"{path} matches no published ADM config ({', '.join(sorted(ADM_CONFIGS))}): "
+                "load it with diffvi.nn.load_adm_checkpoint(path, config) and "
+                "diffvi.diffusion.discrete_diffusion_model"
+            )
+    elif not path.is_file():
+        read_adm_state_dict(path)  # the FileNotFoundError of a missing checkpoint
+    with torch.device("meta"):
+        config = ADMUNet(**ADM_CONFIGS[named]).config
+    return _spec(config, named, source)
+
+
+def _spec(config: dict[str, Any], name: str | None, source: str | os.PathLike[str]) -> dict:
+    size = config["image_size"]
     return {
         "kind": "diffusion",
         "format": "adm",
         "source": str(source),
-        "config": guess_adm_config(network.state_dict()),
-        "adm": {k: list(v) if isinstance(v, tuple) else v for k, v in network.config.items()},
-        "event_shape": [network.in_channels, size, size],
+        "config": name,
+        "adm": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
+        "event_shape": [config["in_channels"], size, size],
         "image": True,
         "prediction": "epsilon",
-        "variance_type": "learned_range" if network.learn_sigma else "fixed_small",
+        "variance_type": "learned_range" if config["learn_sigma"] else "fixed_small",
         "num_train_steps": NUM_TRAIN_STEPS,
         "beta_schedule": "linear",
         "metadata": {"source": str(source), "format": "adm"},

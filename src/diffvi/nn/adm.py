@@ -541,6 +541,54 @@ def guess_adm_config(state: Mapping[str, Tensor]) -> str | None:
     return None
 
 
+def _load_error_detail(error: BaseException) -> str:
+    """The informative part of a torch.load error (its unpickler's reason, not its advice)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    detail = lines[0].split(". Please")[0].rstrip(".") if lines else ""
+    return detail or type(error).__name__
+
+
+def read_adm_state_dict(path: str | Path, mmap: bool = False) -> dict[str, Tensor]:
+    """The state dict in a guided-diffusion ``.pt`` file, read with
+    ``torch.load(weights_only=True)`` onto the CPU; ``mmap`` maps the file instead of reading
+    it (for its keys and shapes: nothing is read until a tensor is used; a file in the legacy
+    non-zip format is read whole).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a state dict (a pickle that needs code, or another object).
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"ADM checkpoint {path} {what}: expected a .pt state dict")
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as error:  # mmap needs the zip format
+            if not mmap or "zipfile" not in str(error):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{path} is not a state dict torch.load(weights_only=True) can read "
+            f"({_load_error_detail(error)}): expected a .pt file of tensors"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise ValueError(
+            f"{path} must hold a state dict (a dict of str to tensors), got "
+            f"{type(state).__name__}"
+            + (f" with keys {sorted(map(str, state))[:5]}" if isinstance(state, Mapping) else "")
+        )
+    return dict(state)
+
+
 def load_adm_checkpoint(
     path: str | Path,
     config: str | Mapping[str, Any] | None = None,
@@ -561,27 +609,8 @@ def load_adm_checkpoint(
             and shapes that differ from the config's (the first few listed, with the
             published config they match, if any).
     """
-    path = Path(path)
-    if not path.is_file():
-        what = "is not a file" if path.exists() else "does not exist"
-        raise FileNotFoundError(f"ADM checkpoint {path} {what}: expected a .pt state dict")
     kwargs = None if config is None else adm_config(config)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"{path} is not a state dict torch.load(weights_only=True) can read "
-            f"(expected a .pt file of tensors): {first}"
-        ) from None
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
-    ):
-        raise ValueError(
-            f"{path} must hold a state dict (a dict of str to tensors), got "
-            f"{type(state).__name__}"
-            + (f" with keys {sorted(map(str, state))[:5]}" if isinstance(state, Mapping) else "")
-        )
+    state = read_adm_state_dict(path)
     guess = guess_adm_config(state)
     if kwargs is None:
         if guess is None:
