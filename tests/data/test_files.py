@@ -18,6 +18,7 @@ from diffvi.data.files import (
     find_file,
     read_image_files,
     read_measurement_files,
+    resize_cover,
     search_dirs,
 )
 from diffvi.utils.io import write_float_tiff
@@ -391,3 +392,25 @@ def test_colour_or_transparent_measurement_files_are_refused(tmp_path):
             read_measurement_files(tmp_path / "all" / name, 1, 6, 5)
     got, _ = read_measurement_files(tmp_path / "all" / "grey_rgba.png", 1, 6, 5)
     assert torch.equal(got, read_measurement_files(tmp_path / "all" / "grey.png", 1, 6, 5)[0])
+
+
+def test_resize_brings_colour_files_of_any_size_to_the_prior_size_aspect_kept(tmp_path):
+    yy, xx = np.mgrid[:40, :80]
+    stripes = np.stack([(xx % 8 < 4) * 255, yy * 6, np.full_like(xx, 90)], -1).astype(np.uint8)
+    Image.fromarray(stripes, "RGB").save(tmp_path / "wide.png")
+    with pytest.raises(ValueError, match=r"let restore do it \(--resize 16,16\)"):
+        read_image_files(tmp_path / "wide.png", (3, 16, 16))
+    images, names = read_image_files(tmp_path / "wide.png", (3, 16, 16), resize=True)
+    assert images.shape == (1, 3, 16, 16) and names == ["wide"]
+    # Scaled by 16/40 to cover 16×32 (aspect kept), then the centre 16×16 window: the blue
+    # channel stays flat, colour is kept.
+    expected = resize_cover(torch.from_numpy(stripes).permute(2, 0, 1) / 255.0, (16, 16))
+    torch.testing.assert_close(images[0], expected.float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(images[0, 2], torch.full((16, 16), 90 / 255), atol=1e-3, rtol=0)
+    cover = torch.nn.functional.interpolate(
+        torch.from_numpy(stripes).permute(2, 0, 1)[None].double() / 255, size=(16, 32),
+        mode="bicubic", antialias=True,
+    )[0].clamp(0, 1)  # fmt: skip
+    torch.testing.assert_close(expected.double(), cover[:, :, 8:24], atol=1e-6, rtol=0)
+    same = torch.rand(3, 16, 16)
+    assert resize_cover(same, (16, 16)) is same

@@ -4,10 +4,11 @@ originals. The work is :func:`diffvi.inverse.restore`'s; the files are
 :func:`diffvi.inverse.report.write_restoration`'s."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from diffvi.cli.operator_options import operator_options, parse_size
 from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
@@ -19,6 +20,7 @@ from diffvi.cli.options import (
     setup_numerics,
 )
 from diffvi.inverse.registry import OPERATORS
+from diffvi.inverse.restore import NOISE_UNITS
 from diffvi.inverse.solvers import SOLVERS as SOLVER_REGISTRY
 
 # The registries' names; "cvdm" restores with a trained conditional model (`train cvdm`)
@@ -31,6 +33,7 @@ KNOBS = {"--lr": "lr", "--reg-weight": "reg_weight", "--scale": "scale", "--eta"
 
 
 @report_errors
+@operator_options
 def restore_command(
     task: Annotated[
         choice(TASKS), typer.Option(help="Forward operator A of the measurement y = A(x) + noise.")
@@ -53,7 +56,8 @@ def restore_command(
         Path | None,
         typer.Option(
             "--input",
-            help="Clean reference image (PNG/JPEG) or a folder of them, of the prior's size; "
+            help="Clean reference image (PNG/JPEG) or a folder of them, of the prior's size "
+            "(or see --resize), grey or colour as the prior is; "
             "cvdm: the measurements (low-resolution PNG/TIFF, or a 2-frame TIFF of defocused "
             "intensities for phase).",
             show_default=False,
@@ -71,8 +75,26 @@ def restore_command(
     start: Annotated[int, typer.Option(min=0, help="With --dataset: index of the first.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("restored"),
     noise_std: Annotated[
-        float, typer.Option(min=0.0, help="σ_y of the Gaussian measurement noise ([0, 1] units).")
+        float,
+        typer.Option(min=0.0, help="σ_y of the Gaussian measurement noise, in --noise-units."),
     ] = 0.0,
+    noise_units: Annotated[
+        choice(NOISE_UNITS),
+        typer.Option(
+            help="Units of --noise-std: unit = of images in [0, 1] (as here, and as the DDRM and "
+            "RED-diff code state σ_y: they double it for their [-1, 1] images); symmetric = of "
+            "images in [-1, 1] (as DPS states σ_y: its 0.05 is 0.025 in unit)."
+        ),
+    ] = "unit",
+    resize: Annotated[
+        str | None,
+        typer.Option(
+            metavar="H[,W]",
+            help="Bring every --input image to H x W pixels first (scaled, aspect ratio kept, "
+            "to cover H x W, then the centre window); it must be the prior's size.",
+            show_default=False,
+        ),
+    ] = None,
     steps: Annotated[
         int | None,
         typer.Option(min=1, help="Solver steps (NFE per image).", show_default="the solver's"),
@@ -103,6 +125,7 @@ def restore_command(
     threads: ThreadsOpt = None,
     flush_denormal: FlushDenormalOpt = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    operator_params: dict[str, Any] | None = None,
 ) -> None:
     """Restore images with a diffusion prior: simulate y = A(x) + σ_y·n from clean images
     (--input files or a --dataset split), restore x with --solver, and score it (PSNR, SSIM).
@@ -117,9 +140,17 @@ def restore_command(
     diffvi restore --task inpaint-box --solver red-diff --prior mnist --input digits/ -o r
     diffvi restore --task sr4 --solver dps --prior fashion-mnist --dataset fashion-mnist -o r
     diffvi restore --task deblur-gaussian --solver ddrm --noise-std 0.05 --dataset mnist -o r
+    diffvi restore --task sr4-bicubic --solver ddrm --prior RGB_PRIOR --input photos/ --resize 64
+    diffvi restore --task inpaint-random --missing 0.5 --noise-std 0.05 --noise-units symmetric ...
+    diffvi restore --task deblur-gaussian --blur-size 9 --blur-sigma 2 --boundary reflect ...
     diffvi restore --solver cvdm --model runs/cvdm --input widefield/ -o r
     diffvi restore --solver cvdm --model runs/cvdm --dataset microscopy-sr --count 8 -o r
     ```
+
+    Every task's parameters are options (panel "Operator (--task) parameters"), its preset's
+    values the defaults; the papers' operators at 256 px are sr4-bicubic, inpaint-box (a
+    128x128 hole), inpaint-random (70 % missing) and deblur-gaussian-dps (61x61, σ 3 px).
+    Colour is kept: a colour prior restores colour images.
 
     With `--solver cvdm` the measurement and its task are the model's own (no --task, --prior
     or --noise-std): --out gets `restored/NAME.{png,tif}` (mean of --samples samples),
@@ -142,6 +173,8 @@ def restore_command(
         options={KNOBS[flag]: v for flag, v in knobs.items() if v is not None},
         input_path=input_path, dataset=dataset, split=split, start=start, count=count,
         samples=samples, steps=steps, noise_std=noise_std, seed=seed, device=device,
+        noise_units=noise_units, operator_options=operator_params,
+        resize=parse_size(resize, "--resize"),
         batch_size=batch_size, perceptual=perceptual, progress=progress,
     )  # fmt: skip
     metrics = write_restoration(out, job.names, job.run(), job.settings)

@@ -64,6 +64,7 @@ __all__ = [
     "image_channels",
     "is_offline",
     "read_image_files",
+    "resize_cover",
     "search_dirs",
     "sha256_file",
     "verify_file",
@@ -413,7 +414,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def read_image_files(
-    path: str | os.PathLike[str], image_shape: Sequence[int]
+    path: str | os.PathLike[str], image_shape: Sequence[int], resize: bool = False
 ) -> tuple[Tensor, list[str]]:
     """Read a PNG/JPEG file, or every such file of a folder (sorted by name, not recursive),
     as float32 images ``[N, C, H, W]`` in [0, 1].
@@ -421,11 +422,13 @@ def read_image_files(
     Args:
         path: an image file or a folder of them.
         image_shape: ``(C, H, W)`` wanted: C = 1 grey levels, C = 3 RGB (a grey file is
-            repeated over the three channels). The files must already be ``H × W`` pixels:
-            nothing is resized. Nothing is lost silently either: a colour file for C = 1 is
-            refused (unless its three channels are equal, a grey image stored as RGB), and so
-            is a file with transparent pixels (an alpha channel that is fully opaque is
-            dropped).
+            repeated over the three channels). Nothing is lost silently: a colour file for
+            C = 1 is refused (unless its three channels are equal, a grey image stored as
+            RGB), and so is a file with transparent pixels (an alpha channel that is fully
+            opaque is dropped).
+        resize: bring every file to ``H × W`` with :func:`resize_cover` (scaled, aspect kept,
+            to cover ``H × W``; the centre window kept). Without it the files must already be
+            ``H × W`` pixels.
 
     Returns:
         ``(images, names)``: the images and each file's name without its suffix (the full
@@ -447,14 +450,35 @@ def read_image_files(
     arrays = []
     for file in files:
         array = decode_image(file, channels)
+        if resize and array.shape[1:] != (height, width):
+            array = resize_cover(torch.from_numpy(array), (height, width)).numpy()
         if array.shape[1:] != (height, width):
             raise ValueError(
                 f"{file} is {array.shape[1]}x{array.shape[2]} pixels (HxW), but the prior "
-                f"expects {height}x{width} images; resize or crop it first (nothing is resized "
-                "here)"
+                f"expects {height}x{width} images; resize or crop it first, or let restore do "
+                f"it (--resize {height},{width})"
             )
         arrays.append(array)
     return torch.from_numpy(np.stack(arrays)), _file_names(files)
+
+
+def resize_cover(image: Tensor, size: Sequence[int]) -> Tensor:
+    """``image [C, h, w]`` in [0, 1] as ``[C, H, W]`` for ``size = (H, W)``: scaled (bicubic,
+    antialiased, aspect ratio kept) to the smallest size that covers ``H × W``, then the
+    centre ``H × W`` window (the rule of :mod:`diffvi.data.image_folders`' centre crops)."""
+    import torch.nn.functional as F
+
+    (h, w), (th, tw) = image.shape[-2:], (int(size[0]), int(size[1]))
+    if (h, w) == (th, tw):
+        return image
+    scale = max(th / h, tw / w)
+    cover = (max(th, round(h * scale)), max(tw, round(w * scale)))
+    if cover != (h, w):
+        image = F.interpolate(
+            image[None], size=cover, mode="bicubic", antialias=True, align_corners=False
+        )[0].clamp_(0, 1)
+    top, left = (cover[0] - th) // 2, (cover[1] - tw) // 2
+    return image[:, top : top + th, left : left + tw].contiguous()
 
 
 def image_channels(mode: str) -> int:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from diffvi.evaluation.sample_quality import FeatureClassifier
 from diffvi.inverse.operators import Operator
-from diffvi.inverse.restore import RestoreResult, restore
+from diffvi.inverse.restore import RestoreResult, noise_std_in_unit_range, restore
 from diffvi.inverse.solvers.base import Reconstructor
 
 __all__ = ["CVDM", "RestoreJob", "prepare_restoration"]
@@ -96,12 +96,16 @@ def prepare_restoration(
     batch_size: int = 64,
     perceptual: bool = False,
     progress: bool = False,
+    operator_options: dict[str, Any] | None = None,
+    resize: tuple[int, int] | None = None,
+    noise_units: str = "unit",
 ) -> RestoreJob:
     """Load a method and the items it restores.
 
     Args:
         method: a solver name (``red-diff``, ``dps``, ``pigdm``, ``ddrm``) or ``"cvdm"``.
-        task: the forward operator of a solver (a name of ``OPERATORS``).
+        task: the forward operator of a solver (a name of ``OPERATORS``), built for the
+            prior's image shape (colour for a colour prior) with ``operator_options``.
         prior: a solver's diffusion prior: a name (``mnist``) or a model folder.
         model: CVDM's trained model (a ``train cvdm`` run folder or its export).
         options: a solver's constructor keywords besides ``steps``.
@@ -112,12 +116,19 @@ def prepare_restoration(
             task (``dataset`` is then that task's name; scored against the truth).
         samples: CVDM's draws per item.
         steps: solver or sampler steps (default: the method's own).
-        noise_std: σ_y of a solver's simulated measurement noise.
+        noise_std: σ_y of a solver's simulated measurement noise, in ``noise_units``.
         seed: of the mask, the noise and the method's random numbers.
         device: where to restore (``"auto"``: CUDA when available).
         batch_size: items restored at once (CVDM: chains sampled at once).
         perceptual: also score a perceptual distance and classifier-FID (solvers).
         progress: show progress bars.
+        operator_options: the task's parameters (a subset of
+            :func:`~diffvi.inverse.registry.operator_parameters`) in place of its preset's.
+        resize: ``(H, W)``: bring every ``input_path`` image to this size first
+            (:func:`~diffvi.data.files.resize_cover`); it must be the prior's.
+        noise_units: the units of ``noise_std``, a key of
+            :data:`~diffvi.inverse.restore.NOISE_UNITS` (``"symmetric"``: [−1, 1] images, as
+            DPS states σ_y); the job and its settings hold σ_y in [0, 1] units.
 
     Raises:
         ValueError: not exactly one of ``input_path`` and ``dataset``, or a method, task,
@@ -131,6 +142,11 @@ def prepare_restoration(
             "with --solver cvdm, measurements or the model's own task, scored against the truth)"
         )
     where = resolve_device(device)
+    noise_std = noise_std_in_unit_range(noise_std, noise_units)
+    if method == CVDM and (operator_options or resize is not None):
+        raise ValueError("operator options and --resize do not apply to --solver cvdm")
+    if resize is not None and input_path is None:
+        raise ValueError("--resize applies to --input images, not to --dataset")
     if method == CVDM:
         if model is None:
             raise ValueError("--solver cvdm needs --model (a `diffvi train cvdm` run folder)")
@@ -139,7 +155,8 @@ def prepare_restoration(
     else:
         options = {**({} if steps is None else {"steps": steps}), **(options or {})}
         job = _solver_job(method, task, prior, options, input_path, dataset, split, start, count,
-                          noise_std, seed, where, perceptual, progress)  # fmt: skip
+                          noise_std, seed, where, perceptual, progress,
+                          dict(operator_options or {}), resize)  # fmt: skip
     job.settings.update({"seed": seed, "device": str(where)})
     if method != CVDM:
         job.settings["source"] = (
@@ -168,10 +185,12 @@ def _solver_job(
     device: torch.device,
     perceptual: bool,
     progress: bool,
+    operator_options: dict[str, Any] | None = None,
+    resize: tuple[int, int] | None = None,
 ) -> RestoreJob:
     from diffvi.data.files import read_image_files
     from diffvi.data.image_files import load_images
-    from diffvi.inverse.registry import build_operator
+    from diffvi.inverse.registry import build_operator, operator_parameters
     from diffvi.inverse.solvers import build_solver, solver_defaults
     from diffvi.training import load, read_spec
     from diffvi.utils.paths import find_model
@@ -183,12 +202,19 @@ def _solver_job(
     shape = tuple(int(s) for s in spec.get("event_shape", ()))
     if len(shape) != 3 or not spec.get("image", True):
         raise ValueError(f"prior {prior!r} is not a model of images (event shape {list(shape)})")
+    operator_options = operator_options or {}
+    if resize is not None and tuple(resize) != shape[1:]:
+        raise ValueError(
+            f"prior {prior!r} takes {shape[1]}x{shape[2]} images (HxW), not {resize[0]}x"
+            f"{resize[1]}: pass --resize {shape[1]},{shape[2]}"
+        )
     if input_path is not None:
-        reference, names = read_image_files(input_path, shape)
+        reference, names = read_image_files(input_path, shape, resize=resize is not None)
     else:
         reference, _ = load_images(dataset, split, shape, start + count, seed, start)
         names = [f"{start + i:04d}" for i in range(len(reference))]
-    operator = build_operator(task, shape, torch.Generator().manual_seed(seed)).to(device)
+    masks = torch.Generator().manual_seed(seed)
+    operator = build_operator(task, shape, masks, **operator_options).to(device)
     solver = build_solver(name, **options)
     if not isinstance(operator, solver.requires):
         raise ValueError(
@@ -211,6 +237,9 @@ def _solver_job(
         "prior": prior,
         "prior_folder": str(find_model(prior)),
         "noise_std": noise_std,
+        "noise_std_symmetric": 2 * noise_std,
+        "operator": {**operator_parameters(task), **operator_options},
+        "image_shape": list(shape),
     }
     reconstructor = solver.bind(model, noise_std, generator, progress)
     return RestoreJob(
