@@ -379,8 +379,9 @@ class FeatureDataModule(L.LightningDataModule):
     """Train and validation loaders over an in-memory feature matrix ``features [N, D]``.
 
     Every row trains (an embedding is fitted to the whole data set, as DDVI does for genotypes);
-    validation uses ``val_size`` rows chosen by ``seed``. ``labels [N]`` (int64, ``-1`` for
-    unknown) only travel with the batches. ``event_shape`` is ``(D,)``.
+    validation uses ``val_size`` rows chosen by ``seed``, or the held-out rows
+    ``val_features [M, D]`` (with ``val_labels [M]``) when given. ``labels [N]`` (int64, ``-1``
+    for unknown) only travel with the batches. ``event_shape`` is ``(D,)``.
     """
 
     def __init__(
@@ -390,6 +391,8 @@ class FeatureDataModule(L.LightningDataModule):
         seed: int = 0,
         val_size: int = 500,
         labels: torch.Tensor | None = None,
+        val_features: torch.Tensor | None = None,
+        val_labels: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if features.ndim != 2 or not features.is_floating_point() or len(features) < 2:
@@ -405,6 +408,16 @@ class FeatureDataModule(L.LightningDataModule):
             raise ValueError(f"labels must have shape [{len(features)}], got {tuple(labels.shape)}")
         self.batch_size, self.seed = min(batch_size, len(features)), seed
         self.train_set = TensorDataset(features.float(), labels.long())
+        if val_features is not None:
+            if val_features.ndim != 2 or val_features.shape[1:] != features.shape[1:]:
+                raise ValueError(
+                    f"val_features must be [M, {features.shape[1]}], got "
+                    f"{tuple(val_features.shape)}"
+                )
+            if val_labels is None:
+                val_labels = torch.full((len(val_features),), -1, dtype=torch.long)
+            self.val_set = TensorDataset(val_features.float(), val_labels.long())
+            return
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(features), generator=generator)[: max(1, val_size)]
         self.val_set = TensorDataset(features[keep].float(), labels[keep].long())

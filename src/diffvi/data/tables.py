@@ -42,6 +42,7 @@ import numpy as np
 __all__ = [
     "TABLE_FORMATS",
     "Table",
+    "is_table",
     "load_table",
     "principal_components",
     "standardise",
@@ -115,6 +116,23 @@ def table_format(path: str | os.PathLike[str]) -> str:
             f"{', '.join(TABLE_FORMATS)} (CSV/TSV optionally .gz)"
         )
     return TABLE_FORMATS[suffix]
+
+
+def is_table(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a table :func:`load_table` reads rather than images: a table
+    suffix (:data:`TABLE_FORMATS`), or a ``.npy`` holding a 2-D array ``[N, D]`` (an image
+    array has 3 or 4 dimensions; only the file's header is read)."""
+    path = Path(path)
+    try:
+        fmt = table_format(path)
+    except ValueError:
+        return False
+    if fmt != "npy":
+        return True
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 2
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 def load_table(

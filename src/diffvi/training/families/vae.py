@@ -140,19 +140,31 @@ class VAEFamily(Family):
     @classmethod
     def build_data(cls, config: TrainConfig) -> L.LightningDataModule:
         from diffvi.training.families.images import build_image_data
+        from diffvi.training.families.tables import build_table_data, uses_table
 
+        if uses_table(config):  # a CSV/TSV, Parquet, 2-D .npy or .h5ad table
+            return build_table_data(config)
         return build_image_data(
             config, num_labelled=config.num_labelled, labelled_batch=config.labelled_batch
         )
 
     @classmethod
     def fit_config_to_data(cls, config: TrainConfig, data: L.LightningDataModule) -> None:
-        from diffvi.data.modules import ImageDataModule
+        from diffvi.data.modules import FeatureDataModule, ImageDataModule
 
         if config.num_labelled and not isinstance(data, ImageDataModule):
             raise ValueError(
                 "semi-supervised training (num_labelled > 0) needs a registered data set"
             )
+        if isinstance(data, FeatureDataModule) and config.likelihood != "real-gaussian":
+            # standardised features are real-valued: the Bernoulli default becomes a Gaussian
+            # of unbounded mean; a Gaussian of mean in (0, 1) cannot fit them
+            if config.likelihood != "bernoulli":
+                raise ValueError(
+                    f"likelihood {config.likelihood!r} cannot fit standardised table features "
+                    "(real-valued): use likelihood 'real-gaussian' (--likelihood real-gaussian)"
+                )
+            config.likelihood = "real-gaussian"
         config.event_shape = list(data.event_shape)
 
     def attach_data(self, data: L.LightningDataModule, resumed: bool) -> None:
