@@ -235,7 +235,7 @@ def _solver_job(
         "solver": name,
         "solver_options": {**solver_defaults(name), **options},
         "prior": prior,
-        "prior_folder": str(find_model(prior)),
+        "prior_folder": spec.get("folder") or str(find_model(prior)),  # diffusers: its folder
         "noise_std": noise_std,
         "noise_std_symmetric": 2 * noise_std,
         "operator": {**operator_parameters(task), **operator_options},

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
+from diffvi.diffusion.hub import is_diffusers_source, open_diffusers_folder
 from diffvi.training.family import Family, family_class
 from diffvi.training.module import TrainingModule, legacy_kind, upgrade_legacy_checkpoint
 from diffvi.utils.io import atomic_write, write_json
@@ -127,7 +128,10 @@ def export_model(family: Family, folder: str | Path, metadata: dict[str, Any]) -
 
 
 def read_spec(name_or_path: str | Path) -> dict[str, Any]:
-    """The ``model.json`` of an export, a run's export or a named model."""
+    """The ``model.json`` of an export, a run's export or a named model; for a diffusers
+    folder or ``hf:`` id, the spec that describes it (:mod:`diffvi.diffusion.hub`)."""
+    if is_diffusers_source(name_or_path):
+        return open_diffusers_folder(name_or_path).spec()
     return json.loads((find_model(name_or_path) / SPEC).read_text())
 
 
@@ -140,8 +144,12 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
     (its ``export/``, else its last checkpoint), a ``.ckpt`` file (the weights that are
     validated: the EMA where kept), or a bare model name (``"mnist"``), looked up on the search
     path of :func:`~diffvi.utils.paths.find_model` only, never in the current directory.
-    Exports and checkpoints written before the one training contract load too.
+    Exports and checkpoints written before the one training contract load too, and so do
+    pretrained diffusers models (a pipeline or ``UNet2DModel`` folder, or ``hf:ORG/NAME``; see
+    :mod:`diffvi.diffusion.hub`): a ``"diffusion"`` family without a config.
     """
+    if is_diffusers_source(name_or_path):
+        return _from_diffusers(name_or_path).to(device).eval()
     if is_model_name(name_or_path):
         return _from_export(find_model(name_or_path)).to(device).eval()
     path = Path(name_or_path)
@@ -184,6 +192,14 @@ def _from_export(folder: Path) -> Family:
         ) from None
     family.load_export_state(load_file(folder / WEIGHTS))
     return family
+
+
+def _from_diffusers(source: str | Path) -> Family:
+    """A diffusers model as a ``"diffusion"`` family (no config: it samples and scores)."""
+    from diffvi.training.families.diffusion import DiffusionFamily
+
+    folder = open_diffusers_folder(source)
+    return DiffusionFamily(None, folder.spec(), folder.build())
 
 
 def _has_export(path: Path) -> bool:

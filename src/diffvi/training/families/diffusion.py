@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.pretrained import build_diffusion_model
 from diffvi.training.config import DiffusionConfig
 from diffvi.training.family import Family, LossOutput, Metric, adam_with_warmup
@@ -21,17 +22,24 @@ class DiffusionFamily(Family):
     """Trains ``model`` (a :class:`~diffvi.diffusion.model.DiffusionModel`) on its loss.
 
     A family loaded from an export that was not trained here (a shipped or converted prior)
-    has ``config`` ``None``: it samples and scores, but does not train."""
+    has ``config`` ``None``: it samples and scores, but does not train. ``model`` is a model
+    built elsewhere (a diffusers prior, :mod:`diffvi.diffusion.hub`), which ``spec`` only
+    describes."""
 
     kind = "diffusion"
     exported_module = "model"
     config_class = DiffusionConfig
     progress_metrics = ("loss", "bpd")
 
-    def __init__(self, config: DiffusionConfig | None, spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: DiffusionConfig | None,
+        spec: dict[str, Any] | None = None,
+        model: DiffusionModel | None = None,
+    ) -> None:
         super().__init__(config)  # type: ignore[arg-type]
         self.spec = spec if spec is not None else config.model_spec()  # type: ignore[union-attr]
-        self.model = build_diffusion_model(self.spec)
+        self.model = build_diffusion_model(self.spec) if model is None else model
 
     @classmethod
     def build_data(cls, config: DiffusionConfig) -> L.LightningDataModule:
