@@ -100,6 +100,7 @@ def test_npy_columns_are_numbers(tmp_path):
     table = load_table(tmp_path / "t.npy", labels="-1")
     np.testing.assert_array_equal(table.features, FEATURES)
     assert table.feature_names == ["0", "1", "2"] and table.label_names == ["0", "1", "2"]
+    assert table.label_column == "3"
     np.testing.assert_array_equal(table.labels, [2, 0, 2, 1, 0])
     assert load_table(tmp_path / "t.npy", columns=["1", "0"]).feature_names == ["1", "0"]
     with pytest.raises(ValueError, match="column numbers"):

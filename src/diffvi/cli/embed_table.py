@@ -164,9 +164,10 @@ def embed_table(
         features, explained = principal_components(features, pca, seed=seed)
     typer.echo(_describe(table, standardise, explained))
     labellings = []
-    if labels is not None:
-        column = labels if labels not in _CSV_COLUMNS else f"label_{labels}"
-        labellings.append(Labelling(column, table.label_strings(""), key=labels))
+    if table.label_column is not None:  # a .npy's column number made non-negative
+        name = table.label_column
+        column = name if name not in _CSV_COLUMNS else f"label_{name}"
+        labellings.append(Labelling(column, table.label_strings(""), key=name))
     if clusters is None:
         clusters = len(table.label_names) if labels is not None and table.label_names else 10
     options = embedding_options(
@@ -186,7 +187,7 @@ def embed_table(
         "pca": None if explained is None else len(explained),
         "explained_variance": None if explained is None else float(explained.sum()),
         "explained_variance_top10": None if explained is None else explained[:10].tolist(),
-        "label_column": labels,
+        "label_column": table.label_column,
         "label_names": table.label_names,
         "unlabelled": int((table.labels < 0).sum()),
         "seed": seed,
@@ -206,7 +207,7 @@ def _describe(table, standardised: bool, explained) -> str:
     if table.label_column is not None:
         unlabelled = int((table.labels < 0).sum())
         parts.append(
-            f"{table.label_column}: {plural(len(table.label_names), 'class', 'classes')}"
+            f"labels {table.label_column!r}: {plural(len(table.label_names), 'class', 'classes')}"
             + (f", {unlabelled} rows without a label" if unlabelled else "")
         )
     if table.dropped_columns:

@@ -182,8 +182,8 @@ def load_table(
     else:
         reader = {"csv": _read_text, "tsv": _read_text, "parquet": _read_parquet, "npy": _read_npy}
         frame = reader[fmt](path, fmt)
-        features, feature_names, samples, label_values, label_names, dropped = _from_columns(
-            path, frame, labels, columns, drop_non_numeric
+        features, feature_names, samples, label_values, label_names, dropped, labels = (
+            _from_columns(path, frame, labels, columns, drop_non_numeric)
         )
     features, imputed = _check_values(path, features, feature_names, impute)
     if features.shape[0] < 1:
@@ -382,7 +382,9 @@ def _from_columns(
     labels: str | None,
     columns: list[str] | None,
     drop_non_numeric: bool,
-) -> tuple[np.ndarray, list[str], list[str], np.ndarray, list[str], list[str]]:
+) -> tuple[np.ndarray, list[str], list[str], np.ndarray, list[str], list[str], str | None]:
+    """Features, their names, row names, label codes and names, the text columns dropped and
+    the label column (a ``.npy``'s column number made non-negative)."""
     names, data, samples = frame
     if Path(path).suffix.lower() == ".npy":
         width = len(names)
@@ -438,7 +440,7 @@ def _from_columns(
         codes, label_names = _encode_labels(data[labels])
     if samples is None:
         samples = [str(i) for i in range(num_rows)]
-    return features, chosen, samples, codes, label_names, dropped
+    return features, chosen, samples, codes, label_names, dropped, labels
 
 
 def _read_h5ad(
