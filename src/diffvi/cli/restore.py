@@ -40,7 +40,11 @@ def restore_command(
     ] = "inpaint-box",
     solver: Annotated[choice(SOLVERS), typer.Option(help="Restoration algorithm.")] = "red-diff",
     prior: Annotated[
-        str, typer.Option(help="Diffusion prior: a name (mnist, fashion-mnist) or a model folder.")
+        str,
+        typer.Option(
+            help="Diffusion prior: a name (mnist, fashion-mnist), a model folder, or a diffusers "
+            "UNet2DModel folder or hf:ORG/NAME (pip install 'diffvi[hub]')."
+        ),
     ] = "mnist",
     model: Annotated[
         Path | None,

@@ -74,7 +74,8 @@ def sample_command(
 ) -> None:
     """Draw samples from a trained model and save them as an image grid (or one PNG each in a
     folder): z ~ p(z), x ~ p(x|z) from a VAE; the reverse chain of a diffusion model (a run
-    folder, an export/ folder, or a named model such as `mnist`, see docs) with
+    folder, an export/ folder, a named model such as `mnist`, or a pretrained diffusers
+    UNet2DModel: its folder or hf:ORG/NAME, with pip install 'diffvi[hub]'; see docs) with
     --steps/--sampler/--eta.
 
     **Examples**
@@ -85,6 +86,8 @@ def sample_command(
     diffvi sample mnist --steps 50 --sampler ddim -o digits.png
     diffvi sample mnist --steps 50 --sampler ddim --num 8 -o digits/
     diffvi sample runs/mnist-diffusion-cosine --steps 1000 --num 16
+    diffvi sample hf:google/ddpm-cifar10-32 --steps 50 --sampler ddim -o cifar.png
+    diffvi sample path/to/ddpm-cifar10-32 --steps 1000 --num 4 -o cifar/
     ```
     """
     setup_numerics(flush_denormal)
