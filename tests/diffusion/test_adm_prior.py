@@ -115,3 +115,37 @@ def test_spec_of_a_file_of_no_published_config_says_how_to_load_it(checkpoint, t
         read_adm_spec(path)
     with pytest.raises(FileNotFoundError, match="nowhere.pt does not exist"):
         read_adm_spec(f"adm:ffhq256:{tmp_path / 'nowhere.pt'}")
+
+
+@pytest.fixture
+def tiny_config(monkeypatch):
+    """TINY registered as a published config named "tiny" (for the adm: sources)."""
+    from diffvi.nn import adm
+
+    monkeypatch.setitem(adm.ADM_CONFIGS, "tiny", TINY)
+    adm._published_shapes.cache_clear()
+    yield "tiny"
+    adm._published_shapes.cache_clear()
+
+
+def test_diffvi_load_and_the_cli_take_adm_sources(checkpoint, tiny_config, tmp_path):
+    from typer.testing import CliRunner
+
+    from diffvi.cli.main import app
+    from diffvi.training import load, read_spec
+
+    network, path = checkpoint
+    for source in (f"adm:tiny:{path}", str(path)):
+        family = load(source)
+        assert family.kind == "diffusion" and family.config is None
+        assert read_spec(source)["event_shape"] == [3, 32, 32]
+        z, steps = torch.randn(1, 3, 32, 32), torch.tensor([123])
+        torch.testing.assert_close(
+            family.model.predict_noise(z, steps / 999), network(z, steps)[:, :3]
+        )
+    out = tmp_path / "samples.png"
+    result = CliRunner().invoke(
+        app, ["sample", f"adm:tiny:{path}", "--num", "1", "--steps", "2", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.is_file()

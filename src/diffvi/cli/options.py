@@ -85,8 +85,9 @@ RunOrCheckpoint = Annotated[
     str,
     typer.Argument(
         metavar="RUN_OR_CKPT",
-        help="A run folder, its export/, a .ckpt file, or a model name (mnist; a folder of the "
-        "current directory is ./NAME).",
+        help="A run folder, its export/, a .ckpt file, a model name (mnist; a folder of the "
+        "current directory is ./NAME), or a guided-diffusion checkpoint (adm:CONFIG:FILE.pt, "
+        "FILE.pt).",
         show_default=False,
     ),
 ]

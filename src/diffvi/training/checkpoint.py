@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
+from diffvi.diffusion.adm import is_adm_source, read_adm_spec
 from diffvi.diffusion.hub import is_diffusers_source, open_diffusers_folder
 from diffvi.training.family import Family, family_class
 from diffvi.training.module import TrainingModule, legacy_kind, upgrade_legacy_checkpoint
@@ -129,9 +130,12 @@ def export_model(family: Family, folder: str | Path, metadata: dict[str, Any]) -
 
 def read_spec(name_or_path: str | Path) -> dict[str, Any]:
     """The ``model.json`` of an export, a run's export or a named model; for a diffusers
-    folder or ``hf:`` id, the spec that describes it (:mod:`diffvi.diffusion.hub`)."""
+    folder or ``hf:`` id, or a guided-diffusion checkpoint (``adm:…``, ``.pt``), the spec that
+    describes it (:mod:`diffvi.diffusion.hub`, :mod:`diffvi.diffusion.adm`)."""
     if is_diffusers_source(name_or_path):
         return open_diffusers_folder(name_or_path).spec()
+    if is_adm_source(name_or_path):
+        return read_adm_spec(name_or_path)
     return json.loads((find_model(name_or_path) / SPEC).read_text())
 
 
@@ -146,10 +150,14 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Family
     path of :func:`~diffvi.utils.paths.find_model` only, never in the current directory.
     Exports and checkpoints written before the one training contract load too, and so do
     pretrained diffusers models (a pipeline or ``UNet2DModel`` folder, or ``hf:ORG/NAME``; see
-    :mod:`diffvi.diffusion.hub`): a ``"diffusion"`` family without a config.
+    :mod:`diffvi.diffusion.hub`) and OpenAI guided-diffusion checkpoints
+    (``adm:CONFIG:FILE.pt``, ``adm:FILE.pt`` or a ``.pt``/``.pth`` path; see
+    :mod:`diffvi.diffusion.adm`): a ``"diffusion"`` family without a config.
     """
     if is_diffusers_source(name_or_path):
         return _from_diffusers(name_or_path).to(device).eval()
+    if is_adm_source(name_or_path):  # before names: adm:CONFIG:FILE.pt has no separator
+        return _from_adm(name_or_path).to(device).eval()
     if is_model_name(name_or_path):
         return _from_export(find_model(name_or_path)).to(device).eval()
     path = Path(name_or_path)
@@ -200,6 +208,16 @@ def _from_diffusers(source: str | Path) -> Family:
 
     folder = open_diffusers_folder(source)
     return DiffusionFamily(None, folder.spec(), folder.build())
+
+
+def _from_adm(source: str | Path) -> Family:
+    """A guided-diffusion checkpoint as a ``"diffusion"`` family (no config: it samples and
+    scores)."""
+    from diffvi.diffusion.adm import adm_spec, load_adm_prior
+    from diffvi.training.families.diffusion import DiffusionFamily
+
+    model = load_adm_prior(source)
+    return DiffusionFamily(None, adm_spec(model, source), model)
 
 
 def _has_export(path: Path) -> bool:
