@@ -296,6 +296,40 @@ def test_hf_ids_download_a_snapshot_and_fail_clearly_offline(pipeline_folder, mo
         load("hf:cifar")
 
 
+def test_a_hub_repository_with_pytorch_pickles_only_gets_those(tmp_path, monkeypatch):
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+
+    diffusers = pytest.importorskip("diffusers")
+    repo = tmp_path / "repo"
+    pipeline = diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=diffusers.DDPMScheduler())
+    pipeline.save_pretrained(repo, safe_serialization=False)  # unet/diffusion_pytorch_model.bin
+    patterns_asked = []
+
+    def fake_download(repo_id, revision=None, allow_patterns=None):
+        """Copy the files of ``repo`` that match the patterns, as snapshot_download would."""
+        patterns_asked.append(allow_patterns)
+        snapshot = tmp_path / f"snapshot{len(patterns_asked)}"
+        for file in repo.rglob("*"):
+            name = file.relative_to(repo).as_posix()
+            if file.is_file() and any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(file, snapshot / name)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model = load("hf:org/pickled").model
+    assert [p[1] for p in patterns_asked] == [
+        "*diffusion_pytorch_model.safetensors",
+        "*diffusion_pytorch_model.bin",
+    ]
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(model.predict_noise(x, torch.ones(1)), tiny_unet()(x, 999).sample)
+
+
 def test_without_diffusers_loading_asks_for_the_hub_extra(tmp_path, monkeypatch):
     folder = tmp_path / "bare"
     folder.mkdir()

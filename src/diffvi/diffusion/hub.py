@@ -209,13 +209,7 @@ def open_diffusers_folder(source: str | os.PathLike[str]) -> DiffusersFolder:
     root = _download(source[len(HF_PREFIX) :]) if source.startswith(HF_PREFIX) else Path(source)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder: expected a diffusers model folder")
-    if (root / PIPELINE_INDEX).is_file():
-        index = _read_json(root / PIPELINE_INDEX)
-        unet_dir = root / _component(index, "unet", root / PIPELINE_INDEX)
-        scheduler_path = root / _component(index, "scheduler", root / PIPELINE_INDEX)
-        scheduler_path = scheduler_path / SCHEDULER_CONFIG
-    else:
-        unet_dir, scheduler_path = root, root / SCHEDULER_CONFIG
+    unet_dir, scheduler_path = _layout(root)
     for needed in (unet_dir / UNET_CONFIG, scheduler_path):
         if not needed.is_file():
             raise FileNotFoundError(
@@ -307,12 +301,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _component(index: dict[str, Any], name: str, path: Path) -> str:
-    """The subfolder of pipeline component ``name`` (``model_index.json``: ``{"unet":
-    ["diffusers", "UNet2DModel"], ...}``: the subfolder is the component's name)."""
-    if name not in index:
-        raise ValueError(f"{path} lists no {name!r} component: not an unconditional pipeline")
-    return name
+def _layout(root: Path) -> tuple[Path, Path]:
+    """``(the network's folder, the scheduler's config file)`` of a diffusers folder: a
+    pipeline's ``unet/`` and ``scheduler/scheduler_config.json`` (``model_index.json`` lists
+    its components, each in the subfolder of its name), else the folder itself and the
+    ``scheduler_config.json`` in it."""
+    index_path = root / PIPELINE_INDEX
+    if not index_path.is_file():
+        return root, root / SCHEDULER_CONFIG
+    index = _read_json(index_path)
+    for name in ("unet", "scheduler"):
+        if name not in index:
+            raise ValueError(
+                f"{index_path} lists no {name!r} component: not an unconditional pipeline"
+            )
+    return root / "unet", root / "scheduler" / SCHEDULER_CONFIG
 
 
 def _load_unet(unet_dir: Path) -> nn.Module:
@@ -368,10 +371,11 @@ def _download(repo: str) -> Path:
                 f"{_summary(err)}); on a machine without internet, copy the model folder here "
                 "and pass its path"
             ) from None
-        if any(root.rglob(f"{weights}*")):
+        unet_dir, _ = _layout(root)
+        if (unet_dir / weights).is_file() or (unet_dir / f"{weights}.index.json").is_file():
             return root
     assert root is not None
-    return root
+    return root  # no weights: open_diffusers_folder names the folder
 
 
 def _summary(err: Exception) -> str:
