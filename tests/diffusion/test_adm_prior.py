@@ -1,11 +1,13 @@
 """Tests of guided-diffusion (ADM) checkpoints as priors: guided-diffusion's linear schedule,
 the time convention, the learned variance kept, and the ``adm:`` sources."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from diffvi.diffusion.adm import (
     adm_alphas_cumprod,
@@ -149,3 +151,15 @@ def test_diffvi_load_and_the_cli_take_adm_sources(checkpoint, tiny_config, tmp_p
     )
     assert result.exit_code == 0, result.output
     assert out.is_file()
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(image)
+    restored = tmp_path / "restored"
+    result = CliRunner().invoke(
+        app,
+        ["restore", "--task", "inpaint-box", "--solver", "red-diff", "--prior",
+         f"adm:tiny:{path}", "--input", str(image), "-o", str(restored), "--steps", "2",
+         "--no-perceptual", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    settings = json.loads((restored / "metrics.json").read_text())
+    assert settings["prior"] == f"adm:tiny:{path}" and settings["prior_folder"] == str(path.parent)

@@ -138,10 +138,13 @@ def read_adm_spec(source: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _spec(config: dict[str, Any], name: str | None, source: str | os.PathLike[str]) -> dict:
     size = config["image_size"]
+    file = parse_adm_source(source)[1].resolve()
     return {
         "kind": "diffusion",
         "format": "adm",
         "source": str(source),
+        "file": str(file),
+        "folder": str(file.parent),  # where the prior lives (restore's settings record it)
         "config": name,
         "adm": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
         "event_shape": [config["in_channels"], size, size],
