@@ -1,7 +1,7 @@
 """``train vae|ddvae --data TABLE`` (diffvi.training.families.tables): a table's rows,
 standardised by the training rows' statistics, train a VAE with a real-valued Gaussian
-likelihood; the label column stays out of the features; misfitting options are one-line
-errors."""
+likelihood; the label column stays out of the features; ``embed RUN`` embeds the held-out rows;
+misfitting options are one-line errors."""
 
 import json
 
@@ -78,12 +78,19 @@ def test_train_vae_data_table_on_the_command_line(table_csv, tmp_path):
         "--hidden", "16,16", "--max-steps", "4", "--batch-size", "16", "--threads", "1",
         "--no-progress", "--run-dir", run_dir,
     ]  # fmt: skip
+    embed = ["embed", run_dir, "--out", tmp_path / "emb", "--clusters", "2", "--knn-k", "5"]
     threads = torch.get_num_threads()
     try:
         result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        # embed RUN: the held-out rows, with kNN fitted on the training rows' latents
+        embedded = CliRunner().invoke(app, [str(a) for a in [*embed, "--no-progress"]])
     finally:
         torch.set_num_threads(threads)
-    assert result.exit_code == 0, result.output
     spec = json.loads((run_dir / "export" / "model.json").read_text())
     assert spec["config"]["likelihood"] == "real-gaussian"
     assert spec["config"]["event_shape"] == [5]
+    assert embedded.exit_code == 0, embedded.output
+    metrics = json.loads((tmp_path / "emb" / "metrics.json").read_text())
+    assert metrics["dataset"] == "rows.csv" and metrics["num_points"] == 6
+    assert 0 <= metrics["knn_accuracy"] <= 1 and metrics["knn_k"] == 5

@@ -10,6 +10,7 @@ scored on the evaluated split's latents; latent NLL = −E_{z~p(z)} log q̂(z), 
 the evaluated latents, at 10,000 prior samples (2-D latents only, as in the paper).
 """
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,7 +103,8 @@ def embed_command(
     (k = --knn-k, fitted on the train split's latents, scored on --split's) for labelled data,
     the clustering scores of a --clusters-component GMM fitted to the latents (purity,
     completeness, NMI; DDVI's clustering protocol), and for 2-D latents the latent NLL (a KDE
-    of the latents at 10,000 prior samples).
+    of the latents at 10,000 prior samples). A run trained on a table (--data) embeds its
+    held-out rows (--split test) or its training rows (train), standardised as in training.
 
     **Examples**
 
@@ -141,8 +143,13 @@ def embed_command(
     if module.config.objective == "ddvi-official":
         module.posterior.sampler = "ddim"  # its latents are the deterministic DDIM map's
     name = dataset or module.config.dataset
-    images, labels = load_images(name, split, module.config.event_shape, None, seed)
-    note(f"Embedding {plural(len(images), 'image')} of {name} ({split}), one sample each ...")
+    load_split = functools.partial(load_images, name, image_shape=module.config.event_shape)
+    item = "image"
+    if name is None:  # trained on --data: a table's rows (train) and held-out rows (test)
+        name, load_split = _own_data_splits(run_or_checkpoint, module.config)
+        item = "row"
+    images, labels = load_split(split, seed=seed)
+    note(f"Embedding {plural(len(images), item)} of {name} ({split}), one sample each ...")
     latents = embed_images(
         module, images, seed, batch_size, torch_device, progress, f"embed {split}"
     )
@@ -151,7 +158,7 @@ def embed_command(
     out.mkdir(parents=True, exist_ok=True)
     write_latents_csv(out / "latents.csv", latents, labels)
     save_latent_scatter(
-        latents, labels, out / "latents.png", title=f"{name} ({split}), one sample per image"
+        latents, labels, out / "latents.png", title=f"{name} ({split}), one sample per {item}"
     )
     metrics: dict[str, Any] = {
         "model": str(run_or_checkpoint),
@@ -168,10 +175,8 @@ def embed_command(
         if split == "train":
             train_latents, train_labels = latents, labels
         else:
-            train_images, train_labels = load_images(
-                name, "train", module.config.event_shape, None, seed
-            )
-            note(f"Embedding {plural(len(train_images), 'image')} of {name} (train) for kNN ...")
+            train_images, train_labels = load_split("train", seed=seed)
+            note(f"Embedding {plural(len(train_images), item)} of {name} (train) for kNN ...")
             train_latents = embed_images(
                 module, train_images, seed + 1, batch_size, torch_device, progress, "embed train"
             )
@@ -202,6 +207,27 @@ def embed_command(
         )
     write_json(out / "metrics.json", metrics)
     typer.echo("\n".join(lines))
+
+
+def _own_data_splits(run: Any, config: Any) -> tuple[str, Any]:
+    """The name and split loader of a run trained on ``--data``: a table's standardised rows
+    as in training (``train``: the training rows; ``test``/``val``: the held-out rows)."""
+    from diffvi.training.families.tables import build_table_data, uses_table
+
+    if not uses_table(config):
+        raise ValueError(
+            f"{run} was trained on the images in {config.data}, not on a registered data set: "
+            "pass --dataset"
+        )
+    data = build_table_data(config)
+    splits = {"train": data.train_set, "test": data.val_set, "val": data.val_set}
+
+    def load_split(split: str, seed: int = 0) -> tuple[Any, Any]:
+        if split not in splits:
+            raise ValueError(f"unknown split {split!r} for a table; valid: {list(splits)}")
+        return tuple(splits[split].tensors)
+
+    return Path(config.data).name, load_split
 
 
 embed_app = typer.Typer(
