@@ -185,10 +185,8 @@ class RunOptions:
 
         if given.get("dataset") is not None:
             check_dataset(given["dataset"])
-        if given.get("data") is not None:  # the user's own images replace the data set
-            if given.get("dataset") is not None:
-                raise ValueError("--dataset and --data both name the training data; give one")
-            defaults = {k: v for k, v in (defaults or {}).items() if k != "dataset"}
+        if given.get("data") is not None and given.get("dataset") is not None:
+            raise ValueError("--dataset and --data both name the training data; give one")
         config, run_dir = resolve_run(
             kind,
             {**given, "flush_denormal": self.flush_denormal},

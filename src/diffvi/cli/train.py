@@ -100,7 +100,9 @@ def train_and_report(
         summary.append(line)
     if "val_bound" not in meta:
         summary.append("No validation ran (training stopped before the end of an epoch).")
-    if config.posterior == "diffusion":
+    if config.data is not None:  # evaluate and embed read registered data sets
+        summary.append(f"Next: diffvi sample {run_dir} --num 16 -o samples.png")
+    elif config.posterior == "diffusion":
         summary.append(f"Next: diffvi embed {run_dir} --out {run_dir / 'embedding'}")
     else:
         summary.append(f"Next: diffvi evaluate {run_dir}")
@@ -174,6 +176,8 @@ def train_ddvae(
     if official:
         given["objective"] = "ddvi-official"
     defaults["smooth_prior"] = (given["prior"] or defaults["prior"]) in PRIORS_2D
-    dataset = given["dataset"] or ("" if given["data"] else defaults["dataset"])
+    if given["data"] is not None:  # the user's own images replace the default data set
+        del defaults["dataset"]
+    dataset = given["dataset"] or defaults.get("dataset", "")
     defaults["hidden"] = DDVAE_HIDDEN_SMALL.get(dataset, defaults["hidden"])
     train_and_report(given, run, defaults, _ddvae_run_name)

@@ -19,7 +19,7 @@ __all__ = ["load_images"]
 
 
 def load_images(
-    name: str,
+    name: str | None,
     split: str,
     image_shape: Sequence[int] | None = None,
     limit: int | None = None,
@@ -42,9 +42,11 @@ def load_images(
     Labels are ``-1`` for unlabelled data.
 
     Raises:
-        ValueError: unknown data set or split, a shape other than ``image_shape``, or
-            ``start`` past the end of the items read.
+        ValueError: no data set (``None``), an unknown data set or split, a shape other than
+            ``image_shape``, or ``start`` past the end of the items read.
     """
+    if name is None:  # e.g. the data set of a model trained on files of its own (--data)
+        raise ValueError("no data set named: pass one of the registered data sets (--dataset)")
     splits = dataset_splits(name)  # raises, listing the valid names, on an unknown data set
     if split not in splits:
         raise ValueError(f"unknown split {split!r} for data set {name!r}; valid: {list(splits)}")
