@@ -116,7 +116,25 @@ def restore_command(
         float | None,
         typer.Option(help="dps, pigdm, ddrm: DDIM's η.", show_default="1; ddrm 0.85"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images restored at once.")] = 64,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Images restored at once (tiled cvdm: tiles at once).")
+    ] = 64,
+    tile: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="cvdm: restore images of any size, the networks on TILE x TILE tiles, "
+            "blended (always for a model of your own --pairs; default: its training size): "
+            "their memory grows with the tile, not the image.",
+            show_default=False,
+        ),
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="cvdm: overlap of neighbouring tiles in pixels.", show_default="tile/4"
+        ),
+    ] = None,
     perceptual: Annotated[
         bool,
         typer.Option(
@@ -149,6 +167,7 @@ def restore_command(
     diffvi restore --task deblur-gaussian --blur-size 9 --blur-sigma 2 --boundary reflect ...
     diffvi restore --solver cvdm --model runs/cvdm --input widefield/ -o r
     diffvi restore --solver cvdm --model runs/cvdm --dataset microscopy-sr --count 8 -o r
+    diffvi restore --solver cvdm --model runs/my-pairs --input big/ --tile 64 --overlap 16 -o r
     ```
 
     Every task's parameters are options (panel "Operator (--task) parameters"), its preset's
@@ -179,7 +198,8 @@ def restore_command(
         samples=samples, steps=steps, noise_std=noise_std, seed=seed, device=device,
         noise_units=noise_units, operator_options=operator_params,
         resize=parse_size(resize, "--resize"),
-        batch_size=batch_size, perceptual=perceptual, progress=progress,
+        batch_size=batch_size, perceptual=perceptual, progress=progress, tile=tile,
+        overlap=overlap,
     )  # fmt: skip
     metrics = write_restoration(out, job.names, job.run(), job.settings)
     typer.echo(f"{summary_line(metrics)} -> {out}")
@@ -200,7 +220,7 @@ def _check_cvdm_flags(
     if any(v is not None for v in knobs.values()):
         raise ValueError(
             "--lr, --reg-weight, --scale and --eta do not apply to --solver cvdm; its options "
-            "are --model, --samples, --steps, --batch-size and --seed"
+            "are --model, --samples, --steps, --batch-size, --tile, --overlap and --seed"
         )
 
 

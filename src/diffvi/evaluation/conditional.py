@@ -26,6 +26,10 @@ def sample_images(
     generator: torch.Generator | None = None,
     batch_size: int = 64,
     show_progress: bool = False,
+    *,
+    tile: int | None = None,
+    overlap: int = 0,
+    tile_batch: int = 16,
 ) -> Tensor:
     """``n`` restorations per condition as images in [0, 1]: ``condition [B, C_x, H, W]`` →
     ``[n, B, C_y, H, W]``.
@@ -33,7 +37,8 @@ def sample_images(
     Diffusion models sample with ``steps`` steps (default: the model's T) and clip x̂₀ to the
     task's :meth:`~diffvi.data.paired.PairedTask.target_bounds`; a deterministic model (one
     without ``timesteps``, e.g. the regression UNet) is evaluated once and repeated. At most
-    ``batch_size`` chains run at once.
+    ``batch_size`` chains run at once. ``tile``, ``overlap``, ``tile_batch``: the networks see
+    tiles (``model.sample``'s tiling, e.g. :meth:`~diffvi.diffusion.conditional.CVDM.sample`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -44,10 +49,11 @@ def sample_images(
     draws = n if stochastic else 1
     jobs = [(k, start) for k in range(draws) for start in range(0, condition.shape[0], batch_size)]
     images: list[list[Tensor]] = [[] for _ in range(draws)]
+    tiles = {} if tile is None else {"tile": tile, "overlap": overlap, "tile_batch": tile_batch}
     for k, start in progress(jobs, desc="sampling", enable=show_progress):
         x = condition[start : start + batch_size]
         with torch.no_grad():
-            y0 = model.sample(x, steps=steps, generator=generator, clip=spec.target_bounds)
+            y0 = model.sample(x, steps=steps, generator=generator, clip=spec.target_bounds, **tiles)
         images[k].append(spec.to_image(x, y0))
     out = torch.stack([torch.cat(chunks) for chunks in images])
     return out if stochastic else out.expand(n, *out.shape[1:])

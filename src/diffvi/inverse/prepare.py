@@ -99,6 +99,8 @@ def prepare_restoration(
     operator_options: dict[str, Any] | None = None,
     resize: tuple[int, int] | None = None,
     noise_units: str = "unit",
+    tile: int | None = None,
+    overlap: int | None = None,
 ) -> RestoreJob:
     """Load a method and the items it restores.
 
@@ -129,6 +131,9 @@ def prepare_restoration(
         noise_units: the units of ``noise_std``, a key of
             :data:`~diffvi.inverse.restore.NOISE_UNITS` (``"symmetric"``: [−1, 1] images, as
             DPS states σ_y); the job and its settings hold σ_y in [0, 1] units.
+        tile, overlap: CVDM restores images of any size tile by tile
+            (:class:`~diffvi.inverse.solvers.cvdm.CVDMReconstructor`; a model of your own
+            pairs always does, by default on tiles of its trained size).
 
     Raises:
         ValueError: not exactly one of ``input_path`` and ``dataset``, or a method, task,
@@ -151,8 +156,10 @@ def prepare_restoration(
         if model is None:
             raise ValueError("--solver cvdm needs --model (a `diffvi train cvdm` run folder)")
         job = _cvdm_job(model, input_path, dataset, split, start, count, samples, steps, seed,
-                        where, batch_size, progress)  # fmt: skip
+                        where, batch_size, progress, tile, overlap)  # fmt: skip
     else:
+        if tile is not None or overlap is not None:
+            raise ValueError("--tile and --overlap apply to --solver cvdm")
         options = {**({} if steps is None else {"steps": steps}), **(options or {})}
         job = _solver_job(method, task, prior, options, input_path, dataset, split, start, count,
                           noise_std, seed, where, perceptual, progress,
@@ -260,17 +267,24 @@ def _cvdm_job(
     device: torch.device,
     batch_size: int,
     progress: bool,
+    tile: int | None = None,
+    overlap: int | None = None,
 ) -> RestoreJob:
+    from diffvi.data.paired import PAIRS_TASK
     from diffvi.inverse.solvers.cvdm import load_cvdm_reconstructor
 
     reconstructor = load_cvdm_reconstructor(
-        model, device, samples, steps, seed, progress, batch_size
+        model, device, samples, steps, seed, progress, batch_size, tile, overlap
     )
     spec, task = reconstructor.spec, reconstructor.task_name
     reference = None
     if input_path is not None:
         measurement, names = reconstructor.read_measurements(input_path)
     else:
+        if task == PAIRS_TASK:
+            raise ValueError(
+                "this model was trained on your own pairs: restore image files with --input"
+            )
         if dataset != task:
             raise ValueError(
                 f"this model was trained on task {task!r}; pass --dataset {task} (got {dataset!r})"
@@ -285,6 +299,8 @@ def _cvdm_job(
         "samples": samples,
         "steps": steps if steps is not None else spec.get("timesteps"),
     }
+    if reconstructor.tiled:
+        settings.update(tile=reconstructor.tile, overlap=reconstructor.overlap)
     job = RestoreJob(reconstructor, None, names, reference, measurement, settings)
     # One call for all items: the reconstructor samples batch_size chains at a time, draw by
     # draw, in the order of the evaluation's sample_images.

@@ -10,7 +10,9 @@ Two layouts, chosen by the result:
 - the mean of several draws (CVDM): ``restored/NAME.{png,tif}`` (the mean),
   ``uncertainty/NAME.{png,tif}`` (their standard deviation; the PNGs share one scale, given in
   ``metrics.json``; the TIFFs hold the raw values), ``input/NAME.png`` (the classical estimate)
-  and ``comparison.png`` with rows labelled input (or TIE), [truth], mean, std.
+  and ``comparison.png`` with rows labelled input (or TIE), [truth], mean, std. The PNGs of
+  images with other than 1 or 3 channels show the channels side by side (the TIFFs hold one
+  frame per channel).
 """
 
 from __future__ import annotations
@@ -100,6 +102,15 @@ def _write_restorations(
     }
 
 
+def _preview(images: Tensor | None) -> Tensor | None:
+    """``images [N, C, H, W]`` as PNG-able grey or RGB images: unchanged for C = 1 or 3, else
+    the channels side by side, ``[N, 1, H, C · W]``."""
+    if images is None or images.shape[1] in (1, 3):
+        return images
+    n, c, h, w = images.shape
+    return images.permute(0, 2, 1, 3).reshape(n, 1, h, c * w)
+
+
 def _nanmean(values: Tensor) -> float | None:
     finite = values[torch.isfinite(values)]
     return float(finite.mean()) if finite.numel() else None
@@ -110,25 +121,28 @@ def _write_draws(
 ) -> dict[str, Any]:
     mean, std, baseline = result.restored, result.std, result.baseline
     scale = max(float(std.max()), 1e-12)
+    shown_mean, shown_std, shown_baseline = _preview(mean), _preview(std), _preview(baseline)
     per_image = []
     for i, name in enumerate(names):
-        write_png(out / "restored" / f"{name}.png", mean[i])
+        write_png(out / "restored" / f"{name}.png", shown_mean[i])
         write_float_tiff(out / "restored" / f"{name}.tif", mean[i])
-        write_png(out / "uncertainty" / f"{name}.png", std[i] / scale)
+        write_png(out / "uncertainty" / f"{name}.png", shown_std[i] / scale)
         write_float_tiff(out / "uncertainty" / f"{name}.tif", std[i])
         entry = {
             "name": name,
             "restored": f"restored/{name}.png",
             "uncertainty": f"uncertainty/{name}.png",
         }
-        if baseline is not None:
-            write_png(out / "input" / f"{name}.png", baseline[i])
+        if shown_baseline is not None:
+            write_png(out / "input" / f"{name}.png", shown_baseline[i])
             entry["input"] = f"input/{name}.png"
         per_image.append(entry)
     metrics: dict[str, Any] = {
         **settings,
         "images": len(names),
         "uncertainty_png_scale": scale,
+        "seconds": result.seconds,
+        "peak_memory_bytes": result.peak_memory,
         "per_image": per_image,
     }
     if result.scores:
@@ -137,7 +151,12 @@ def _write_draws(
             entry.update({k: float(v[i]) for k, v in result.scores.items()})
     k = min(COMPARISON_MAX, len(names))
     estimate = "TIE" if settings.get("task") == "phase" else "input"
-    rows = {estimate: baseline, "truth": result.reference, "mean": mean, "std": std / scale}
+    rows = {
+        estimate: shown_baseline,
+        "truth": _preview(result.reference),
+        "mean": shown_mean,
+        "std": shown_std / scale,
+    }
     _comparison(out, rows, k)
     return metrics
 
