@@ -270,3 +270,17 @@ def test_pair_crops_without_patch_use_whole_images(simulated, tmp_path):
     low, high = _write_folders(tmp_path, simulated.input, simulated.target)
     crops = PairCrops(read_pairs(low, high), [0, 1], None, 0, "bicubic")
     assert crops.image_size == 32 and len(crops) == 2
+
+
+def test_rgb_pngs_and_interleaved_rgb_tiffs_are_three_channels(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "lo").mkdir()
+    (tmp_path / "hi").mkdir()
+    low, high = rng.integers(0, 256, (8, 8, 3), np.uint8), rng.random((16, 16, 3), np.float32)
+    Image.fromarray(low).save(tmp_path / "lo" / "a.png")
+    tifffile.imwrite(tmp_path / "hi" / "a.tif", high, photometric="rgb")  # [H, W, S]
+    pairs = read_pairs(tmp_path / "lo", tmp_path / "hi")
+    assert pairs.channels == 3
+    lo, hi = pairs[0]
+    torch.testing.assert_close(lo, torch.from_numpy(low).permute(2, 0, 1) / 255)
+    torch.testing.assert_close(hi, torch.from_numpy(high).permute(2, 0, 1), rtol=0, atol=0)

@@ -50,7 +50,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from diffvi.data.modules import index_batch_loader, rank_batches
+from diffvi.data.files import image_channels, read_image_files
+from diffvi.data.modules import PAIRED_VAL_BATCH, index_batch_loader, rank_batches
 from diffvi.data.paired import normalize_images, upsample, upsample_window
 
 __all__ = [
@@ -73,7 +74,6 @@ MIN_HELD_OUT = 10
 """From this many pairs on, a tenth of them (at least one) is held out for validation."""
 VAL_SALT = 104_729
 """Mixed into the seeds of the held-out choice and of the validation crops."""
-VAL_BATCH = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,12 +158,13 @@ def _stack_nchw(array: Any, axes: str, path: Path) -> Any:
 
 
 def _pil_shape(path: Path) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a PNG/JPEG from its header (C as :func:`~diffvi.data.files.decode_image`
+    reads it)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            grey = image.mode in ("1", "L", "I", "F") or image.mode.startswith("I;16")
-            return (1 if grey else 3, image.size[1], image.size[0])
+            return (image_channels(image.mode), image.size[1], image.size[0])
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read {path} as an image: {err}") from err
 
@@ -217,8 +218,6 @@ class _Reader:
         elif source.path.suffix.lower() in TIFF_SUFFIXES:
             array = _scale(_as_chw(*_tiff_array(source.path, stack=False), where), where)
         else:
-            from diffvi.data.files import read_image_files
-
             images, _ = read_image_files(source.path, self.shape(source))
             array = images[0].numpy()
         image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -641,4 +640,4 @@ class PairFilesDataModule(L.LightningDataModule):
         return index_batch_loader(self.train_data, rank_batches(self, len(self.train_data)))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=VAL_BATCH, shuffle=False)
+        return DataLoader(self.val_set, batch_size=PAIRED_VAL_BATCH, shuffle=False)
