@@ -13,7 +13,10 @@ with ``tile``) are restored tile by tile: the networks see ``tile × tile`` crop
 size the model was trained on), neighbours overlapping by ``overlap`` pixels (default
 ``tile // 4``) and blended at every sampling step, while each draw stays one whole-image chain
 (``CVDM.sample(tile=…)``, :class:`~diffvi.nn.tiling.Tiling`), so the mean and the uncertainty
-map are those of whole-image draws. Memory is ``O(chains · H · W)`` for the chains and
+map are those of whole-image draws, the same noise as untiled. A draw equals the untiled one
+where the networks' receptive radius is at most ``overlap // 4``; a UNet's GroupNorm and
+attention see one tile at a time, so its draws differ from untiled ones the more the smaller
+the tile is. Memory is ``O(chains · H · W)`` for the chains and
 ``O(batch_size · tile²)`` for the networks; ``batch_size`` tiles are evaluated at once and
 ``batch_size // tiles`` chains (at least one) run together.
 """
