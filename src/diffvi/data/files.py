@@ -239,13 +239,13 @@ def find_file(relative_path: str, sha256: str | None = None) -> Path | None:
 
 
 def _not_found(relative_path: str, urls: Sequence[str], reason: str) -> FileNotFoundError:
-    places = "\n".join(f"  - {p}" for p in _candidates(relative_path))
+    places = ", ".join(str(p) for p in _candidates(relative_path))
     env = "" if os.environ.get(ENV_DATA) else f" ({ENV_DATA} is not set)"
-    links = "\n".join(f"  - {u}" for u in urls)
+    links = ", ".join(urls)
     return FileNotFoundError(
-        f"data file {relative_path!r} not found. Searched{env}:\n{places}\n"
-        f"Download from:\n{links}\n{reason}. Set {ENV_DATA} to a folder holding "
-        f"{relative_path}, or allow the download (unset {ENV_OFFLINE})."
+        f"data file {relative_path!r} not found. Searched{env}: {places}. Download from: "
+        f"{links}. {reason}. Set {ENV_DATA} to a folder holding {relative_path}, or allow the "
+        f"download (unset {ENV_OFFLINE})."
     )
 
 
@@ -518,6 +518,11 @@ def decode_image(
                 array = _wide_pixels(image, file)
             else:
                 array = _pixels(image, channels, file, reader).astype(np.float32) / 255
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"{file} is too large to decode ({err}); a real image this size must be tiled "
+            "or downscaled first"
+        ) from None
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read {file} as an image: {err}") from err
     if array.ndim == 2:

@@ -264,6 +264,12 @@ def rank_batches(module: L.LightningDataModule, num_items: int) -> IndexBatchSam
     rank, world = 0, 1
     if module.trainer is not None:
         rank, world = module.trainer.global_rank, module.trainer.world_size
+    if num_items // world < module.batch_size:
+        raise ValueError(
+            f"batch size {module.batch_size} is larger than the {num_items} training items"
+            + (f" ({num_items // world} per each of {world} processes)" if world > 1 else "")
+            + ": an epoch would have no full batch; lower --batch-size"
+        )
     return IndexBatchSampler(
         num_items, module.batch_size, True, module.seed, rank, world, drop_last=True
     )

@@ -3,6 +3,8 @@ format for every family (``model.json`` with ``kind`` + ``model.safetensors``), 
 :func:`load`, which rebuilds any of them from a run, an export, a checkpoint or a model name."""
 
 import json
+import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,26 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
             f"{path} is not a readable diffvi checkpoint: it is truncated or not a torch "
             "checkpoint (a run killed while writing it? its previous checkpoint is lost)"
         )
+    try:  # the pickle alone (tensors memory-mapped, not read): refuses code, names the file
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise unreadable_checkpoint(path, err) from None
     return path
+
+
+def unreadable_checkpoint(path: Path, err: Exception) -> ValueError:
+    """A one-line error for a checkpoint ``torch.load(weights_only=True)`` refused: one that
+    holds objects other than tensors and plain data (unpickling them could run code), or a
+    damaged one."""
+    if isinstance(err, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        return ValueError(
+            f"{path} is not a readable diffvi checkpoint: it holds objects other than tensors "
+            f"and plain data{what}, refused because loading them could run code"
+        )
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ValueError(f"{path} is not a readable diffvi checkpoint: {reason}")
 
 
 def load_module(run_or_checkpoint: str | Path, map_location: str = "cpu") -> TrainingModule:
@@ -104,7 +125,7 @@ def load_module(run_or_checkpoint: str | Path, map_location: str = "cpu") -> Tra
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"{path} is not a readable diffvi checkpoint: {err}") from err
+        raise unreadable_checkpoint(path, err) from None
     if "config" not in checkpoint.get("hyper_parameters", {}):
         raise ValueError(f"{path} has no diffvi config in its hyper_parameters")
     upgrade_legacy_checkpoint(checkpoint)
@@ -190,7 +211,11 @@ def _from_export(folder: Path) -> Family:
     is a ValueError naming it."""
     spec = json.loads((folder / SPEC).read_text())
     try:
-        family = family_class(spec.get("kind", "diffusion")).from_spec(spec)
+        cls = family_class(spec.get("kind", "diffusion"))
+    except ValueError as err:
+        raise ValueError(f"{folder / SPEC}: {err}") from None
+    try:
+        family = cls.from_spec(spec)
     except ModelTooLargeError as err:
         raise err.from_source(str(folder / SPEC)) from None
     except (TypeError, KeyError, AttributeError) as err:  # a field missing or of a wrong type
@@ -198,7 +223,11 @@ def _from_export(folder: Path) -> Family:
             f"{folder / SPEC} does not describe a model diffvi can build "
             f"({type(err).__name__}: {err})"
         ) from None
-    family.load_export_state(load_file(folder / WEIGHTS))
+    try:
+        weights = load_file(folder / WEIGHTS)
+    except Exception as err:  # safetensors' own errors: a damaged or hostile header
+        raise ValueError(f"{folder / WEIGHTS} is not a readable safetensors file: {err}") from None
+    family.load_export_state(weights)
     return family
 
 

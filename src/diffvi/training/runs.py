@@ -28,7 +28,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             values = json.loads(text)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable YAML or JSON config: {err}") from err
+        reason = " ".join(str(err).split())  # one line: YAML's messages span several
+        raise ValueError(f"{path} is not a readable YAML or JSON config: {reason}") from None
     if not isinstance(values, dict):
         raise ValueError(
             f"{path} must hold a mapping of config fields, got {type(values).__name__}"

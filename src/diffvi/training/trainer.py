@@ -1,6 +1,7 @@
 """The one training entry point: a family's config in, a trained run folder out."""
 
 import contextlib
+import os
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -83,6 +84,7 @@ def fit(
             "accelerator 'cpu'; DDP runs on CPU processes too (--accelerator cpu --devices 2 "
             "--strategy ddp)"
         )
+    _check_nodes(num_nodes)
     kind = kind_of(config)
     cls = family_class(kind)
     configure_numerics(config.flush_denormal)
@@ -152,6 +154,22 @@ def fit(
         metadata.update(module.trained.on_fit_end(run_dir, data))
         export_model(module.trained, run_dir / "export", metadata)
     return module
+
+
+# What a multi-node launcher (torchrun, SLURM, MPI) sets; without one, num_nodes > 1 waits
+# forever for the other nodes.
+CLUSTER_VARIABLES = ("MASTER_ADDR", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "LSB_JOBID")
+
+
+def _check_nodes(num_nodes: int) -> None:
+    if num_nodes < 1:
+        raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+    if num_nodes > 1 and not any(os.environ.get(v) for v in CLUSTER_VARIABLES):
+        raise ValueError(
+            f"num_nodes={num_nodes} needs a cluster launcher on every node (torchrun, SLURM or "
+            f"MPI, which set {', '.join(CLUSTER_VARIABLES)}); none is set here, so training "
+            "would wait forever for the other nodes. On one machine use --devices instead"
+        )
 
 
 def _log_interval(config: RunConfig, data: L.LightningDataModule) -> int:

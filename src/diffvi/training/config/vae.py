@@ -1,5 +1,6 @@
 """The VAE family's config: :class:`TrainConfig` (VAE, IWAE, IAF, AAE, DD-VAE, semi-supervised)."""
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -362,6 +363,28 @@ class TrainConfig(RunConfig, ImageDataConfig):
         """``objective_options`` may set the objective's constructor keywords that no config
         field sets (``Objective.config_fields``)."""
         cls = OBJECTIVES[self.objective]
+        # A config field only other objectives read, changed from its default, would be
+        # silently ignored (--analytic-kl with IWAE): refuse it.
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(self)
+            if f.default is not dataclasses.MISSING
+        }
+        mine = set(cls.config_fields.values())
+        for field_name in sorted(
+            {f for o in OBJECTIVES.values() for f in o.config_fields.values()}
+        ):
+            if field_name in mine or field_name not in defaults:
+                continue
+            if getattr(self, field_name) != defaults[field_name]:
+                users = sorted(
+                    n for n, o in OBJECTIVES.items() if field_name in o.config_fields.values()
+                )
+                raise ValueError(
+                    f"{field_name}={getattr(self, field_name)!r} is an option of objective "
+                    f"{' / '.join(users)}, not of {self.objective!r}: leave it unset or choose "
+                    "one of those objectives"
+                )
         free = set(inspect.signature(cls).parameters) - set(cls.config_fields) - {"latent_dim"}
         unknown = set(self.objective_options) - free
         if unknown:
