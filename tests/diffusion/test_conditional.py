@@ -1,16 +1,20 @@
 """CVDM: the learned per-pixel schedule (monotone, τ(0) = 0, derivatives), its reduction to the
-conditional DDPM ε-loss under a fixed schedule, training of the boundary values, sampling."""
+conditional DDPM ε-loss under a fixed schedule, the two directions of the prior KL, training of
+the boundary values, sampling."""
+
+import math
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from diffvi.diffusion import CosineSchedule, DiffusionModel, LinearSchedule
+from diffvi.diffusion import CosineSchedule, DiffusionModel, LinearSchedule, NoiseSchedule
 from diffvi.diffusion.conditional import (
     CVDM,
     ConditionalSchedule,
     FixedConditionalSchedule,
     MonotoneTime,
+    prior_kl,
 )
 
 
@@ -121,6 +125,101 @@ def test_fixed_schedule_reduces_exactly_to_the_conditional_ddpm_loss(base):
                 terms_t[key].sum(), params, allow_unused=True, retain_graph=True
             )
             assert all(g is None for g in unused)
+
+
+def test_prior_kl_in_both_directions_matches_the_hand_computed_one_dimensional_values():
+    # q = N(√γ̄ y₀, 1 − γ̄) against N(0, 1) at γ̄ = ½:
+    #   paper,    KL(q ‖ N(0, 1)) = ½ (γ̄ y₀² − γ̄ − log(1 − γ̄)) = ½ (y₀²/2 − ½ + log 2);
+    #   official, KL(N(0, 1) ‖ q) = ½ (log v + (1 + γ̄ y₀²)/v − 1), v = ½ (+1e-7 in the code)
+    #             = ½ (1 + y₀² − log 2).
+    # y₀ = 1: ½ log 2 = 0.346574 and 1 − ½ log 2 = 0.653426 (the official term is 1.89×);
+    # y₀ = 0: 0.096574 and 0.153426.
+    log_half = torch.full((3,), math.log(0.5), dtype=torch.float64)
+    y0 = torch.tensor([1.0, 0.0, -0.6], dtype=torch.float64)
+    paper = prior_kl(log_half, y0, "paper")
+    official = prior_kl(log_half, y0, "official")
+    torch.testing.assert_close(
+        paper,
+        torch.tensor([0.34657359027997264, 0.09657359027997264, 0.18657359027997264],
+                     dtype=torch.float64),
+        rtol=0, atol=1e-12,
+    )  # fmt: skip
+    # The official floor 1e-7 on v moves these by ½ (1/v − (1 + γ̄ y₀²)/v²) · 1e-7 ≥ −2e-7.
+    torch.testing.assert_close(
+        official,
+        torch.tensor([0.6534264097200273, 0.15342640972002736, 0.33342640972002736],
+                     dtype=torch.float64),
+        rtol=0, atol=1e-6,
+    )  # fmt: skip
+    assert prior_kl(log_half, y0, "paper").equal(prior_kl(log_half, y0))  # the default
+    # Against torch.distributions at other γ̄ (the official values without the 1e-7 floor,
+    # which moves them by ~1e-6 relative at γ̄ = 0.9, ~1e-9 absolute at γ̄ = 0.02).
+    normal = torch.distributions.Normal
+    for g in (0.02, 0.3, 0.9):
+        gb = torch.tensor(g, dtype=torch.float64)
+        q = normal(gb.sqrt() * y0, (1 - gb).sqrt())
+        std = normal(torch.zeros_like(y0), torch.ones_like(y0))
+        log_g = gb.log().expand(3)
+        torch.testing.assert_close(
+            prior_kl(log_g, y0, "paper"), torch.distributions.kl_divergence(q, std)
+        )
+        torch.testing.assert_close(
+            prior_kl(log_g, y0, "official"),
+            torch.distributions.kl_divergence(std, q),
+            rtol=1e-5, atol=1e-8,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="prior_kl must be one of"):
+        prior_kl(log_half, y0, "reverse")
+
+
+class _HalfAtTheEnd(NoiseSchedule):
+    """γ_VDM(t) = 40 (t − 0.9): γ̄ = sigmoid(−γ_VDM) = ½ exactly at t_T = 1 − 1/10."""
+
+    def gamma(self, t: Tensor) -> Tensor:
+        return 40 * (t - 0.9)
+
+
+def test_the_option_switches_the_loss_prior_term_and_the_default_is_the_paper():
+    torch.manual_seed(0)
+    model = tiny_cvdm(schedule=_HalfAtTheEnd(), timesteps=10, image=False).double()
+    assert model.prior_kl == "paper"
+    x = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    y0 = torch.ones(2, 1, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    noise = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    paper = model.loss(y0, x, t=t, noise=noise)
+    model.prior_kl = "official"
+    official = model.loss(y0, x, t=t, noise=noise)
+    # γ̄(t_T) = ½ and y₀ ≡ 1: the hand-computed values of the test above, for every item.
+    torch.testing.assert_close(paper["prior"], torch.full((2,), 0.5 * math.log(2), dtype=x.dtype))
+    torch.testing.assert_close(
+        official["prior"], torch.full((2,), 1 - 0.5 * math.log(2), dtype=x.dtype),
+        rtol=0, atol=1e-6,
+    )  # fmt: skip
+    for key in ("noise", "consistency", "boundary", "regulariser"):
+        assert torch.equal(paper[key], official[key]), key
+    torch.testing.assert_close(
+        official["total"] - paper["total"],
+        2 * (official["prior"] - paper["prior"]),  # the official weight 2 on the prior term
+    )
+
+    # On the learned schedule the direction changes the gradient that reaches λ(x). The two
+    # agree to first order in γ̄_T, so λ ≈ 0.1 puts γ̄_T near ½, where a schedule is learned.
+    torch.manual_seed(0)
+    learned = tiny_cvdm(timesteps=10).double()
+    assert learned.prior_kl == "paper"
+    with torch.no_grad():
+        learned.schedule.lambda_net[-1].bias.fill_(math.log(math.expm1(0.1)))
+    y_img = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    lam_params = list(learned.schedule.lambda_net.parameters())
+    grads = {}
+    for direction in ("paper", "official"):
+        learned.prior_kl = direction
+        prior = learned.loss(y_img, y_img.flip(-1), t=t, noise=noise)["prior"].sum()
+        grads[direction] = torch.cat([g.flatten() for g in torch.autograd.grad(prior, lam_params)])
+    assert not torch.allclose(grads["paper"], grads["official"], rtol=0.1)
+    with pytest.raises(ValueError, match="prior_kl"):
+        tiny_cvdm(prior_kl="reverse")
 
 
 def test_training_a_tiny_case_brings_the_boundary_values_in_and_lowers_the_loss():

@@ -13,6 +13,7 @@ from diffvi.data.paired import load_paired
 from diffvi.diffusion.conditional import CVDM, ConditionalSchedule
 from diffvi.models.regression import RegressionUNet
 from diffvi.training import CVDMConfig, fit, load, read_spec
+from diffvi.training.families.cvdm import CVDMFamily, build_cvdm_model
 
 TINY = dict(
     task="microscopy-sr", task_options={"size": 16}, train_size=64, val_size=8,
@@ -76,14 +77,31 @@ def test_run_folder_holds_config_checkpoint_and_a_loadable_export(trained):
 
 
 def test_resume_continues_to_the_new_step_count(tmp_path):
+    # The official direction of the prior KL rides through config.json, resume and the export.
     run_dir = tmp_path / "run"
-    config = CVDMConfig(**TINY, schedule="cosine", max_steps=10, val_every_n_steps=5)
+    config = CVDMConfig(
+        **TINY, schedule="cosine", prior_kl="official", max_steps=10, val_every_n_steps=5
+    )
     fit(config, run_dir, progress_bar=False, accelerator="cpu")
     config.max_steps = 15
     module = fit(config, run_dir, resume=True, progress_bar=False, accelerator="cpu")
     assert module.trainer.global_step == 15
-    _, spec = load_cvdm(run_dir)
+    model, spec = load_cvdm(run_dir)
     assert spec["metadata"]["steps"] == 15 and spec["schedule"] == "cosine"
+    assert spec["prior_kl"] == "official" and model.prior_kl == "official"
+
+
+def test_the_prior_kl_defaults_to_the_papers_direction_and_old_specs_load_with_it():
+    config = CVDMConfig(**TINY)
+    assert config.prior_kl == "paper"
+    config.x_channels, config.y_channels, config.image_size = 1, 1, 16
+    spec = config.model_spec()
+    assert spec["prior_kl"] == "paper" and build_cvdm_model(spec).prior_kl == "paper"
+    del spec["prior_kl"]  # an export written before the option: the loss it was trained with
+    assert build_cvdm_model(spec).prior_kl == "paper"
+    assert CVDMFamily.from_spec(spec).config.prior_kl == "paper"
+    official = build_cvdm_model({**spec, "prior_kl": "official"})
+    assert official.prior_kl == "official"
 
 
 def test_the_regression_baseline_trains(tmp_path):
@@ -122,3 +140,5 @@ def test_config_rejects_unknown_tasks_schedules_and_options():
         CVDMConfig.from_dict({"schedul": "learned"})
     with pytest.raises(ValueError, match="train_size"):
         CVDMConfig(train_size=4, batch_size=16)
+    with pytest.raises(ValueError, match="prior_kl must be one of"):
+        CVDMConfig(prior_kl="reverse")

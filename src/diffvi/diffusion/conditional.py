@@ -20,15 +20,22 @@ with λ(x) ≥ 0 a per-pixel map from a conv net on x (softplus output) and τ�
 time functions with τ(0) = 0. Since λ ≥ 0 and τ₂ is non-decreasing, γ̄ is non-increasing in t for
 every pixel and condition, and γ̄(0, x) = 1 exactly. β and γ̄ are tied only softly, by the loss.
 
-Loss (official code ``cvdm/diffusion_models/joint_model.py``, ``create_joint_model``, and the
-Keras ``loss_weights=[1, 2, 2, 2]`` of ``instantiate_cvdm``; each term is a per-pixel mean):
+Loss (terms and weights of the official code ``cvdm/diffusion_models/joint_model.py``,
+``create_joint_model``, and the Keras ``loss_weights=[1, 2, 2, 2]`` of ``instantiate_cvdm``;
+each term is a per-pixel mean):
 
     L = ‖ε − ε̂(y_t, x, γ̄_t)‖²                                   noise term (weight 1)
       + 2 [(∂_t γ̄ + β γ̄)² + (γ̄(t₀) − 1)² + γ̄(t_T)²]            L_β (weight 2)
-      + 2 KL(q(y_{t_T} | y₀, x) ‖ N(0, I))                        prior (weight 2)
+      + 2 L_prior                                                 prior (weight 2)
       + 2 α (∂²_t γ̄)²,  α = 1e-3                                  L_γ regulariser (weight 2)
 
-with t ~ U(0, 1) per item, t₀ = 1/T and t_T = 1 − 1/T (``T`` = ``timesteps``). L_γ is the
+with t ~ U(0, 1) per item, t₀ = 1/T and t_T = 1 − 1/T (``T`` = ``timesteps``). The prior term
+has two directions (:func:`prior_kl`, ``CVDM(prior_kl=...)``): ``"paper"`` (default), the
+variational bound's L_T = KL(q(y_{t_T} | y₀, x) ‖ N(0, I)) (the paper builds its loss on VDM's
+bound, whose prior term is KL(q(z₁ | x) ‖ p(z₁)), VDM eq. 11); and ``"official"``, what
+``joint_model.py`` computes: ``normal_kl(0, 0, √γ̄ y₀, log(1 − γ̄ + 1e-7))`` of ``loss_utils.py``,
+i.e. KL(N(0, I) ‖ q(y_{t_T} | y₀, x)). At γ̄_T = 1/2 and y₀ = 1 they are ½ log 2 ≈ 0.347 and
+1 − ½ log 2 ≈ 0.653. L_γ is the
 paper's curvature penalty on the SNR, whose official implementation (``taylor_expand_gamma`` with
 ``snr_expansion_n = 1`` in every shipped config) reduces the SNR γ̄/(1 − γ̄) = Σ_n γ̄ⁿ to its first
 term γ̄. The denoiser sees γ̄, never t.
@@ -63,6 +70,10 @@ ALPHA_MIN, ALPHA_MAX = 1e-6, 0.99999
 # Official floor of the sampler's γ̄_k (np.clip(gamma_vec, 1e-10, 0.99999)): no division by 0.
 LOG_GAMMA_BAR_MIN = math.log(1e-10)
 SAMPLE_LEVELS = ("beta", "gamma")
+# Directions of the prior term: the paper's bound, KL(q ‖ N(0, I)), or the official code's reverse.
+PRIOR_KL = ("paper", "official")
+# The official code's floor on the variance 1 − γ̄_T in that KL (log(n_sample_LT[3] + 1e-7)).
+OFFICIAL_VAR_FLOOR = 1e-7
 
 Bounds = Callable[[Tensor], tuple[Tensor, Tensor]]
 """``bounds(x) -> (low, high)``: the range of valid targets y₀ given the model-space condition
@@ -73,6 +84,29 @@ Bounds = Callable[[Tensor], tuple[Tensor, Tensor]]
 def _inverse_softplus(y: float) -> float:
     """``x`` with ``softplus(x) = y`` (y > 0)."""
     return y + math.log(-math.expm1(-y))
+
+
+def prior_kl(log_gamma_bar: Tensor, y0: Tensor, direction: str = "paper") -> Tensor:
+    """Per-pixel KL between q(y_T | y₀, x) = N(√γ̄ y₀, 1 − γ̄) and N(0, 1), in either direction.
+
+    ``log_gamma_bar``: log γ̄_T, broadcastable to ``y0`` (model space, ``[B, C, H, W]``);
+    returns ``y0``'s broadcast shape. With v = 1 − γ̄ (computed as −expm1(log γ̄)):
+
+    - ``"paper"``: KL(q ‖ N(0, 1)) = ½ (v + γ̄ y₀² − 1 − log v) = ½ (γ̄ y₀² − γ̄ − log v), the
+      bound's prior term L_T (VDM eq. 11; CVDM builds on that bound).
+    - ``"official"``: KL(N(0, 1) ‖ q) = ½ (log v' + (1 + γ̄ y₀²) / v' − 1), v' = v + 1e-7, what
+      the official ``joint_model.py`` computes (``normal_kl(0, 0, √γ̄ y₀, log v')``).
+
+    Both are 0 at γ̄ = 0 and grow with γ̄; at γ̄ = ½, y₀ = 1: ½ log 2 and 1 − ½ log 2.
+    """
+    if direction not in PRIOR_KL:
+        raise ValueError(f"prior_kl must be one of {PRIOR_KL}, got {direction!r}")
+    gamma_bar = torch.exp(log_gamma_bar)
+    mean_sq = gamma_bar * y0.pow(2)
+    if direction == "paper":
+        return 0.5 * (mean_sq - gamma_bar - torch.log(-torch.expm1(log_gamma_bar)))
+    var = -torch.expm1(log_gamma_bar) + OFFICIAL_VAR_FLOOR
+    return 0.5 * (torch.log(var) + (1 + mean_sq) / var - 1)
 
 
 def _derivatives(fn, t: Tensor, order: int) -> list[Tensor]:
@@ -350,6 +384,9 @@ class CVDM(nn.Module):
             number of sampling steps.
         alpha: weight α of the curvature regulariser (1e-3, the official configs).
         weights: loss weights; default :data:`LOSS_WEIGHTS` (official ``[1, 2, 2, 2]``).
+        prior_kl: direction of the prior term (:func:`prior_kl`): ``"paper"``,
+            KL(q(y_{t_T} | y₀, x) ‖ N(0, I)), the bound's; ``"official"``, the reverse
+            KL(N(0, I) ‖ q(y_{t_T} | y₀, x)) that the official code computes.
     """
 
     def __init__(
@@ -362,6 +399,7 @@ class CVDM(nn.Module):
         timesteps: int = 200,
         alpha: float = 1e-3,
         weights: dict[str, float] | None = None,
+        prior_kl: str = "paper",
     ) -> None:
         super().__init__()
         if not isinstance(schedule, _FactorisedSchedule):
@@ -375,6 +413,8 @@ class CVDM(nn.Module):
             raise ValueError(f"timesteps must be >= 2, got {timesteps}")
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if prior_kl not in PRIOR_KL:
+            raise ValueError(f"prior_kl must be one of {PRIOR_KL}, got {prior_kl!r}")
         weights = dict(LOSS_WEIGHTS if weights is None else weights)
         if set(weights) != set(LOSS_WEIGHTS):
             raise ValueError(
@@ -387,6 +427,7 @@ class CVDM(nn.Module):
         self.timesteps = timesteps
         self.alpha = alpha
         self.weights = weights
+        self.prior_kl = prior_kl
 
     @classmethod
     def build(
@@ -484,7 +525,8 @@ class CVDM(nn.Module):
 
         Keys: ``noise`` (‖ε − ε̂‖², the conditional DDPM ε-loss), ``consistency``
         ((∂_t γ̄ + β γ̄)²), ``boundary`` ((γ̄(t₀) − 1)² + γ̄(t_T)²), ``beta`` (their sum, the
-        official L_β), ``prior`` (KL(q(y_{t_T} | y₀, x) ‖ N(0, I))), ``regulariser``
+        official L_β), ``prior`` (KL(q(y_{t_T} | y₀, x) ‖ N(0, I)), or the reverse with
+        ``prior_kl="official"``: :func:`prior_kl`), ``regulariser``
         (α (∂²_t γ̄)²) — each a mean over pixels — and ``total`` (the weighted sum). ``t [B]``
         and ``noise`` (ε, shaped like y0) may be given; otherwise t is drawn stratified and ε
         normal, in DiffusionModel.loss's order.
@@ -527,10 +569,8 @@ class CVDM(nn.Module):
         log_g0 = -lam * tau_ends[0]
         log_gT = -lam * tau_ends[1]
         boundary = mean(torch.expm1(log_g0).pow(2)) + mean(torch.exp(2 * log_gT))
-        # Prior: KL(N(√γ̄_T y₀, 1 − γ̄_T) ‖ N(0, 1)) = ½ (σ² + γ̄ y₀² − 1 − log σ²), σ² = 1 − γ̄_T.
-        g_T = torch.exp(log_gT)
-        log_var_T = torch.log(-torch.expm1(log_gT))
-        prior = mean(0.5 * (-g_T + g_T * y0.pow(2) - log_var_T))
+        # Prior at t_T: KL(q(y_{t_T} | y₀, x) ‖ N(0, I)) (paper) or its reverse (official code).
+        prior = mean(prior_kl(log_gT, y0, self.prior_kl))
         # L_γ: α (∂²_t γ̄)², the SNR curvature penalty at first order (snr_expansion_n = 1).
         regulariser = self.alpha * mean(terms["d2_gamma_bar"].pow(2))
         w = self.weights

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from diffvi.data.paired import PAIRED_TASKS, PAIRS_TASK, paired_task
+from diffvi.diffusion.conditional import PRIOR_KL
 from diffvi.training.config.base import (
     DATA,
     MODEL,
@@ -30,10 +31,12 @@ class CVDMConfig(RunConfig):
     else ``test``), both drawn with ``data_seed``; ``seed`` seeds the weights, noise and batch
     order. The denoiser UNet (and the regression UNet) is ``base_channels · channel_mults``
     wide with attention at ``attention_resolutions``; ``timesteps`` is CVDM's T (boundary times
-    of the loss, default sampling steps). Validation every ``val_every_n_steps`` steps scores
-    the EMA weights: the loss on the held-out pairs, and the image MSE / PSNR of one sample
-    (``sample_steps`` steps) for the first ``val_sample_size`` of them. ``x_channels``,
-    ``y_channels`` and ``image_size`` are set from the data.
+    of the loss, default sampling steps); ``prior_kl`` the direction of the loss's prior term
+    (:func:`~diffvi.diffusion.conditional.prior_kl`: ``"paper"`` or ``"official"``).
+    Validation every ``val_every_n_steps`` steps scores the EMA weights: the loss on the
+    held-out pairs, and the image MSE / PSNR of one sample (``sample_steps`` steps) for the
+    first ``val_sample_size`` of them. ``x_channels``, ``y_channels`` and ``image_size`` are set
+    from the data.
 
     Your own pairs: ``pairs`` ``[LOW, HIGH]``, two folders of images matched by file name or
     two TIFF stacks (:mod:`diffvi.data.paired_files`), replaces the generated task; ``task``
@@ -89,6 +92,13 @@ class CVDMConfig(RunConfig):
         panel=MODEL,
         min=2,
     )
+    prior_kl: str = option(
+        "paper",
+        "Direction of the loss's prior term: paper: KL(q(y_T|y0,x) || N(0,I)), the bound's; "
+        "official: KL(N(0,I) || q(y_T|y0,x)), as the official code computes it.",
+        panel=MODEL,
+        choices=PRIOR_KL,
+    )
     batch_size: int = batch_size_option(16)
     lr: float = lr_option(1e-4)
     warmup_steps: int = warmup_option(200)
@@ -125,6 +135,8 @@ class CVDMConfig(RunConfig):
             raise ValueError(
                 f"train_size ({self.train_size}) must be >= batch_size ({self.batch_size})"
             )
+        if self.prior_kl not in PRIOR_KL:
+            raise ValueError(f"prior_kl must be one of {list(PRIOR_KL)}, got {self.prior_kl!r}")
         if self.timesteps < 2 or self.sample_steps < 2:
             raise ValueError(
                 f"timesteps and sample_steps must be >= 2, got {self.timesteps}, "
@@ -178,4 +190,5 @@ class CVDMConfig(RunConfig):
             "attention_resolutions": list(self.attention_resolutions),
             "num_groups": self.num_groups,
             "timesteps": self.timesteps,
+            "prior_kl": self.prior_kl,
         }

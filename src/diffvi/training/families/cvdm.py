@@ -48,6 +48,7 @@ def build_cvdm_model(spec: dict[str, Any]) -> CVDM | RegressionUNet:
         schedule="learned" if schedule == "learned" else build_schedule(schedule),
         image=False,
         timesteps=spec["timesteps"],
+        prior_kl=spec.get("prior_kl", "paper"),  # exports from before the option: the same loss
         **net,
     )
 
@@ -152,4 +153,5 @@ class CVDMFamily(Family):
         names = ("task", "task_options", "schedule", "x_channels", "y_channels", "image_size",
                  "base_channels", "channel_mults", "attention_resolutions", "num_groups",
                  "timesteps")  # fmt: skip
-        return cls(CVDMConfig(**{name: spec[name] for name in names}))
+        given = {name: spec[name] for name in names}
+        return cls(CVDMConfig(**given, prior_kl=spec.get("prior_kl", "paper")))
