@@ -10,15 +10,17 @@ from diffvi.diffusion import (
     CosineSchedule,
     DiscreteSchedule,
     InterpolatedSchedule,
+    LearnableScalarSchedule,
     LearnedSchedule,
     LinearSchedule,
+    build_diffusion_model,
     build_schedule,
 )
 
 GRID = torch.linspace(0, 1, 2001, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("name", ["linear", "cosine", "learned"])
+@pytest.mark.parametrize("name", ["linear", "cosine", "learned", "learnable-scalar"])
 def test_gamma_is_non_decreasing_on_a_fine_grid(name):
     gamma = build_schedule(name).gamma(GRID).detach()
     assert torch.isfinite(gamma).all()
@@ -40,6 +42,67 @@ def test_learned_schedule_starts_at_the_vdm_endpoints_and_keeps_set_endpoints_af
     assert gamma[0].item() == pytest.approx(-7.0, abs=1e-4)
     assert gamma[-1].item() == pytest.approx(3.0, abs=1e-4)
     assert (gamma.diff() >= -1e-5).all()
+
+
+def test_learnable_scalar_schedule_is_linear_between_vdms_initial_endpoints():
+    # VDM's NoiseSchedule_Scalar: γ(t) = b + |w| t, b = γ_min = −13.3, w = γ_max − γ_min = 18.3.
+    schedule = build_schedule("learnable-scalar").double()
+    assert isinstance(schedule, LearnableScalarSchedule)
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+    expected = torch.tensor([-13.3, -8.725, -4.15, 5.0], dtype=torch.float64)
+    # (b and w are initialised in float32: −13.3 and 18.3 to within 1e-6.)
+    torch.testing.assert_close(schedule.gamma(t), expected, rtol=0, atol=2e-6)
+    assert schedule.gamma_min == pytest.approx(-13.3, abs=1e-6)
+    assert schedule.gamma_max == pytest.approx(5.0, abs=2e-6)
+    gamma, slope = schedule.gamma_and_derivative(t)
+    torch.testing.assert_close(
+        slope, torch.full((4,), 18.3, dtype=torch.float64), atol=1e-6, rtol=0
+    )
+    # α² = sigmoid(−γ): at t = 1, 1/(1 + e⁵) = 0.0066929; at t = 0, 1/(1 + e^−13.3) ≈ 1 − 1.7e-6.
+    alpha, sigma = schedule.alpha_sigma(t[[0, 3]])
+    assert alpha[1].item() ** 2 == pytest.approx(1 / (1 + math.exp(5.0)), rel=1e-5)
+    assert sigma[0].item() ** 2 == pytest.approx(1 / (1 + math.exp(13.3)), rel=1e-5)
+    # Any w gives a non-decreasing γ: w = −4, b = −2 is γ(t) = −2 + 4 t.
+    with torch.no_grad():
+        schedule.start.fill_(-2.0)
+        schedule.slope.fill_(-4.0)
+    torch.testing.assert_close(schedule.gamma(t), -2 + 4 * t)
+    assert schedule.gamma_1.item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="gamma_min < gamma_max"):
+        LearnableScalarSchedule(gamma_min=1.0, gamma_max=1.0)
+
+
+def test_learnable_scalar_schedule_passes_gradients_to_both_endpoints():
+    # L = γ(0.5) + 3 γ'(0.2) = b + |w|/2 + 3|w|: ∂L/∂b = 1, ∂L/∂w = sign(w) (1/2 + 3) = 3.5 at
+    # w = 18.3 and −3.5 at w = −4 (the derivative reaches w through the VDM loss's γ'(t)).
+    schedule = LearnableScalarSchedule().double()
+    for w, dw in ((18.3, 3.5), (-4.0, -3.5)):
+        with torch.no_grad():
+            schedule.slope.fill_(w)
+        gamma = schedule.gamma(torch.tensor(0.5, dtype=torch.float64))
+        _, slope = schedule.gamma_and_derivative(torch.tensor([0.2], dtype=torch.float64))
+        db, dw_got = torch.autograd.grad(gamma + 3 * slope.sum(), [schedule.start, schedule.slope])
+        assert db.item() == pytest.approx(1.0) and dw_got.item() == pytest.approx(dw)
+
+
+def test_learnable_scalar_schedule_survives_the_spec_and_state_dict_round_trip():
+    spec = {
+        "kind": "diffusion", "schedule": {"name": "learnable-scalar"}, "loss_type": "vdm",
+        "denoiser": {"name": "mlp", "dim": 2, "hidden": [8], "time_dim": 8},
+        "image": False,
+    }  # fmt: skip
+    trained = build_diffusion_model(spec)
+    with torch.no_grad():
+        trained.schedule.start.fill_(-11.0)
+        trained.schedule.slope.fill_(15.5)
+    rebuilt = build_diffusion_model(spec)
+    assert rebuilt.schedule.gamma_max == pytest.approx(5.0, abs=1e-6)  # a fresh initialisation
+    rebuilt.load_state_dict(trained.state_dict())
+    assert sorted(k for k in trained.state_dict() if k.startswith("schedule.")) == [
+        "schedule.slope", "schedule.start",
+    ]  # fmt: skip
+    assert rebuilt.schedule.gamma_min == pytest.approx(-11.0)
+    assert rebuilt.schedule.gamma_max == pytest.approx(4.5)
 
 
 def test_linear_schedule_endpoints_are_ddpm_first_and_last_steps():
@@ -65,7 +128,7 @@ def test_cosine_view_matches_nichol_dhariwal_alpha_bar_formula():
     assert view.betas[-1].item() == pytest.approx(0.999, abs=1e-4)  # the clipped last β
 
 
-@pytest.mark.parametrize("name", ["linear", "cosine", "learned"])
+@pytest.mark.parametrize("name", ["linear", "cosine", "learned", "learnable-scalar"])
 def test_gamma_derivative_matches_finite_differences(name):
     schedule = build_schedule(name).double()
     t = torch.tensor([0.1, 0.4, 0.7, 0.95], dtype=torch.float64)
@@ -82,7 +145,7 @@ def test_learned_schedule_derivative_carries_gradient_to_its_parameters():
     assert schedule.l2.weight.grad is not None and schedule.l2.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["linear", "cosine", "learned"])
+@pytest.mark.parametrize("name", ["linear", "cosine", "learned", "learnable-scalar"])
 def test_q_zt_given_x_has_mean_alpha_x_and_variance_sigma_squared(name):
     schedule = build_schedule(name, **({"hidden": 32} if name == "learned" else {}))
     gen = torch.Generator().manual_seed(0)

@@ -6,6 +6,7 @@ from typing import Any
 import typer
 
 from diffvi.cli.options import RunOptions, train_command
+from diffvi.diffusion.schedules import LEARNABLE_SCHEDULES
 from diffvi.training.config import DiffusionConfig
 
 
@@ -23,12 +24,13 @@ def train_diffusion(given: dict[str, Any], run: RunOptions) -> None:
     ```
     diffvi train diffusion --dataset mnist --max-steps 5000
     diffvi train diffusion --dataset fashion-mnist --schedule learned --loss vdm
+    diffvi train diffusion --dataset mnist --schedule learnable-scalar
     diffvi train diffusion --dataset digits --base-channels 16 --attention '' --max-steps 300
     diffvi train diffusion --run-dir runs/mnist-diffusion-cosine --resume --max-steps 10000
     diffvi train diffusion --data photos/ --size 32 --attention 8   # your own images
     ```
     """
-    defaults = {"loss_type": "vdm"} if given["schedule"] == "learned" else None
+    defaults = {"loss_type": "vdm"} if given["schedule"] in LEARNABLE_SCHEDULES else None
     result = run.train(
         "diffusion", given, defaults, lambda c: f"{c.data_name}-diffusion-{c.schedule}"
     )

@@ -1,5 +1,6 @@
 """Noise schedules of Gaussian diffusions: discrete (DDPM, Ho et al. 2020) and continuous-time
-(VDM, Kingma et al. 2021) — linear, cosine and learned.
+(VDM, Kingma et al. 2021) — linear, cosine and learned (VDM's monotone network, or its linear
+γ with learned endpoints).
 
 The forward (noising) chain over ``T`` steps is r(y_t | y_{t−1}) = N(√(1−β_t) y_{t−1}, β_t I),
 ``t = 1 … T``, with y_0 the clean variable. Its marginals are
@@ -467,13 +468,60 @@ class LearnedSchedule(NoiseSchedule):
         return f"hidden={self.hidden}, minimise_variance={self.minimise_variance}"
 
 
-SCHEDULES = {"linear": LinearSchedule, "cosine": CosineSchedule, "learned": LearnedSchedule}
+class LearnableScalarSchedule(NoiseSchedule):
+    """VDM's ``learnable_scalar`` schedule: γ(t) = b + |w| t, linear in t with two trainable
+    scalars, so γ(0) = b and γ(1) = b + |w| are the learned endpoints and γ' = |w| ≥ 0.
+
+    The schedule of the official CIFAR-10 and ImageNet 32/64 configs (google-research/vdm
+    ``configs/cifar10.py``, ``imagenet32.py``, ``imagenet64.py``: ``gamma_type=
+    'learnable_scalar'``; ``model_vdm.py``, ``NoiseSchedule_Scalar``), initialised as there at
+    b = γ_min = −13.3 and w = γ_max − γ_min = 18.3. Its shape is fixed, so it trains on the
+    bound's gradient alone: by VDM eq. 15 that gradient moves the endpoints, which is all this
+    schedule has (the monotone network, :class:`LearnedSchedule`, is ``"learned"``).
+
+    Args:
+        gamma_min, gamma_max: γ(0) and γ(1) at initialisation (``gamma_min < gamma_max``).
+    """
+
+    def __init__(self, gamma_min: float = -13.3, gamma_max: float = 5.0) -> None:
+        super().__init__()
+        if not gamma_min < gamma_max:
+            raise ValueError(f"need gamma_min < gamma_max, got {gamma_min} and {gamma_max}")
+        self.start = nn.Parameter(torch.tensor(float(gamma_min)))  # b
+        self.slope = nn.Parameter(torch.tensor(float(gamma_max - gamma_min)))  # w
+
+    @property
+    def gamma_0(self) -> Tensor:
+        """γ(0) = b, a differentiable scalar."""
+        return self.start
+
+    @property
+    def gamma_1(self) -> Tensor:
+        """γ(1) = b + |w|, a differentiable scalar."""
+        return self.start + self.slope.abs()
+
+    def gamma(self, t: Tensor) -> Tensor:
+        return self.start + self.slope.abs() * t.to(self.start.dtype)  # NoiseSchedule_Scalar
+
+    def extra_repr(self) -> str:
+        return f"gamma_0={self.gamma_0.item():.4g}, gamma_1={self.gamma_1.item():.4g}"
+
+
+SCHEDULES = {
+    "linear": LinearSchedule,
+    "cosine": CosineSchedule,
+    "learned": LearnedSchedule,
+    "learnable-scalar": LearnableScalarSchedule,
+}
+# Schedules with trainable parameters: trained by the VDM bound (loss "vdm").
+LEARNABLE_SCHEDULES = ("learned", "learnable-scalar")
 # Schedules a saved spec may name but training does not offer (they need a table, not a name).
 SPEC_SCHEDULES = {**SCHEDULES, "interpolated": InterpolatedSchedule}
 
 
 def build_schedule(name: str, **kwargs: Any) -> NoiseSchedule:
-    """A schedule by name: ``"linear"``, ``"cosine"``, ``"learned"`` or ``"interpolated"``
+    """A schedule by name: ``"linear"``, ``"cosine"``, ``"learned"`` (VDM's monotone network),
+    ``"learnable-scalar"`` (VDM's linear γ with learned endpoints) or ``"interpolated"``
     (keyword arguments go to its constructor)."""
     if name not in SPEC_SCHEDULES:
         raise ValueError(f"schedule must be one of {sorted(SPEC_SCHEDULES)}, got {name!r}")

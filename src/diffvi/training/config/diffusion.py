@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffvi.diffusion.model import LOSSES
+from diffvi.diffusion.schedules import LEARNABLE_SCHEDULES
 from diffvi.diffusion.schedules import SCHEDULES as NOISE_SCHEDULES
 from diffvi.training.config.base import (
     MODEL,
@@ -33,15 +34,16 @@ class DiffusionConfig(RunConfig, ImageDataConfig):
     dataset: str | None = dataset_option("mnist")
     schedule: str = option(
         "cosine",
-        "Noise schedule γ(t): linear (DDPM), cosine (Nichol & Dhariwal), learned (VDM; needs "
-        "--loss vdm).",
+        "Noise schedule γ(t): linear (DDPM), cosine (Nichol & Dhariwal), learned (VDM's "
+        "monotone network), learnable-scalar (VDM's linear γ with learned endpoints, its "
+        "CIFAR-10/ImageNet configs); the learned ones need --loss vdm.",
         panel=MODEL,
         choices=NOISE_SCHEDULES,
     )
     loss_type: str = option(
         "simple",
         "simple: DDPM's ε-loss; vdm: the VDM continuous-time bound in bits/dim (the default "
-        "with --schedule learned).",
+        "with a learned schedule).",
         flag="--loss",
         choices=LOSSES,
     )
@@ -74,8 +76,11 @@ class DiffusionConfig(RunConfig, ImageDataConfig):
             )
         if self.loss_type not in LOSSES:
             raise ValueError(f"loss_type must be one of {LOSSES}, got {self.loss_type!r}")
-        if self.schedule == "learned" and self.loss_type != "vdm":
-            raise ValueError("a learned schedule is trained by the VDM bound: use loss_type 'vdm'")
+        if self.schedule in LEARNABLE_SCHEDULES and self.loss_type != "vdm":
+            raise ValueError(
+                f"a learned schedule is trained by the VDM bound: use loss_type 'vdm' with "
+                f"schedule {self.schedule!r}"
+            )
         for name in ("batch_size", "base_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.pretrained import build_diffusion_model
+from diffvi.diffusion.schedules import LEARNABLE_SCHEDULES
 from diffvi.training.config import DiffusionConfig
 from diffvi.training.family import Family, LossOutput, Metric, adam_with_warmup
 
@@ -59,7 +60,7 @@ class DiffusionFamily(Family):
     def loss(self, batch: tuple[Tensor, ...]) -> LossOutput:
         loss = self.model.loss(batch[0]).mean()
         metrics = {"loss": loss.detach()}
-        if self.config.schedule == "learned":
+        if self.config.schedule in LEARNABLE_SCHEDULES:
             metrics["gamma_0"] = self.model.schedule.gamma_0.detach()
             metrics["gamma_1"] = self.model.schedule.gamma_1.detach()
         return LossOutput(loss, metrics)
