@@ -44,6 +44,16 @@ def test_a_damaged_or_hostile_safetensors_header_is_one_line_naming_the_file(cli
                   weights, "not a readable safetensors file")  # fmt: skip
 
 
+def test_weights_that_do_not_fit_the_model_json_are_one_line_naming_both(cli, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(find_model("mnist"), folder)
+    spec = json.loads((folder / MODEL_SPEC).read_text())
+    spec["denoiser"]["base_channels"] *= 2
+    (folder / MODEL_SPEC).write_text(json.dumps(spec))
+    result = cli("sample", folder, "--num", "1", "--steps", "2", "-o", tmp_path / "s.png")
+    _one_line(result, folder / MODEL_WEIGHTS, "does not hold the weights")
+
+
 def test_a_model_json_of_an_unknown_kind_names_the_file(cli, tmp_path):
     folder = tmp_path / "mnist"
     shutil.copytree(find_model("mnist"), folder)

@@ -227,7 +227,14 @@ def _from_export(folder: Path) -> Family:
         weights = load_file(folder / WEIGHTS)
     except Exception as err:  # safetensors' own errors: a damaged or hostile header
         raise ValueError(f"{folder / WEIGHTS} is not a readable safetensors file: {err}") from None
-    family.load_export_state(weights)
+    try:
+        family.load_export_state(weights)
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+        detail = " ".join(str(err).split())
+        raise ValueError(
+            f"{folder / WEIGHTS} does not hold the weights {folder / SPEC} describes: "
+            f"{detail[:300]}{'…' if len(detail) > 300 else ''}"
+        ) from None
     return family
 
 
