@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -224,6 +226,29 @@ def test_registry_builds_every_operator_for_grey_and_colour_shapes(name, shape):
     op = build_operator(name, shape, generator=_gen(8))
     x = torch.rand(2, *shape)
     assert op(x).shape == (2, *op.output_shape)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_observed_count_is_the_measured_entries_and_only_inpainting_has_a_mask(name):
+    """M = the entries of y that carry a measurement: an inpainting mask's kept pixels (its
+    y is 0 elsewhere, whatever x is), all of y for every other operator (identity included,
+    which has no mask)."""
+    shape = (1, 28, 28)
+    op = build_operator(name, shape, generator=_gen(8))
+    mask = op.observed_mask
+    if not name.startswith("inpaint"):
+        assert mask is None
+        assert op.observed_count == math.prod(op.output_shape)
+        return
+    assert mask.shape == shape and op.observed_count == int(mask.sum())
+    y = op(torch.rand(2, *shape) + 0.5)
+    assert bool((y[:, mask == 0] == 0).all()) and bool((y[:, mask == 1] > 0).all())
+    expected = {
+        "inpaint-random": round(0.3 * 784),
+        "inpaint-box": 784 - 14 * 14,
+        "inpaint-half": 392,
+    }
+    assert op.observed_count == expected[name]
 
 
 def test_bad_inputs_raise_value_error():

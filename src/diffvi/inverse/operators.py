@@ -58,6 +58,22 @@ class Operator(nn.Module):
     def _forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def observed_count(self) -> int:
+        """M, the entries of one item's ``y`` that carry a measurement: all
+        ``prod(output_shape)`` of them, except where ``y`` holds zeros in place of what was not
+        measured (:class:`Inpainting`: the kept entries). Data terms averaged over M keep
+        their weight's meaning across operators (RED-diff's λ)."""
+        return math.prod(self.output_shape)
+
+    @property
+    def observed_mask(self) -> Tensor | None:
+        """For an operator that measures some entries of ``x`` as they are and hides the rest
+        (``y = m ⊙ x``, :class:`Inpainting`): the mask ``m [C, H, W]``, 1 where observed
+        (float, on the operator's device). ``None`` for every other operator, identity
+        included. Solvers may hard-replace the observed entries (ΠGDM's inpainting)."""
+        return None
+
 
 class LinearOperator(Operator):
     """Linear ``A`` with ``adjoint`` (Aᵀ), ``pinv`` (A⁺) and ``normal`` (AᵀA).
@@ -287,6 +303,17 @@ class Inpainting(SVDOperator):
     def _m(self, t: Tensor) -> Tensor:
         return self.mask.to(dtype=t.dtype, device=t.device)
 
+    @property
+    def observed_count(self) -> int:
+        """The kept entries of one item (channels counted): ``y``'s zeros elsewhere are no
+        measurement."""
+        return int(self.mask.sum().item())
+
+    @property
+    def observed_mask(self) -> Tensor | None:
+        """The mask ``[C, H, W]`` (1 = observed)."""
+        return self.mask
+
     def _forward(self, x: Tensor) -> Tensor:
         return x * self._m(x)
 
@@ -316,6 +343,11 @@ class Denoising(Inpainting):
 
     def __init__(self, input_shape: tuple[int, ...]) -> None:
         super().__init__(torch.ones(image_shape_of(tuple(input_shape)), dtype=torch.bool))
+
+    @property
+    def observed_mask(self) -> None:
+        """``None``: the identity hides nothing (no entry to hard-replace)."""
+        return None
 
     def _forward(self, x: Tensor) -> Tensor:
         return x
