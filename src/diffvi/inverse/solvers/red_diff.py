@@ -10,9 +10,19 @@ gradient of the regulariser is λ (μ − x̂₀(x_t)), Tweedie's denoising of t
 denoiser runs under ``no_grad``: its gradient is never back-propagated (the official code builds
 that graph and pays its memory for nothing).
 
-Both terms are averaged over the dimensions of each image, as in the reference implementation
-(``v`` = number of measurements per image, times ``1 / obs_weight``), so λ keeps its meaning
-across operators.
+Both terms are averaged, as in the reference implementation (its ``loss_obs`` and
+``loss_noise`` are means over the entries of y and x): the data term over the M entries of y
+that carry a measurement (:attr:`~diffvi.inverse.operators.Operator.observed_count`: the kept
+pixels of an inpainting mask, as the official ``inp`` inpainting's H returns only those; every
+entry of y otherwise), the regulariser over the D pixels, so λ keeps its meaning across
+operators; v = M / ``obs_weight``. ``misfit_mean="all"`` averages over every entry of y,
+hidden zeros included, as the official code does with its full-size ``in2`` inpainting (the
+masks its scripts run): the same restoration then takes λ·M/D there for λ here.
+
+Options of the official code: ``sigma_x0`` > 0 evaluates both terms at a draw
+x₀ = μ + σ_x0 n of q(x₀ | y) instead of at μ (``x0_pred``), and the weightings of
+:data:`WEIGHTINGS` (``denoise_term_weight``, with its ``power2over3``). The clamp of x̂₀ to
+[−1, 1] (``clip_denoised``, on by default) is ours: the official code does not clamp.
 """
 
 from collections.abc import Callable
@@ -33,8 +43,12 @@ WEIGHTINGS: dict[str, Callable[[Tensor], Tensor]] = {
     "log-snr": torch.log1p,
     "truncated-snr": lambda r: r.clamp(max=1.0),
     "constant": torch.ones_like,
+    # (σ_t/α_t)^(2/3): the official code's "power2over3" (not in the paper's ablation).
+    "power2over3": lambda r: r.pow(2 / 3),
 }
 TIME_ORDERS = ("descending", "random")
+# What the data misfit is averaged over: the measured entries of y, or all of them.
+MISFIT_MEANS = ("observed", "all")
 
 
 class REDDiff(Solver):
@@ -50,8 +64,20 @@ class REDDiff(Solver):
             (t ~ U(0, 1) at every step).
         betas: Adam's betas (the reference: 0.9, 0.99).
         clip_denoised: clamp x̂₀ to [−1, 1] for image priors (see
-            :func:`~diffvi.inverse.solvers.base.denoise`).
-        trace: record the mean data misfit ‖y − A(μ)‖²/M at every step (``trace["misfit"]``).
+            :func:`~diffvi.inverse.solvers.base.denoise`). Ours, on by default; the official
+            code does not clamp (``False``).
+        sigma_x0: σ_x0 ≥ 0, the standard deviation of q(x₀ | y) = N(μ, σ_x0² I) at which each
+            step evaluates the loss: x₀ = μ + σ_x0 n with fresh n ~ N(0, I) (the official
+            ``sigma_x0``, default 0: at μ). The result is μ.
+        misfit_mean: ``"observed"`` (default) averages ‖y − A(x₀)‖² over the M entries of y
+            that carry a measurement (``operator.observed_count``: the kept pixels of an
+            inpainting mask), so λ means the same for every operator; ``"all"`` over every
+            entry of y (for inpainting: hidden zeros included, which scales the data term by
+            M/D — the official code with its full-size ``in2`` masks, and ours before issue 18).
+        trace: record the misfit ‖y − A(x₀)‖²/M (mean over the batch) at every step
+            (``trace["misfit"]``).
+
+    Shapes: ``y [B, *A.output_shape]``; μ, x₀ and the result ``[B, C, H, W]``.
     """
 
     name = "red-diff"
@@ -66,6 +92,8 @@ class REDDiff(Solver):
         time_order: str = "descending",
         betas: tuple[float, float] = (0.9, 0.99),
         clip_denoised: bool = True,
+        sigma_x0: float = 0.0,
+        misfit_mean: str = "observed",
         trace: bool = False,
     ) -> None:
         if steps < 1:
@@ -80,6 +108,10 @@ class REDDiff(Solver):
             raise ValueError(f"weighting must be one of {sorted(WEIGHTINGS)}, got {weighting!r}")
         if time_order not in TIME_ORDERS:
             raise ValueError(f"time_order must be one of {TIME_ORDERS}, got {time_order!r}")
+        if not sigma_x0 >= 0:
+            raise ValueError(f"sigma_x0 must be >= 0, got {sigma_x0}")
+        if misfit_mean not in MISFIT_MEANS:
+            raise ValueError(f"misfit_mean must be one of {MISFIT_MEANS}, got {misfit_mean!r}")
         self.steps = steps
         self.lr = lr
         self.reg_weight = reg_weight
@@ -88,6 +120,8 @@ class REDDiff(Solver):
         self.time_order = time_order
         self.betas = betas
         self.clip_denoised = clip_denoised
+        self.sigma_x0 = float(sigma_x0)
+        self.misfit_mean = misfit_mean
         self.trace = trace
 
     def _times(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -109,6 +143,37 @@ class REDDiff(Solver):
             weight = WEIGHTINGS[self.weighting](sigma / alpha)
             return weight * (alpha / sigma) * (mu - x0)
 
+    def measurement_count(self, problem: Problem) -> int:
+        """M, what the data misfit of one item is averaged over (see ``misfit_mean``)."""
+        if self.misfit_mean == "all":
+            return problem.y[0].numel()
+        return problem.operator.observed_count
+
+    def data_term(self, problem: Problem, x: Tensor) -> Tensor:
+        """``obs_weight`` · ½‖y − A(x)‖²/M per item ``[B]`` for ``x [B, C, H, W]``: eq. 9's
+        ½‖y − A(x)‖²/v with v = M / ``obs_weight``, M from :meth:`measurement_count`."""
+        per_measurement = self.obs_weight / self.measurement_count(problem)
+        return 0.5 * per_measurement * problem.residual(x).pow(2).flatten(1).sum(1)
+
+    def loss(
+        self,
+        problem: Problem,
+        prior: DiffusionModel,
+        mu: Tensor,
+        t: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """One step's surrogate loss (a scalar: its gradient in ``mu [B, C, H, W]`` is eq. 9's
+        stochastic gradient at times ``t [B]``) and the point x₀ ``[B, C, H, W]`` it was taken
+        at: x₀ = μ + σ_x0 n, then x_t = α_t x₀ + σ_t ε (n drawn first, only when σ_x0 > 0)."""
+        x0 = mu
+        if self.sigma_x0 > 0:  # the official x0_pred = μ + σ_x0 n: a draw of q(x₀ | y)
+            x0 = mu + self.sigma_x0 * standard_normal(mu, generator)
+        reg = self.regulariser_gradient(prior, x0.detach(), t, standard_normal(mu, generator))
+        per_pixel = self.reg_weight / mu[0].numel()
+        # ½‖y − A(x₀)‖²/v + λ⟨sg(w(t)(ε̂ − ε)), x₀⟩ (eq. 9), both terms averaged (M and D).
+        return self.data_term(problem, x0).sum() + per_pixel * (reg * x0).sum(), x0
+
     def _run(
         self,
         problem: Problem,
@@ -125,20 +190,16 @@ class REDDiff(Solver):
             start = torch.zeros(shape, device=y.device, dtype=y.dtype)
         mu = start.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([mu], lr=self.lr, betas=self.betas)
-        per_measurement = self.obs_weight / y[0].numel()
-        per_pixel = self.reg_weight / mu[0].numel()
         misfits: list[float] = []
         times = self._times(mu, generator)
         for k in progress_bar(range(self.steps), desc="red-diff", enable=progress):
-            t = times[k].expand(batch)
-            reg = self.regulariser_gradient(prior, mu.detach(), t, standard_normal(mu, generator))
-            misfit = problem.residual(mu).pow(2).flatten(1).sum(1)
-            # ½‖y − A(μ)‖²/v + λ⟨sg(w(t)(ε̂ − ε)), μ⟩ (eq. 9): gradient λ·reg + data term's.
-            loss = 0.5 * per_measurement * misfit.sum() + per_pixel * (reg * mu).sum()
+            loss, x0 = self.loss(problem, prior, mu, times[k].expand(batch), generator)
+            if self.trace:  # at x₀ before the step (x₀ is μ itself when σ_x0 = 0)
+                with torch.no_grad():
+                    misfit = problem.residual(x0).pow(2).flatten(1).sum(1).mean()
+                    misfits.append(misfit.item() / self.measurement_count(problem))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            if self.trace:
-                misfits.append(misfit.mean().item() / y[0].numel())
         trace = {"misfit": misfits} if self.trace else {}
         return mu.detach(), self.steps, trace
