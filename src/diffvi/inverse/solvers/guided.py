@@ -38,6 +38,10 @@ class GuidedSampler(Solver):
         Tweedie's x̂₀(z_t) with its graph to ``z_t`` (``[B]`` times)."""
         raise NotImplementedError
 
+    def finish(self, problem: Problem, x0: Tensor) -> Tensor:
+        """The result from Tweedie's x̂₀ ``[B, C, H, W]`` at t = 0: x̂₀ itself here."""
+        return x0
+
     def _run(
         self,
         problem: Problem,
@@ -60,4 +64,4 @@ class GuidedSampler(Solver):
             z = z + correction
         with torch.no_grad():
             x0, _ = denoise(prior, z, grid[-1].expand(batch), self.clip_denoised)
-        return x0, self.steps, {}
+        return self.finish(problem, x0), self.steps, {}

@@ -15,6 +15,16 @@ with the official code's weight (RED-diff ``algos/pgdm.py``, ``awd=True``; its �
 
 (Tweedie's formula with the guided score would give the weight α_s / α_t; the official weight
 is that times α_t², which damps the guidance at high noise.) Linear operators only.
+
+Inpainting (an operator with an :attr:`~diffvi.inverse.operators.Operator.observed_mask` m):
+the official code, for its full-size inpainting degradation (``in2``), also hard-replaces the
+observed pixels of x̂₀ by y and zeroes the guidance there, so only the hidden pixels are guided,
+
+    x̂₀ ← (1 − m) ⊙ x̂₀ + m ⊙ y,    g ← (1 − m) ⊙ g,
+
+before the DDIM step (whose ε̂ stays the network's), and so on the last step: the observed
+pixels of the result are y. ``replace_observed=False`` guides every pixel instead, as for
+other operators.
 """
 
 import torch
@@ -37,6 +47,9 @@ class PiGDM(GuidedSampler):
         eta: η ≥ 0 of the DDIM step (1 = ancestral, 0 = deterministic).
         clip_denoised: clamp x̂₀ to [−1, 1] for image priors (see
             :func:`~diffvi.inverse.solvers.base.denoise`).
+        replace_observed: for inpainting (an operator with an ``observed_mask``), replace the
+            observed pixels of x̂₀ by y and guide only the hidden ones (the official code's
+            inpainting; default). Other operators are unaffected.
 
     Shapes: ``y [B, *A.output_shape]``; ``z_t``, ``x̂₀``, ``v``, ``g`` and the result are
     ``[B, C, H, W]``. Keeps the autograd graph of one
@@ -47,9 +60,21 @@ class PiGDM(GuidedSampler):
     requires = LinearOperator
 
     def __init__(
-        self, steps: int = 100, scale: float = 1.0, eta: float = 1.0, clip_denoised: bool = True
+        self,
+        steps: int = 100,
+        scale: float = 1.0,
+        eta: float = 1.0,
+        clip_denoised: bool = True,
+        replace_observed: bool = True,
     ) -> None:
         super().__init__(steps, scale, eta, clip_denoised)
+        self.replace_observed = bool(replace_observed)
+
+    def observed_mask(self, problem: Problem, like: Tensor) -> Tensor | None:
+        """The mask m ``[C, H, W]`` of the pixels to hard-replace (``like``'s dtype and
+        device), or ``None``: not inpainting, or ``replace_observed`` off."""
+        mask = problem.operator.observed_mask if self.replace_observed else None
+        return None if mask is None else mask.to(dtype=like.dtype, device=like.device)
 
     @staticmethod
     def direction(problem: Problem, residual: Tensor, r2: float) -> Tensor:
@@ -78,7 +103,18 @@ class PiGDM(GuidedSampler):
         # g = (∂x̂₀/∂z_t)ᵀ v: the VJP of ⟨sg(v), x̂₀⟩ (eq. 7).
         (g,) = torch.autograd.grad(x0, z_t, grad_outputs=v)
         # z_s = DDIM + scale · α_s α_t · g (official ΠGDM code, adaptive weight "awd").
-        return self.scale * per_item(alpha_s * alpha_t, g) * g
+        correction = self.scale * per_item(alpha_s * alpha_t, g) * g
+        mask = self.observed_mask(problem, g)
+        if mask is None:
+            return correction
+        # Inpainting: g ← (1 − m) g, and x̂₀ ← x̂₀ + m (y − x̂₀) moves DDIM's z_s by α_s m (y − x̂₀).
+        replaced = per_item(alpha_s, g) * mask * (problem.y - x0.detach())
+        return (1 - mask) * correction + replaced
+
+    def finish(self, problem: Problem, x0: Tensor) -> Tensor:
+        """x̂₀ at t = 0, its observed pixels replaced by y for inpainting."""
+        mask = self.observed_mask(problem, x0)
+        return x0 if mask is None else (1 - mask) * x0 + mask * problem.y
 
 
 __all__ = ["PiGDM"]
