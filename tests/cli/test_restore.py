@@ -148,6 +148,36 @@ def test_a_knob_the_solver_does_not_take_is_an_error(cli, shape_folder, tmp_path
     assert "--eta" in result.output  # the knobs it does take
 
 
+def test_solver_options_of_the_papers_code_reach_the_solver(cli, shape_folder, tmp_path):
+    """RED-diff's --weighting, --sigma-x0, --misfit-mean and --no-clip-denoised, and ΠGDM's
+    --no-replace-observed, land in the solver (recorded in metrics.json)."""
+    out = tmp_path / "red"
+    args = ["--task", "inpaint-random", "--input", shape_folder, "--weighting", "power2over3"]
+    args += ["--sigma-x0", "0.1", "--misfit-mean", "all", "--no-clip-denoised"]
+    result = cli("restore", *args, "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "metrics.json").read_text())["solver_options"]
+    assert options["weighting"] == "power2over3" and options["sigma_x0"] == 0.1
+    assert options["misfit_mean"] == "all" and options["clip_denoised"] is False
+    out = tmp_path / "pigdm"
+    args = ["--task", "inpaint-box", "--solver", "pigdm", "--input", shape_folder]
+    result = cli("restore", *args, "--no-replace-observed", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "metrics.json").read_text())["solver_options"]
+    assert options["replace_observed"] is False and options["clip_denoised"] is True
+
+
+@pytest.mark.parametrize(
+    ("solver", "flag"),
+    [("red-diff", "--replace-observed"), ("ddrm", "--sigma-x0=0.1"), ("dps", "--misfit-mean=all")],
+)
+def test_a_paper_option_of_another_solver_is_an_error(cli, shape_folder, tmp_path, solver, flag):
+    args = ["--solver", solver, flag, "--input", shape_folder]
+    result = cli("restore", *args, "--out", tmp_path / "out", *FAST)
+    assert result.exit_code != 0
+    assert f"{flag.split('=')[0]} does not apply to solver {solver}" in result.output
+
+
 def test_a_solver_that_needs_an_svd_rejects_phase_retrieval(cli, shape_folder, tmp_path):
     args = ["--solver", "ddrm", "--task", "phase-retrieval", "--input", shape_folder]
     result = cli("restore", *args, "--out", tmp_path / "out", *FAST)

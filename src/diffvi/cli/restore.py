@@ -22,6 +22,7 @@ from diffvi.cli.options import (
 from diffvi.inverse.registry import OPERATORS
 from diffvi.inverse.restore import NOISE_UNITS
 from diffvi.inverse.solvers import SOLVERS as SOLVER_REGISTRY
+from diffvi.inverse.solvers.red_diff import MISFIT_MEANS, WEIGHTINGS
 
 # The registries' names; "cvdm" restores with a trained conditional model (`train cvdm`)
 # instead of a prior.
@@ -29,7 +30,17 @@ TASKS = tuple(OPERATORS)
 SOLVERS = (*SOLVER_REGISTRY, "cvdm")
 
 # Solver knobs of the command line: option name -> constructor keyword.
-KNOBS = {"--lr": "lr", "--reg-weight": "reg_weight", "--scale": "scale", "--eta": "eta"}
+KNOBS = {
+    "--lr": "lr",
+    "--reg-weight": "reg_weight",
+    "--weighting": "weighting",
+    "--sigma-x0": "sigma_x0",
+    "--misfit-mean": "misfit_mean",
+    "--scale": "scale",
+    "--eta": "eta",
+    "--clip-denoised": "clip_denoised",
+    "--replace-observed": "replace_observed",
+}
 
 
 @report_errors
@@ -109,12 +120,52 @@ def restore_command(
     reg_weight: Annotated[
         float | None, typer.Option(help="red-diff: weight λ of the prior.", show_default="0.25")
     ] = None,
+    weighting: Annotated[
+        choice(WEIGHTINGS) | None,
+        typer.Option(help="red-diff: the regulariser's weight w(t) over time.", show_default="snr"),
+    ] = None,
+    sigma_x0: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="red-diff: σ of q(x0|y) = N(μ, σ²I); each step is taken at a draw "
+            "μ + σn (the official code's sigma_x0).",
+            show_default="0",
+        ),
+    ] = None,
+    misfit_mean: Annotated[
+        choice(MISFIT_MEANS) | None,
+        typer.Option(
+            help="red-diff: average the data misfit over the observed entries of y (λ means the "
+            "same for every task) or over all of y (inpainting: hidden zeros too, as the "
+            "official code's full-size masks).",
+            show_default="observed",
+        ),
+    ] = None,
     scale: Annotated[
         float | None, typer.Option(help="dps, pigdm: guidance scale.", show_default="1")
     ] = None,
     eta: Annotated[
         float | None,
         typer.Option(help="dps, pigdm, ddrm: DDIM's η.", show_default="1; ddrm 0.85"),
+    ] = None,
+    clip_denoised: Annotated[
+        bool | None,
+        typer.Option(
+            "--clip-denoised/--no-clip-denoised",
+            help="red-diff, dps, pigdm, ddrm: clamp the prior's x0 estimate to the image range "
+            "(as DPS's code does; RED-diff's code, with its ΠGDM and DDRM, does not).",
+            show_default="clip",
+        ),
+    ] = None,
+    replace_observed: Annotated[
+        bool | None,
+        typer.Option(
+            "--replace-observed/--no-replace-observed",
+            help="pigdm, inpainting: keep y at the observed pixels and guide only the hidden "
+            "ones (the official code).",
+            show_default="replace",
+        ),
     ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Images restored at once (tiled cvdm: tiles at once).")
@@ -182,7 +233,11 @@ def restore_command(
     """
     setup_numerics(flush_denormal)
     set_threads(threads)
-    knobs = {"--lr": lr, "--reg-weight": reg_weight, "--scale": scale, "--eta": eta}
+    knobs = {
+        "--lr": lr, "--reg-weight": reg_weight, "--weighting": weighting, "--sigma-x0": sigma_x0,
+        "--misfit-mean": misfit_mean, "--scale": scale, "--eta": eta,
+        "--clip-denoised": clip_denoised, "--replace-observed": replace_observed,
+    }  # fmt: skip
     if solver == "cvdm":
         _check_cvdm_flags(model, noise_std, perceptual, knobs)
     else:
@@ -206,7 +261,7 @@ def restore_command(
 
 
 def _check_cvdm_flags(
-    model: Path | None, noise_std: float, perceptual: bool, knobs: dict[str, float | None]
+    model: Path | None, noise_std: float, perceptual: bool, knobs: dict[str, Any]
 ) -> None:
     """``--solver cvdm`` needs ``--model`` and takes none of the prior solvers' options."""
     if model is None:
@@ -219,12 +274,12 @@ def _check_cvdm_flags(
         raise ValueError("--perceptual does not apply to --solver cvdm")
     if any(v is not None for v in knobs.values()):
         raise ValueError(
-            "--lr, --reg-weight, --scale and --eta do not apply to --solver cvdm; its options "
+            f"{', '.join(KNOBS)} do not apply to --solver cvdm; its options "
             "are --model, --samples, --steps, --batch-size, --tile, --overlap and --seed"
         )
 
 
-def _check_knobs(name: str, knobs: dict[str, float | None]) -> None:
+def _check_knobs(name: str, knobs: dict[str, Any]) -> None:
     """A knob that solver ``name`` does not take is an error naming the knobs it takes."""
     from diffvi.inverse.solvers import solver_defaults
 
