@@ -16,7 +16,9 @@ as it is scored, so an interrupted run resumes):
   η = 0.85, η_b = 1 (no tuning).
 - ``main``: all solvers at the matched NFE budget ``--nfe``, with the tuned values, plus A⁺y.
 - ``own``: each baseline at its paper's budget (DDRM 20, DPS 1000 on ``--own-images``).
-- ``ablation``: RED-diff on two MNIST cells: λ, lr, time order and SNR weighting vs constant.
+- ``ablation``: RED-diff on two MNIST cells: λ, lr, time order, SNR weighting vs constant,
+  √SNR and the official code's (σ/α)^(2/3), σ_x0 = 0.1, no clamp of x̂₀ (the official code's),
+  and on inpainting the misfit averaged over all of y (the official full-size masks).
 - ``diversity``: each solver with 4 seeds on ``--tune-images`` images of MNIST box inpainting
   (σ_y = 0): mean per-pixel standard deviation across seeds, inside and outside the hole.
 - ``figure``: 8 MNIST test images per task at σ_y = 0.05, rows: original, A⁺y, RED-diff, DPS,
@@ -60,7 +62,8 @@ GRIDS: dict[str, list[dict]] = {
     "pigdm": [{"scale": s} for s in (0.25, 0.5, 1.0)],
     "ddrm": [{}],
 }
-ABLATION_CELLS = (("mnist", "sr4", 0.05), ("mnist", "inpaint-box", 0.0))
+ABLATION_CELLS = (("mnist", "inpaint-box", 0.0), ("mnist", "sr4", 0.05))
+QUICK_ABLATION_CELLS = (("mnist", "sr4", 0.05), ("mnist", "inpaint-random", 0.05))
 TUNE_START = 1000
 
 
@@ -382,12 +385,18 @@ def memory_stage(ctx: Context, cells: list[tuple]) -> None:
             cached(part_path(args, "memory", task, solver), probe)
 
 
-def ablation_variants(base: dict) -> list[tuple[str, dict]]:
+def ablation_variants(base: dict, task: str) -> list[tuple[str, dict]]:
     variants = [("tuned", base)]
     variants += [(f"λ={lam}", {**base, "reg_weight": lam}) for lam in (0.0, 0.05, 0.25, 1.0, 4.0)]
     variants += [(f"lr={lr}", {**base, "lr": lr}) for lr in (0.05, 0.1, 0.25, 0.5, 1.0)]
     variants += [("random order", {**base, "time_order": "random"})]
-    variants += [(f"w={w}", {**base, "weighting": w}) for w in ("constant", "sqrt-snr")]
+    variants += [
+        (f"w={w}", {**base, "weighting": w}) for w in ("constant", "sqrt-snr", "power2over3")
+    ]
+    variants += [("sigma_x0=0.1", {**base, "sigma_x0": 0.1})]
+    variants += [("no clamp", {**base, "clip_denoised": False})]
+    if task.startswith("inpaint"):
+        variants += [("misfit_mean=all", {**base, "misfit_mean": "all"})]
     seen, unique = set(), []
     for label, options in variants:
         key = json.dumps(options, sort_keys=True)
@@ -399,10 +408,10 @@ def ablation_variants(base: dict) -> list[tuple[str, dict]]:
 
 def ablation_stage(ctx: Context) -> None:
     args = ctx.args
-    cells = ABLATION_CELLS if not args.quick else (("mnist", "sr4", 0.05),)
+    cells = ABLATION_CELLS if not args.quick else QUICK_ABLATION_CELLS
     for cell in cells:
         base = tuned_options(ctx, cell, "red-diff")
-        for label, options in ablation_variants(base):
+        for label, options in ablation_variants(base, cell[1]):
             cached(
                 part_path(
                     args,
