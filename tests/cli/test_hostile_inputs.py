@@ -78,7 +78,7 @@ def test_a_batch_larger_than_the_data_is_refused_instead_of_training_nothing(cli
 def test_an_option_of_another_objective_is_refused(cli, tmp_path):
     result = cli("train", "vae", "--dataset", "digits", "--objective", "iwae", "--analytic-kl",
                  "--max-steps", "2", "--run-dir", tmp_path / "run", "--no-progress")  # fmt: skip
-    _one_line(result, "analytic_kl=True", "objective elbo")
+    _one_line(result, "analytic_kl=True", "options of objective 'elbo'")
 
 
 def test_several_nodes_without_a_cluster_launcher_is_an_error_not_a_hang(

@@ -381,9 +381,9 @@ class TrainConfig(RunConfig, ImageDataConfig):
                     n for n, o in OBJECTIVES.items() if field_name in o.config_fields.values()
                 )
                 raise ValueError(
-                    f"{field_name}={getattr(self, field_name)!r} is an option of objective "
-                    f"{' / '.join(users)}, not of {self.objective!r}: leave it unset or choose "
-                    "one of those objectives"
+                    f"{field_name}={getattr(self, field_name)!r} is among the options of "
+                    f"objective {' / '.join(map(repr, users))}, not of {self.objective!r}: "
+                    "leave it unset or choose one of those objectives"
                 )
         free = set(inspect.signature(cls).parameters) - set(cls.config_fields) - {"latent_dim"}
         unknown = set(self.objective_options) - free
