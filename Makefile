@@ -48,6 +48,7 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/diffusion_mnist.py --steps 6000 --configs cosine-simple --export-dir models
 	$(PY) benchmarks/diffusion_speed.py
 	$(PY) benchmarks/inverse_mnist.py
+	$(PY) benchmarks/inverse_cost.py
 	$(PY) benchmarks/cvdm.py --shard 0 --shards 2 & $(PY) benchmarks/cvdm.py --shard 1 --shards 2; wait
 	$(PY) benchmarks/cvdm.py --assemble-only
 	$(PY) benchmarks/sbn_mnist.py --stages variance,speed --minutes 15
@@ -68,6 +69,7 @@ bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/diffusion_mnist.py --quick --datasets mnist --configs learned-vdm,cosine-simple
 	$(PY) benchmarks/diffusion_speed.py --quick
 	$(PY) benchmarks/inverse_mnist.py --quick
+	$(PY) benchmarks/inverse_cost.py --quick
 	$(PY) benchmarks/cvdm.py --quick
 	$(PY) benchmarks/sbn_mnist.py --quick
 	$(PY) benchmarks/genotypes.py --quick
