@@ -300,9 +300,8 @@ def test_a_hub_repository_with_pytorch_pickles_only_gets_those(tmp_path, monkeyp
     import fnmatch
     import shutil
 
-    import huggingface_hub
-
     diffusers = pytest.importorskip("diffusers")
+    huggingface_hub = pytest.importorskip("huggingface_hub")
     repo = tmp_path / "repo"
     pipeline = diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=diffusers.DDPMScheduler())
     pipeline.save_pretrained(repo, safe_serialization=False)  # unet/diffusion_pytorch_model.bin
