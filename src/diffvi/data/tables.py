@@ -4,6 +4,8 @@
 cell), int64 label codes ``[N]`` (−1 where a row has no label), the label and feature names, and
 the row names. :func:`standardise` and :func:`principal_components` prepare the features for an
 embedding (:func:`diffvi.training.embedding.embed_labelled`), as ``diffvi embed table`` does.
+:class:`TableFeatures` is what a model trained on a table keeps of it (the feature columns and
+the training rows' mean and std), to standardise new rows of the same kind of table.
 
 Formats, chosen by suffix:
 
@@ -42,6 +44,7 @@ import numpy as np
 __all__ = [
     "TABLE_FORMATS",
     "Table",
+    "TableFeatures",
     "is_table",
     "load_table",
     "principal_components",
@@ -217,6 +220,114 @@ def standardise(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     std = x.std(0, dtype=np.float64)
     std = np.where(std > 0, std, 1.0)
     return (x - mean.astype(np.float32)) / std.astype(np.float32), mean, std
+
+
+@dataclass(frozen=True)
+class TableFeatures:
+    """How a table's rows become a model's inputs, saved with a model trained on a table so
+    that it applies to new rows of the same kind of table.
+
+    ``columns [D]`` are the feature columns in the model's order (``var_names`` of an
+    ``.h5ad``, column numbers of an ``.npy``); ``mean [D]`` and ``std [D]`` (float64, the
+    training rows') standardise them: ``(x - mean) / std`` in float32, exactly as training did
+    (:meth:`transform`); ``label_column`` is the column the training labels came from (not a
+    feature). :meth:`to_dict`/:meth:`from_dict` give the JSON form a model's config keeps.
+    """
+
+    columns: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    label_column: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        d = len(self.columns)
+        if d < 1 or len(self.mean) != d or len(self.std) != d:
+            raise ValueError(
+                f"table features need D >= 1 columns with a mean and a std each; got "
+                f"{d} columns, {len(self.mean)} means, {len(self.std)} stds"
+            )
+        if len(set(self.columns)) != d:
+            raise ValueError(f"repeated feature columns {_repeated(list(self.columns))}")
+        values = np.array([*self.mean, *self.std])
+        if not np.isfinite(values).all() or min(self.std) <= 0:
+            raise ValueError("table features need finite means and stds > 0")
+
+    @classmethod
+    def fit(cls, table: Table, rows: Any = None) -> TableFeatures:
+        """The columns of ``table`` and the mean and std of its ``rows`` (positions; all when
+        ``None``), as :func:`standardise` takes them."""
+        features = table.features if rows is None else table.features[np.asarray(rows)]
+        _, mean, std = standardise(features)
+        return cls(tuple(table.feature_names), tuple(mean), tuple(std), table.label_column)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TableFeatures:
+        """From :meth:`to_dict`'s form; unknown or missing keys are a ValueError."""
+        known = {"columns", "mean", "std", "label_column"}
+        if not isinstance(values, dict) or not {"columns", "mean", "std"} <= set(values):
+            raise ValueError(
+                f"table features must be a mapping with columns, mean and std; got {values!r:.80}"
+            )
+        if set(values) - known:
+            raise ValueError(f"unknown table feature keys {sorted(set(values) - known)}")
+        return cls(
+            tuple(values["columns"]),
+            tuple(values["mean"]),
+            tuple(values["std"]),
+            values.get("label_column"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"columns", "mean", "std", "label_column"}`` as JSON lists (floats exact)."""
+        return {
+            "columns": list(self.columns),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "label_column": self.label_column,
+        }
+
+    @property
+    def num_features(self) -> int:
+        return len(self.columns)
+
+    def transform(self, features: Any, source: str = "features") -> np.ndarray:
+        """Standardise ``features [N, D]`` (columns in :attr:`columns`' order) with the saved
+        statistics: float32 ``[N, D]``. A pandas DataFrame is matched by column name (any
+        order; extra columns ignored). ``source`` names the data in errors."""
+        if hasattr(features, "columns") and hasattr(features, "loc"):  # a pandas DataFrame
+            names = [str(c) for c in features.columns]
+            absent = [c for c in self.columns if c not in names]
+            if absent:
+                raise ValueError(
+                    f"{source} has no feature column {_quoted(absent)} "
+                    f"{_of_expected(self.columns)}; it has {_some_columns(names)}"
+                )
+            position = {name: j for j, name in enumerate(names)}
+            features = features.iloc[:, [position[c] for c in self.columns]].to_numpy()
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"{source}: expected rows of {self.num_features} features [N, "
+                f"{self.num_features}] (columns {_quoted(list(self.columns))}), got shape "
+                f"{list(x.shape)}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError(f"{source}: the features contain NaN or Inf")
+        mean = np.asarray(self.mean).astype(np.float32)
+        std = np.asarray(self.std).astype(np.float32)
+        return (x - mean) / std
+
+    def read(
+        self, path: str | os.PathLike[str], labels: str | None = None, *, impute: str | None = None
+    ) -> tuple[Table, np.ndarray]:
+        """Read a new table's :attr:`columns` by name (in any order; other columns are
+        ignored) with :func:`load_table` and standardise them: ``(table, standardised [N, D]
+        float32)``. A missing column is a ValueError naming it and the columns expected."""
+        table = load_table(path, labels, self.columns, impute=impute)
+        return table, self.transform(table.features, str(path))
 
 
 def principal_components(
@@ -410,7 +521,8 @@ def _from_columns(
         absent = [c for c in columns if c not in names]
         if absent:
             raise ValueError(
-                f"{path} has no feature column {_quoted(absent)}; it has {_some_columns(names)}"
+                f"{path} has no feature column {_quoted(absent)} {_of_expected(columns)}; it has "
+                f"{_some_columns(names)}"
             )
         if labels in columns:
             raise ValueError(f"{path}: column {labels!r} cannot be both the labels and a feature")
@@ -465,7 +577,8 @@ def _read_h5ad(
         absent = [c for c in columns if c not in position]
         if absent:
             raise ValueError(
-                f"{path} has no var_names {_quoted(absent)}; it has {_some_columns(var_names)}"
+                f"{path} has no var_names {_quoted(absent)} {_of_expected(columns)}; it has "
+                f"{_some_columns(var_names)}"
             )
         x = adata.X[:, [position[c] for c in columns]]
         feature_names = list(columns)
@@ -601,6 +714,11 @@ def _text_columns(text: list[str], data: dict[str, np.ndarray], limit: int = 5) 
 def _quoted(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _of_expected(columns: Sequence[str], limit: int = 10) -> str:
+    """``of the 3 expected ('a', 'b', 'c')``: the feature columns asked for."""
+    return f"of the {len(columns)} expected ({_quoted(list(columns), limit)})"
 
 
 def _some_columns(names: list[str], limit: int = 20) -> str:

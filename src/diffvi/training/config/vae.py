@@ -156,6 +156,10 @@ class TrainConfig(RunConfig, ImageDataConfig):
     val_k: int = 50
     val_size: int = 1000
     event_shape: list[int] = field(default_factory=list)
+    # Set from the data, as event_shape is: a table's feature columns and its training rows'
+    # mean and std (diffvi.data.tables.TableFeatures.to_dict), so that the model applies to new
+    # rows; None for images.
+    features: dict[str, Any] | None = None
     posterior: str = option(
         "gaussian",
         "Posterior q(z|x): Gaussian, an inverse autoregressive flow, or a diffusion model "
@@ -300,6 +304,10 @@ class TrainConfig(RunConfig, ImageDataConfig):
         self._check_objective_options()
         self._check_posterior_options()
         self._check_posterior_and_prior()
+        if self.features is not None:
+            from diffvi.data.tables import TableFeatures
+
+            TableFeatures.from_dict(self.features)  # a ValueError if malformed
 
     def resolved_latent_dims(self) -> list[int]:
         """``latent_dims``, or the architecture preset's when unset."""

@@ -8,13 +8,19 @@ rows (chosen by ``seed``, the first ``val_size`` of them kept) are held out for 
 mean and standard deviation that standardise every row are the training rows'. Standardised
 features are real-valued, so the family trains them with the ``real-gaussian`` likelihood
 (:meth:`diffvi.training.families.vae.VAEFamily.fit_config_to_data`).
+
+The model keeps what it needs to apply to new rows: the feature columns and their training mean
+and std (:class:`~diffvi.data.tables.TableFeatures`, in its config's ``features``, hence in the
+run's ``config.json``, its checkpoints and its export's ``model.json``).
 """
 
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from diffvi.data.modules import FeatureDataModule
+from diffvi.data.tables import TableFeatures
 
 
 def uses_table(config: Any) -> bool:
@@ -28,7 +34,7 @@ def uses_table(config: Any) -> bool:
 def build_table_data(config: Any) -> FeatureDataModule:
     """The :class:`FeatureDataModule` of ``config.data`` (a table; see the module docstring)."""
     from diffvi.data.image_folders import split_positions
-    from diffvi.data.tables import load_table, standardise
+    from diffvi.data.tables import load_table
 
     stray = {
         name: getattr(config, name)
@@ -45,10 +51,10 @@ def build_table_data(config: Any) -> FeatureDataModule:
         raise ValueError(f"{config.data}: {table.num_samples} rows; training needs at least 3")
     train, held_out = split_positions(table.num_samples, config.val_fraction, config.seed)
     held_out = held_out[: config.val_size]
-    _, mean, std = standardise(table.features[train.numpy()])
-    features = torch.from_numpy((table.features - mean.astype("float32")) / std.astype("float32"))
+    saved = TableFeatures.fit(table, train.numpy())
+    features = torch.from_numpy(saved.transform(table.features, str(config.data)))
     labels = torch.from_numpy(table.labels)
-    return FeatureDataModule(
+    data = FeatureDataModule(
         features[train],
         config.batch_size,
         config.seed,
@@ -57,3 +63,41 @@ def build_table_data(config: Any) -> FeatureDataModule:
         val_features=features[held_out],
         val_labels=labels[held_out],
     )
+    data.table_features = saved  # what the model keeps (fit_config_to_data)
+    return data
+
+
+def table_features(config: Any) -> TableFeatures | None:
+    """The :class:`~diffvi.data.tables.TableFeatures` a model trained on a table keeps in its
+    config (``features``); for a run from before they were kept, those of its training table
+    (``data``, read again). ``None`` for a model not trained on a table."""
+    saved = getattr(config, "features", None)
+    if saved is not None:
+        return TableFeatures.from_dict(saved)
+    if not uses_table(config):
+        return None
+    from diffvi.data.image_folders import split_positions
+    from diffvi.data.tables import load_table
+
+    table = load_table(config.data, labels=config.labels)
+    train, _ = split_positions(table.num_samples, config.val_fraction, config.seed)
+    return TableFeatures.fit(table, train.numpy())
+
+
+def held_out_rows(config: Any, split: str = "test") -> tuple[Tensor, Tensor]:
+    """``(rows [M, D], labels [M])`` of the table a run trained on (``config.data``),
+    standardised as in training: its held-out rows (``split`` ``"test"`` or ``"val"``: all of
+    the ``val_fraction``, not only the ``val_size`` validated) or its training rows
+    (``"train"``)."""
+    from diffvi.data.image_folders import split_positions
+
+    splits = ("train", "test", "val")
+    if split not in splits:
+        raise ValueError(f"unknown split {split!r} for a table; valid: {list(splits)}")
+    saved = table_features(config)
+    if saved is None:
+        raise ValueError(f"the run was trained on {config.data or config.dataset}, not a table")
+    table, rows = saved.read(config.data, config.labels)
+    train, held_out = split_positions(table.num_samples, config.val_fraction, config.seed)
+    chosen = (train if split == "train" else held_out).numpy()
+    return torch.from_numpy(rows[chosen]), torch.from_numpy(table.labels[chosen])

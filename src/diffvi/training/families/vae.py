@@ -15,7 +15,7 @@ its own Adam; ``global_step`` counts batches, as for the other objectives.
 """
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -28,6 +28,9 @@ from diffvi.posteriors import POSTERIORS
 from diffvi.posteriors.base import Posterior
 from diffvi.training.config import ADAM_PRESETS, TrainConfig, iwae_lr_factor
 from diffvi.training.family import Family, LossOutput, Metric
+
+if TYPE_CHECKING:
+    from diffvi.data.tables import TableFeatures
 
 
 def build_objective_from_config(config: TrainConfig, latent_dim: int | None = None) -> Objective:
@@ -166,6 +169,8 @@ class VAEFamily(Family):
                 )
             config.likelihood = "real-gaussian"
         config.event_shape = list(data.event_shape)
+        saved = getattr(data, "table_features", None)  # a table's columns, mean and std
+        config.features = None if saved is None else saved.to_dict()
 
     def attach_data(self, data: L.LightningDataModule, resumed: bool) -> None:
         if self.config.num_labelled == 0:
@@ -177,6 +182,65 @@ class VAEFamily(Family):
                 f"{self.config.data_name} has {classes} classes, prior {self.config.prior!r} has "
                 f"{parts} partitions"
             )
+
+    # -- new rows of a table ----------------------------------------------------------------
+    @property
+    def table_features(self) -> "TableFeatures | None":
+        """The feature columns and standardisation of the table the model was trained on
+        (:class:`~diffvi.data.tables.TableFeatures`); ``None`` for a model of images."""
+        from diffvi.training.families.tables import table_features
+
+        return table_features(self.config)
+
+    def table_inputs(self, table: Any, labels: str | None = None) -> tuple[Tensor, Any]:
+        """The model's inputs ``[N, D]`` (float32, standardised with the training statistics)
+        from ``table``: a table file (CSV/TSV, Parquet, ``.npy``, ``.h5ad``; columns matched
+        by name, in any order, others ignored; ``labels`` its label column), a pandas
+        DataFrame (by name) or an array ``[N, D]`` (columns in the model's order). Returns
+        ``(inputs, Table or None)``: the :class:`~diffvi.data.tables.Table` read from a file.
+
+        Raises:
+            ValueError: the model was not trained on a table; a feature column is missing
+                (naming it and the columns expected); an array of another width.
+        """
+        import os
+
+        saved = self.table_features
+        if saved is None:
+            raise ValueError(
+                f"this {self.kind} model was trained on images ({self.config.data_name}), not "
+                "on a table: it has no feature columns to read"
+            )
+        if isinstance(table, str | os.PathLike):
+            read, rows = saved.read(table, labels)
+            return torch.from_numpy(rows), read
+        if isinstance(table, Tensor):
+            table = table.detach().cpu().numpy()
+        return torch.from_numpy(saved.transform(table, "the table")), None
+
+    @torch.no_grad()
+    def encode_table(
+        self, table: Any, *, seed: int = 0, batch_size: int = 500, labels: str | None = None
+    ) -> Tensor:
+        """Latents ``[N, d]`` of new rows ``table`` (a file, DataFrame or array; see
+        :meth:`table_inputs`): one posterior draw per row (DDVI's protocol, as ``diffvi
+        embed``), noise from a generator seeded with ``seed``; float32 on the CPU. A model
+        trained with ``ddvi-official`` maps rows by its deterministic DDIM chain, as it
+        trained."""
+        from diffvi.evaluation.representation import embed_latents
+
+        x, _ = self.table_inputs(table, labels)
+        device = next(self.posterior.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        official = self.config.objective == "ddvi-official"
+        sampler = getattr(self.posterior, "sampler", None)
+        if official:
+            self.posterior.sampler = "ddim"
+        try:
+            return embed_latents(self.posterior, x, generator, batch_size)
+        finally:
+            if official:
+                self.posterior.sampler = sampler
 
     def callbacks(self, progress_bar: bool) -> list[L.Callback]:
         if not self.config.warmup_steps:
