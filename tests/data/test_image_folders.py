@@ -13,6 +13,7 @@ from PIL import Image
 
 from diffvi.data import image_folders
 from diffvi.data.image_folders import (
+    BinarizedImages,
     ImageFileDataset,
     open_image_data,
     open_image_splits,
@@ -315,3 +316,42 @@ def test_the_memory_budget_decides_what_is_held_in_memory(tmp_path, monkeypatch)
     monkeypatch.setattr(image_folders, "IN_MEMORY_BYTES", 0)
     train, held = open_image_splits(tmp_path / "a.npy", seed=0)
     assert not train.in_memory and not held.in_memory
+
+
+def _grey_levels(tmp_path: Path, values: np.ndarray) -> ImageFileDataset:
+    np.save(tmp_path / "grey.npy", values.astype(np.float32))
+    return open_image_data(tmp_path / "grey.npy")
+
+
+def test_binarized_training_images_are_fresh_bernoulli_draws_each_epoch(tmp_path):
+    """Pixels at grey level p are 1 with probability p; an epoch's draw of an item depends on
+    (seed, epoch, item) only, not on the batch it comes in; binary pixels stay as they are."""
+    levels = np.zeros((6, 1, 40, 40))
+    levels[:, :, :20] = 0.3
+    levels[:, :, 20:30] = 1.0
+    binary = BinarizedImages(_grey_levels(tmp_path, levels), dynamic=True, seed=3)
+    x, y = binary[torch.arange(6)]
+    assert x.shape == (6, 1, 40, 40) and x.dtype == torch.float32 and (y == -1).all()
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert (x[:, :, 20:30] == 1).all() and (x[:, :, 30:] == 0).all()
+    assert float(x[:, :, :20].mean()) == pytest.approx(0.3, abs=0.02)  # 4800 draws: sd 0.007
+    assert torch.equal(binary[[4, 1]][0], x[[4, 1]])  # the item's draw, whatever the batch
+    assert torch.equal(binary[2][0], x[2])
+    again = BinarizedImages(_grey_levels(tmp_path, levels), dynamic=True, seed=3)
+    assert torch.equal(again[torch.arange(6)][0], x)  # seeded
+    binary.set_epoch(1)
+    assert not torch.equal(binary[torch.arange(6)][0], x)  # a new draw every epoch
+
+
+def test_held_out_images_are_binarised_once_whatever_the_epoch_or_seed(tmp_path):
+    levels = np.full((5, 1, 8, 8), 0.5)
+    views = [BinarizedImages(_grey_levels(tmp_path, levels), dynamic=False) for _ in range(2)]
+    first = views[0][torch.arange(5)][0]
+    views[0].set_epoch(4)
+    assert torch.equal(views[0][torch.arange(5)][0], first)
+    assert torch.equal(views[1][torch.arange(5)][0], first)
+    assert 0.3 < float(first.mean()) < 0.7  # a draw, not the grey levels
+    _, held_out = open_image_splits(tmp_path / "grey.npy", val_fraction=0.4, seed=1)
+    view = BinarizedImages(held_out, dynamic=False)
+    # item i of the source gets the same bits in a held-out view as in the whole set
+    assert torch.equal(view[torch.arange(2)][0], first[held_out.items])

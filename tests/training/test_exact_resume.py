@@ -179,3 +179,29 @@ def test_a_run_on_an_image_folder_stopped_and_resumed_is_bit_identical(tmp_path,
     for name, value in _weights(straight).items():
         torch.testing.assert_close(_weights(resumed)[name], value, rtol=0, atol=0, msg=name)
     assert _train_rows(tmp_path / "split") == _train_rows(tmp_path / "straight")
+
+
+def test_an_sbn_on_an_image_folder_stopped_and_resumed_is_bit_identical(tmp_path):
+    """Dynamic binarisation of the user's colour images (and random crops): the stop falls inside
+    the second epoch, so the resumed run draws the bits of an epoch it did not start."""
+    folder = _image_folder(tmp_path / "images")
+
+    def make(**o):
+        return SBNConfig(
+            dataset=None, data=folder, size=[8], crop="random", val_fraction=0.2, layers=[8, 4],
+            batch_size=8, val_size=64, val_k=5, estimator="vimco", k=3, **o,
+        )  # fmt: skip
+
+    options = dict(accelerator="cpu", progress_bar=False, log_every_n_steps=1)
+    straight = fit(make(max_steps=END, val_every_n_steps=3), tmp_path / "straight", **options)
+    fit(make(max_steps=STOP, val_every_n_steps=3), tmp_path / "split", **options)
+    resumed = fit(
+        make(max_steps=END, val_every_n_steps=3), tmp_path / "split", resume=True, **options
+    )
+    assert resumed.trainer.current_epoch == straight.trainer.current_epoch
+    assert resumed.trainer.global_step == straight.trainer.global_step == END
+    assert straight.family.config.event_shape == [3, 8, 8]
+    for name, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(resumed)[name], value, rtol=0, atol=0, msg=name)
+    logged = _train_rows(tmp_path / "straight")
+    assert _train_rows(tmp_path / "split") == logged and len(logged) == END

@@ -32,6 +32,13 @@ is scaled (bicubic, antialiased; its aspect ratio kept) to cover ``H × W`` and 
 window is cut out of it: the centre one, or (``crop="random"``, training only) one drawn per
 item and epoch from ``(seed, epoch, item)``, so a resumed run draws the crops of an
 uninterrupted one.
+
+Binary pixels (a sigmoid belief net's data): :class:`BinarizedImages` reads the grey levels of
+such a set as Bernoulli probabilities and returns binary images, drawn afresh for every item in
+every epoch (the dynamic binarisation of the IWAE and VIMCO experiments) from ``(seed, epoch,
+item)``, so a resumed run draws the bits of an uninterrupted one; a held-out view draws once, from
+a fixed seed and the item alone, so every validation scores the same bits. Images that are
+binary already come back unchanged.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from diffvi.data.files import decode_image, image_channels
 
 __all__ = [
     "ARRAY_SUFFIXES",
+    "BinarizedImages",
     "CROPS",
     "IN_MEMORY_BYTES",
     "TRAINING_IMAGE_SUFFIXES",
@@ -74,6 +82,10 @@ IN_MEMORY_BYTES = 1 << 30
 and held in memory; larger sets are read from disk batch by batch."""
 SPLIT_SALT = 20_20
 """Mixed into the seed of the held-out split, so it is not the first epoch's order."""
+BINARIZE_SALT = 1_101
+"""Mixed into the seeds of :class:`BinarizedImages`' draws, so they are not the crops' draws."""
+HELD_OUT_BINARIZE_SEED = 0
+"""Seed of the one-off binarisation of held-out images (:class:`BinarizedImages`)."""
 
 _IMAGE_KEYS = ("images", "x")
 _LABEL_KEYS = ("labels", "y")
@@ -674,3 +686,79 @@ def open_image_splits(
     for part in (train, held_out):
         part.load_into_memory(budget)
     return train, held_out
+
+
+class BinarizedImages(Dataset[tuple[Tensor, Tensor]]):
+    """Binary images drawn from the grey levels of ``images`` (an :class:`ImageFileDataset`)
+    read as Bernoulli probabilities: pixel ``x`` becomes 1 with probability ``x``.
+
+    ``dynamic=True`` (training): item ``i`` of epoch ``e`` is drawn from ``(seed, e, i)``, a
+    fresh draw in every epoch that does not depend on the batch it comes in, nor on the global
+    random state; ``dynamic=False`` (held out): item ``i`` is drawn once from
+    ``(HELD_OUT_BINARIZE_SEED, i)``, the same bits at every access. ``i`` is the item's number
+    in its folder or array, so views of one source agree. Pixels at 0 or 1 stay as they are.
+
+    ``view[idx] -> (x [B, C, H, W] in {0, 1}, y [B])`` as :class:`ImageFileDataset` indexes;
+    :attr:`grey_levels` is the wrapped data set (the probabilities).
+    """
+
+    def __init__(self, images: ImageFileDataset, dynamic: bool, seed: int = 0) -> None:
+        self.grey_levels, self.dynamic, self.seed = images, dynamic, int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.grey_levels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.grey_levels.image_shape
+
+    @property
+    def labels(self) -> Tensor | None:
+        return self.grey_levels.labels
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.grey_levels.num_classes
+
+    @property
+    def name(self) -> str:
+        return self.grey_levels.name
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose draws (and random crops) the next batches get."""
+        self.epoch = int(epoch)
+        self.grey_levels.set_epoch(epoch)
+
+    def _seed(self, item: int) -> list[int]:
+        if self.dynamic:
+            return [self.seed % 2**32, BINARIZE_SALT, self.epoch, item]
+        return [HELD_OUT_BINARIZE_SEED, BINARIZE_SALT, item]
+
+    def __getitem__(self, index: Any) -> tuple[Tensor, Tensor]:
+        """One item (an int) or a batch (a 1-D integer sequence, a boolean mask or a slice)."""
+        if isinstance(index, int | np.integer):
+            x, y = self[torch.tensor([int(index)])]
+            return x[0], y[0]
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        positions = torch.as_tensor(index)
+        if positions.ndim == 0 and not positions.is_floating_point():
+            return self[int(positions)]
+        if positions.dtype == torch.bool:
+            positions = torch.nonzero(positions).squeeze(1)
+        x, y = self.grey_levels[positions]  # checks the index
+        positions = positions.long().reshape(-1) % max(len(self), 1)
+        items = self.grey_levels.items[positions].tolist()
+        probabilities = x.numpy()
+        bits = np.empty_like(probabilities)
+        for row, item in enumerate(items):
+            uniform = np.random.default_rng(self._seed(item)).random(
+                probabilities.shape[1:], dtype=np.float32
+            )
+            bits[row] = uniform < probabilities[row]
+        return torch.from_numpy(bits), y
+
+    def __repr__(self) -> str:
+        kind = "dynamic" if self.dynamic else "fixed"
+        return f"BinarizedImages({self.grey_levels!r}, {kind})"

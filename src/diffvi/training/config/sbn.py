@@ -9,6 +9,7 @@ from diffvi.posteriors.bernoulli import check_layers
 from diffvi.training.config.base import (
     ESTIMATOR,
     MODEL,
+    ImageDataConfig,
     RunConfig,
     batch_size_option,
     dataset_option,
@@ -21,7 +22,7 @@ VIMCO_MEANS = ("geometric", "arithmetic")
 
 
 @dataclass
-class SBNConfig(RunConfig):
+class SBNConfig(RunConfig, ImageDataConfig):
     """Everything that defines an SBN training run (JSON-serialisable).
 
     ``layers`` are the SBN's binary layers bottom first (``[200]``, ``[200, 200]``,
@@ -32,9 +33,16 @@ class SBNConfig(RunConfig):
     on mini-batches of ``batch_size``; validation every ``val_every_n_steps`` steps on the
     first ``val_size`` held-out images with a ``val_k``-sample bound. ``event_shape`` is set
     from the data set.
+
+    The data is a registered ``dataset`` or the user's own images, ``data`` (a folder or an
+    array file; with ``labels``, ``size``, ``crop``, ``val_fraction``: :class:`ImageDataConfig`).
+    Their grey levels are Bernoulli probabilities: training images are binarised afresh in
+    every epoch, held-out ones once (:class:`~diffvi.data.image_folders.BinarizedImages`);
+    binary images stay as they are. Colour images keep their channels (``[3, H, W]``, 3·H·W
+    visible units).
     """
 
-    dataset: str = dataset_option("binarized-mnist")
+    dataset: str | None = dataset_option("binarized-mnist")
     layers: list[int] = option([200], "Binary layers bottom first, e.g. 200,200,200.", panel=MODEL)
     estimator: str = option(
         "nvil", "Score-function estimator.", panel=ESTIMATOR, choices=SBN_ESTIMATORS
@@ -67,7 +75,8 @@ class SBNConfig(RunConfig):
 
     def __post_init__(self) -> None:
         self.check_run()
-        if self.dataset not in available_datasets():
+        self.check_data()
+        if self.dataset is not None and self.dataset not in available_datasets():
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; valid: {sorted(available_datasets())}"
             )

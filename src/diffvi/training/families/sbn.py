@@ -6,6 +6,13 @@ The visible biases start at the logits of the training set's pixel means (clippe
 [1e-3, 1 − 1e-3]), as in the NVIL, VIMCO and RWS experiments. Validation logs the ELBO and the
 ``val_k``-sample importance-weighted bound (a lower bound on log p(x) that tightens with K) of
 the held-out images.
+
+The user's own images (``data``: a folder or an array file) are binarised as ``mnist-dynamic``
+is: their grey levels are Bernoulli probabilities, drawn afresh for every training image in
+every epoch and once for the held-out ones (:class:`~diffvi.data.image_folders.
+BinarizedImages`). Their pixel means, the expected means of the binary images, come from the
+grey levels of at most :data:`PIXEL_MEAN_ITEMS` training images spread over the set, so a large
+folder is not decoded whole.
 """
 
 from typing import Any
@@ -20,6 +27,9 @@ from diffvi.objectives import NVIL
 from diffvi.posteriors.bernoulli import BernoulliPosterior
 from diffvi.training.config import SBNConfig
 from diffvi.training.family import Family, LossOutput, Metric
+
+PIXEL_MEAN_ITEMS = 2000
+"""Training images of one's own whose grey levels set the initial visible biases."""
 
 
 def pixel_mean_logits(images: Tensor) -> Tensor:
@@ -52,7 +62,17 @@ class SBNFamily(Family):
     def build_data(cls, config: SBNConfig) -> L.LightningDataModule:
         from diffvi.data.modules import ImageDataModule
 
-        return ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
+        if config.data is None:
+            return ImageDataModule(config.dataset, config.batch_size, config.seed, config.val_size)
+        from diffvi.data.image_folders import BinarizedImages
+        from diffvi.training.families.images import own_image_splits
+
+        train, held_out = own_image_splits(config)
+        binary = (
+            BinarizedImages(train, dynamic=True, seed=config.seed),
+            BinarizedImages(held_out, dynamic=False),
+        )
+        return ImageDataModule(binary, config.batch_size, config.seed, config.val_size)
 
     @classmethod
     def fit_config_to_data(cls, config: SBNConfig, data: L.LightningDataModule) -> None:
@@ -61,7 +81,13 @@ class SBNFamily(Family):
     def attach_data(self, data: L.LightningDataModule, resumed: bool) -> None:
         if resumed:
             return
-        images = data.train_set[torch.arange(len(data.train_set))][0]
+        grey = getattr(data.train_set, "grey_levels", None)
+        if grey is not None:  # one's own images: the grey levels of up to PIXEL_MEAN_ITEMS
+            count = min(len(grey), PIXEL_MEAN_ITEMS)
+            positions = torch.linspace(0, len(grey) - 1, count).round().long()
+            images = grey[positions][0]
+        else:
+            images = data.train_set[torch.arange(len(data.train_set))][0]
         with torch.no_grad():
             self.model.decoders[0].bias.copy_(pixel_mean_logits(images))
 
