@@ -3,7 +3,10 @@
 
 The table is read by :func:`diffvi.data.tables.load_table`, its columns standardised and
 optionally reduced to principal components; the embedding, the GMM clustering and the scores
-are :func:`diffvi.training.embedding.embed_labelled`, as for ``diffvi embed genotypes``.
+are :func:`diffvi.training.embedding.embed_labelled`, as for ``diffvi embed genotypes``. With
+``--model`` a model trained on a table before embeds the rows instead
+(:meth:`~diffvi.training.families.vae.VAEFamily.table_inputs`,
+:func:`~diffvi.training.embedding.embed_with_model`).
 """
 
 from pathlib import Path
@@ -93,6 +96,17 @@ def embed_table(
         ),
     ] = None,
     method: MethodOpt = "ddvae",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUN_OR_EXPORT",
+            help="Embed with this trained model instead of training one: a run of `train "
+            "vae|ddvae --data TABLE` (or its export or a checkpoint). It reads its own feature "
+            "columns by name and standardises them with its training mean and std; --method, "
+            "--columns, --pca and the training options do not apply.",
+            show_default=False,
+        ),
+    ] = None,
     clusters: Annotated[
         int | None,
         typer.Option(min=1, help="GMM components on the embedding."),
@@ -130,12 +144,20 @@ def embed_table(
     by label, else by cluster), OUT/metrics.json and, for variational methods, the training run
     in OUT/run.
 
+    With --model, a model trained on a table before (`diffvi train vae|ddvae --data TABLE`)
+    embeds PATH instead: the model's feature columns are read by name (in any order; a missing
+    one is an error naming it), standardised with its training mean and std, and each row gets
+    one posterior draw. Writes OUT/latents.csv (sample, the label, z1 … zd), OUT/embedding.csv
+    and OUT/embedding.png (the latents, or their first two principal components when d > 2)
+    and OUT/metrics.json (the GMM and kNN scores on the d-dimensional latents).
+
     **Examples**
 
     ```
     diffvi embed table cells.h5ad --labels cell_type --pca 50 --method ddvae --out emb
     diffvi embed table data.csv --labels species --method vae --out emb-vae
     diffvi embed table X.npy --labels -1 --method umap --out emb-umap
+    diffvi embed table new-cells.h5ad --model runs/cells-vae --labels cell_type --out emb-new
     ```
     """
     setup_numerics(flush_denormal)
@@ -144,9 +166,20 @@ def embed_table(
     ensure_writable(out, folder=True)
     from diffvi.data.tables import load_table, principal_components
     from diffvi.data.tables import standardise as standardise_columns
-    from diffvi.training.embedding import Labelling, embed_labelled, write_embedding
+    from diffvi.training.embedding import embed_labelled, write_embedding
 
     names = [name.strip() for text in columns or [] for name in text.split(",") if name.strip()]
+    if model is not None:
+        if names or pca is not None or not standardise:
+            raise ValueError(
+                "--columns, --pca and --no-standardise do not apply with --model: the model "
+                "reads its own feature columns and standardises them with its training mean "
+                "and std"
+            )
+        _embed_with_model(
+            path, model, out, labels, impute, clusters, knn_k, batch_size, device, seed, progress
+        )
+        return
     table = load_table(
         path, labels, names or None, drop_non_numeric=drop_non_numeric,
         impute=None if impute == "none" else impute,
@@ -163,11 +196,7 @@ def embed_table(
     if pca is not None:
         features, explained = principal_components(features, pca, seed=seed)
     typer.echo(_describe(table, standardise, explained))
-    labellings = []
-    if table.label_column is not None:  # a .npy's column number made non-negative
-        name = table.label_column
-        column = name if name not in _CSV_COLUMNS else f"label_{name}"
-        labellings.append(Labelling(column, table.label_strings(""), key=name))
+    labellings = _labellings(table)
     if clusters is None:
         clusters = len(table.label_names) if labels is not None and table.label_names else 10
     options = embedding_options(
@@ -198,8 +227,74 @@ def embed_table(
     typer.echo("\n".join(lines))
 
 
-def _describe(table, standardised: bool, explained) -> str:
-    """One line on what is embedded."""
+def _labellings(table) -> list:
+    """The table's label column as a :class:`~diffvi.training.embedding.Labelling` (none
+    without one)."""
+    from diffvi.training.embedding import Labelling
+
+    if table.label_column is None:
+        return []
+    name = table.label_column  # a .npy's column number made non-negative
+    column = name if name not in _CSV_COLUMNS else f"label_{name}"
+    return [Labelling(column, table.label_strings(""), key=name)]
+
+
+def _embed_with_model(
+    path: Path,
+    model: str,
+    out: Path,
+    labels: str | None,
+    impute: str,
+    clusters: int | None,
+    knn_k: int,
+    batch_size: int,
+    device: str,
+    seed: int,
+    progress: bool,
+) -> None:
+    """``embed table PATH --model RUN``: embed the rows with a model trained on a table."""
+    from diffvi.training import load
+    from diffvi.training.embedding import embed_with_model, write_embedding, write_latents
+    from diffvi.utils.runtime import resolve_device
+
+    family = load(model, resolve_device(device))
+    if family.kind != "vae":
+        raise ValueError(
+            f"--model must be a VAE trained on a table (train vae|ddvae --data TABLE); {model} "
+            f"holds a {family.kind!r} model"
+        )
+    x, table = family.table_inputs(path, labels, impute=None if impute == "none" else impute)
+    typer.echo(_describe(table, f"standardised by the training mean and std of {model}", None))
+    labellings = _labellings(table)
+    if clusters is None:
+        clusters = len(table.label_names) if labels is not None and table.label_names else 10
+    result, latents = embed_with_model(
+        family, x, labellings, num_clusters=clusters, knn_k=knn_k, seed=seed,
+        batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    write_latents(out / "latents.csv", latents, table.samples, labellings)
+    metrics = {
+        "input": str(path),
+        "format": table.format,
+        "model": str(model),
+        "num_features_read": table.num_features,
+        "imputed": table.imputed,
+        "latent_dim": int(latents.shape[1]),
+        "label_column": table.label_column,
+        "label_names": table.label_names,
+        "unlabelled": int((table.labels < 0).sum()),
+        "seed": seed,
+    }
+    lines = write_embedding(
+        out, result, table.samples, labellings, metrics, title=f"{Path(model).name}: {path.name}"
+    )
+    lines[0] = lines[0].replace("Wrote ", f"Wrote {out / 'latents.csv'}, ")
+    typer.echo("\n".join(lines))
+
+
+def _describe(table, standardised: bool | str, explained) -> str:
+    """One line on what is embedded (``standardised``: whether, or how, the features were)."""
     parts = [
         f"{plural(table.num_samples, 'row')} × {plural(table.num_features, 'feature')} of "
         f"{table.path.name}"
@@ -215,7 +310,7 @@ def _describe(table, standardised: bool, explained) -> str:
     if table.imputed:
         parts.append(f"{plural(table.imputed, 'missing value')} imputed by the column mean")
     if standardised:
-        parts.append("standardised")
+        parts.append(standardised if isinstance(standardised, str) else "standardised")
     if explained is not None:
         parts.append(
             f"{len(explained)} principal components ({explained.sum():.0%} of the variance)"

@@ -22,7 +22,9 @@ genotypes and single-cell data: the first features when they are components alre
 :func:`embed_labelled` is the workflow that ``diffvi embed genotypes`` and ``diffvi embed table``
 share: embed, fit a GMM to the embedding, score the clusters (purity, completeness, NMI) and a
 leave-one-out kNN classifier against each labelling; :func:`write_embedding` writes
-``embedding.csv``, ``embedding.png`` and ``metrics.json``.
+``embedding.csv``, ``embedding.png`` and ``metrics.json``. :func:`embed_with_model` does the
+same with a model trained before (``diffvi embed table NEW --model RUN``) instead of training
+one, and :func:`write_latents` writes its latents of any dimension.
 """
 
 import time
@@ -185,6 +187,79 @@ def embed_labelled(
     clusters = _gmm_cluster(embedding.coordinates, num_clusters, options.seed)
     scores = score_labellings(embedding.coordinates, clusters, labellings, knn_k)
     return LabelledEmbedding(embedding, clusters, num_clusters, scores)
+
+
+def embed_with_model(
+    family: Any,
+    x: torch.Tensor,
+    labellings: Sequence[Labelling] = (),
+    *,
+    num_clusters: int = 10,
+    knn_k: int = 20,
+    seed: int = 0,
+    batch_size: int = 500,
+    progress: bool = False,
+) -> tuple[LabelledEmbedding, torch.Tensor]:
+    """Embed ``x [N, *event_shape]`` (e.g. a new table's rows, standardised by
+    :meth:`~diffvi.training.families.vae.VAEFamily.table_inputs`) with a trained VAE family
+    instead of training one: one posterior draw per item (``family.encode``, noise seeded by
+    ``seed``); fit a ``num_clusters``-component GMM to the latents ``[N, d]`` and score it and
+    a leave-one-out kNN classifier against each labelling, as :func:`embed_labelled` does.
+
+    The embedding's 2-D coordinates (its plot) are the latents when d = 2, else their first
+    two principal components; the clusters and scores use all d dimensions. Returns
+    ``(result, latents [N, d])``."""
+    n = len(x)
+    for labelling in labellings:
+        if len(labelling.names) != n:
+            raise ValueError(
+                f"labelling {labelling.column!r}: {len(labelling.names)} names for {n} points"
+            )
+    if num_clusters < 1 or knn_k < 1:
+        raise ValueError(f"num_clusters and knn_k must be >= 1, got {num_clusters}, {knn_k}")
+    if n < 3:
+        raise ValueError(f"an embedding needs at least 3 points, got {n}")
+    start = time.perf_counter()
+    latents = family.encode(x, seed=seed, batch_size=batch_size, progress=progress)
+    z = latents.double().numpy()
+    if z.shape[1] < 2:
+        raise ValueError(f"the model's latents have {z.shape[1]} dimension; a plot needs 2")
+    if z.shape[1] == 2:
+        coordinates, how = z, "the latents"
+    else:
+        from diffvi.data.tables import principal_components
+
+        coordinates = principal_components(z, 2, seed=seed)[0].astype(np.float64)
+        how = "the first two principal components of the latents"
+    seconds = time.perf_counter() - start
+    details = {"latent_dim": int(z.shape[1]), "coordinates": how}
+    embedding = Embedding("model", coordinates, seconds, details)
+    num_clusters = min(num_clusters, n)
+    clusters = _gmm_cluster(z, num_clusters, seed)
+    scores = score_labellings(z, clusters, labellings, knn_k)
+    return LabelledEmbedding(embedding, clusters, num_clusters, scores), latents
+
+
+def write_latents(
+    path: str | Path,
+    latents: np.ndarray | torch.Tensor,
+    samples: Sequence[str],
+    labellings: Sequence[Labelling] = (),
+) -> Path:
+    """``path`` (a CSV): ``sample``, one column per labelling, ``z1 … zd``; one row per point
+    of ``latents [N, d]``."""
+    z = np.asarray(latents, dtype=np.float64)
+    header = [
+        "sample",
+        *(labelling.column for labelling in labellings),
+        *(f"z{j + 1}" for j in range(z.shape[1])),
+    ]
+    columns = [labelling.names for labelling in labellings]
+    rows = (
+        [sample, *labels, *map(repr, values)]
+        for sample, *labels, values in zip(samples, *columns, z.tolist(), strict=True)
+    )
+    return write_csv(path, header, rows)
 
 
 def score_labellings(

@@ -192,12 +192,15 @@ class VAEFamily(Family):
 
         return table_features(self.config)
 
-    def table_inputs(self, table: Any, labels: str | None = None) -> tuple[Tensor, Any]:
+    def table_inputs(
+        self, table: Any, labels: str | None = None, *, impute: str | None = None
+    ) -> tuple[Tensor, Any]:
         """The model's inputs ``[N, D]`` (float32, standardised with the training statistics)
         from ``table``: a table file (CSV/TSV, Parquet, ``.npy``, ``.h5ad``; columns matched
-        by name, in any order, others ignored; ``labels`` its label column), a pandas
-        DataFrame (by name) or an array ``[N, D]`` (columns in the model's order). Returns
-        ``(inputs, Table or None)``: the :class:`~diffvi.data.tables.Table` read from a file.
+        by name, in any order, others ignored; ``labels`` its label column; ``impute="mean"``
+        fills missing values with their column's mean), a pandas DataFrame (by name) or an
+        array ``[N, D]`` (columns in the model's order). Returns ``(inputs, Table or None)``:
+        the :class:`~diffvi.data.tables.Table` read from a file.
 
         Raises:
             ValueError: the model was not trained on a table; a feature column is missing
@@ -212,7 +215,7 @@ class VAEFamily(Family):
                 "on a table: it has no feature columns to read"
             )
         if isinstance(table, str | os.PathLike):
-            read, rows = saved.read(table, labels)
+            read, rows = saved.read(table, labels, impute=impute)
             return torch.from_numpy(rows), read
         if isinstance(table, Tensor):
             table = table.detach().cpu().numpy()
@@ -223,13 +226,21 @@ class VAEFamily(Family):
         self, table: Any, *, seed: int = 0, batch_size: int = 500, labels: str | None = None
     ) -> Tensor:
         """Latents ``[N, d]`` of new rows ``table`` (a file, DataFrame or array; see
-        :meth:`table_inputs`): one posterior draw per row (DDVI's protocol, as ``diffvi
+        :meth:`table_inputs`), by :meth:`encode`."""
+        x, _ = self.table_inputs(table, labels)
+        return self.encode(x, seed=seed, batch_size=batch_size)
+
+    @torch.no_grad()
+    def encode(
+        self, x: Tensor, *, seed: int = 0, batch_size: int = 500, progress: bool = False
+    ) -> Tensor:
+        """Latents ``[N, d]`` of model inputs ``x [N, *event_shape]`` (images, or a table's
+        standardised rows): one posterior draw per item (DDVI's protocol, as ``diffvi
         embed``), noise from a generator seeded with ``seed``; float32 on the CPU. A model
-        trained with ``ddvi-official`` maps rows by its deterministic DDIM chain, as it
+        trained with ``ddvi-official`` maps items by its deterministic DDIM chain, as it
         trained."""
         from diffvi.evaluation.representation import embed_latents
 
-        x, _ = self.table_inputs(table, labels)
         device = next(self.posterior.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         official = self.config.objective == "ddvi-official"
@@ -237,7 +248,7 @@ class VAEFamily(Family):
         if official:
             self.posterior.sampler = "ddim"
         try:
-            return embed_latents(self.posterior, x, generator, batch_size)
+            return embed_latents(self.posterior, x, generator, batch_size, progress, "embed")
         finally:
             if official:
                 self.posterior.sampler = sampler
