@@ -19,6 +19,7 @@ from gaussian_data import (
     stationary_problem,
 )
 
+from diffvi.diffusion.samplers import ddim_step
 from diffvi.inverse import Blur, PhaseRetrieval, build_operator, gaussian_kernel
 from diffvi.inverse.solvers.base import Problem, Solver
 from diffvi.inverse.solvers.ddrm import DDRM
@@ -272,7 +273,7 @@ def _pigdm_step(gaussian, name: str, solver: PiGDM):
     inner = r2 * matrix @ matrix.T + SIGMA**2 * torch.eye(matrix.shape[0], dtype=torch.float64)
     v = r2 * torch.linalg.solve(inner, residual.T).T @ matrix
     guided = solver.scale * alpha_s * alpha_t * v @ jacobian
-    return op, y, x0.detach().flatten(1), correction.flatten(1), guided, alpha_s
+    return op, y, x0.detach().flatten(1), correction.flatten(1), guided, alpha_s, (z_t, t, s)
 
 
 def test_pigdm_inpainting_replaces_observed_pixels_of_x0_and_guides_only_hidden_ones(gaussian):
@@ -281,21 +282,50 @@ def test_pigdm_inpainting_replaces_observed_pixels_of_x0_and_guides_only_hidden_
     α_s (y − x̂₀) at the observed pixels (DDIM's z_s is α_s x̂₀ + …) and the dense-algebra
     guidance scale · α_s α_t Jᵀ v at the hidden ones; off, the guidance everywhere."""
     solver = PiGDM(scale=0.7)
-    op, y, x0, correction, guided, alpha_s = _pigdm_step(gaussian, "inpaint-random", solver)
+    op, y, x0, correction, guided, alpha_s, _ = _pigdm_step(gaussian, "inpaint-random", solver)
     seen = op.observed_mask.flatten().bool()
     assert 0 < int(seen.sum()) < 16
     expected = torch.where(seen, alpha_s * (y.flatten(1) - x0), guided)
     torch.testing.assert_close(correction, expected, rtol=1e-9, atol=1e-12)
     solver = PiGDM(scale=0.7, replace_observed=False)
-    _, _, _, correction, guided, _ = _pigdm_step(gaussian, "inpaint-random", solver)
+    _, _, _, correction, guided, _, _ = _pigdm_step(gaussian, "inpaint-random", solver)
     torch.testing.assert_close(correction, guided, rtol=1e-9, atol=1e-12)
     assert (guided[:, seen].abs() > 1e-3).any()  # what the mask removes is not nothing
 
 
 def test_pigdm_guidance_of_an_operator_without_a_mask_is_unchanged(gaussian):
     solver = PiGDM(scale=0.7)
-    _, _, _, correction, guided, _ = _pigdm_step(gaussian, "sr2", solver)
+    _, _, _, correction, guided, _, _ = _pigdm_step(gaussian, "sr2", solver)
     torch.testing.assert_close(correction, guided, rtol=1e-9, atol=1e-12)
+
+
+def test_pigdm_inpainting_step_is_the_official_update_and_keeps_y_at_observed_pixels(gaussian):
+    """The whole step z_t → z_s at η = 0 against the official ``algos/pgdm.py`` update
+    (``awd=True``, ``in2``; its √ᾱ is our α): x̃₀ = (1 − m) x̂₀ + m y, g̃ = (1 − m) Jᵀv and
+
+        z_s = α_s x̃₀ + σ_s ε̂ + scale · α_s α_t · g̃    (c1 = 0, c2 = σ_s at η = 0),
+
+    ε̂ the network's. So the x̂₀ the step lands on, (z_s − σ_s ε̂)/α_s, is y exactly at the
+    observed pixels and x̂₀ + scale · α_t g̃ at the hidden ones."""
+    prior = gaussian[0]
+    solver = PiGDM(scale=0.7, eta=0.0)
+    op, y, x0, correction, guided, alpha_s, (z_t, t, s) = _pigdm_step(
+        gaussian, "inpaint-random", solver
+    )
+    z_t = z_t.detach()
+    eps = prior.predict_noise(z_t, t)  # the oracle's ε̂ (the step's, clamp or not: no image)
+    z_s = ddim_step(prior.schedule, z_t, eps, t, s, solver.eta).flatten(1) + correction
+    m = op.observed_mask.flatten()
+    sigma_s = float(prior.schedule.alpha_sigma(s)[1][0])
+    x0_tilde = (1 - m) * x0 + m * y.flatten(1)
+    official = alpha_s * x0_tilde + sigma_s * eps.flatten(1) + (1 - m) * guided
+    torch.testing.assert_close(z_s, official, rtol=1e-9, atol=1e-12)
+    landed = (z_s - sigma_s * eps.flatten(1)) / alpha_s
+    seen = m.bool()
+    torch.testing.assert_close(landed[:, seen], y.flatten(1)[:, seen], rtol=1e-9, atol=1e-12)
+    hidden = x0 + guided / alpha_s  # x̂₀ + scale · α_t Jᵀv
+    torch.testing.assert_close(landed[:, ~seen], hidden[:, ~seen], rtol=1e-9, atol=1e-12)
+    assert (guided[:, ~seen].abs() > 1e-3).any()
 
 
 def test_pigdm_inpainting_result_equals_y_at_the_observed_pixels(gaussian):
