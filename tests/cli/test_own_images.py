@@ -47,8 +47,9 @@ def test_train_vae_on_a_folder_exports_a_colour_model_of_the_chosen_size(cli, ph
     assert config["data"] == str(photos) and config["dataset"] is None
     assert load(run_dir).config.event_shape == [3, 16, 16]
     assert f"Next: diffvi sample {run_dir}" in result.output
-    scored = cli("evaluate", run_dir)  # evaluate reads registered data sets only
-    assert scored.exit_code == 1 and "pass --dataset" in scored.output
+    # evaluate scores the held-out part of the folder (tests/cli/test_evaluate_data.py)
+    scored = cli("evaluate", run_dir, "--k", "2", "--iwae-k", "2", "--no-progress")
+    assert scored.exit_code == 0 and "photos (test)" in scored.output
 
 
 def test_train_diffusion_on_an_npy_array_exports_its_shape(cli, tmp_path):

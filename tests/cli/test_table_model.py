@@ -12,6 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from diffvi.cli.main import app
+from diffvi.data.image_folders import split_positions
+from diffvi.evaluation.report import evaluate_module
 from diffvi.training import load
 
 COLUMNS = ["a", "b", "c", "d", "e"]
@@ -102,3 +104,39 @@ def test_embed_table_with_a_model_refuses_a_missing_column_and_training_options(
     assert "'a', 'b', 'c', 'd', 'e'" in result.output
     result = cli("embed", "table", short, "--model", run_dir, "--pca", "2", "--out", tmp_path)
     assert result.exit_code == 1 and "--pca" in result.output and "--model" in result.output
+
+
+SCORE = ["--k", "8", "--iwae-k", "4", "--elbo-samples", "2", "--threads", "1", "--no-progress"]
+LIBRARY = dict(k=8, iwae_k=4, elbo_samples=2, batch_size=100, seed=0)
+
+
+def test_evaluate_data_on_a_new_table_gives_the_librarys_bound(cli, table_run, new_table):
+    run_dir, _ = table_run
+    out = new_table.parent / "m.json"
+    result = cli("evaluate", run_dir, "--data", new_table, *SCORE, "--json", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    model = load(run_dir)
+    expected = evaluate_module(model, model.table_inputs(new_table)[0], **LIBRARY)
+    assert metrics["num_points"] == 40 and metrics["dataset"] == "new.csv"
+    for key in ("elbo", "iwae_bound", "log_px"):
+        assert metrics[key] == pytest.approx(expected[key], rel=1e-6), key
+
+
+def test_evaluate_a_table_run_scores_its_held_out_rows_by_default(cli, table_run, tmp_path):
+    run_dir, table = table_run
+    result = cli("evaluate", run_dir, *SCORE, "--json", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    model = load(run_dir)
+    _, held_out = split_positions(60, 0.1, 0)
+    rows = model.table_inputs(table, labels="kind")[0][held_out]
+    assert metrics["num_points"] == 6 and metrics["data"] == str(table)
+    assert metrics["elbo"] == pytest.approx(evaluate_module(model, rows, **LIBRARY)["elbo"])
+
+
+def test_evaluate_a_table_run_on_images_is_refused(cli, table_run, tmp_path):
+    run_dir, _ = table_run
+    (tmp_path / "imgs").mkdir()
+    result = cli("evaluate", run_dir, "--data", tmp_path / "imgs")
+    assert result.exit_code == 1 and "trained on a table" in result.output
