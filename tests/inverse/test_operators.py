@@ -71,6 +71,15 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+def _kept_part(op: LinearOperator, x: torch.Tensor) -> torch.Tensor:
+    """A x with the singular values off ``op.range_mask`` zeroed (U diag(s·keep) Vᵀ x): what
+    A A⁺ A x is when the pseudo-inverse truncates (a blur's ``pinv_cutoff``)."""
+    if not isinstance(op, SVDOperator):
+        return op(x)
+    keep = op.range_mask(x.dtype)
+    return op.U(op.singulars(x.dtype) * keep * op.Vt(x))
+
+
 class _Matrix(LinearOperator):
     """A rank-deficient dense matrix, to exercise the default conjugate-gradient pinv."""
 
@@ -97,10 +106,14 @@ def test_adjoint_satisfies_dot_product_identity(name):
 
 @pytest.mark.parametrize("name", list(LINEAR))
 def test_pinv_satisfies_moore_penrose_identities(name):
+    """A⁺ is the Moore–Penrose inverse of A with the singular values off its range mask
+    zeroed (all of A unless a blur's cutoff bites): A A⁺ A = that A, A⁺ A A⁺ = A⁺."""
     op = LINEAR[name]
     x, y = _x(op), _y(op)
-    _close(op(op.pinv(op(x))), op(x))
+    _close(op(op.pinv(op(x))), _kept_part(op, x))
     _close(op.pinv(op(op.pinv(y))), op.pinv(y))
+    if not isinstance(op, Blur | SeparableBlur) or op.pinv_cutoff == 0:
+        _close(_kept_part(op, x), op(x))
 
 
 @pytest.mark.parametrize("name", [*LINEAR, "matrix"])
@@ -143,7 +156,10 @@ def test_svd_view_reconstructs_operator_and_is_orthonormal(name):
     _close(op.U(op.Ut(y)), y)
     # U and Ut are adjoint; Ut is zero outside the range coordinates.
     torch.testing.assert_close((op.U(z) * y).sum(), (z * op.Ut(y)).sum(), rtol=1e-10, atol=1e-12)
-    inv = op._inverse_singulars(s)
+    inv = op.pinv_singulars(D64)
+    keep = op.range_mask(D64)
+    assert keep.shape == (d,) and torch.equal(inv > 0, keep)
+    _close(inv[keep], 1 / s[keep])
     _close(op.V(inv * op.Ut(y)), op.pinv(y))
     # number of nonzero singular values equals the measurement dimension when A is onto
     if isinstance(op, AveragePoolSR | BicubicSR):
@@ -172,6 +188,80 @@ def test_blur_with_delta_kernel_is_identity():
     x = _x(op)
     _close(op(x), x)
     _close(op.pinv(x), x)
+
+
+def _three_tap_circulant_factors():
+    """The kernel (a, 1 − 2a, a), a = 0.245, on 4 samples with a circular border: by hand, its
+    eigenvalues are 1 − 2a + 2a cos(πk/2) = 1, 0.51, 0.02, 0.51 (k = 0 … 3), with the
+    eigenvectors q0 = ½(1, 1, 1, 1), q2 = ½(1, −1, 1, −1), c = (1, 0, −1, 0)/√2 and
+    s = (0, 1, 0, −1)/√2. Returns the kernel, the matrix inverse M⁻¹ and the pseudo-inverse
+    with the singular value 0.02 < 3e-2 zeroed (DDRM's ZERO)."""
+    a = 0.245
+    kernel = torch.tensor([a, 1 - 2 * a, a], dtype=D64)
+    q0 = torch.tensor([1.0, 1, 1, 1], dtype=D64) / 2
+    q2 = torch.tensor([1.0, -1, 1, -1], dtype=D64) / 2
+    c = torch.tensor([1.0, 0, -1, 0], dtype=D64) / 2**0.5
+    s = torch.tensor([0.0, 1, 0, -1], dtype=D64) / 2**0.5
+    kept = torch.outer(q0, q0) + (torch.outer(c, c) + torch.outer(s, s)) / 0.51
+    return kernel, kept + torch.outer(q2, q2) / 0.02, kept
+
+
+def test_blur_pinv_zeroes_the_singular_values_below_the_cutoff_by_hand():
+    """DDRM's Deblurring zeroes the 1-D singular values below ZERO = 3e-2: so do the blurs'
+    ``pinv`` and ``range_mask`` by default (SeparableBlur and the FFT Blur of the same
+    separable kernel alike), while ``forward``, ``adjoint`` and ``singulars`` stay exact;
+    ``pinv_cutoff=0`` is the full inverse."""
+    kernel, inverse, truncated = _three_tap_circulant_factors()
+    shape = (1, 4, 4)
+    m = conv_matrix(kernel, 4, "circular")
+    _close(torch.linalg.svdvals(m), torch.tensor([1.0, 0.51, 0.51, 0.02], dtype=D64))
+    _close(inverse, torch.linalg.inv(m))
+    y = torch.randn(2, *shape, generator=_gen(7), dtype=D64)
+    x = torch.randn(2, *shape, generator=_gen(8), dtype=D64)
+    for op in (
+        SeparableBlur(kernel, shape, "circular"),
+        Blur(torch.outer(kernel, kernel), shape),
+    ):
+        assert op.pinv_cutoff == 3e-2
+        _close(op.pinv(y), truncated @ y @ truncated.T)
+        # 2-D singular values s_a s_b: zero where either factor is 0.02 (7 of 16), though
+        # 0.51² = 0.26 and 1 · 0.02 = 0.02 are products like the ones kept and dropped.
+        s, keep = op.singulars(D64), op.range_mask(D64)
+        assert int(keep.sum()) == 9
+        _close(
+            torch.sort(s[keep]).values, torch.tensor([0.51**2] * 4 + [0.51] * 4 + [1.0], dtype=D64)
+        )
+        _close(
+            torch.sort(s[~keep]).values,
+            torch.tensor([0.02**2] + [0.02 * 0.51] * 4 + [0.02] * 2, dtype=D64),
+        )
+        _close(op(x), m @ x @ m.T)  # the forward model keeps every tap
+        torch.testing.assert_close(
+            (op(x) * y).sum(), (x * op.adjoint(y)).sum(), rtol=1e-12, atol=1e-12
+        )
+        _close(op.pinv(op(op.pinv(y))), op.pinv(y))
+    for op in (
+        SeparableBlur(kernel, shape, "circular", pinv_cutoff=0.0),
+        Blur(torch.outer(kernel, kernel), shape, pinv_cutoff=0.0),
+    ):
+        _close(op.pinv(y), inverse @ y @ inverse.T)
+        assert bool(op.range_mask(D64).all())
+    # The registry's blurs take the cutoff as a parameter, 3e-2 by default.
+    assert operator_parameters("deblur-gaussian")["pinv_cutoff"] == 3e-2
+    full = build_operator("deblur-gaussian", (1, 28, 28), pinv_cutoff=0.0)
+    assert bool(full.range_mask().all()) and not bool(
+        build_operator("deblur-gaussian", (1, 28, 28)).range_mask().all()
+    )
+
+
+def test_blur_cutoff_of_a_kernel_that_is_not_separable_is_on_the_2d_spectrum():
+    kernel = torch.outer(*(gaussian_kernel_1d(3, 1.0, D64),) * 2)
+    kernel[0, 0] += 0.2  # rank 2
+    op = Blur(kernel, SHAPE, pinv_cutoff=0.1)
+    khat = torch.fft.fft2(torch.nn.functional.pad(kernel, (0, 9, 0, 5))).abs()  # |K̂| [8, 12]
+    expected = (khat >= 0.1).expand(SHAPE).flatten()
+    assert 0 < int(expected.sum()) < expected.numel()
+    assert torch.equal(op.range_mask(D64), expected)
 
 
 def test_blur_matches_direct_circular_convolution():
@@ -289,7 +379,7 @@ def test_every_registry_operator_is_adjoint_and_pseudo_invertible_in_colour_at_6
     assert op.input_shape == COLOUR and op.output_shape[0] == 3
     x, y = _x(op, b=2), _y(op, b=2)
     torch.testing.assert_close((op(x) * y).sum(), (x * op.adjoint(y)).sum(), rtol=1e-10, atol=1e-9)
-    torch.testing.assert_close(op(op.pinv(op(x))), op(x), rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(op(op.pinv(op(x))), _kept_part(op, x), rtol=1e-7, atol=1e-7)
     # Channels do not mix: A acts on each channel alone, alike.
     lone = torch.zeros_like(x)
     lone[:, 1] = x[:, 1]
@@ -413,6 +503,7 @@ def test_operator_parameters_override_the_presets():
     assert isinstance(wide, SeparableBlur)
     assert operator_parameters("deblur-gaussian-dps") == {
         "blur_size": 61, "blur_sigma": 3.0, "boundary": "reflect", "blur_truncate": 4.0,
+        "pinv_cutoff": 3e-2,
     }  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from gaussian_data import (
 )
 
 from diffvi.diffusion.samplers import ddim_step
-from diffvi.inverse import Blur, PhaseRetrieval, build_operator, gaussian_kernel
+from diffvi.inverse import Blur, PhaseRetrieval, SeparableBlur, build_operator, gaussian_kernel
 from diffvi.inverse.solvers.base import Problem, Solver
 from diffvi.inverse.solvers.ddrm import DDRM
 from diffvi.inverse.solvers.dps import DPS
@@ -370,3 +370,27 @@ def test_shipped_prior_baselines_restore_super_resolution():
     # Measured: ΠGDM 14.5, DDRM 15.2, DPS 11.8 dB (DPS needs far more steps).
     assert scores["pigdm"] > floor and scores["ddrm"] > floor
     assert scores["dps"] > 10.0
+
+
+def test_ddrm_reads_no_measurement_where_the_blur_cutoff_zeroes_a_singular_value(gaussian):
+    """The official DDRM zeroes the blur's 1-D singular values below 3e-2 in its SVD: those
+    coordinates are null space. So ours (``range_mask``): with the kernel (a, 1 − 2a, a),
+    a = 0.245, on 4 px (singular values 1, 0.51, 0.02, 0.51 per axis), changing y along a
+    left singular vector of a truncated coordinate leaves the result as it was (to rounding); with
+    ``pinv_cutoff=0`` it moves."""
+    prior, mean, _ = gaussian
+    kernel = torch.tensor([0.245, 0.51, 0.245], dtype=torch.float64)
+    for cutoff, same in ((3e-2, True), (0.0, False)):
+        op = SeparableBlur(kernel, SHAPE, "circular", pinv_cutoff=cutoff)
+        s = op.singulars(torch.float64)
+        dropped = (s > 0) & ~op.range_mask(torch.float64)
+        assert int(dropped.sum()) == (7 if same else 0)
+        j = int((s - 0.02).abs().argmin())  # s_j = 1 · 0.02
+        y = op(mean.view(1, *SHAPE) + 0.2).expand(2, *SHAPE).contiguous()
+        shift = op.U(torch.nn.functional.one_hot(torch.tensor([j, j]), 16).double())
+        runs = [
+            DDRM(steps=6).solve(v, op, prior, 0.0, generator=torch.Generator().manual_seed(2)).x
+            for v in (y, y + 0.5 * shift)
+        ]
+        moved = float((runs[0] - runs[1]).abs().max())
+        assert moved < 1e-12 if same else moved > 1e-2

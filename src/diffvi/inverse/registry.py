@@ -12,7 +12,9 @@ The papers' operators at 256 px (FFHQ/ImageNet) are ``sr4-bicubic`` (DDRM's and 
 bicubic ×4), ``inpaint-box`` (a centred box of half the side: their 128×128 hole; DPS draws its
 position, ``box_position="random"``), ``inpaint-random`` (70 % of the pixels missing: the top of
 DPS's 30–70 % range) and ``deblur-gaussian-dps`` (DPS: 61×61 kernel, σ = 3 px, mirrored border);
-``deblur-gaussian-reddiff`` is the ``deblur_gauss`` task of the RED-diff code. Kept apart from
+``deblur-gaussian-reddiff`` is the ``deblur_gauss`` task of the RED-diff code. Every blur
+zeroes the 1-D singular values below ``pinv_cutoff = 3e-2`` in A⁺y and for DDRM, as the
+official DDRM does (``BicubicSR`` too, where none is that small). Kept apart from
 the operator classes so that the registry may hold operators of every module
 (:mod:`diffvi.inverse.operators`, :mod:`diffvi.inverse.phase`) without those importing each
 other.
@@ -108,6 +110,9 @@ PARAMETERS: dict[str, OperatorParameter] = {
         str, "deblur-*, sr4-bicubic: the border rule: circular (FFT), reflect (DPS's blur), "
         "symmetric (DDRM's bicubic SR), zero (DDRM's and RED-diff's blur), renormalise "
         "(bicubic only: PIL's).", choices=SR_BOUNDARIES),
+    "pinv_cutoff": OperatorParameter(
+        float, "deblur-*: singular values of the blur's 1-D factors below this count as zero "
+        "in A+y and for DDRM (the official DDRM's 3e-2; 0 keeps all).", min=0.0),
     "oversample": OperatorParameter(
         float, "phase-retrieval: the zero-padded size over the image size.", min=1.0),
     "phase_max": OperatorParameter(
@@ -192,7 +197,7 @@ def _sr_bicubic(
     return BicubicSR(sr_factor, shape, boundary)
 
 
-def _blur(kernel_1d: torch.Tensor, shape: Shape, boundary: str) -> Operator:
+def _blur(kernel_1d: torch.Tensor, shape: Shape, boundary: str, pinv_cutoff: float) -> Operator:
     """A separable blur: on the FFT for a circular border, else with the 1-D factors."""
     if boundary == "circular":
         if kernel_1d.numel() > min(shape[1], shape[2]):
@@ -200,10 +205,10 @@ def _blur(kernel_1d: torch.Tensor, shape: Shape, boundary: str) -> Operator:
                 f"a circular blur needs a kernel no larger than the image ({shape[1]}x"
                 f"{shape[2]}), got {kernel_1d.numel()} taps; use another --boundary"
             )
-        return Blur(torch.outer(kernel_1d, kernel_1d), shape)
+        return Blur(torch.outer(kernel_1d, kernel_1d), shape, pinv_cutoff)
     if boundary not in BOUNDARIES:
         raise ValueError(f"expected boundary in {list(BOUNDARIES)} for a blur, got {boundary!r}")
-    return SeparableBlur(kernel_1d, shape, boundary)
+    return SeparableBlur(kernel_1d, shape, boundary, pinv_cutoff=pinv_cutoff)
 
 
 def _gaussian_blur(
@@ -214,6 +219,7 @@ def _gaussian_blur(
     blur_sigma: float = 1.0,
     boundary: str = "circular",
     blur_truncate: float | None = None,
+    pinv_cutoff: float = 3e-2,
 ) -> Operator:
     _positive("blur_sigma", blur_sigma)
     if blur_truncate is not None:
@@ -221,8 +227,9 @@ def _gaussian_blur(
     kernel = gaussian_kernel_1d(blur_size, blur_sigma, torch.float64, blur_truncate)
     if boundary == "circular" and blur_size <= min(shape[1], shape[2]):
         # The 2-D kernel of Blur, as before this builder took parameters.
-        return Blur(gaussian_kernel(blur_size, blur_sigma, truncate=blur_truncate), shape)
-    return _blur(kernel, shape, boundary)
+        kernel_2d = gaussian_kernel(blur_size, blur_sigma, truncate=blur_truncate)
+        return Blur(kernel_2d, shape, pinv_cutoff)
+    return _blur(kernel, shape, boundary, pinv_cutoff)
 
 
 def _uniform_blur(
@@ -231,10 +238,12 @@ def _uniform_blur(
     *,
     blur_size: int = 5,
     boundary: str = "circular",
+    pinv_cutoff: float = 3e-2,
 ) -> Operator:
     if boundary == "circular" and blur_size <= min(shape[1], shape[2]):
-        return Blur(uniform_kernel(blur_size), shape)
-    return _blur(torch.full((blur_size,), 1.0 / blur_size, dtype=torch.float64), shape, boundary)
+        return Blur(uniform_kernel(blur_size), shape, pinv_cutoff)
+    box = torch.full((blur_size,), 1.0 / blur_size, dtype=torch.float64)
+    return _blur(box, shape, boundary, pinv_cutoff)
 
 
 def _phase_retrieval(

@@ -37,8 +37,10 @@ class DDRM(Solver):
             :func:`~diffvi.inverse.solvers.base.denoise`).
 
     Shapes: ``y [B, *A.output_shape]``; ``z_t`` and the result ``[B, C, H, W]``; spectral
-    vectors ``[B, D]`` with ``D = C·H·W``; ``s = A.singulars()`` ``[D]``. Singular values at or
-    below the operator's pseudo-inverse tolerance count as zero.
+    vectors ``[B, D]`` with ``D = C·H·W``; ``s = A.singulars()`` ``[D]``. Singular values off
+    the operator's :meth:`~diffvi.inverse.operators.SVDOperator.range_mask` count as zero: at
+    or below the pseudo-inverse tolerance, and below a blur's ``pinv_cutoff`` (3e-2, the
+    official code's ``ZERO``, which zeroes them in its SVD).
     """
 
     name = "ddrm"
@@ -68,8 +70,7 @@ class DDRM(Solver):
         y, sigma_y = problem.y, problem.noise_std
         batch, dtype, device = y.shape[0], y.dtype, y.device
         s = op.singulars(dtype, device)  # [D]
-        rtol = op.pinv_rtol if op.pinv_rtol is not None else s.numel() * torch.finfo(dtype).eps
-        seen = s > rtol * s.abs().max()  # coordinates where A has a usable range
+        seen = op.range_mask(dtype, device)  # coordinates where A has a usable range
         s_safe = torch.where(seen, s, 1)
         y_bar = torch.where(seen, op.Ut(y) / s_safe, 0)  # ȳ = Σ⁺Uᵀy [B, D]
         y_var = torch.where(seen, sigma_y**2 / s_safe**2, torch.inf)  # σ_y²/s_i², ∞ off range
