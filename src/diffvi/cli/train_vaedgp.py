@@ -1,5 +1,6 @@
 """``diffvi train vaedgp``: a VAE-DGP (deep GP latent variable model with an MLP recognition
-model, Dai et al. 2016) or a Bayesian GP-LVM on flattened images (Frey faces, MNIST, …)."""
+model, Dai et al. 2016) or a Bayesian GP-LVM on flattened images (Frey faces, MNIST, …, or one's
+own folder or array) or on the standardised rows of one's own table."""
 
 from typing import Annotated, Any
 
@@ -50,6 +51,13 @@ def train_vaedgp(
     export/ (loadable with diffvi.load). At the end the imputation
     RMSE of held-out images with half their pixels hidden is printed.
 
+    --data trains on your own data instead of --dataset: images (a folder of PNG/JPEG/TIFF
+    files or a .npy/.npz/.h5 array, flattened, values in [0, 1]; --size resizes them) or a
+    table (.csv/.tsv/.parquet/.h5ad or a 2-D .npy, one row per sample; each column
+    standardised by the training rows' mean and std). --val-fraction of it is held out (chosen
+    by --seed) for the held-out bound and the imputation RMSE; --labels (a labels file for
+    images, the label column of a table) colours latents.png.
+
     **Examples**
 
     ```
@@ -57,6 +65,8 @@ def train_vaedgp(
     diffvi train vaedgp --dataset mnist --train-size 2000 --latent-dims 20,5
     diffvi train vaedgp --dataset frey-faces --no-recognition --latent-dims 5
     diffvi train vaedgp --run-dir runs/vaedgp-frey-faces-10-5 --resume --max-steps 6000
+    diffvi train vaedgp --data cells.csv --labels cell_type --latent-dims 5
+    diffvi train vaedgp --data faces/ --size 28 --no-recognition --train-size 1000
     ```
     """
     given["latent_dims"] = latent_dims_for(layers, given["latent_dims"])
@@ -64,11 +74,14 @@ def train_vaedgp(
     if result is None:
         return
     config, run_dir, meta = result
+    from diffvi.training.families.tables import uses_table
+
+    item, entries = ("row", "values, standardised") if uses_table(config) else ("image", "pixels")
     bound = meta.get("val_bound")
     typer.echo(
         f"Run: {run_dir}  (step {meta['steps']})\n"
-        + (f"Held-out bound: {bound:.1f} nats per image\n" if bound is not None else "")
-        + f"Imputation RMSE ({config.val_missing:.0%} of pixels hidden): "
+        + (f"Held-out bound: {bound:.1f} nats per {item}\n" if bound is not None else "")
+        + f"Imputation RMSE ({config.val_missing:.0%} of {entries} hidden): "
         f"{meta['val_impute_rmse']:.4f}\n"
         f"Latent plot: {run_dir / 'latents.png'}\n"
         f"Export: {run_dir / 'export'} (load with diffvi.load)"
@@ -77,4 +90,4 @@ def train_vaedgp(
 
 def _run_name(config) -> str:
     model = "vaedgp" if config.recognition else "gplvm"
-    return f"{model}-{config.dataset}-{'-'.join(map(str, config.latent_dims))}"
+    return f"{model}-{config.data_name}-{'-'.join(map(str, config.latent_dims))}"

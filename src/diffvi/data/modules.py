@@ -17,7 +17,8 @@ set whose items depend on the epoch (random crops) has ``set_epoch``, which the 
 calls before the first batch of every epoch, a resumed one included.
 
 :class:`FeatureDataModule` trains on an in-memory feature matrix instead of a registered data set
-(e.g. the principal components of genotypes).
+(e.g. the principal components of genotypes). :class:`FlatDataModule` serves models of rows
+``y [N, D]`` (VAE-DGP, GP-LVM): flattened images (:class:`FlatImageDataModule`), or any rows.
 """
 
 from collections.abc import Callable, Iterator
@@ -496,31 +497,35 @@ def observed_mask(shape: torch.Size | tuple[int, ...], missing: float, seed: int
     return torch.rand(shape, generator=generator) >= missing
 
 
-class FlatImageDataModule(L.LightningDataModule):
-    """Flattened images for models of ``y [N, D]`` (VAE-DGP, GP-LVM): training batches
-    ``(y [B, D], index [B])`` (index: row numbers, for a GP-LVM's free q(x_n)) of the first
-    ``train_size`` training images, and validation batches ``(y, mask)`` of the first
-    ``val_size`` held-out images with a ``val_missing`` fraction of their pixels hidden
-    (mask False), all in ``dtype``."""
+class FlatDataModule(L.LightningDataModule):
+    """Rows ``y [N, D]`` for models of ``y`` (VAE-DGP, GP-LVM): training batches ``(y [B, D],
+    index [B])`` (index: row numbers, for a GP-LVM's free q(x_n)) of ``train_y``, and
+    validation batches ``(y, mask)`` of ``val_y`` with a ``val_missing`` fraction of its entries
+    hidden (mask False, drawn from ``seed + 1``), all in ``dtype``. ``train_labels [N]`` (int64,
+    ``-1`` where unknown) colour a latent plot; they do not train."""
 
     def __init__(
         self,
-        dataset: str,
+        train_y: Tensor,
+        val_y: Tensor,
         batch_size: int,
         seed: int = 0,
-        train_size: int | None = None,
-        val_size: int = 200,
         val_missing: float = 0.5,
         dtype: torch.dtype = torch.float32,
+        train_labels: Tensor | None = None,
     ) -> None:
         super().__init__()
-        train, self.train_labels = flat_images(dataset, "train", train_size)
-        held_out = "valid" if "valid" in dataset_splits(dataset) else "test"
-        val, _ = flat_images(dataset, held_out, val_size)
-        self.train_y = train.to(dtype)
-        mask = observed_mask(val.shape, val_missing, seed + 1)
-        self.val_set = TensorDataset(val.to(dtype), mask)
-        self.batch_size, self.seed = min(batch_size, len(train)), seed
+        if train_y.ndim != 2 or val_y.ndim != 2 or train_y.shape[1] != val_y.shape[1]:
+            raise ValueError(
+                f"train_y and val_y must be [N, D] and [M, D], got {list(train_y.shape)} and "
+                f"{list(val_y.shape)}"
+            )
+        if train_labels is None:
+            train_labels = torch.full((len(train_y),), -1, dtype=torch.long)
+        self.train_y, self.train_labels = train_y.to(dtype), train_labels.long()
+        mask = observed_mask(val_y.shape, val_missing, seed + 1)
+        self.val_set = TensorDataset(val_y.to(dtype), mask)
+        self.batch_size, self.seed = min(batch_size, len(train_y)), seed
 
     @property
     def num_train(self) -> int:
@@ -532,3 +537,24 @@ class FlatImageDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=500, shuffle=False)
+
+
+class FlatImageDataModule(FlatDataModule):
+    """A :class:`FlatDataModule` of a registered data set's flattened images: the first
+    ``train_size`` training images and the first ``val_size`` held-out ones (``valid`` where
+    the data set has one, else ``test``)."""
+
+    def __init__(
+        self,
+        dataset: str,
+        batch_size: int,
+        seed: int = 0,
+        train_size: int | None = None,
+        val_size: int = 200,
+        val_missing: float = 0.5,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        train, labels = flat_images(dataset, "train", train_size)
+        held_out = "valid" if "valid" in dataset_splits(dataset) else "test"
+        val, _ = flat_images(dataset, held_out, val_size)
+        super().__init__(train, val, batch_size, seed, val_missing, dtype, labels)

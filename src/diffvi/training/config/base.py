@@ -153,15 +153,17 @@ class ImageDataConfig:
     of ``file,label`` rows, or a ``.npy`` of one label per item), ``size`` (``[S]`` or ``[H,
     W]``: scale to cover, then cut out), ``crop`` (which window: ``center`` or ``random``) and
     ``val_fraction`` (held out for validation, chosen by ``seed``) apply to ``data`` only.
-    Nothing here reads the files: a config loads where its data is not. A VAE's ``data`` may
-    also be a table, with ``labels`` its label column (:mod:`diffvi.training.families.tables`).
+    Nothing here reads the files: a config loads where its data is not. A VAE's or a VAE-DGP's
+    ``data`` may also be a table, with ``labels`` its label column
+    (:mod:`diffvi.training.families.tables`).
     """
 
     data: str | None = option(
         None,
         "Train on your own images instead of --dataset: a folder of PNG/JPEG/TIFF files (or of "
-        "class subfolders), or a .npy/.npz/.h5 array [N, C, H, W] or [N, H, W]. VAEs also "
-        "train on a table (.csv/.tsv/.parquet/.h5ad or a 2-D .npy [N, D]; rows standardised).",
+        "class subfolders), or a .npy/.npz/.h5 array [N, C, H, W] or [N, H, W]. VAEs and "
+        "VAE-DGPs also train on a table (.csv/.tsv/.parquet/.h5ad or a 2-D .npy [N, D]; rows "
+        "standardised).",
         panel=DATA,
     )
     labels: str | None = option(

@@ -10,6 +10,7 @@ from diffvi.training.config.base import (
     DATA,
     MODEL,
     OPTIM,
+    ImageDataConfig,
     RunConfig,
     batch_size_option,
     dataset_option,
@@ -23,7 +24,7 @@ DEFAULT_LATENT_DIMS = {1: [5], 2: [10, 5], 3: [20, 10, 5]}
 
 
 @dataclass
-class VAEDGPConfig(RunConfig):
+class VAEDGPConfig(RunConfig, ImageDataConfig):
     """Everything that defines a VAE-DGP training run (JSON-serialisable).
 
     ``latent_dims`` are the latent widths ``Q_1 … Q_L`` bottom first (one GP layer each);
@@ -37,9 +38,17 @@ class VAEDGPConfig(RunConfig):
     a GP-LVM's free q(X) by Adam at ``lr``, the recognition MLPs by Adam at
     ``recognition_lr``; ``double`` trains in float64 (the K_zz solves lose precision in
     float32). ``data_dim`` and ``num_points`` (training points) are set from the data.
+
+    The data is a registered ``dataset`` or the user's own, ``data``
+    (:class:`ImageDataConfig`): images (a folder or an array file, flattened to ``y [N, C·H·W]``
+    in [0, 1]; ``size`` and ``crop="center"`` apply) or a table (CSV/TSV, Parquet, 2-D
+    ``.npy``, ``.h5ad``: rows standardised by the training rows' mean and std, as
+    :mod:`diffvi.training.families.tables` does), of which ``val_fraction`` is held out by
+    ``seed``; ``labels`` (a labels file, or the table's label column) colour the latent plot.
+    ``train_size``, ``val_size`` and ``val_missing`` apply to both sources.
     """
 
-    dataset: str = dataset_option("frey-faces")
+    dataset: str | None = dataset_option("frey-faces")
     latent_dims: list[int] = option(
         [5], "Latent widths bottom first, one GP layer each, e.g. 10,5.", panel=MODEL
     )
@@ -54,7 +63,7 @@ class VAEDGPConfig(RunConfig):
     )
     kernel: str = option("rbf", "GP kernel.", panel=MODEL, choices=KERNELS)
     train_size: int | None = option(
-        None, "Use the first N training images (default: all).", panel=DATA, min=2
+        None, "Use the first N training images or rows (default: all).", panel=DATA, min=2
     )
     batch_size: int = batch_size_option(100)
     lr: float = lr_option(1e-2)
@@ -73,7 +82,13 @@ class VAEDGPConfig(RunConfig):
 
     def __post_init__(self) -> None:
         self.check_run()
-        if self.dataset not in available_datasets():
+        self.check_data()
+        if self.data is not None and self.crop != "center":
+            raise ValueError(
+                f"crop {self.crop!r}: a VAE-DGP holds its training images in memory, cut once; "
+                "use crop 'center'"
+            )
+        if self.dataset is not None and self.dataset not in available_datasets():
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; valid: {sorted(available_datasets())}"
             )

@@ -12,6 +12,11 @@ points without fitting one). At the end, the RMSE of imputing a fixed random ``v
 fraction of each held-out image's pixels is measured with q fitted to the observed pixels
 (:meth:`VAEDGP.refine_posteriors`: the recognition model never saw missing pixels), and the
 top-layer latent means are plotted to ``latents.png``.
+
+The user's own data (``data``) is a folder or array of images, flattened as the registered ones
+are, or a table, whose rows are standardised by the training rows' mean and std
+(:func:`~diffvi.training.families.tables.build_table_data`); either way ``val_fraction`` of it is
+held out by ``seed`` and ``labels`` colour the latent plot.
 """
 
 from pathlib import Path
@@ -21,7 +26,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from diffvi.data.modules import FlatImageDataModule
+from diffvi.data.modules import FlatDataModule, FlatImageDataModule
 from diffvi.models.dgp import VAEDGP
 from diffvi.training.config import VAEDGPConfig
 from diffvi.training.family import Family, LossOutput, Metric, format_number
@@ -86,6 +91,26 @@ def gather_across_ranks(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(gathered)
 
 
+def own_rows(config: VAEDGPConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """``(train_y [N, D], train_labels [N], val_y [M, D])`` of ``config.data``: a table's
+    standardised rows (:func:`~diffvi.training.families.tables.build_table_data`), or flattened
+    images (:func:`~diffvi.training.families.images.own_image_splits`); ``val_fraction`` held
+    out by ``seed``, the first ``val_size`` of those kept, labels ``-1`` where unknown."""
+    from diffvi.training.families.tables import build_table_data, uses_table
+
+    if uses_table(config):
+        table = build_table_data(config)
+        (train_y, train_labels), (val_y, _) = table.train_set.tensors, table.val_set.tensors
+        return train_y, train_labels, val_y
+    from diffvi.training.families.images import own_image_splits
+
+    train, held_out = own_image_splits(config)
+    count = len(train) if config.train_size is None else min(len(train), config.train_size)
+    train_x, train_labels = train[torch.arange(count)]
+    val_x, _ = held_out[torch.arange(len(held_out))]
+    return train_x.flatten(1), train_labels, val_x.flatten(1)
+
+
 class VAEDGPFamily(Family):
     """Trains a :class:`~diffvi.models.dgp.VAEDGP` ``model`` on the minibatch estimate of
     its bound; see the module docstring."""
@@ -103,9 +128,15 @@ class VAEDGPFamily(Family):
 
     @classmethod
     def build_data(cls, config: VAEDGPConfig) -> L.LightningDataModule:
-        return FlatImageDataModule(
-            config.dataset, config.batch_size, config.seed, config.train_size, config.val_size,
-            config.val_missing, config.dtype,
+        if config.data is None:
+            return FlatImageDataModule(
+                config.dataset, config.batch_size, config.seed, config.train_size,
+                config.val_size, config.val_missing, config.dtype,
+            )  # fmt: skip
+        train_y, train_labels, val_y = own_rows(config)
+        return FlatDataModule(
+            train_y[: config.train_size], val_y, config.batch_size, config.seed,
+            config.val_missing, config.dtype, train_labels[: config.train_size],
         )  # fmt: skip
 
     @classmethod
@@ -173,6 +204,6 @@ class VAEDGPFamily(Family):
         model = self.model.cpu().eval()
         rmse = imputation_rmse(model, *data.val_set.tensors, self.config.refine_steps)
         name = "VAE-DGP" if self.config.recognition else "Bayesian GP-LVM"
-        title = f"{name} {self.config.latent_dims} on {self.config.dataset}: top latent means"
+        title = f"{name} {self.config.latent_dims} on {self.config.data_name}: top latent means"
         save_latent_plot(model, data.train_y, data.train_labels, run_dir / "latents.png", title)
         return {"val_impute_rmse": rmse}
