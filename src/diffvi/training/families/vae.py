@@ -211,8 +211,8 @@ class VAEFamily(Family):
         saved = self.table_features
         if saved is None:
             raise ValueError(
-                f"this {self.kind} model was trained on images ({self.config.data_name}), not "
-                "on a table: it has no feature columns to read"
+                f"this {self.kind} model (data: {self.config.data_name}) was not trained on a "
+                "table by `train vae|ddvae --data TABLE`: it keeps no feature columns to read"
             )
         if isinstance(table, str | os.PathLike):
             read, rows = saved.read(table, labels, impute=impute)
