@@ -93,6 +93,31 @@ def test_a_learned_variance_is_split_off_and_interpolates_beta_and_beta_tilde():
     assert torch.allclose(middle, (upper + lower) / 2)
 
 
+def test_variance_types_name_the_ancestral_variance_and_diffusers_learned_is_sigma_itself():
+    schedule = InterpolatedSchedule(ALPHA_BARS)
+    expected = {
+        "fixed_small": "fixed_small", "fixed_small_log": "fixed_small",
+        "fixed_large": "fixed_large", "fixed_large_log": "fixed_large",
+        "learned": "learned", "learned_range": "learned",
+    }  # fmt: skip
+    for variance_type, reverse in expected.items():
+        denoiser = DiscreteTimeDenoiser(Toy(), schedule, variance_type=variance_type)
+        assert denoiser.reverse_variance == reverse, variance_type
+        assert denoiser.learned_variance == (reverse == "learned")
+    assert DiscreteTimeDenoiser(Toy(), schedule, learned_variance=True).variance_type == (
+        "learned_range"
+    )
+    # diffusers' "learned": the values are Σ (DDPMScheduler._get_variance returns them).
+    learned = DiscreteTimeDenoiser(Toy(), schedule, variance_type="learned")
+    values = torch.tensor([1e-4, 0.02, 0.5], dtype=torch.float64).view(3, 1, 1, 1)
+    t, s = torch.full((3,), 0.5, dtype=torch.float64), torch.full((3,), 0.4, dtype=torch.float64)
+    assert torch.allclose(learned.reverse_log_variance(values, t, s), values.log())
+    with pytest.raises(ValueError, match="variance_type must be one of"):
+        DiscreteTimeDenoiser(Toy(), schedule, variance_type="large")
+    with pytest.raises(ValueError, match="learned_variance=True needs a learned variance_type"):
+        DiscreteTimeDenoiser(Toy(), schedule, learned_variance=True, variance_type="fixed_large")
+
+
 class Toy(nn.Module):
     """A smooth deterministic network of (x, timesteps)."""
 

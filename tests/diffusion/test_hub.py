@@ -1,10 +1,13 @@
 """diffusers models as priors: a tiny random ``UNet2DModel`` saved with ``save_pretrained`` (as a
 pipeline folder and as a bare network with its scheduler config) loads through ``diffvi.load``;
 its noise prediction is ``unet(x, t).sample`` mapped to our time convention; DDIM with our
-sampler is diffusers' ``DDIMScheduler`` loop on the same noise; a solver and the bits/dim
+sampler is diffusers' ``DDIMScheduler`` loop on the same noise, clamping x̂₀ as the config's
+``clip_sample``/``clip_sample_range`` say; DDPM is ``DDPMScheduler``'s loop on the same draws,
+with its learned-range, fixed-small or fixed-large variance; a solver and the bits/dim
 evaluator run on it; missing, corrupt and mismatched files are errors naming them; ``hf:`` ids
 download through huggingface_hub, and a missing diffusers asks for the ``hub`` extra."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -154,13 +157,139 @@ def test_in_float64_on_the_same_table_ddim_is_diffusers_ddim_to_rounding(tmp_pat
     assert (our_ddim(model, noise, 10) - reference).abs().max() <= 1e-12 * scale
 
 
-def test_clipped_ddim_matches_diffusers_with_the_clipped_model_output(tmp_path):
-    folder = save_bare(tmp_path, "epsilon", clip=True)
-    model = load_diffusers_prior(folder)
+def model_space(model):
+    """``model`` whose ``sample`` returns model space (x̂₀ unscaled and unclamped): the chain's
+    output is compared, not the [0, 1] image that hides an unclamped x̂₀ of ±250."""
+    model.from_model_space = lambda x: x
+    return model
+
+
+CLIPS = {"no-clip": (False, 1.0), "clip": (True, 1.0), "clip-0.5": (True, 0.5)}
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("clip", list(CLIPS))
+def test_sample_clamps_as_the_config_says_and_is_diffusers_ddim(tmp_path, clip, prediction):
+    clip_sample, clip_range = CLIPS[clip]
+    folder = save_bare(tmp_path, prediction, clip_sample, clip_sample_range=clip_range)
+    model = model_space(load_diffusers_prior(folder))
+    assert (model.clip_sample, model.clip_range) == (clip_sample, clip_range)
+    assert read_spec(folder)["clip_sample"] is clip_sample
     noise = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    # diffusers with the ε̂ recomputed from the clamped x̂₀ (ours, and guided-diffusion's).
     reference = diffusers_ddim(folder, noise, 20, clipped_eps=True)
     ours = model.sample(noise.shape, 20, "ddim", noise=noise, times=discrete_times(20, STEPS))
-    assert torch.allclose(ours, ((reference + 1) / 2).clamp(0, 1), atol=5e-5)  # measured 7e-6
+    scale = reference.abs().max()
+    if clip_sample:
+        assert scale <= clip_range + 1e-6
+    else:
+        assert scale > 1.5  # unclamped: an untrained network's x̂₀ leaves [−1, 1]
+    # Measured (float32) in units of the scale: unclamped 5e-7 to 7e-7 (epsilon, v) and 1.1e-5
+    # (sample, its ε̂ divides by σ ≈ 0.01 at the last steps); clamped (scale = the range)
+    # 1e-6 to 4.2e-5.
+    assert (ours - reference).abs().max() <= 1e-4 * scale
+    # An explicit clip overrides the config.
+    flipped = model.sample(noise.shape, 20, "ddim", noise=noise, clip=not clip_sample,
+                           times=discrete_times(20, STEPS))  # fmt: skip
+    assert (flipped - reference).abs().max() > 1e-2 * scale
+
+
+def test_a_config_without_clip_sample_takes_its_scheduler_class_default(tmp_path):
+    folder = save_bare(tmp_path, "epsilon")
+    scheduler = folder / "scheduler_config.json"
+    config = json.loads(scheduler.read_text())
+    del config["clip_sample"], config["clip_sample_range"]
+    for name, expected in [("DDPMScheduler", True), ("DDIMScheduler", True),
+                           ("PNDMScheduler", False), ("EulerDiscreteScheduler", False),
+                           ("LCMScheduler", False), (None, True)]:  # fmt: skip
+        scheduler.write_text(json.dumps({**config, "_class_name": name}))
+        spec = open_diffusers_folder(folder).spec()
+        assert (spec["clip_sample"], spec["clip_sample_range"]) == (expected, 1.0), name
+    scheduler.write_text(json.dumps({**config, "clip_sample_range": 0}))
+    with pytest.raises(ValueError, match="has clip_sample_range 0; expected a number > 0"):
+        open_diffusers_folder(folder)
+
+
+def diffusers_ddpm(unet, scheduler, noise, steps, generator, channels=None):
+    """diffusers' DDPMScheduler loop from ``noise`` with the variance noise drawn from
+    ``generator`` (``channels``: feed only the first C of the network's output)."""
+    scheduler.set_timesteps(steps)
+    x = noise.clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            out = unet(x, t).sample
+            out = out if channels is None else out[:, :channels]
+            x = scheduler.step(out, t, x, generator=generator).prev_sample
+    return x
+
+
+DDPM_CASES = {
+    "learned_range": ("learned_range", 6, None),
+    "fixed_small": ("fixed_small", 3, None),
+    "fixed_large": ("fixed_large", 3, None),
+    "learned_range-forced-fixed": ("learned_range", 6, "fixed_small"),
+}
+
+
+@pytest.mark.parametrize("clip", [True, False])
+@pytest.mark.parametrize("case", list(DDPM_CASES))
+def test_ddpm_sampling_is_diffusers_ddpm_scheduler_given_the_same_noise(tmp_path, case, clip):
+    """The ancestral sampler draws with the scheduler's variance (a learned one by default,
+    Nichol & Dhariwal eq. 15) and clamps as it does; ``variance="fixed_small"`` takes β̃."""
+    diffusers = pytest.importorskip("diffusers")
+    variance_type, channels, override = DDPM_CASES[case]
+    scheduler = diffusers.DDPMScheduler(variance_type=variance_type, clip_sample=clip)
+    unet = tiny_unet(out_channels=channels)
+    unet.save_pretrained(tmp_path)
+    scheduler.save_pretrained(tmp_path)
+    model = model_space(load_diffusers_prior(tmp_path))
+    expected_default = {"learned_range": "learned", "fixed_large": "fixed_large"}
+    assert model.reverse_variance == expected_default.get(variance_type, "fixed_small")
+    noise = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    steps = 10
+    ours = model.sample(
+        noise.shape, steps, "ddpm", noise=noise, generator=torch.Generator().manual_seed(4),
+        times=discrete_times(steps, STEPS), variance=override,
+    )  # fmt: skip
+    if override is not None:  # the fixed β̃ with the first C channels
+        scheduler = diffusers.DDPMScheduler(variance_type=override, clip_sample=clip)
+    reference = diffusers_ddpm(
+        unet, scheduler, noise, steps, torch.Generator().manual_seed(4),
+        channels=3 if override is not None else None,
+    )  # fmt: skip
+    # Measured (float32, diffusers' ᾱ in float32), in units of the scale: unclamped 3e-7 to
+    # 6e-7, clamped (scale 1) 5e-6, and 8.7e-5 with the learned variance; float64 below.
+    scale = reference.abs().max()
+    assert (ours - reference).abs().max() <= 2e-4 * scale
+    if variance_type == "learned_range" and override is None:
+        # The learned variance matters: β̃ gives another chain on the same draws (measured
+        # 0.0086 of the scale unclamped, 2 clamped).
+        fixed = model.sample(
+            noise.shape, steps, "ddpm", noise=noise, generator=torch.Generator().manual_seed(4),
+            times=discrete_times(steps, STEPS), variance="fixed_small",
+        )  # fmt: skip
+        assert (fixed - reference).abs().max() > 2e-3 * scale
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_in_float64_learned_variance_ddpm_is_diffusers_ddpm_to_rounding(tmp_path, clip):
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDPMScheduler(variance_type="learned_range", clip_sample=clip)
+    unet = tiny_unet(out_channels=6)
+    unet.save_pretrained(tmp_path)
+    scheduler.save_pretrained(tmp_path)
+    model = model_space(load_diffusers_prior(tmp_path)).double()
+    scheduler.alphas_cumprod = model.schedule.alphas_cumprod  # the same table, in float64
+    noise = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)).double()
+    ours = model.sample(
+        noise.shape, 10, "ddpm", noise=noise, generator=torch.Generator().manual_seed(4),
+        times=discrete_times(10, STEPS),
+    )  # fmt: skip
+    reference = diffusers_ddpm(
+        unet.double(), scheduler, noise, 10, torch.Generator().manual_seed(4)
+    )
+    scale = reference.abs().max()  # measured: 2.5e-15 (unclamped), 3.4e-13 (clamped)
+    assert (ours - reference).abs().max() <= 1e-11 * scale
 
 
 def test_schedules_spacings_and_learned_variance_are_diffusers_own(tmp_path):

@@ -1,5 +1,6 @@
 """DDPM and DDIM with an exact denoiser reproduce N(m, Σ); DDIM with η = 0 is deterministic;
-the VDM bound of the exact model is the Gaussian's entropy."""
+the VDM bound of the exact model is the Gaussian's entropy; a step log-variance changes only
+the ancestral step's noise; the model's clip_sample, clip_range and variance options."""
 
 import math
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 from gaussian_data import COV, MEAN, ExactGaussianDenoiser
 
-from diffvi.diffusion import DiffusionModel, build_schedule, ddim_step
+from diffvi.diffusion import DiffusionModel, build_schedule, ddim_step, sample_chain
+from diffvi.diffusion.samplers import step_log_betas
 
 
 def exact_model(schedule_name: str = "cosine") -> DiffusionModel:
@@ -108,3 +110,57 @@ def test_a_custom_time_grid_is_used_and_validated():
     assert torch.allclose(even, same) and not torch.allclose(even, other)
     with pytest.raises(ValueError, match="decreasing"):
         model.sample((8, 2), steps=3, times=torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_a_step_log_variance_replaces_only_the_noise_of_the_ancestral_step():
+    schedule = build_schedule("cosine").double()
+    t, s = torch.full((3,), 0.6, dtype=torch.float64), torch.full((3,), 0.45, dtype=torch.float64)
+    z = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def step(log_variance=None):
+        gen = torch.Generator().manual_seed(2)
+        return ddim_step(schedule, z, eps, t, s, 1.0, gen, log_variance=log_variance)
+
+    log_beta, log_beta_tilde = step_log_betas(schedule.gamma(t), schedule.gamma(s))
+    assert torch.allclose(step(log_beta_tilde), step(), rtol=0, atol=1e-14)  # β̃ is η = 1's c²
+    assert log_beta.gt(log_beta_tilde).all()
+    # Four times the variance: the mean stays, the noise doubles.
+    doubled = step(log_beta_tilde + math.log(4))
+    mean = 2 * step() - doubled
+    assert torch.allclose(step(log_beta_tilde + math.log(9)), mean + 3 * (step() - mean))
+    with pytest.raises(ValueError, match="log_variance needs the ancestral step"):
+        ddim_step(schedule, z, eps, t, s, 0.5, log_variance=log_beta)
+    with pytest.raises(ValueError, match="step_log_variance needs the ancestral sampler"):
+        sample_chain(schedule, lambda z, t: (z, None), z, 3, 0.0, step_log_variance=print)
+
+
+def test_sample_clamps_by_the_models_clip_sample_and_checks_its_variance_option():
+    model = exact_model()
+    assert not model.clip_sample and model.reverse_variance == "fixed_small"
+    image_model = DiffusionModel(model.schedule, model.denoiser)
+    assert image_model.clip_sample and image_model.clip_range == 1.0
+    noise = 3 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    free = model.sample((64, 2), steps=5, sampler="ddim", noise=noise)
+    assert free.abs().max() > 0.5
+    half = DiffusionModel(model.schedule, model.denoiser, image=False, clip_sample=True,
+                          clip_range=0.5)  # fmt: skip
+    clipped = half.sample((64, 2), steps=5, sampler="ddim", noise=noise)
+    assert clipped.abs().max() <= 0.5 and not torch.allclose(clipped, free)
+    assert torch.equal(half.sample((64, 2), 5, "ddim", noise=noise, clip=False), free)
+    with pytest.raises(ValueError, match="clip_range must be > 0"):
+        DiffusionModel(model.schedule, model.denoiser, clip_range=0)
+    with pytest.raises(ValueError, match=r"variance must be one of \['fixed_small'"):
+        model.sample((2, 2), steps=3, variance="large")
+    with pytest.raises(ValueError, match="needs a network with a learned variance"):
+        model.sample((2, 2), steps=3, variance="learned")
+    with pytest.raises(ValueError, match="'fixed_large' is the ancestral step's"):
+        model.sample((2, 2), steps=3, sampler="ddim", variance="fixed_large")
+    # β instead of β̃: the same draws, wider steps (diffusers' fixed_large: tests/diffusion/
+    # test_hub.py).
+    draws = [
+        model.sample((64, 2), 4, noise=noise, generator=torch.Generator().manual_seed(5),
+                     variance=variance)
+        for variance in ("fixed_small", "fixed_large", None)
+    ]  # fmt: skip
+    assert torch.equal(draws[0], draws[2]) and not torch.allclose(draws[0], draws[1])

@@ -16,8 +16,13 @@ Sources (:func:`parse_adm_source`):
 - ``adm:PATH`` or a bare ``PATH`` ending in ``.pt`` / ``.pth``: the published config is
   recognised from the file's keys and shapes.
 
-The learned variance is kept: :meth:`~diffvi.diffusion.discrete.DiscreteTimeDenoiser.predict`
-returns the variance values beside ε̂; the samplers here read ε̂ only.
+The prior samples as guided-diffusion's ``p_sample_loop`` with its sampling scripts'
+``clip_denoised=True``: x̂₀ clamped to [−1, 1] (ε̂ recomputed from it), and the ancestral
+(DDPM) step draws its noise with the learned-range variance (``p_mean_variance``, Nichol &
+Dhariwal 2021 eq. 15: log Σ = ½(v + 1) log β + ½(1 − v) log β̃ of the step, with β and β̃ of
+the respaced chain where it skips steps, :meth:`~diffvi.diffusion.discrete.
+DiscreteTimeDenoiser.reverse_log_variance`); ``sample(variance="fixed_small")`` takes β̃
+instead. DDIM and the solvers read ε̂ only.
 """
 
 import os
@@ -151,6 +156,8 @@ def _spec(config: dict[str, Any], name: str | None, source: str | os.PathLike[st
         "image": True,
         "prediction": "epsilon",
         "variance_type": "learned_range" if config["learn_sigma"] else "fixed_small",
+        "clip_sample": True,  # guided-diffusion's clip_denoised
+        "clip_sample_range": 1.0,
         "num_train_steps": NUM_TRAIN_STEPS,
         "beta_schedule": "linear",
         "metadata": {"source": str(source), "format": "adm"},

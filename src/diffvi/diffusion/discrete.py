@@ -22,12 +22,20 @@ are the network's own; :class:`DiscreteTimeDenoiser` calls the network at the ti
 (the last from z = α x₀ + σ ε and α² + σ² = 1: α v + σ z = α² ε − ασ x₀ + σα x₀ + σ² ε = ε).
 
 A network with a learned variance (Nichol & Dhariwal 2021, eq. 15; diffusers'
-``variance_type="learned_range"``) returns 2C channels: the first C are the prediction above,
-the last C values v ∈ [−1, 1] that interpolate the log-variance of a reverse step between its
-two fixed choices, log Σ = ½(v + 1) log β + ½(1 − v) log β̃
-(:meth:`DiscreteTimeDenoiser.reverse_log_variance`). The samplers and solvers here use fixed
-variances (DDIM; η = 1 is DDPM with β̃) and read the first half only;
-:meth:`DiscreteTimeDenoiser.predict` gives both halves to a sampler that wants the learned one.
+``variance_type="learned_range"``, guided-diffusion's ``LEARNED_RANGE``) returns 2C channels:
+the first C are the prediction above, the last C values v ∈ [−1, 1] that interpolate the
+log-variance of a reverse step t → s between its two fixed choices,
+
+    log Σ = ½(v + 1) log β + ½(1 − v) log β̃,   β = 1 − ᾱ_t/ᾱ_s,   β̃ = β (1 − ᾱ_s)/(1 − ᾱ_t)
+
+(:meth:`DiscreteTimeDenoiser.reverse_log_variance`; the step's β and β̃, so a chain on a
+subset of the training steps gets the respaced variances, as guided-diffusion's respacing and
+diffusers' DDPMScheduler do). diffusers' plain ``"learned"`` takes the values as Σ itself.
+The ancestral sampler (``DiffusionModel.sample(sampler="ddpm")``, η = 1) uses this learned
+variance by default, as diffusers' DDPMScheduler and guided-diffusion's ``p_sample`` do, and
+the scheduler's fixed one, β̃ (``fixed_small``) or β (``fixed_large``), for a network without
+(:attr:`DiscreteTimeDenoiser.reverse_variance`); ``variance="fixed_small"`` overrides it. DDIM
+(η < 1) and the solvers use ε̂ only.
 
 :func:`named_betas` reproduces diffusers' named β schedules and :func:`discrete_times` its
 schedulers' timesteps (``set_timesteps``) as times t, so that our DDIM on a pretrained network
@@ -42,10 +50,15 @@ import torch
 from torch import Tensor, nn
 
 from diffvi.diffusion.model import DiffusionModel
-from diffvi.diffusion.samplers import per_item
+from diffvi.diffusion.samplers import per_item, step_log_betas
 from diffvi.diffusion.schedules import InterpolatedSchedule
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
+# diffusers' variance_type values; the learned ones return 2C channels.
+VARIANCE_TYPES = (
+    "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range",
+)  # fmt: skip
+LEARNED_VARIANCES = ("learned", "learned_range")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 SPACINGS = ("leading", "trailing", "linspace")
 # Fractional timesteps this close to an integer are that integer (float32 rounding of n/(N−1)).
@@ -130,7 +143,10 @@ class DiscreteTimeDenoiser(nn.Module):
         prediction: what the network predicts: ``"epsilon"``, ``"sample"`` (x₀) or
             ``"v_prediction"``.
         learned_variance: the network returns 2C channels, the last C its learned-range
-            variance values.
+            variance values (short for ``variance_type="learned_range"``).
+        variance_type: the reverse variance of the network's scheduler, one of
+            :data:`VARIANCE_TYPES` (diffusers' names; default ``"learned_range"`` with
+            ``learned_variance``, else ``"fixed_small"``).
     """
 
     def __init__(
@@ -139,6 +155,7 @@ class DiscreteTimeDenoiser(nn.Module):
         schedule: InterpolatedSchedule,
         prediction: str = "epsilon",
         learned_variance: bool = False,
+        variance_type: str | None = None,
     ) -> None:
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -147,8 +164,28 @@ class DiscreteTimeDenoiser(nn.Module):
             raise ValueError(
                 f"schedule must be an InterpolatedSchedule, got {type(schedule).__name__}"
             )
+        if variance_type is None:
+            variance_type = "learned_range" if learned_variance else "fixed_small"
+        if variance_type not in VARIANCE_TYPES:
+            raise ValueError(
+                f"variance_type must be one of {list(VARIANCE_TYPES)}, got {variance_type!r}"
+            )
+        if learned_variance and variance_type not in LEARNED_VARIANCES:
+            raise ValueError(
+                f"learned_variance=True needs a learned variance_type, got {variance_type!r}"
+            )
         self.network, self.schedule = network, schedule
-        self.prediction, self.learned_variance = prediction, learned_variance
+        self.prediction, self.variance_type = prediction, variance_type
+        self.learned_variance = variance_type in LEARNED_VARIANCES
+
+    @property
+    def reverse_variance(self) -> str:
+        """The variance of the ancestral step's noise that the network's own scheduler uses:
+        ``"learned"``, ``"fixed_large"`` (β) or ``"fixed_small"`` (β̃; the ``_log`` variants
+        are the same variances)."""
+        if self.learned_variance:
+            return "learned"
+        return "fixed_large" if self.variance_type.startswith("fixed_large") else "fixed_small"
 
     def network_timesteps(self, t: Tensor) -> Tensor:
         """The network's timesteps τ = t (N − 1) ``[B]`` (float32) of times ``t [B]``; values
@@ -195,23 +232,22 @@ class DiscreteTimeDenoiser(nn.Module):
 
     def reverse_log_variance(self, values: Tensor, t: Tensor, s: Tensor) -> Tensor:
         """log Σ of the learned reverse step ``t → s`` (``s < t``, ``[B]``) from the network's
-        values ``[B, C, ...]`` in [−1, 1]: ½(v + 1) log β + ½(1 − v) log β̃, with the step's
-        β = 1 − ᾱ_t/ᾱ_s and β̃ = β (1 − ᾱ_s)/(1 − ᾱ_t) (diffusers' ``learned_range``; β̃ is
-        floored at 10⁻²⁰ where the step ends at ᾱ_s = 1)."""
-        gamma_t = per_item(self.schedule.gamma(t), values).double()
-        gamma_s = per_item(self.schedule.gamma(s), values).double()
-        # ᾱ_t/ᾱ_s = sigmoid(−γ_t)/sigmoid(−γ_s); β̃ = σ_s² (1 − SNR_t/SNR_s).
-        log_ratio = nn.functional.logsigmoid(-gamma_t) - nn.functional.logsigmoid(-gamma_s)
-        log_beta = torch.log(-torch.expm1(log_ratio))
-        log_beta_tilde = nn.functional.logsigmoid(gamma_s) + torch.log(
-            -torch.expm1(gamma_s - gamma_t)
+        values ``[B, C, ...]``: for ``learned_range`` (v ∈ [−1, 1]) ½(v + 1) log β +
+        ½(1 − v) log β̃, with the step's β = 1 − ᾱ_t/ᾱ_s and β̃ = β (1 − ᾱ_s)/(1 − ᾱ_t)
+        (diffusers' ``learned_range``, guided-diffusion's ``LEARNED_RANGE``; β̃ is floored at
+        10⁻²⁰ where the step ends at ᾱ_s = 1); for diffusers' ``learned``, log v (v floored
+        at 10⁻²⁰)."""
+        if self.variance_type == "learned":
+            return values.double().clamp_min(1e-20).log().to(values.dtype)
+        log_beta, log_beta_tilde = (
+            per_item(v, values.double())
+            for v in step_log_betas(self.schedule.gamma(t), self.schedule.gamma(s))
         )
-        log_beta_tilde = log_beta_tilde.clamp_min(math.log(1e-20))
         frac = (values.double() + 1) / 2
         return (frac * log_beta + (1 - frac) * log_beta_tilde).to(values.dtype)
 
     def extra_repr(self) -> str:
-        return f"prediction={self.prediction!r}, learned_variance={self.learned_variance}"
+        return f"prediction={self.prediction!r}, variance_type={self.variance_type!r}"
 
 
 def discrete_diffusion_model(
@@ -219,9 +255,17 @@ def discrete_diffusion_model(
     alphas_cumprod: Tensor | list[float],
     prediction: str = "epsilon",
     learned_variance: bool = False,
+    variance_type: str | None = None,
+    clip_sample: bool = True,
+    clip_range: float = 1.0,
 ) -> DiffusionModel:
     """A :class:`DiffusionModel` of images from a pretrained discrete-time ``network`` and its
-    ᾱ table ``[N]`` (arguments as :class:`DiscreteTimeDenoiser`), in eval mode."""
+    ᾱ table ``[N]`` (the network's arguments as :class:`DiscreteTimeDenoiser`; ``clip_sample``
+    and ``clip_range`` its scheduler's: whether its samplers clamp x̂₀ to
+    [−clip_range, clip_range]), in eval mode."""
     schedule = InterpolatedSchedule(alphas_cumprod)
-    denoiser = DiscreteTimeDenoiser(network, schedule, prediction, learned_variance)
-    return DiffusionModel(schedule, denoiser, loss_type="simple", image=True).eval()
+    denoiser = DiscreteTimeDenoiser(network, schedule, prediction, learned_variance, variance_type)
+    return DiffusionModel(
+        schedule, denoiser, loss_type="simple", image=True, clip_sample=clip_sample,
+        clip_range=clip_range,
+    ).eval()  # fmt: skip

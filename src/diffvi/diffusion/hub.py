@@ -15,12 +15,27 @@ Folders in either layout load:
 schedule (``beta_schedule`` linear, scaled_linear, squaredcos_cap_v2 or sigmoid with
 ``beta_start``/``beta_end``, or ``trained_betas``; :func:`~diffvi.diffusion.discrete.
 named_betas`), the ``prediction_type`` (epsilon, v_prediction, sample) and the
-``variance_type`` (``learned``/``learned_range``: the network returns 2C channels); the time
-convention is :mod:`diffvi.diffusion.discrete`'s. Sampling clamps x̂₀ to [−1, 1] and recomputes
-ε̂ from the clamped x̂₀ (our default for images; diffusers' ``clip_sample`` with
-``use_clipped_model_output=True``), whatever the config's ``clip_sample`` says (it is in the
-spec: pass ``clip=False`` to ``sample`` to follow a ``false``); dynamic ``thresholding`` is not
-reproduced.
+``variance_type``; the time convention is :mod:`diffvi.diffusion.discrete`'s. The prior then
+samples as its scheduler does:
+
+- ``clip_sample`` and ``clip_sample_range``: x̂₀ is clamped to [−r, r] at every step, ε̂
+  recomputed from the clamped x̂₀ (diffusers' ``use_clipped_model_output=True``; DDPM's step,
+  which builds its mean from x̂₀ and x_t, is the same), only where the config says so. A config
+  without the key takes its scheduler class's default: on for DDPM, DDIM (and their parallel,
+  inverse, RePaint, unCLIP and CogVideoX variants) and for a config that names no class, off for
+  every other scheduler (PNDM, Euler, DPM-Solver, LCM, … never clip). Many v-prediction
+  models, and models of data outside [−1, 1], ship ``clip_sample: false``. The prior's
+  ``clip_sample`` and ``clip_range`` say what ``sample`` does (``sample(clip=…)`` and
+  ``diffvi sample --clip/--no-clip`` override it); the solvers keep their own
+  ``clip_denoised`` (on by default, to [−1, 1]);
+- ``variance_type``: ``learned``/``learned_range`` networks return 2C channels, and the
+  ancestral (DDPM) sampler draws its noise with their learned variance; ``fixed_large`` draws
+  with β; the rest with β̃ (:mod:`diffvi.diffusion.discrete`; ``sample(variance=…)``
+  overrides it).
+
+Dynamic ``thresholding`` is not reproduced: such a prior clamps as its ``clip_sample`` says.
+diffusers' DDIM pipeline keeps the unclamped ε̂ by default (``use_clipped_model_output=None``);
+our DDIM recomputes it from the clamped x̂₀, as guided-diffusion does.
 
 diffusers is an optional dependency (``pip install 'diffvi[hub]'``), imported only when a
 network is built; reading and checking a folder needs only the standard library.
@@ -36,7 +51,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from diffvi.diffusion.discrete import PREDICTIONS, DiscreteTimeDenoiser, named_betas
+from diffvi.diffusion.discrete import (
+    LEARNED_VARIANCES,
+    PREDICTIONS,
+    VARIANCE_TYPES,
+    discrete_diffusion_model,
+    named_betas,
+)
 from diffvi.diffusion.model import DiffusionModel
 from diffvi.diffusion.schedules import InterpolatedSchedule
 from diffvi.utils.paths import MODEL_SPEC, is_model_name
@@ -47,10 +68,12 @@ UNET_CLASS = "UNet2DModel"
 UNET_CONFIG, SCHEDULER_CONFIG = "config.json", "scheduler_config.json"
 PIPELINE_INDEX = "model_index.json"
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-VARIANCE_TYPES = (
-    "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range",
+# Schedulers whose clip_sample defaults to true (the rest have none, or default it to false).
+CLIPPING_SCHEDULERS = (
+    "DDPMScheduler", "DDIMScheduler", "DDPMParallelScheduler", "DDIMParallelScheduler",
+    "DDIMInverseScheduler", "RePaintScheduler", "UnCLIPScheduler", "CogVideoXDDIMScheduler",
+    "CogVideoXDPMScheduler",
 )  # fmt: skip
-LEARNED_VARIANCES = ("learned", "learned_range")
 
 
 class MissingExtraError(ImportError, ValueError):
@@ -115,6 +138,21 @@ class DiffusersFolder:
         return str(self.scheduler_config.get("variance_type") or "fixed_small")
 
     @property
+    def clip_sample(self) -> bool:
+        """Whether the scheduler clamps x̂₀: its config's ``clip_sample``, else its class's
+        default (true for :data:`CLIPPING_SCHEDULERS` and a config naming no class)."""
+        value = self.scheduler_config.get("clip_sample")
+        if value is None:
+            name = self.scheduler_config.get("_class_name")
+            return name is None or name in CLIPPING_SCHEDULERS
+        return bool(value)
+
+    @property
+    def clip_range(self) -> float:
+        """The bound r of that clamp to [−r, r]: the config's ``clip_sample_range`` (1)."""
+        return float(self.scheduler_config.get("clip_sample_range", 1.0))
+
+    @property
     def learned_variance(self) -> bool:
         """Whether the network returns 2C channels (a learned variance)."""
         return self.variance_type in LEARNED_VARIANCES
@@ -155,7 +193,8 @@ class DiffusersFolder:
             "num_train_steps": self.num_train_steps,
             "beta_schedule": "trained" if cfg.get("trained_betas") is not None
             else cfg.get("beta_schedule", "linear"),
-            "clip_sample": bool(cfg.get("clip_sample", True)),
+            "clip_sample": self.clip_sample,
+            "clip_sample_range": self.clip_range,
             "timestep_spacing": cfg.get("timestep_spacing", "leading"),
             "steps_offset": int(cfg.get("steps_offset", 0)),
             "metadata": {"source": self.source, "format": "diffusers"},
@@ -164,13 +203,16 @@ class DiffusersFolder:
     # -- the model --------------------------------------------------------------------------
     def build(self) -> DiffusionModel:
         """The prior: the network (loaded with diffusers) wrapped as a :class:`DiffusionModel`
-        of images, in eval mode on the CPU."""
-        unet = _load_unet(self.unet_dir)
-        schedule = InterpolatedSchedule(self.alphas_cumprod())
-        denoiser = DiscreteTimeDenoiser(
-            DiffusersUNet(unet), schedule, self.prediction, self.learned_variance
+        of images that clamps x̂₀ and draws its ancestral noise as the scheduler does (module
+        docstring), in eval mode on the CPU."""
+        return discrete_diffusion_model(
+            DiffusersUNet(_load_unet(self.unet_dir)),
+            self.alphas_cumprod(),
+            self.prediction,
+            variance_type=self.variance_type,
+            clip_sample=self.clip_sample,
+            clip_range=self.clip_range,
         )
-        return DiffusionModel(schedule, denoiser, loss_type="simple", image=True).eval()
 
 
 class DiffusersUNet(nn.Module):
@@ -252,6 +294,9 @@ def _check(folder: DiffusersFolder) -> None:
         raise ValueError(
             f"{path} has prediction_type {folder.prediction!r}; expected one of {list(PREDICTIONS)}"
         )
+    clip_range = cfg.get("clip_sample_range", 1.0)
+    if isinstance(clip_range, bool) or not isinstance(clip_range, int | float) or clip_range <= 0:
+        raise ValueError(f"{path} has clip_sample_range {clip_range!r}; expected a number > 0")
     if folder.variance_type not in VARIANCE_TYPES:
         raise ValueError(
             f"{path} has variance_type {folder.variance_type!r}; expected one of "

@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffvi.diffusion.samplers import SAMPLERS, per_item, sample_chain, standard_normal
+from diffvi.diffusion.samplers import (
+    REVERSE_VARIANCES,
+    SAMPLERS,
+    per_item,
+    sample_chain,
+    standard_normal,
+    step_log_betas,
+)
 from diffvi.diffusion.schedules import NoiseSchedule, alpha_sigma_of
 
 LOSSES = ("simple", "vdm")
@@ -33,6 +40,10 @@ class DiffusionModel(nn.Module):
         image: data are 8-bit images in [0, 1] (scaled to [−1, 1] inside; the bound then uses
             VDM's discrete 256-level decoder). Otherwise data are real vectors, with a Gaussian
             decoder p(x | z_0) = N(z_0 / α_0, σ_0² / α_0²).
+        clip_sample: whether :meth:`sample` clamps x̂₀ to [−clip_range, clip_range] (model
+            space) at every step by default (default: for images; a pretrained prior's
+            scheduler config says, diffusers' ``clip_sample``).
+        clip_range: the bound of that clamp (diffusers' ``clip_sample_range``).
     """
 
     def __init__(
@@ -41,14 +52,20 @@ class DiffusionModel(nn.Module):
         denoiser: nn.Module | Callable[..., Tensor],
         loss_type: str = "simple",
         image: bool = True,
+        clip_sample: bool | None = None,
+        clip_range: float = 1.0,
     ) -> None:
         super().__init__()
         if loss_type not in LOSSES:
             raise ValueError(f"loss_type must be one of {LOSSES}, got {loss_type!r}")
+        if not clip_range > 0:
+            raise ValueError(f"clip_range must be > 0, got {clip_range}")
         self.schedule = schedule
         self.denoiser = denoiser
         self.loss_type = loss_type
         self.image = image
+        self.clip_sample = image if clip_sample is None else bool(clip_sample)
+        self.clip_range = float(clip_range)
 
     # -- scaling between the public data range and the model's ---------------------------------
     def to_model_space(self, x: Tensor) -> Tensor:
@@ -173,6 +190,13 @@ class DiffusionModel(nn.Module):
         return total / (x[0].numel() * math.log(2))
 
     # -- sampling ------------------------------------------------------------------------------
+    @property
+    def reverse_variance(self) -> str:
+        """The variance of the ancestral (DDPM) step's noise by default: the denoiser's own
+        (``"learned"``, ``"fixed_large"``; a pretrained network's scheduler's), else
+        ``"fixed_small"`` (β̃, the variance of q(z_s | z_t, x))."""
+        return getattr(self.denoiser, "reverse_variance", "fixed_small")
+
     @torch.no_grad()
     def sample(
         self,
@@ -186,14 +210,22 @@ class DiffusionModel(nn.Module):
         clip: bool | None = None,
         progress: bool = False,
         times: Tensor | None = None,
+        variance: str | None = None,
     ) -> Tensor:
         """Draw ``shape = [B, ...]`` samples, returned in the public data range.
 
         ``steps`` network evaluations on the grid ``t = 1 → 0``
         (:func:`~diffvi.diffusion.samplers.sample_chain`); ``sampler="ddpm"`` (ancestral,
         η = 1) or ``"ddim"`` (η = 0 unless given). ``noise`` fixes z_1 (``[B, ...]``);
-        ``clip`` (default: on for images) clamps x̂₀ to [−1, 1] at every step; ``times`` is a
-        custom decreasing grid of ``steps`` times (default: even from 1 to 0).
+        ``clip`` clamps x̂₀ to [−``clip_range``, ``clip_range``] at every step (default:
+        ``clip_sample``, the model's own: on for images, a pretrained prior's scheduler
+        config's); ``times`` is a custom decreasing grid of ``steps`` times (default: even
+        from 1 to 0).
+
+        ``variance``, of the ancestral step's noise (η = 1): ``"learned"`` (a network with a
+        learned variance, Nichol & Dhariwal 2021 eq. 15), ``"fixed_small"`` (β̃) or
+        ``"fixed_large"`` (β); default :attr:`reverse_variance`, the model's own, for η = 1,
+        and DDIM's η-scaled β̃ otherwise.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -204,19 +236,49 @@ class DiffusionModel(nn.Module):
             noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
         elif tuple(noise.shape) != tuple(shape):
             raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
-        clip = self.image if clip is None else clip
+        clip = self.clip_sample if clip is None else clip
+        predict, step_log_variance = self._reverse_step(variance, eta, cond)
         x0 = sample_chain(
             self.schedule,
-            lambda z, t: self.predict_noise(z, t, cond),
+            predict,
             noise,
             steps,
             eta,
             generator=generator,
-            clip=1.0 if clip else None,
+            clip=self.clip_range if clip else None,
             progress=progress,
             times=times,
+            step_log_variance=step_log_variance,
         )
         return self.from_model_space(x0)
+
+    def _reverse_step(
+        self, variance: str | None, eta: float, cond: Tensor | None
+    ) -> tuple[Callable[[Tensor, Tensor], object], Callable[..., Tensor] | None]:
+        """``(predict, step_log_variance)`` of :func:`sample_chain` for ``variance``."""
+        if variance is not None and variance not in REVERSE_VARIANCES:
+            raise ValueError(f"variance must be one of {list(REVERSE_VARIANCES)}, got {variance!r}")
+        if variance is None:
+            variance = self.reverse_variance if eta == 1 else "fixed_small"
+        elif variance != "fixed_small" and eta != 1:
+            raise ValueError(
+                f"variance {variance!r} is the ancestral step's (sampler 'ddpm', eta = 1), "
+                f"got eta = {eta}"
+            )
+        if variance == "learned":
+            if not getattr(self.denoiser, "learned_variance", False):
+                raise ValueError("variance 'learned' needs a network with a learned variance")
+            return (
+                lambda z, t: self.denoiser.predict(z, t, cond),
+                self.denoiser.reverse_log_variance,
+            )
+        if variance == "fixed_large":
+
+            def log_beta(_: object, t: Tensor, s: Tensor) -> Tensor:
+                return step_log_betas(self.schedule.gamma(t), self.schedule.gamma(s))[0]
+
+            return (lambda z, t: (self.predict_noise(z, t, cond), None)), log_beta
+        return (lambda z, t: self.predict_noise(z, t, cond)), None
 
 
 def stratified_times(batch: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
