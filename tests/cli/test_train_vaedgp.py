@@ -76,7 +76,7 @@ def test_a_vae_dgp_on_a_table_raises_its_held_out_bound_and_plots_its_latents(
     run_dir = tmp_path / "runs" / "vaedgp-cells-2"  # named after the table
     bounds = _logged(run_dir, "val/bound")
     assert len(bounds) == 12 and bounds[-1] > bounds[0] + 1, bounds  # about -10.2 -> -8.6
-    assert "nats per row" in result.stdout and "values, standardised" in result.stdout
+    assert "nats per row" in result.stdout and "in standard deviations" in result.stdout
     assert (run_dir / "latents.png").stat().st_size > 1000
     family = load(run_dir)
     assert family.config.data_dim == 5 and family.config.num_points == 96  # 24 held out

@@ -76,12 +76,14 @@ def train_vaedgp(
     config, run_dir, meta = result
     from diffvi.training.families.tables import uses_table
 
-    item, entries = ("row", "values, standardised") if uses_table(config) else ("image", "pixels")
+    table = uses_table(config)
+    item, entries = ("row", "values") if table else ("image", "pixels")
+    units = "; in standard deviations" if table else ""
     bound = meta.get("val_bound")
     typer.echo(
         f"Run: {run_dir}  (step {meta['steps']})\n"
         + (f"Held-out bound: {bound:.1f} nats per {item}\n" if bound is not None else "")
-        + f"Imputation RMSE ({config.val_missing:.0%} of {entries} hidden): "
+        + f"Imputation RMSE ({config.val_missing:.0%} of {entries} hidden{units}): "
         f"{meta['val_impute_rmse']:.4f}\n"
         f"Latent plot: {run_dir / 'latents.png'}\n"
         f"Export: {run_dir / 'export'} (load with diffvi.load)"
