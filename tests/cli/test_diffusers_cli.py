@@ -1,6 +1,7 @@
 """A diffusers folder on the command line: ``diffvi sample FOLDER`` and ``diffvi restore --prior
-FOLDER`` run on a tiny random ``DDPMPipeline`` saved with ``save_pretrained``; an ``hf:`` id
-that cannot be fetched and a damaged folder are one-line errors."""
+FOLDER`` run on a tiny random ``DDPMPipeline`` saved with ``save_pretrained``; ``--clip`` and
+``--variance`` override its scheduler's; an ``hf:`` id that cannot be fetched and a damaged
+folder are one-line errors; the help lists every form of prior."""
 
 import pytest
 import torch
@@ -61,3 +62,33 @@ def test_an_unreachable_hub_id_and_a_damaged_folder_are_one_line_errors(
                  *FAST)  # fmt: skip
     assert result.exit_code == 1
     assert "model_index.json lists no 'scheduler' component" in result.output
+
+
+def test_sample_takes_the_clip_and_variance_overrides(cli, pipeline, tmp_path):
+    base = ["sample", pipeline, "--steps", "3", "--num", "2", *FAST]
+    for extra in (["--no-clip"], ["--clip", "--variance", "fixed_large"]):
+        result = cli(*base, "-o", tmp_path / "s.png", *extra)
+        assert result.exit_code == 0, result.output
+    result = cli(*base, "-o", tmp_path / "s.png", "--variance", "learned")
+    assert result.exit_code == 1
+    assert "variance 'learned' needs a network with a learned variance" in result.output
+    result = cli(*base, "-o", tmp_path / "s.png", "--sampler", "ddim", "--variance", "fixed_large")
+    assert result.exit_code == 1 and "is the ancestral step's" in result.output
+
+
+@pytest.mark.parametrize("command", [["sample", "--help"], ["restore", "--help"]])
+def test_help_lists_every_form_of_prior(command):
+    """Every source ``diffvi.load`` takes (rendered wide: the columns would cut long names)."""
+    from typer.testing import CliRunner
+
+    from diffvi.cli.main import app
+
+    result = CliRunner().invoke(app, command, env={"COLUMNS": "400"})
+    text = " ".join(result.output.replace("│", " ").split())
+    forms = ["mnist, fashion-mnist", "export/", "diffusers folder", "UNet2DModel",
+             "hf:ORG/NAME[@REV]", "adm:CONFIG:FILE.pt (CONFIG ffhq256, imagenet256-uncond)",
+             "adm:FILE.pt", "FILE.pt/.pth"]  # fmt: skip
+    for form in forms:
+        assert form in text, form
+    if command[0] == "sample":
+        assert ".ckpt" in text and "--no-clip" in text and "fixed_small" in text

@@ -23,6 +23,7 @@ from diffvi.inverse.registry import OPERATORS
 from diffvi.inverse.restore import NOISE_UNITS
 from diffvi.inverse.solvers import SOLVERS as SOLVER_REGISTRY
 from diffvi.inverse.solvers.red_diff import MISFIT_MEANS, WEIGHTINGS
+from diffvi.nn.adm import ADM_CONFIGS
 
 # The registries' names; "cvdm" restores with a trained conditional model (`train cvdm`)
 # instead of a prior.
@@ -53,8 +54,13 @@ def restore_command(
     prior: Annotated[
         str,
         typer.Option(
-            help="Diffusion prior: a name (mnist, fashion-mnist), a model folder, or a diffusers "
-            "UNet2DModel folder or hf:ORG/NAME (pip install 'diffvi[hub]')."
+            help="Diffusion prior: a named model (mnist, fashion-mnist, or one in "
+            "$DIFFVI_MODELS), a `train diffusion` run folder or its export/ (model.json), a "
+            "diffusers folder (a DDPMPipeline or DDIMPipeline folder, or a UNet2DModel folder with "
+            "scheduler_config.json beside its config.json), hf:ORG/NAME[@REV] (from the "
+            "Hugging Face Hub; both need pip install 'diffvi[hub]'), or a guided-diffusion (ADM) "
+            f"checkpoint: adm:CONFIG:FILE.pt (CONFIG {', '.join(sorted(ADM_CONFIGS))}), "
+            "adm:FILE.pt or FILE.pt/.pth (config recognised from the file)."
         ),
     ] = "mnist",
     model: Annotated[
@@ -214,6 +220,8 @@ def restore_command(
     diffvi restore --task sr4 --solver dps --prior fashion-mnist --dataset fashion-mnist -o r
     diffvi restore --task deblur-gaussian --solver ddrm --noise-std 0.05 --dataset mnist -o r
     diffvi restore --task sr4-bicubic --solver ddrm --prior RGB_PRIOR --input photos/ --resize 64
+    diffvi restore --task sr4-bicubic --prior adm:ffhq256:models/ffhq_10m.pt --input faces/ -o r
+    diffvi restore --task inpaint-random --solver dps --prior hf:google/ddpm-cifar10-32 --input c/
     diffvi restore --task inpaint-random --missing 0.5 --noise-std 0.05 --noise-units symmetric ...
     diffvi restore --task deblur-gaussian --blur-size 9 --blur-sigma 2 --boundary reflect ...
     diffvi restore --solver cvdm --model runs/cvdm --input widefield/ -o r

@@ -9,7 +9,6 @@ import typer
 from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
-    RunOrCheckpoint,
     ThreadsOpt,
     choice,
     ensure_writable,
@@ -18,13 +17,29 @@ from diffvi.cli.options import (
     set_threads,
     setup_numerics,
 )
-from diffvi.diffusion.samplers import SAMPLERS
+from diffvi.diffusion.samplers import REVERSE_VARIANCES, SAMPLERS
+from diffvi.nn.adm import ADM_CONFIGS
 from diffvi.utils.text import plural
+
+# Every form of model `diffvi.load` takes (training/checkpoint.py), for the help text.
+MODEL_FORMS = (
+    "a run folder, its export/ (model.json), a .ckpt file, a named model (mnist, "
+    "fashion-mnist, or one in $DIFFVI_MODELS; a folder of the current directory is ./NAME), a "
+    "diffusers folder (a DDPMPipeline or DDIMPipeline folder, or a UNet2DModel folder with "
+    "scheduler_config.json beside its config.json), hf:ORG/NAME[@REV] (downloaded from "
+    "the Hugging Face Hub; both need pip install 'diffvi[hub]'), or a guided-diffusion (ADM) "
+    f"checkpoint: adm:CONFIG:FILE.pt (CONFIG {', '.join(sorted(ADM_CONFIGS))}), adm:FILE.pt or "
+    "FILE.pt/.pth (config recognised from the file)"
+)
+ModelArg = Annotated[
+    str,
+    typer.Argument(metavar="RUN_OR_CKPT", help=f"The model: {MODEL_FORMS}.", show_default=False),
+]
 
 
 @report_errors
 def sample_command(
-    run_or_checkpoint: RunOrCheckpoint,
+    run_or_checkpoint: ModelArg,
     num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 64,
     out: Annotated[
         Path,
@@ -65,6 +80,25 @@ def sample_command(
         float | None,
         typer.Option(min=0.0, help="Diffusion models: DDIM's η.", show_default="1 ddpm, 0 ddim"),
     ] = None,
+    clip: Annotated[
+        bool | None,
+        typer.Option(
+            "--clip/--no-clip",
+            help="Diffusion models: clamp the x0 estimate at every step (to [-1, 1], or a "
+            "diffusers scheduler's clip_sample_range) and recompute the noise from it.",
+            show_default="the model's: on for diffvi's and ADM image models, a diffusers "
+            "scheduler config's clip_sample",
+        ),
+    ] = None,
+    variance: Annotated[
+        choice(REVERSE_VARIANCES) | None,
+        typer.Option(
+            help="Diffusion models, --sampler ddpm: variance of each step's noise: the "
+            "network's learned one (a learned-range network, such as ADM's), fixed_small "
+            "(the posterior variance) or fixed_large (beta).",
+            show_default="the model's: learned where it has one, else its scheduler's fixed one",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     flush_denormal: FlushDenormalOpt = True,
@@ -73,10 +107,14 @@ def sample_command(
     ] = True,
 ) -> None:
     """Draw samples from a trained model and save them as an image grid (or one PNG each in a
-    folder): z ~ p(z), x ~ p(x|z) from a VAE; the reverse chain of a diffusion model (a run
-    folder, an export/ folder, a named model such as `mnist`, or a pretrained diffusers
-    UNet2DModel: its folder or hf:ORG/NAME, with pip install 'diffvi[hub]'; see docs) with
-    --steps/--sampler/--eta.
+    folder): z ~ p(z), x ~ p(x|z) from a VAE; the reverse chain of a diffusion model with
+    --steps/--sampler/--eta. A pretrained prior samples as its own scheduler does (its
+    clip_sample, and a learned variance in the ddpm sampler); --clip/--no-clip and --variance
+    override that.
+
+    RUN_OR_CKPT: a run folder, its export/, a .ckpt file, a named model (mnist,
+    fashion-mnist), a diffusers folder, hf:ORG/NAME[@REVISION], or a guided-diffusion
+    checkpoint adm:CONFIG:FILE.pt (see its help below).
 
     **Examples**
 
@@ -88,6 +126,8 @@ def sample_command(
     diffvi sample runs/mnist-diffusion-cosine --steps 1000 --num 16
     diffvi sample hf:google/ddpm-cifar10-32 --steps 50 --sampler ddim -o cifar.png
     diffvi sample path/to/ddpm-cifar10-32 --steps 1000 --num 4 -o cifar/
+    diffvi sample adm:ffhq256:models/ffhq_10m.pt --steps 100 --num 4 -o faces/
+    diffvi sample adm:ffhq256:models/ffhq_10m.pt --steps 100 --variance fixed_small -o f.png
     ```
     """
     setup_numerics(flush_denormal)
@@ -106,8 +146,9 @@ def sample_command(
     if family.kind == "diffusion":
         shape = (num, *family.spec["event_shape"])
         images = family.model.sample(
-            shape, steps=steps, sampler=sampler, eta=eta, generator=generator, progress=progress
-        )
+            shape, steps=steps, sampler=sampler, eta=eta, generator=generator, progress=progress,
+            clip=clip, variance=variance,
+        )  # fmt: skip
     elif family.kind == "vae":
         images = family.model.sample(num, generator=generator, mean=mean)
     else:
