@@ -64,6 +64,36 @@ def test_the_visible_biases_start_at_the_pixel_mean_logits(tmp_path):
     assert SBNFamily(SBNConfig(**TINY, event_shape=[1, 8, 8])).estimator.baselines is not None
 
 
+def test_own_images_set_the_visible_biases_from_the_grey_levels_of_a_few_items(
+    tmp_path, monkeypatch
+):
+    """Not from bits, and not from the whole folder: at most PIXEL_MEAN_ITEMS are decoded."""
+    import numpy as np
+
+    from diffvi.data.image_folders import ImageFileDataset
+    from diffvi.training.families import sbn
+
+    levels = np.full((50, 1, 4, 4), 0.3, dtype=np.float32)
+    levels[:, :, 0] = 0.8
+    np.save(tmp_path / "grey.npy", levels)
+    config = SBNConfig(
+        **{**TINY, "dataset": None, "layers": [4], "batch_size": 8}, data=str(tmp_path / "grey.npy")
+    )
+    data = SBNFamily.build_data(config)
+    SBNFamily.fit_config_to_data(config, data)
+    decoded = []
+    original = ImageFileDataset._decode
+    monkeypatch.setattr(
+        ImageFileDataset, "_decode", lambda self, p: decoded.append(len(p)) or original(self, p)
+    )
+    monkeypatch.setattr(sbn, "PIXEL_MEAN_ITEMS", 7)
+    family = SBNFamily(config)
+    family.attach_data(data, resumed=False)
+    assert decoded == [7]
+    expected = torch.logit(torch.tensor([0.8] * 4 + [0.3] * 12))
+    torch.testing.assert_close(family.model.decoders[0].bias.detach(), expected)
+
+
 def test_bad_configs_are_clear_errors():
     with pytest.raises(ValueError, match="k must be"):
         SBNConfig(estimator="vimco", k=1)
