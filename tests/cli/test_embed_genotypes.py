@@ -75,6 +75,39 @@ def test_a_labelled_sample_missing_from_the_genotypes_is_an_error(cli, easy_plin
     )  # fmt: skip
     assert result.exit_code == 1
     assert "NOT_THERE" in result.output and "Traceback" not in result.output
+    assert "--ignore-extra-labels" in result.output  # the error says how to go on
+
+
+def test_ignore_extra_labels_drops_labels_of_samples_not_genotyped_with_a_note(
+    cli, easy_plink, tmp_path
+):
+    # A full panel (the 1000 Genomes format: sample pop super_pop gender) against a subset.
+    rows = (easy_plink.parent / "ooa.labels.tsv").read_text().splitlines()[1:]
+    panel = tmp_path / "full.panel"
+    panel.write_text(
+        "sample\tpop\tsuper_pop\tgender\n"
+        + "".join(f"{row}\tfemale\n" for row in rows)
+        + "".join(f"EXTRA{i}\tYRI\tAFR\tmale\n" for i in range(7))
+    )
+    result = embed(cli, easy_plink, tmp_path / "e", "--method", "pca", "--ignore-extra-labels")
+    assert result.exit_code == 0, result.output  # the plain labels: nothing extra, no note
+    assert "dropped the labels" not in result.output
+    args = ["embed", "genotypes", "--input", f"{easy_plink}.bed", "--labels", panel,
+            "--method", "pca", "--clusters", "3", "--no-progress", "--threads", "1"]  # fmt: skip
+    refused = cli(*args, "--out", tmp_path / "x")
+    assert refused.exit_code == 1 and "7 labelled samples are not in the genotypes" in (
+        refused.output
+    )
+    result = cli(*args, "--ignore-extra-labels", "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "dropped the labels" in line]
+    assert len(notes) == 1 and "7 samples" in notes[0]
+    metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 90
+    assert metrics["scores"]["populations"]["nmi"] > NMI_THRESHOLD_PCA
+    alone = cli("embed", "genotypes", "--input", f"{easy_plink}.bed", "--ignore-extra-labels",
+                "--out", tmp_path / "n")  # fmt: skip
+    assert alone.exit_code == 1 and "--labels" in alone.output
 
 
 def test_a_truncated_bed_file_is_an_error(cli, easy_plink, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from diffvi.data.genotype_io import (
     attach_labels,
+    extra_labels,
     read_genotypes,
     read_labels,
     read_plink,
@@ -433,6 +434,24 @@ def test_attach_labels_rejects_labelled_samples_missing_from_genotypes():
     with pytest.raises(ValueError, match=r"7 labelled samples are not in the genotypes") as info:
         attach_labels(genotypes, labels)
     assert "'extra0'" in str(info.value) and "'extra5'" not in str(info.value)
+    assert "ignore_extra_labels=True" in str(info.value)
+    assert "--ignore-extra-labels" in str(info.value)
+
+
+def test_attach_labels_drops_labels_of_missing_samples_when_asked_to_ignore_them():
+    genotypes = random_genotypes(n=3, m=2)
+    labels = {"extra0": ("B", "Y"), "s2": ("C", "Z"), "s0": ("A", "X"), "s1": ("A", "X")}
+    labels["extra1"] = ("B", "Y")
+    assert extra_labels(genotypes, labels) == ["extra0", "extra1"]
+    labelled = attach_labels(genotypes, labels, ignore_extra_labels=True)
+    assert labelled.samples == genotypes.samples
+    assert labelled.populations == ["A", "A", "C"]
+    assert labelled.super_populations == ["X", "X", "Z"]
+    np.testing.assert_array_equal(labelled.calls, genotypes.calls)
+    # with drop_unlabelled too: a panel and a genotype file that overlap in part
+    del labels["s1"]
+    both = attach_labels(genotypes, labels, drop_unlabelled=True, ignore_extra_labels=True)
+    assert both.samples == ["s0", "s2"] and both.populations == ["A", "C"]
 
 
 def test_attach_labels_rejects_unlabelled_samples_unless_asked_to_drop_them():

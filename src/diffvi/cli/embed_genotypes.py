@@ -92,7 +92,8 @@ def embed_genotypes(
         Path | None,
         typer.Option(
             help="Sample labels (columns sample, population[, super_population]; the 1000 "
-            "Genomes panel format works).",
+            "Genomes panel format works; a panel with more samples than the genotypes needs "
+            "--ignore-extra-labels).",
             show_default="the populations stored in a .trees file, else none",
         ),
     ] = None,
@@ -102,6 +103,15 @@ def embed_genotypes(
             "--drop-unlabelled",
             help="With --labels: leave out the genotype samples the labels file does not "
             "name (without it they are an error).",
+        ),
+    ] = False,
+    ignore_extra_labels: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-extra-labels",
+            help="With --labels: drop the labels of samples that are not in the genotypes "
+            "(e.g. the full 1000 Genomes panel against a subset; without it they are an "
+            "error).",
         ),
     ] = False,
     method: MethodOpt = "ddvae",
@@ -160,15 +170,30 @@ def embed_genotypes(
     quiet_lightning()
     set_threads(threads)
     ensure_writable(out, folder=True)
-    from diffvi.data.genotype_io import attach_labels, read_genotypes, read_labels
+    from diffvi.data.genotype_io import (
+        attach_labels,
+        extra_labels,
+        read_genotypes,
+        read_labels,
+    )
     from diffvi.data.genotype_pca import genotype_pcs, quality_control
     from diffvi.training.embedding import embed_labelled, write_embedding
 
     genotypes = read_genotypes(input)
     if labels is not None:
-        genotypes = attach_labels(genotypes, read_labels(labels), drop_unlabelled)
-    elif drop_unlabelled:
-        raise ValueError("--drop-unlabelled applies to the samples of --labels; pass --labels")
+        label_table = read_labels(labels)
+        extra = extra_labels(genotypes, label_table) if ignore_extra_labels else []
+        genotypes = attach_labels(
+            genotypes, label_table, drop_unlabelled, ignore_extra_labels=ignore_extra_labels
+        )
+        if extra:
+            typer.echo(
+                f"--ignore-extra-labels: dropped the labels of {len(extra)} samples that are "
+                f"not in {input.name}"
+            )
+    elif drop_unlabelled or ignore_extra_labels:
+        flag = "--drop-unlabelled" if drop_unlabelled else "--ignore-extra-labels"
+        raise ValueError(f"{flag} applies to the samples of --labels; pass --labels")
     read_variants = genotypes.num_variants
     genotypes = quality_control(genotypes, maf=maf, thin=thin)
     if genotypes.num_variants < 2:

@@ -26,7 +26,8 @@ Which allele is counted:
 
 Labels: :func:`read_labels` reads a sample → (population, super-population) table such as the
 1000 Genomes ``.panel`` file; :func:`attach_labels` puts them in row order and refuses labels
-whose samples are not in the genotypes (a sign of the wrong label file or a renamed sample).
+whose samples are not in the genotypes (a sign of the wrong label file or a renamed sample)
+unless asked to ignore them (a full panel against a subset of its samples).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from diffvi.data.genotypes import MISSING, Genotypes
 
 __all__ = [
     "attach_labels",
+    "extra_labels",
     "read_genotypes",
     "read_labels",
     "read_plink",
@@ -658,6 +660,12 @@ def write_labels(genotypes: Genotypes, path: str | Path) -> Path:
     return path
 
 
+def extra_labels(genotypes: Genotypes, labels: Mapping[str, object]) -> list[str]:
+    """The labelled samples that are not in the genotypes, in the order of ``labels``."""
+    in_genotypes = set(genotypes.samples)
+    return [s for s in labels if s not in in_genotypes]
+
+
 def _name_some(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(repr(x) for x in names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else f" ({len(names)})")
@@ -667,27 +675,33 @@ def attach_labels(
     genotypes: Genotypes,
     labels: Mapping[str, tuple[str, str | None]],
     drop_unlabelled: bool = False,
+    *,
+    ignore_extra_labels: bool = False,
 ) -> Genotypes:
     """Genotypes with ``populations``/``super_populations`` set from ``labels``, in row order.
 
     Policy: every labelled sample must be in the genotypes (a ValueError names up to five that
-    are not, with their count; a wrong or stale label file shows up here). A genotype sample
-    without a label is a ValueError too, unless ``drop_unlabelled=True`` drops its row.
-    ``super_populations`` is set when every kept sample has one, ``None`` when none has.
+    are not, with their count; a wrong or stale label file shows up here), unless
+    ``ignore_extra_labels=True`` drops those labels (a full panel against a subset of its
+    samples; :func:`extra_labels` counts them). A genotype sample without a label is a
+    ValueError too, unless ``drop_unlabelled=True`` drops its row. ``super_populations`` is set
+    when every kept sample has one, ``None`` when none has.
 
     Args:
         genotypes: calls ``[N, M]``.
         labels: sample → (population, super-population or None), e.g. from :func:`read_labels`.
         drop_unlabelled: drop samples without a label instead of raising.
+        ignore_extra_labels: drop labels of samples not in the genotypes instead of raising.
 
     Returns:
         Genotypes ``[N', M]`` (``N' = N`` unless rows were dropped).
     """
-    in_genotypes = set(genotypes.samples)
-    extra = [s for s in labels if s not in in_genotypes]
-    if extra:
+    extra = extra_labels(genotypes, labels)
+    if extra and not ignore_extra_labels:
         raise ValueError(
-            f"{len(extra)} labelled samples are not in the genotypes: {_name_some(extra)}"
+            f"{len(extra)} labelled samples are not in the genotypes: {_name_some(extra)} "
+            "(ignore them with ignore_extra_labels=True; on the command line, "
+            "--ignore-extra-labels)"
         )
     unlabelled = [s for s in genotypes.samples if s not in labels]
     if unlabelled and not drop_unlabelled:
