@@ -485,3 +485,33 @@ def test_official_wake_chain_is_deterministic_ddim_and_trains_every_network():
     assert OfficialDDVI().kl_weight == 7.84 and OfficialDDVI().sleep.beta_sleep == 784
     with pytest.raises(ValueError, match="kl_weight must be >= 0"):
         OfficialDDVI(kl_weight=-1)
+
+
+def test_official_sleep_loss_is_the_huber_mean_over_pairs_and_latent_dims(monkeypatch):
+    # The official loss is diff_weight · F.smooth_l1_loss(ε, ε̂), reduction 'mean' over all N·D
+    # elements. Tiny input: T = 1, a denoiser whose output is the constant ε̂ = 0, N = D = 2, and
+    # the sleep noise fixed at ε = [[0.2, −1.5], [3.0, 0.0]]: Huber(δ=1) per element is
+    # 0.02, 1.0, 2.5, 0, so the official loss is 3.52 / 4 = 0.88 (DDVI's sum over D: 1.76).
+    model, posterior, x = small_problem(conditional=False, num_steps=1)
+    x = x[:2]
+    nn.init.zeros_(posterior.denoiser[-1].weight)
+    nn.init.zeros_(posterior.denoiser[-1].bias)
+    fixed = torch.tensor([[0.2, -1.5], [3.0, 0.0]])
+    randn = torch.randn
+
+    def fixed_noise(*size, **kwargs):
+        shape = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else size
+        return fixed.clone() if tuple(shape) == (2, 2) else randn(*size, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", fixed_noise)
+    official = OfficialDDVI(kl_weight=0.0)
+    sleep = official.sleep_loss(model, posterior, 2)
+    torch.testing.assert_close(sleep, torch.tensor(0.88))
+    torch.testing.assert_close(official.sleep.sleep_loss(model, posterior, 2), torch.tensor(1.76))
+    # In the objective: loss(β_sleep = 784) − loss(β_sleep = 0) = 784 · 0.88 on the same draws.
+    torch.manual_seed(4)
+    with_sleep = official(model, posterior, x)
+    torch.manual_seed(4)
+    without = OfficialDDVI(kl_weight=0.0, beta_sleep=0)(model, posterior, x)
+    torch.testing.assert_close(with_sleep.metrics["sleep"], torch.tensor(0.88))
+    torch.testing.assert_close(with_sleep.loss - without.loss, torch.tensor(784 * 0.88))

@@ -184,7 +184,9 @@ class DDVI(Objective):
 
 
 # The official diff_vae weights (kld_weight 0.01, diff_weight 1 against a reconstruction loss
-# averaged over the 784 MNIST pixels), rewritten per image: multiplied by 784.
+# averaged over the 784 MNIST pixels), rewritten per image: multiplied by 784. The sleep weight
+# multiplies the official sleep loss itself, ``F.smooth_l1_loss`` averaged over the batch *and*
+# the D latent dimensions (``OfficialDDVI.sleep_loss``), not DDVI's loss summed over D.
 OFFICIAL_KL_WEIGHT = 0.01 * 784
 OFFICIAL_SLEEP_WEIGHT = 1.0 * 784
 
@@ -198,12 +200,15 @@ class OfficialDDVI(Objective):
 
         loss = −log p(x|z) + kl_weight · KL(q(y_T|x) ‖ N(0, I)) + beta_sleep · L_sleep,
 
-    L_sleep the (Huber by default) noise-prediction loss on fantasy pairs, as in DDVI. The prior
-    enters only through the sleep term: the chain is trained to carry N(0, I)-like y_T onto
-    p(z), and the KL keeps the encoder's y_T near N(0, I). Defaults are the official weights in
-    per-image units (``OFFICIAL_KL_WEIGHT`` = 7.84, ``OFFICIAL_SLEEP_WEIGHT`` = 784: its
-    reconstruction loss is the mean over 784 pixels), Huber sleep loss and x̂ = E[x|z]
-    (the decoder's output, as the official code feeds it).
+    L_sleep the (Huber by default) noise-prediction loss on fantasy pairs as in DDVI, but
+    averaged over the D latent dimensions as the official ``F.smooth_l1_loss`` (reduction
+    ``'mean'`` over all N·D elements) is, where :class:`DDVI` sums over them
+    (:meth:`sleep_loss`). The prior enters only through the sleep term: the chain is trained to
+    carry N(0, I)-like y_T onto p(z), and the KL keeps the encoder's y_T near N(0, I). Defaults
+    are the official weights in per-image units (``OFFICIAL_KL_WEIGHT`` = 7.84,
+    ``OFFICIAL_SLEEP_WEIGHT`` = 784: its reconstruction loss is the mean over 784 pixels), so
+    the loss is 784 × the official one; Huber sleep loss and x̂ = E[x|z] (the decoder's output,
+    as the official code feeds it).
 
     A deterministic chain has no density, so there is nothing to bound with: ``bound`` reports,
     without gradient, DDVI's auxiliary bound of the **same networks run with stochastic DDPM
@@ -268,10 +273,22 @@ class OfficialDDVI(Objective):
         beta_sleep = self.sleep.beta_sleep
         if beta_sleep > 0:
             batch = self.sleep.sleep_batch or x.shape[0]
-            sleep = self.sleep.sleep_loss(model, posterior, batch)
+            sleep = self.sleep_loss(model, posterior, batch)
             loss = loss + beta_sleep * sleep
             metrics["sleep"] = sleep.detach()
         return ObjectiveOutput(loss=loss, bound=bound, metrics=metrics, z=z)
+
+    def sleep_loss(
+        self,
+        model,
+        posterior,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The official sleep loss: the denoising loss of :meth:`DDVI.sleep_loss` averaged over
+        the ``posterior.latent_dim`` latent dimensions as well as the fantasy pairs (the
+        official ``F.smooth_l1_loss(ε, ε̂)``, reduction ``'mean'``); a scalar."""
+        return self.sleep.sleep_loss(model, posterior, batch_size, generator) / posterior.latent_dim
 
 
 def _check_posterior(posterior) -> None:

@@ -66,7 +66,8 @@ class TrainConfig(RunConfig, ImageDataConfig):
     first step (:class:`~diffvi.training.callbacks.PosteriorWarmup`). ``objective=
     "ddvi-official"`` trains the same posterior with the official code's objective
     (:class:`~diffvi.objectives.OfficialDDVI`; not a bound): ``beta_reg`` is then its weight on
-    KL(q(y_T|x) ‖ N(0, I)) and ``beta_sleep`` its sleep weight, both per image.
+    KL(q(y_T|x) ‖ N(0, I)) and ``beta_sleep`` its weight on the sleep loss averaged over the
+    latent dimensions (the official code's reduction), both per image.
 
     IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
     ``iaf_flows`` steps of MADE ``made_hidden`` (default: the builder's, 128-128-128); its encoder
