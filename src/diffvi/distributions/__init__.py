@@ -17,7 +17,14 @@ from diffvi.distributions.priors import (
     register_prior,
 )
 from diffvi.distributions.smoothed import DDVI_PRIOR_BANDWIDTHS, SmoothedPrior
-from diffvi.distributions.toy2d import MixturePrior, PinwheelPrior, SquarePrior, SwissRollPrior
+from diffvi.distributions.toy2d import (
+    OFFICIAL_REFERENCE_PRIORS,
+    MixturePrior,
+    PinwheelPrior,
+    SquarePrior,
+    SwissRollPrior,
+    official_prior_samples,
+)
 
 __all__ = [
     "DDVI_PRIOR_BANDWIDTHS",
@@ -25,6 +32,7 @@ __all__ = [
     "GaussianLikelihood",
     "Likelihood",
     "MixturePrior",
+    "OFFICIAL_REFERENCE_PRIORS",
     "PRIORS",
     "PartitionedPrior",
     "PinwheelPrior",
@@ -39,5 +47,6 @@ __all__ = [
     "build_prior",
     "diagonal_normal_log_prob",
     "kl_to_standard_normal",
+    "official_prior_samples",
     "register_prior",
 ]

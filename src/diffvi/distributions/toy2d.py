@@ -23,6 +23,9 @@ configs in ``conf/prior/*.yaml``; the paper's runs use ``pinwheel``, ``swiss_rol
   3 / 50) across the edge, and by default along it too (see the class). ``log_prob`` is
   closed form.
 - :class:`MixturePrior`: a learnable mixture of diagonal Gaussians (for clustering).
+- :func:`official_prior_samples`: the official code's own draws of the three paper priors (the
+  swiss roll without noise, the square with noise across the edge only), the reference set at
+  which latent NLL is scored.
 
 All samples follow the module's device and dtype (the :class:`~diffvi.distributions.priors.Prior`
 buffer anchor); randomness goes through the ``generator`` argument.
@@ -544,6 +547,80 @@ class SquarePrior(_Planar):
         x = (z / self.scale)[..., None, None, :]  # [..., 1, 1, 2]
         start, d = self._seg_start.to(z.dtype), self._seg_dir.to(z.dtype)
         return self._log_segments(x, start, d, self._seg_len.to(z.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# The official evaluation's reference samples
+# ----------------------------------------------------------------------------------------------
+
+# The 2-D priors of the paper's MNIST table, by this library's names, and the official configs
+# (topwasu/DDVI README: ``run.sh mnist diff_vae_warmup {pinwheel,swiss_roll,less_noisy_square}``).
+OFFICIAL_REFERENCE_PRIORS: dict[str, str] = {
+    "pinwheel": "pin_wheel (10 arms)",
+    "swiss-roll": "swiss_roll (noise_level 0)",
+    "square": "less_noisy_square (noise_level 3, mult 1)",
+}
+
+
+def official_prior_samples(
+    name: str,
+    num: int = 10_000,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """Draws ``[num, 2]`` of the official DDVI code's prior, ``priors.py::get_prior(config)
+    .sample(num)``, the reference set its latent NLL is scored at (``run.py::metrics_evaluate``:
+    a KDE of the test latents evaluated at 10,000 of these), under the paper's prior configs:
+
+    - ``"pinwheel"`` (``pin_wheel``): part l ~ U{0..9}, f = (1 + 0.15ε₀, 0.005ε₁),
+      a = 2πl/10 + 0.25·e^{f₀}, z = R(a)ᵀ f (``PinWheelPrior``; the same law as
+      :class:`PinwheelPrior`'s samples);
+    - ``"swiss-roll"`` (``swiss_roll``, noise_level 0): u = (l + U[0, 1))/10, z = 3√u·(cos 4.5π√u,
+      sin 4.5π√u), points **on** the curve (no noise; :class:`SwissRollPrior` trains with σ = 0.1);
+    - ``"square"`` (``less_noisy_square``): p = (l + U[0, 1))/10 runs clockwise from (−1, 1) over
+      the perimeter of [−1, 1]² (top edge left to right, right edge down, bottom edge right to
+      left, left edge up), with N(0, 0.06²) noise (noise_level 3 / 50) **across the edge only**:
+      the coordinate along the edge stays in [−1, 1] (:class:`SquarePrior` with
+      ``along_edge_noise=False``; its default is isotropic).
+
+    Whatever prior a run trained on (exact, smoothed, isotropic), its latent NLL against these
+    samples is the paper's column. ``generator`` (CPU) seeds them: the same seed gives the same
+    samples. ``dtype``: of the result (float64 by default; the official code draws in float64
+    NumPy and casts to float32).
+    """
+    if name not in OFFICIAL_REFERENCE_PRIORS:
+        raise ValueError(
+            f"official reference samples: expected one of {sorted(OFFICIAL_REFERENCE_PRIORS)}, "
+            f"got {name!r}"
+        )
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    f64 = torch.float64
+    parts = DEFAULT_PARTITIONS
+    labels = torch.randint(parts, (num,), generator=generator).to(f64)
+    if name == "pinwheel":
+        eps = torch.randn((num, 2), generator=generator, dtype=f64)
+        f0, f1 = 1.0 + 0.15 * eps[:, 0], 0.005 * eps[:, 1]
+        a = labels * (2 * math.pi / parts) + 0.25 * torch.exp(f0)
+        # einsum('ti,tij->tj', f, R(a)) with R(a) = [[cos, -sin], [sin, cos]]: z = R(a)ᵀ f
+        z = torch.stack(
+            (f0 * torch.cos(a) + f1 * torch.sin(a), -f0 * torch.sin(a) + f1 * torch.cos(a)), -1
+        )
+    elif name == "swiss-roll":
+        root = torch.sqrt((labels + torch.rand(num, generator=generator, dtype=f64)) / parts)
+        r, angle = 3.0 * root, 4.5 * math.pi * root
+        z = torch.stack((r * torch.cos(angle), r * torch.sin(angle)), -1)
+    else:
+        pos = (labels + torch.rand(num, generator=generator, dtype=f64)) / parts
+        noise = torch.randn(num, generator=generator, dtype=f64) * (3 / 50)
+        edge = torch.clamp(torch.floor(pos * 4), 0, 3).long()  # top, right, bottom, left
+        along = (pos - edge.to(f64) / 4) * 8 - 1  # in [-1, 1) along the edge
+        # top (along, 1 + n), right (1 + n, −along), bottom (−along, −1 + n), left (−1 + n, along)
+        x = torch.stack((along, 1 + noise, -along, -1 + noise), -1)
+        y = torch.stack((1 + noise, -along, -1 + noise, along), -1)
+        x, y = (c.gather(1, edge[:, None])[:, 0] for c in (x, y))
+        z = torch.stack((x, y), -1)
+    return z.to(dtype)
 
 
 # ----------------------------------------------------------------------------------------------
