@@ -1,7 +1,8 @@
 """A model trained on a table applied to new tables: ``embed table NEW --model RUN`` (latents,
 plot and scores of the new rows, columns matched by name) and ``evaluate RUN --data NEW``
 (bounds on the new rows, standardised with the saved statistics; by default the run's own
-held-out rows)."""
+held-out rows), which the training summary suggests; the plots' legends name the classes of a
+text label column."""
 
 import csv
 import json
@@ -51,7 +52,7 @@ def table_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
-    return run_dir, table
+    return run_dir, table, result.output
 
 
 @pytest.fixture
@@ -63,13 +64,33 @@ def new_table(tmp_path):
     return write_table(tmp_path / "new.csv", x, [*order, "unused"], kinds)
 
 
+def record_legends(monkeypatch):
+    """The legend texts of every figure the plots module saves from now on (one list per
+    legend)."""
+    import diffvi.evaluation.plots as plots
+
+    legends: list[list[str]] = []
+    save = plots._save_figure
+
+    def record(fig, path, *args, **kwargs):
+        legends.extend(
+            [text.get_text() for text in ax.get_legend().get_texts()]
+            for ax in fig.axes
+            if ax.get_legend() is not None
+        )
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "_save_figure", record)
+    return legends
+
+
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
 def test_embed_table_with_a_model_writes_latents_a_plot_and_scores(cli, table_run, new_table):
-    run_dir, _ = table_run
+    run_dir, *_ = table_run
     out = new_table.parent / "emb"
     result = cli(
         "embed", "table", new_table, "--model", run_dir, "--labels", "kind", "--out", out,
@@ -96,7 +117,7 @@ def test_embed_table_with_a_model_writes_latents_a_plot_and_scores(cli, table_ru
 def test_embed_table_with_a_model_refuses_a_missing_column_and_training_options(
     cli, table_run, tmp_path
 ):
-    run_dir, _ = table_run
+    run_dir, *_ = table_run
     short = write_table(tmp_path / "short.csv", np.ones((5, 3)), ["a", "c", "e"])
     result = cli("embed", "table", short, "--model", run_dir, "--out", tmp_path / "o")
     assert result.exit_code == 1
@@ -111,7 +132,7 @@ LIBRARY = dict(k=8, iwae_k=4, elbo_samples=2, batch_size=100, seed=0)
 
 
 def test_evaluate_data_on_a_new_table_gives_the_librarys_bound(cli, table_run, new_table):
-    run_dir, _ = table_run
+    run_dir, *_ = table_run
     out = new_table.parent / "m.json"
     result = cli("evaluate", run_dir, "--data", new_table, *SCORE, "--json", out)
     assert result.exit_code == 0, result.output
@@ -124,7 +145,7 @@ def test_evaluate_data_on_a_new_table_gives_the_librarys_bound(cli, table_run, n
 
 
 def test_evaluate_a_table_run_scores_its_held_out_rows_by_default(cli, table_run, tmp_path):
-    run_dir, table = table_run
+    run_dir, table, _ = table_run
     result = cli("evaluate", run_dir, *SCORE, "--json", tmp_path / "m.json")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -136,7 +157,32 @@ def test_evaluate_a_table_run_scores_its_held_out_rows_by_default(cli, table_run
 
 
 def test_evaluate_a_table_run_on_images_is_refused(cli, table_run, tmp_path):
-    run_dir, _ = table_run
+    run_dir, *_ = table_run
     (tmp_path / "imgs").mkdir()
     result = cli("evaluate", run_dir, "--data", tmp_path / "imgs")
     assert result.exit_code == 1 and "trained on a table" in result.output
+
+
+def test_the_training_summary_suggests_embedding_and_scoring_new_rows(table_run):
+    run_dir, _, output = table_run
+    assert "diffvi sample" not in output  # a model of rows draws no images
+    assert f"Next: diffvi embed table NEW.csv --model {run_dir} --out" in output
+    assert f"diffvi evaluate {run_dir} --data NEW.csv" in output
+
+
+def test_the_legends_name_the_classes_of_a_text_label_column(
+    cli, table_run, new_table, monkeypatch
+):
+    run_dir, *_ = table_run
+    legends = record_legends(monkeypatch)
+    out = new_table.parent / "held-out"
+    result = cli("embed", run_dir, "--out", out, "--split", "train", "--threads", "1",
+                 "--no-progress")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (out / "latents.png").is_file() and sorted(legends[-1]) == ["high", "low"], legends
+    result = cli(
+        "embed", "table", new_table, "--model", run_dir, "--labels", "kind",
+        "--out", new_table.parent / "new", "--threads", "1", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(legends[-1]) == ["high", "low"], legends

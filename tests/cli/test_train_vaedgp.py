@@ -1,6 +1,7 @@
 """``train vaedgp``: trains a VAE-DGP from the command line and reports bound and imputation, on a
 registered data set or on the user's own table or image array (a GP-LVM too); bad data is a
-one-line error."""
+one-line error. A VAE-DGP trained on a table embeds a new one (``embed table NEW --model RUN``,
+columns matched by name), as its summary suggests."""
 
 import csv
 import json
@@ -90,13 +91,22 @@ def test_the_labels_of_a_table_or_an_image_array_colour_the_latents_not_the_feat
     )
     data = VAEDGPFamily.build_data(config)
     assert data.train_y.shape == (50, 5) and data.val_set.tensors[0].shape == (10, 5)
-    assert set(data.train_labels.tolist()) == {0, 1}
+    assert set(data.train_labels.tolist()) == {0, 1} and data.label_names == ["A", "B"]
     # standardised by the training rows' statistics
     assert data.train_y.mean(0).abs().max() < 0.3 and data.train_y.dtype.is_floating_point
     np.savez(tmp_path / "faces.npz", images=np.zeros((20, 3, 4, 4), np.uint8),
              labels=np.arange(20) % 3)  # fmt: skip
     images = VAEDGPFamily.build_data(VAEDGPConfig(dataset=None, data=str(tmp_path / "faces.npz")))
     assert images.train_y.shape == (18, 48) and images.train_labels.tolist()[:3] == [0, 1, 2]
+    assert images.label_names is None and images.table_features is None  # numbers, not names
+    from PIL import Image  # class subfolders: their names reach the latent plot
+
+    for i in range(10):
+        folder = tmp_path / "pets" / ("cat", "dog")[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4), 20 * i, np.uint8)).save(folder / f"{i}.png")
+    pets = VAEDGPFamily.build_data(VAEDGPConfig(dataset=None, data=str(tmp_path / "pets")))
+    assert pets.label_names == ["cat", "dog"] and set(pets.train_labels.tolist()) == {0, 1}
 
 
 def test_a_vae_dgp_on_an_image_array_raises_its_held_out_bound(cli, tmp_path):
@@ -129,6 +139,60 @@ def test_a_gplvm_trains_on_a_table(cli, clusters, tmp_path, monkeypatch):
     bounds = _logged(run_dir, "train/bound")
     assert len(bounds) == 60 and np.mean(bounds[-10:]) > bounds[0] + 1, bounds  # -9.3 -> -7
     assert not load(run_dir).model.amortised and (run_dir / "latents.png").is_file()
+    assert "embed table" not in result.output  # no encoder for new rows
+    refused = cli("embed", "table", clusters, "--model", run_dir, "--out", tmp_path / "e")
+    lines = refused.output.strip().splitlines()
+    assert refused.exit_code == 1 and len(lines) == 1 and "no encoder for new rows" in lines[0]
+
+
+def test_a_vae_dgp_trained_on_a_table_embeds_a_new_table_by_column_name(
+    cli, clusters, tmp_path, monkeypatch
+):
+    import diffvi.evaluation.plots as plots
+
+    legends: list[list[str]] = []
+    save = plots._save_figure
+
+    def record(fig, path, *args, **kwargs):  # the legend texts of every saved figure
+        legends.extend(
+            [text.get_text() for text in ax.get_legend().get_texts()]
+            for ax in fig.axes
+            if ax.get_legend() is not None
+        )
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "_save_figure", record)
+    run_dir = tmp_path / "run"
+    result = cli(
+        "train", "vaedgp", "--data", clusters, "--labels", "kind", *SMALL_OWN,
+        "--max-steps", "3", "--run-dir", run_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"Next: diffvi embed table NEW.csv --model {run_dir} --out" in result.stdout
+    assert "diffvi evaluate" not in result.stdout  # evaluate scores no VAE-DGP
+    assert sorted(legends[-1]) == ["A", "B"], legends  # latents.png names the classes
+    # 30 of its rows in a new file: columns in another order, the labels first, one more column
+    with open(clusters, newline="") as file:
+        rows = list(csv.DictReader(file))[:30]
+    order = ["kind", "e", "c", "a", "d", "b", "other"]
+    lines = [",".join(order)] + [",".join(row.get(c, "0") for c in order) for row in rows]
+    new = tmp_path / "new.csv"
+    new.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "emb"
+    result = cli(
+        "embed", "table", new, "--model", run_dir, "--labels", "kind", "--out", out,
+        "--knn-k", "3", "--threads", "1", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with open(out / "latents.csv", newline="") as file:
+        latents = list(csv.DictReader(file))
+    assert list(latents[0]) == ["sample", "kind", "z1", "z2"] and len(latents) == 30
+    z = np.array([[float(r["z1"]), float(r["z2"])] for r in latents])
+    expected = load(run_dir).encode_table(new).double().numpy()  # top-layer latent means
+    np.testing.assert_allclose(z, expected, rtol=0, atol=1e-6)
+    assert sorted(legends[-1]) == ["A", "B"], legends
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["latent_dim"] == 2 and metrics["scores"]["kind"]["labelled"] == 30
 
 
 def test_bad_own_data_for_a_vae_dgp_is_a_one_line_error(cli, clusters, tmp_path):

@@ -186,3 +186,30 @@ def test_latent_comparison_draws_one_panel_per_model_side_by_side(tmp_path):
         save_latent_comparison([], labels, tmp_path / "0.png")
     with pytest.raises(ValueError, match=r"labels must have shape \[N\]"):
         save_latent_comparison([("a", torch.randn(39, 2))], labels, tmp_path / "x.png")
+
+
+def test_latent_scatter_legends_name_the_classes_where_names_are_given(tmp_path, monkeypatch):
+    import diffvi.evaluation.plots as plots
+
+    legends: list[list[str]] = []
+    save = plots._save_figure
+
+    def record(fig, path, *args, **kwargs):
+        legends.extend(
+            [text.get_text() for text in ax.get_legend().get_texts()]
+            for ax in fig.axes
+            if ax.get_legend() is not None
+        )
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "_save_figure", record)
+    labels = torch.tensor([0, 1, 2, -1, 1, 0])
+    names = ["B cell", "T cell", "NK"]
+    save_latent_scatter(torch.randn(6, 2), labels, tmp_path / "z.png", names=names)
+    assert legends[-1] == ["unlabelled", "B cell", "T cell", "NK"]
+    save_latent_scatter(torch.randn(6, 2), labels, tmp_path / "z.png")
+    assert legends[-1] == ["unlabelled", "0", "1", "2"]  # codes without names
+    save_latent_comparison([("a", torch.randn(6, 3))], labels, tmp_path / "c.png", names=names)
+    assert legends[-1] == ["unlabelled", "B cell", "T cell", "NK"]
+    with pytest.raises(ValueError, match="labels go up to 2, got 2 names"):
+        save_latent_scatter(torch.randn(6, 2), labels, tmp_path / "z.png", names=names[:2])

@@ -7,7 +7,10 @@ single-cell data (:mod:`diffvi.cli.embed_table`).
 DDVI's evaluation protocol (``run.py::metrics_evaluate`` of topwasu/DDVI): ONE posterior sample
 per image (not the posterior mean); kNN accuracy (k = 20) fitted on the train-split latents and
 scored on the evaluated split's latents; latent NLL = −E_{z~p(z)} log q̂(z), q̂ a Gaussian KDE of
-the evaluated latents, at 10,000 prior samples (2-D latents only, as in the paper).
+the evaluated latents, at 10,000 prior samples (2-D latents only, as in the paper): at samples of
+the run's own training prior (``latent_nll``) and, for the paper's priors (pinwheel, swiss roll,
+square), at the official code's own prior samples (``latent_nll_official``,
+:func:`diffvi.distributions.official_prior_samples`: the paper's column).
 """
 
 import functools
@@ -120,6 +123,7 @@ def embed_command(
     import torch
 
     from diffvi.data.image_files import load_images
+    from diffvi.distributions import OFFICIAL_REFERENCE_PRIORS, official_prior_samples
     from diffvi.evaluation.plots import save_latent_scatter
     from diffvi.evaluation.representation import (
         clustering_scores,
@@ -144,9 +148,9 @@ def embed_command(
         module.posterior.sampler = "ddim"  # its latents are the deterministic DDIM map's
     name = dataset or module.config.dataset
     load_split = functools.partial(load_images, name, image_shape=module.config.event_shape)
-    item = "image"
+    item, label_names = "image", None
     if name is None:  # trained on --data: a table's rows (train) and held-out rows (test)
-        name, load_split = _own_data_splits(run_or_checkpoint, module.config)
+        name, load_split, label_names = _own_data_splits(run_or_checkpoint, module.config)
         item = "row"
     images, labels = load_split(split, seed=seed)
     note(f"Embedding {plural(len(images), item)} of {name} ({split}), one sample each ...")
@@ -158,8 +162,9 @@ def embed_command(
     out.mkdir(parents=True, exist_ok=True)
     write_latents_csv(out / "latents.csv", latents, labels)
     save_latent_scatter(
-        latents, labels, out / "latents.png", title=f"{name} ({split}), one sample per {item}"
-    )
+        latents, labels, out / "latents.png", title=f"{name} ({split}), one sample per {item}",
+        names=label_names,
+    )  # fmt: skip
     metrics: dict[str, Any] = {
         "model": str(run_or_checkpoint),
         "dataset": name,
@@ -205,13 +210,24 @@ def embed_command(
         lines.append(
             f"Latent NLL (KDE of the latents at {NUM_PRIOR_SAMPLES} prior samples): {nll:.4f}"
         )
+        if module.config.prior in OFFICIAL_REFERENCE_PRIORS:
+            reference = official_prior_samples(
+                module.config.prior, NUM_PRIOR_SAMPLES, torch.Generator().manual_seed(seed)
+            )
+            official = latent_nll(latents.double(), reference)
+            metrics.update(latent_nll_official=official)
+            lines.append(
+                f"Latent NLL at {NUM_PRIOR_SAMPLES} of the official code's {module.config.prior} "
+                f"samples (the paper's column): {official:.4f}"
+            )
     write_json(out / "metrics.json", metrics)
     typer.echo("\n".join(lines))
 
 
-def _own_data_splits(run: Any, config: Any) -> tuple[str, Any]:
-    """The name and split loader of a run trained on ``--data``: a table's standardised rows
-    as in training (``train``: the training rows; ``test``/``val``: the held-out rows)."""
+def _own_data_splits(run: Any, config: Any) -> tuple[str, Any, list[str] | None]:
+    """The name, split loader and class names (where its labels were names) of a run trained
+    on ``--data``: a table's standardised rows as in training (``train``: the training rows;
+    ``test``/``val``: the held-out rows)."""
     from diffvi.training.families.tables import build_table_data, uses_table
 
     if not uses_table(config):
@@ -227,7 +243,7 @@ def _own_data_splits(run: Any, config: Any) -> tuple[str, Any]:
             raise ValueError(f"unknown split {split!r} for a table; valid: {list(splits)}")
         return tuple(splits[split].tensors)
 
-    return Path(config.data).name, load_split
+    return Path(config.data).name, load_split, data.label_names
 
 
 embed_app = typer.Typer(

@@ -4,8 +4,8 @@
 The table is read by :func:`diffvi.data.tables.load_table`, its columns standardised and
 optionally reduced to principal components; the embedding, the GMM clustering and the scores
 are :func:`diffvi.training.embedding.embed_labelled`, as for ``diffvi embed genotypes``. With
-``--model`` a model trained on a table before embeds the rows instead
-(:meth:`~diffvi.training.families.vae.VAEFamily.table_inputs`,
+``--model`` a model trained on a table before (a VAE, DD-VAE or VAE-DGP) embeds the rows instead
+(:meth:`~diffvi.training.families.tables.TableInputs.table_inputs`,
 :func:`~diffvi.training.embedding.embed_with_model`).
 """
 
@@ -101,9 +101,9 @@ def embed_table(
         typer.Option(
             metavar="RUN_OR_EXPORT",
             help="Embed with this trained model instead of training one: a run of `train "
-            "vae|ddvae --data TABLE` (or its export or a checkpoint). It reads its own feature "
-            "columns by name and standardises them with its training mean and std; --method, "
-            "--columns, --pca and the training options do not apply.",
+            "vae|ddvae|vaedgp --data TABLE` (or its export or a checkpoint). It reads its own "
+            "feature columns by name and standardises them with its training mean and std; "
+            "--method, --columns, --pca and the training options do not apply.",
             show_default=False,
         ),
     ] = None,
@@ -144,12 +144,13 @@ def embed_table(
     by label, else by cluster), OUT/metrics.json and, for variational methods, the training run
     in OUT/run.
 
-    With --model, a model trained on a table before (`diffvi train vae|ddvae --data TABLE`)
-    embeds PATH instead: the model's feature columns are read by name (in any order; a missing
-    one is an error naming it), standardised with its training mean and std, and each row gets
-    one posterior draw. Writes OUT/latents.csv (sample, the label, z1 … zd), OUT/embedding.csv
-    and OUT/embedding.png (the latents, or their first two principal components when d > 2)
-    and OUT/metrics.json (the GMM and kNN scores on the d-dimensional latents).
+    With --model, a model trained on a table before (`diffvi train vae|ddvae|vaedgp --data
+    TABLE`) embeds PATH instead: the model's feature columns are read by name (in any order; a
+    missing one is an error naming it), standardised with its training mean and std, and each
+    row gets one posterior draw (a VAE-DGP: its top-layer latent means). Writes
+    OUT/latents.csv (sample, the label, z1 … zd), OUT/embedding.csv and OUT/embedding.png (the
+    latents, or their first two principal components when d > 2) and OUT/metrics.json (the
+    GMM and kNN scores on the d-dimensional latents).
 
     **Examples**
 
@@ -258,11 +259,13 @@ def _embed_with_model(
     from diffvi.utils.runtime import resolve_device
 
     family = load(model, resolve_device(device))
-    if family.kind != "vae":
+    if family.kind not in ("vae", "vaedgp"):
         raise ValueError(
-            f"--model must be a VAE trained on a table (train vae|ddvae --data TABLE); {model} "
-            f"holds a {family.kind!r} model"
+            f"--model must be a VAE or VAE-DGP trained on a table (train vae|ddvae|vaedgp "
+            f"--data TABLE); {model} holds a {family.kind!r} model"
         )
+    if family.kind == "vaedgp":
+        family.check_encoder()  # a GP-LVM has none
     x, table = family.table_inputs(path, labels, impute=None if impute == "none" else impute)
     typer.echo(_describe(table, f"standardised by the training mean and std of {model}", None))
     labellings = _labellings(table)

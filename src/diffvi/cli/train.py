@@ -2,6 +2,7 @@
 ``cvdm``, ``sbn``, ``vaedgp`` in their modules). Their options are generated from the config
 dataclasses (:func:`~diffvi.cli.options.train_command`)."""
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -73,6 +74,21 @@ def _ddvae_run_name(config) -> str:
     return f"{config.data_name}-ddvae-{config.prior}{official}{_labelled(config)}"
 
 
+def table_model_hints(run_dir: Path, data: str, evaluate: bool = True) -> list[str]:
+    """What to do next with a model trained on the table ``data``: embed new rows of its kind
+    (a file of its format, ``NEW.csv`` for a CSV) and, where ``evaluate``, score them."""
+    from diffvi.data.tables import table_format
+
+    new = f"NEW.{table_format(data)}"
+    hints = [
+        f"Next: diffvi embed table {new} --model {run_dir} --out {run_dir / 'embedding'}"
+        "  (latents of new rows)"
+    ]
+    if evaluate:
+        hints.append(f"      diffvi evaluate {run_dir} --data {new}  (bounds on new rows)")
+    return hints
+
+
 def train_and_report(
     given: dict[str, Any], run: RunOptions, defaults: dict[str, Any] | None = None, run_name=None
 ) -> None:
@@ -100,7 +116,9 @@ def train_and_report(
         summary.append(line)
     if "val_bound" not in meta:
         summary.append("No validation ran (training stopped before the end of an epoch).")
-    if config.data is not None:  # evaluate and embed read registered data sets
+    if config.features is not None:  # a table: apply the model to new rows of its kind
+        summary.extend(table_model_hints(run_dir, config.data))
+    elif config.data is not None:  # evaluate and embed read registered data sets
         summary.append(f"Next: diffvi sample {run_dir} --num 16 -o samples.png")
     elif config.posterior == "diffusion":
         summary.append(f"Next: diffvi embed {run_dir} --out {run_dir / 'embedding'}")

@@ -56,7 +56,10 @@ def train_vaedgp(
     table (.csv/.tsv/.parquet/.h5ad or a 2-D .npy, one row per sample; each column
     standardised by the training rows' mean and std). --val-fraction of it is held out (chosen
     by --seed) for the held-out bound and the imputation RMSE; --labels (a labels file for
-    images, the label column of a table) colours latents.png.
+    images, the label column of a table) colours latents.png, its legend naming the classes.
+    A VAE-DGP trained on a table keeps its feature columns and their training mean and std:
+    `diffvi embed table NEW.csv --model RUN` embeds new rows (columns matched by name) at
+    their top-layer latent means.
 
     **Examples**
 
@@ -66,6 +69,7 @@ def train_vaedgp(
     diffvi train vaedgp --dataset frey-faces --no-recognition --latent-dims 5
     diffvi train vaedgp --run-dir runs/vaedgp-frey-faces-10-5 --resume --max-steps 6000
     diffvi train vaedgp --data cells.csv --labels cell_type --latent-dims 5
+    diffvi embed table new-cells.csv --model runs/vaedgp-cells-5 --labels cell_type --out emb
     diffvi train vaedgp --data faces/ --size 28 --no-recognition --train-size 1000
     ```
     """
@@ -80,14 +84,19 @@ def train_vaedgp(
     item, entries = ("row", "values") if table else ("image", "pixels")
     units = "; in standard deviations" if table else ""
     bound = meta.get("val_bound")
-    typer.echo(
-        f"Run: {run_dir}  (step {meta['steps']})\n"
-        + (f"Held-out bound: {bound:.1f} nats per {item}\n" if bound is not None else "")
-        + f"Imputation RMSE ({config.val_missing:.0%} of {entries} hidden{units}): "
-        f"{meta['val_impute_rmse']:.4f}\n"
-        f"Latent plot: {run_dir / 'latents.png'}\n"
-        f"Export: {run_dir / 'export'} (load with diffvi.load)"
-    )
+    lines = [
+        f"Run: {run_dir}  (step {meta['steps']})",
+        *([f"Held-out bound: {bound:.1f} nats per {item}"] if bound is not None else []),
+        f"Imputation RMSE ({config.val_missing:.0%} of {entries} hidden{units}): "
+        f"{meta['val_impute_rmse']:.4f}",
+        f"Latent plot: {run_dir / 'latents.png'}",
+        f"Export: {run_dir / 'export'} (load with diffvi.load)",
+    ]
+    if table and config.recognition:  # a GP-LVM has no encoder for new rows
+        from diffvi.cli.train import table_model_hints
+
+        lines.extend(table_model_hints(run_dir, config.data, evaluate=False))
+    typer.echo("\n".join(lines))
 
 
 def _run_name(config) -> str:

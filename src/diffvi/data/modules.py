@@ -21,7 +21,7 @@ calls before the first batch of every epoch, a resumed one included.
 ``y [N, D]`` (VAE-DGP, GP-LVM): flattened images (:class:`FlatImageDataModule`), or any rows.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -388,7 +388,8 @@ class FeatureDataModule(L.LightningDataModule):
     Every row trains (an embedding is fitted to the whole data set, as DDVI does for genotypes);
     validation uses ``val_size`` rows chosen by ``seed``, or the held-out rows
     ``val_features [M, D]`` (with ``val_labels [M]``) when given. ``labels [N]`` (int64, ``-1``
-    for unknown) only travel with the batches. ``event_shape`` is ``(D,)``.
+    for unknown) only travel with the batches; ``label_names[c]`` names class ``c`` where the
+    labels were names (a table's text label column), for plots. ``event_shape`` is ``(D,)``.
     """
 
     def __init__(
@@ -400,8 +401,10 @@ class FeatureDataModule(L.LightningDataModule):
         labels: torch.Tensor | None = None,
         val_features: torch.Tensor | None = None,
         val_labels: torch.Tensor | None = None,
+        label_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        self.label_names = None if label_names is None else [str(n) for n in label_names]
         if features.ndim != 2 or not features.is_floating_point() or len(features) < 2:
             raise ValueError(
                 f"features must be a float tensor [N >= 2, D], got {features.dtype} "
@@ -502,7 +505,8 @@ class FlatDataModule(L.LightningDataModule):
     index [B])`` (index: row numbers, for a GP-LVM's free q(x_n)) of ``train_y``, and
     validation batches ``(y, mask)`` of ``val_y`` with a ``val_missing`` fraction of its entries
     hidden (mask False, drawn from ``seed + 1``), all in ``dtype``. ``train_labels [N]`` (int64,
-    ``-1`` where unknown) colour a latent plot; they do not train."""
+    ``-1`` where unknown) colour a latent plot, its legend naming class ``c`` ``label_names[c]``
+    where the labels were names; they do not train."""
 
     def __init__(
         self,
@@ -513,8 +517,10 @@ class FlatDataModule(L.LightningDataModule):
         val_missing: float = 0.5,
         dtype: torch.dtype = torch.float32,
         train_labels: Tensor | None = None,
+        label_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        self.label_names = None if label_names is None else [str(n) for n in label_names]
         if train_y.ndim != 2 or val_y.ndim != 2 or train_y.shape[1] != val_y.shape[1]:
             raise ValueError(
                 f"train_y and val_y must be [N, D] and [M, D], got {list(train_y.shape)} and "

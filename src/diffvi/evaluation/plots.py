@@ -15,7 +15,7 @@ Matplotlib runs on its non-interactive Agg backend; no display is needed.
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -308,19 +308,34 @@ def _legend_right(ax, num_entries: int, title: str = "label") -> None:
     )  # fmt: skip
 
 
+def _check_names(names: Sequence[str] | None, label_array: np.ndarray | None) -> list[str] | None:
+    """``names`` as a list of strings, one for every class code in ``label_array``."""
+    if names is None or label_array is None:
+        return None
+    names = [str(name) for name in names]
+    top = int(label_array.max(initial=-1))
+    if top >= len(names):
+        raise ValueError(
+            f"names must name every class: labels go up to {top}, got {len(names)} names"
+        )
+    return names
+
+
 def save_latent_scatter(
     z: ArrayLike,
     labels: ArrayLike | None,
     path: str | os.PathLike[str],
     title: str | None = None,
     seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> Path:
     """Scatter plot of latent codes ``z`` ``[N, D]``, coloured by ``labels``.
 
     ``D = 2`` is drawn as is; ``D > 2`` is projected on its first two principal components
     (scikit-learn PCA; the axis labels say so and give the explained variance). ``labels`` is an
     integer ``[N]`` or ``None``; ``-1`` marks unlabelled points (drawn in grey). Each class gets
-    its own colour and a legend entry.
+    its own colour and a legend entry: ``names[c]`` for class ``c`` where the labels were names
+    (a table's text label column, image subfolders), else the number.
 
     Args:
         seed: PCA's random state (only used by its randomised solver on large inputs).
@@ -330,7 +345,7 @@ def save_latent_scatter(
     xy, axis_names = _latent_xy(z, seed)
     label_array = _check_labels(labels, xy.shape[0])
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    if _scatter_by_label(ax, xy, label_array):
+    if _scatter_by_label(ax, xy, label_array, _check_names(names, label_array)):
         _legend_right(ax, len(np.unique(label_array)))
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
@@ -344,9 +359,11 @@ def save_latent_comparison(
     labels: ArrayLike | None,
     path: str | os.PathLike[str],
     seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> Path:
     """Latent scatter plots side by side, one per ``(title, z [N, D])`` panel, all coloured by
-    the same ``labels [N]`` (e.g. VAE and DD-VAE latents of one test set), one shared legend.
+    the same ``labels [N]`` (e.g. VAE and DD-VAE latents of one test set), one shared legend
+    (``names[c]`` for class ``c`` where given, as in :func:`save_latent_scatter`).
 
     Returns:
         ``path``.
@@ -358,7 +375,7 @@ def save_latent_comparison(
     for ax, (title, z) in zip(axes[0], panels, strict=True):
         xy, axis_names = _latent_xy(z, seed)
         label_array = _check_labels(labels, xy.shape[0])
-        has_legend = _scatter_by_label(ax, xy, label_array)
+        has_legend = _scatter_by_label(ax, xy, label_array, _check_names(names, label_array))
         ax.set_xlabel(axis_names[0])
         ax.set_ylabel(axis_names[1])
         ax.set_title(title, fontsize=10)

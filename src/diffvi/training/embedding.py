@@ -201,10 +201,11 @@ def embed_with_model(
     progress: bool = False,
 ) -> tuple[LabelledEmbedding, torch.Tensor]:
     """Embed ``x [N, *event_shape]`` (e.g. a new table's rows, standardised by
-    :meth:`~diffvi.training.families.vae.VAEFamily.table_inputs`) with a trained VAE family
-    instead of training one: one posterior draw per item (``family.encode``, noise seeded by
-    ``seed``); fit a ``num_clusters``-component GMM to the latents ``[N, d]`` and score it and
-    a leave-one-out kNN classifier against each labelling, as :func:`embed_labelled` does.
+    :meth:`~diffvi.training.families.tables.TableInputs.table_inputs`) with a trained VAE or
+    VAE-DGP family instead of training one: ``family.encode`` (a VAE's one posterior draw per
+    item, noise seeded by ``seed``; a VAE-DGP's top-layer latent means); fit a
+    ``num_clusters``-component GMM to the latents ``[N, d]`` and score it and a leave-one-out
+    kNN classifier against each labelling, as :func:`embed_labelled` does.
 
     The embedding's 2-D coordinates (its plot) are the latents when d = 2, else their first
     two principal components; the clusters and scores use all d dimensions. Returns

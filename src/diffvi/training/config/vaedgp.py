@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -37,7 +38,10 @@ class VAEDGPConfig(RunConfig, ImageDataConfig):
     ``natural_step`` (0: Adam at ``lr`` instead), the GP hyperparameters, inducing inputs and
     a GP-LVM's free q(X) by Adam at ``lr``, the recognition MLPs by Adam at
     ``recognition_lr``; ``double`` trains in float64 (the K_zz solves lose precision in
-    float32). ``data_dim`` and ``num_points`` (training points) are set from the data.
+    float32). ``data_dim`` and ``num_points`` (training points) are set from the data, and so
+    are a table's ``features`` (its feature columns and the training rows' mean and std,
+    :meth:`diffvi.data.tables.TableFeatures.to_dict`; ``None`` for images), with which the
+    model reads new rows.
 
     The data is a registered ``dataset`` or the user's own, ``data``
     (:class:`ImageDataConfig`): images (a folder or an array file, flattened to ``y [N, C·H·W]``
@@ -79,6 +83,7 @@ class VAEDGPConfig(RunConfig, ImageDataConfig):
     double: bool = True
     data_dim: int | None = None
     num_points: int | None = None
+    features: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.check_run()
@@ -112,6 +117,10 @@ class VAEDGPConfig(RunConfig, ImageDataConfig):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.features is not None:
+            from diffvi.data.tables import TableFeatures
+
+            TableFeatures.from_dict(self.features)  # a ValueError if malformed
 
     @property
     def dtype(self) -> torch.dtype:

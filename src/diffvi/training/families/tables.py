@@ -11,10 +11,13 @@ features are real-valued, so the family trains them with the ``real-gaussian`` l
 
 The model keeps what it needs to apply to new rows: the feature columns and their training mean
 and std (:class:`~diffvi.data.tables.TableFeatures`, in its config's ``features``, hence in the
-run's ``config.json``, its checkpoints and its export's ``model.json``).
+run's ``config.json``, its checkpoints and its export's ``model.json``). A family whose models
+train on tables (the VAE's, the VAE-DGP's) takes :class:`TableInputs`, which reads new rows with
+them (:meth:`TableInputs.table_inputs`) and encodes them (:meth:`TableInputs.encode_table`).
 """
 
-from typing import Any
+import os
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -62,6 +65,7 @@ def build_table_data(config: Any) -> FeatureDataModule:
         labels=labels[train],
         val_features=features[held_out],
         val_labels=labels[held_out],
+        label_names=table.label_names or None,
     )
     data.table_features = saved  # what the model keeps (fit_config_to_data)
     return data
@@ -101,3 +105,58 @@ def held_out_rows(config: Any, split: str = "test") -> tuple[Tensor, Tensor]:
     train, held_out = split_positions(table.num_samples, config.val_fraction, config.seed)
     chosen = (train if split == "train" else held_out).numpy()
     return torch.from_numpy(rows[chosen]), torch.from_numpy(table.labels[chosen])
+
+
+class TableInputs:
+    """What a family whose models train on tables gives them for new rows: the saved
+    :attr:`table_features`, the model inputs of a new table (:meth:`table_inputs`) and their
+    latents (:meth:`encode_table`, by the family's ``encode(x, seed=, batch_size=)``). Mixed
+    into a :class:`~diffvi.training.family.Family` (it reads ``config`` and ``kind``);
+    ``table_command`` names the command that trains one on a table, for the error of a model
+    trained on something else."""
+
+    table_command: ClassVar[str]
+    config: Any
+    kind: ClassVar[str]
+
+    @property
+    def table_features(self) -> TableFeatures | None:
+        """The feature columns and standardisation of the table the model was trained on
+        (:class:`~diffvi.data.tables.TableFeatures`); ``None`` for a model of images."""
+        return table_features(self.config)
+
+    def table_inputs(
+        self, table: Any, labels: str | None = None, *, impute: str | None = None
+    ) -> tuple[Tensor, Any]:
+        """The model's inputs ``[N, D]`` (float32, standardised with the training statistics)
+        from ``table``: a table file (CSV/TSV, Parquet, ``.npy``, ``.h5ad``; columns matched
+        by name, in any order, others ignored; ``labels`` its label column; ``impute="mean"``
+        fills missing values with their column's mean), a pandas DataFrame (by name) or an
+        array ``[N, D]`` (columns in the model's order). Returns ``(inputs, Table or None)``:
+        the :class:`~diffvi.data.tables.Table` read from a file.
+
+        Raises:
+            ValueError: the model was not trained on a table; a feature column is missing
+                (naming it and the columns expected); an array of another width.
+        """
+        saved = self.table_features
+        if saved is None:
+            raise ValueError(
+                f"this {self.kind} model (data: {self.config.data_name}) was not trained on a "
+                f"table by `{self.table_command}`: it keeps no feature columns to read"
+            )
+        if isinstance(table, str | os.PathLike):
+            read, rows = saved.read(table, labels, impute=impute)
+            return torch.from_numpy(rows), read
+        if isinstance(table, Tensor):
+            table = table.detach().cpu().numpy()
+        return torch.from_numpy(saved.transform(table, "the table")), None
+
+    @torch.no_grad()
+    def encode_table(
+        self, table: Any, *, seed: int = 0, batch_size: int = 500, labels: str | None = None
+    ) -> Tensor:
+        """Latents ``[N, d]`` (float32, on the CPU) of new rows ``table`` (a file, DataFrame or
+        array; see :meth:`table_inputs`), by the family's ``encode``."""
+        x, _ = self.table_inputs(table, labels)
+        return self.encode(x, seed=seed, batch_size=batch_size)  # type: ignore[attr-defined]

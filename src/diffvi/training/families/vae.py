@@ -15,7 +15,7 @@ its own Adam; ``global_step`` counts batches, as for the other objectives.
 """
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import torch
@@ -27,10 +27,8 @@ from diffvi.objectives.semisupervised import prior_log_responsibilities, top_lay
 from diffvi.posteriors import POSTERIORS
 from diffvi.posteriors.base import Posterior
 from diffvi.training.config import ADAM_PRESETS, TrainConfig, iwae_lr_factor
+from diffvi.training.families.tables import TableInputs
 from diffvi.training.family import Family, LossOutput, Metric
-
-if TYPE_CHECKING:
-    from diffvi.data.tables import TableFeatures
 
 
 def build_objective_from_config(config: TrainConfig, latent_dim: int | None = None) -> Objective:
@@ -103,11 +101,13 @@ def bottom_hidden(config: TrainConfig) -> list[int]:
     return list(ARCHITECTURES[config.architecture]["hidden"][0])
 
 
-class VAEFamily(Family):
+class VAEFamily(TableInputs, Family):
     """``model`` (p) and ``posterior`` (q) trained by minimising ``objective``'s loss; see the
-    module docstring. Built from a :class:`TrainConfig` with ``event_shape`` set."""
+    module docstring. Built from a :class:`TrainConfig` with ``event_shape`` set. A model
+    trained on a table reads and encodes new rows (:class:`TableInputs`)."""
 
     kind = "vae"
+    table_command = "train vae|ddvae --data TABLE"
     config_class = TrainConfig
     progress_metrics = ("bound", "accuracy")
     training_only = ("val_objective.",)
@@ -182,53 +182,6 @@ class VAEFamily(Family):
                 f"{self.config.data_name} has {classes} classes, prior {self.config.prior!r} has "
                 f"{parts} partitions"
             )
-
-    # -- new rows of a table ----------------------------------------------------------------
-    @property
-    def table_features(self) -> "TableFeatures | None":
-        """The feature columns and standardisation of the table the model was trained on
-        (:class:`~diffvi.data.tables.TableFeatures`); ``None`` for a model of images."""
-        from diffvi.training.families.tables import table_features
-
-        return table_features(self.config)
-
-    def table_inputs(
-        self, table: Any, labels: str | None = None, *, impute: str | None = None
-    ) -> tuple[Tensor, Any]:
-        """The model's inputs ``[N, D]`` (float32, standardised with the training statistics)
-        from ``table``: a table file (CSV/TSV, Parquet, ``.npy``, ``.h5ad``; columns matched
-        by name, in any order, others ignored; ``labels`` its label column; ``impute="mean"``
-        fills missing values with their column's mean), a pandas DataFrame (by name) or an
-        array ``[N, D]`` (columns in the model's order). Returns ``(inputs, Table or None)``:
-        the :class:`~diffvi.data.tables.Table` read from a file.
-
-        Raises:
-            ValueError: the model was not trained on a table; a feature column is missing
-                (naming it and the columns expected); an array of another width.
-        """
-        import os
-
-        saved = self.table_features
-        if saved is None:
-            raise ValueError(
-                f"this {self.kind} model (data: {self.config.data_name}) was not trained on a "
-                "table by `train vae|ddvae --data TABLE`: it keeps no feature columns to read"
-            )
-        if isinstance(table, str | os.PathLike):
-            read, rows = saved.read(table, labels, impute=impute)
-            return torch.from_numpy(rows), read
-        if isinstance(table, Tensor):
-            table = table.detach().cpu().numpy()
-        return torch.from_numpy(saved.transform(table, "the table")), None
-
-    @torch.no_grad()
-    def encode_table(
-        self, table: Any, *, seed: int = 0, batch_size: int = 500, labels: str | None = None
-    ) -> Tensor:
-        """Latents ``[N, d]`` of new rows ``table`` (a file, DataFrame or array; see
-        :meth:`table_inputs`), by :meth:`encode`."""
-        x, _ = self.table_inputs(table, labels)
-        return self.encode(x, seed=seed, batch_size=batch_size)
 
     @torch.no_grad()
     def encode(

@@ -16,9 +16,13 @@ top-layer latent means are plotted to ``latents.png``.
 The user's own data (``data``) is a folder or array of images, flattened as the registered ones
 are, or a table, whose rows are standardised by the training rows' mean and std
 (:func:`~diffvi.training.families.tables.build_table_data`); either way ``val_fraction`` of it is
-held out by ``seed`` and ``labels`` colour the latent plot.
+held out by ``seed`` and ``labels`` colour the latent plot (its legend names the classes where
+the labels were names). A model trained on a table keeps its feature columns, mean and std
+(``config.features``) and encodes new rows of the same kind to their top-layer latent means
+(:meth:`VAEDGPFamily.encode_table`; ``diffvi embed table NEW --model RUN``).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from torch import Tensor
 from diffvi.data.modules import FlatDataModule, FlatImageDataModule
 from diffvi.models.dgp import VAEDGP
 from diffvi.training.config import VAEDGPConfig
+from diffvi.training.families.tables import TableInputs
 from diffvi.training.family import Family, LossOutput, Metric, format_number
 
 
@@ -57,16 +62,25 @@ def relevant_dims(model: VAEDGP, count: int = 2) -> list[int]:
 
 
 @torch.no_grad()
-def save_latent_plot(model: VAEDGP, y: Tensor, labels: Tensor, path: Path, title: str) -> Path:
+def save_latent_plot(
+    model: VAEDGP,
+    y: Tensor,
+    labels: Tensor,
+    path: Path,
+    title: str,
+    label_names: Sequence[str] | None = None,
+) -> Path:
     """Scatter of the top-layer latent means of ``y [N, D]`` on their two most relevant
-    dimensions (:func:`relevant_dims`), coloured by ``labels`` where known."""
+    dimensions (:func:`relevant_dims`), coloured by ``labels`` where known; the legend names
+    class ``c`` ``label_names[c]`` (default: the number)."""
     from diffvi.evaluation.plots import save_latent_scatter
 
     index = torch.arange(len(y)) if not model.amortised else None
     z = model.encode(y.to(model.fill_value), index=index)
     z = z[:, relevant_dims(model)] if z.shape[1] > 1 else torch.cat([z, torch.zeros_like(z)], 1)
     known = labels if (labels >= 0).any() else None
-    return save_latent_scatter(z.float().cpu(), known, path, title=title)
+    names = label_names if known is not None else None
+    return save_latent_scatter(z.float().cpu(), known, path, title=title, names=names)
 
 
 def imputation_rmse(model: VAEDGP, y: Tensor, mask: Tensor, steps: int = 200) -> float:
@@ -91,31 +105,44 @@ def gather_across_ranks(*tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(gathered)
 
 
-def own_rows(config: VAEDGPConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """``(train_y [N, D], train_labels [N], val_y [M, D])`` of ``config.data``: a table's
-    standardised rows (:func:`~diffvi.training.families.tables.build_table_data`), or flattened
-    images (:func:`~diffvi.training.families.images.own_image_splits`); ``val_fraction`` held
-    out by ``seed``, the first ``val_size`` of those kept, labels ``-1`` where unknown."""
+def own_data(config: VAEDGPConfig) -> FlatDataModule:
+    """The :class:`FlatDataModule` of ``config.data``: a table's standardised rows
+    (:func:`~diffvi.training.families.tables.build_table_data`; the module keeps its
+    ``table_features``), or flattened images
+    (:func:`~diffvi.training.families.images.own_image_splits`); ``val_fraction`` held out by
+    ``seed``, the first ``val_size`` of those kept, the first ``train_size`` training rows;
+    labels ``-1`` where unknown, ``label_names`` where they were names (a table's text label
+    column, a labels file of names, subfolders)."""
     from diffvi.training.families.tables import build_table_data, uses_table
 
+    table = None
     if uses_table(config):
         table = build_table_data(config)
         (train_y, train_labels), (val_y, _) = table.train_set.tensors, table.val_set.tensors
-        return train_y, train_labels, val_y
-    from diffvi.training.families.images import own_image_splits
+        names = table.label_names
+    else:
+        from diffvi.training.families.images import own_image_splits
 
-    train, held_out = own_image_splits(config)
-    count = len(train) if config.train_size is None else min(len(train), config.train_size)
-    train_x, train_labels = train[torch.arange(count)]
-    val_x, _ = held_out[torch.arange(len(held_out))]
-    return train_x.flatten(1), train_labels, val_x.flatten(1)
+        train, held_out = own_image_splits(config)
+        count = len(train) if config.train_size is None else min(len(train), config.train_size)
+        train_x, train_labels = train[torch.arange(count)]
+        val_x, _ = held_out[torch.arange(len(held_out))]
+        train_y, val_y, names = train_x.flatten(1), val_x.flatten(1), train.classes
+    data = FlatDataModule(
+        train_y[: config.train_size], val_y, config.batch_size, config.seed,
+        config.val_missing, config.dtype, train_labels[: config.train_size], names,
+    )  # fmt: skip
+    data.table_features = None if table is None else table.table_features
+    return data
 
 
-class VAEDGPFamily(Family):
+class VAEDGPFamily(TableInputs, Family):
     """Trains a :class:`~diffvi.models.dgp.VAEDGP` ``model`` on the minibatch estimate of
-    its bound; see the module docstring."""
+    its bound; see the module docstring. A model trained on a table reads and encodes new
+    rows (:class:`~diffvi.training.families.tables.TableInputs`)."""
 
     kind = "vaedgp"
+    table_command = "train vaedgp --data TABLE"
     exported_module = "model"
     config_class = VAEDGPConfig
     progress_metrics = ("bound",)
@@ -133,15 +160,13 @@ class VAEDGPFamily(Family):
                 config.dataset, config.batch_size, config.seed, config.train_size,
                 config.val_size, config.val_missing, config.dtype,
             )  # fmt: skip
-        train_y, train_labels, val_y = own_rows(config)
-        return FlatDataModule(
-            train_y[: config.train_size], val_y, config.batch_size, config.seed,
-            config.val_missing, config.dtype, train_labels[: config.train_size],
-        )  # fmt: skip
+        return own_data(config)
 
     @classmethod
     def fit_config_to_data(cls, config: VAEDGPConfig, data: L.LightningDataModule) -> None:
         config.data_dim, config.num_points = data.train_y.shape[1], data.num_train
+        saved = getattr(data, "table_features", None)  # a table's columns, mean and std
+        config.features = None if saved is None else saved.to_dict()
 
     def attach_data(self, data: L.LightningDataModule, resumed: bool) -> None:
         """A new run starts from :meth:`VAEDGP.initialise` on (up to 2000 of) the training
@@ -151,6 +176,35 @@ class VAEDGPFamily(Family):
         generator = torch.Generator().manual_seed(self.config.seed)
         y = data.train_y if not self.config.recognition else data.train_y[:2000]
         self.model.initialise(y, generator=generator)
+
+    def check_encoder(self) -> None:
+        """A ValueError for a Bayesian GP-LVM, which has no encoder for new rows."""
+        if not self.model.amortised:
+            raise ValueError(
+                "a Bayesian GP-LVM (train vaedgp --no-recognition) has a free q(x_n) per "
+                "training point and no encoder for new rows; train a VAE-DGP (with recognition)"
+            )
+
+    @torch.no_grad()
+    def encode(
+        self, x: Tensor, *, seed: int = 0, batch_size: int = 500, progress: bool = False
+    ) -> Tensor:
+        """Top-layer latent means ``[N, Q_L]`` (float32, on the CPU) of model inputs ``x [N,
+        D]`` (flattened images, or a table's standardised rows), by the recognition MLPs in
+        batches of ``batch_size``. The means are deterministic: ``seed`` and ``progress`` are
+        taken for the encoders' common signature and do nothing. A Bayesian GP-LVM has no
+        recognition model for new points: a ValueError."""
+        self.check_encoder()
+        if x.ndim != 2 or x.shape[1] != self.model.data_dim:
+            raise ValueError(
+                f"expected inputs [N, {self.model.data_dim}], got shape {list(x.shape)}"
+            )
+        reference = self.model.fill_value
+        parts = [
+            self.model.encode(part.to(reference)).float().cpu()
+            for part in x.split(max(1, batch_size))
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, self.config.latent_dims[-1])
 
     def loss(self, batch: tuple[Tensor, Tensor]) -> LossOutput:
         y, index = batch
@@ -205,5 +259,8 @@ class VAEDGPFamily(Family):
         rmse = imputation_rmse(model, *data.val_set.tensors, self.config.refine_steps)
         name = "VAE-DGP" if self.config.recognition else "Bayesian GP-LVM"
         title = f"{name} {self.config.latent_dims} on {self.config.data_name}: top latent means"
-        save_latent_plot(model, data.train_y, data.train_labels, run_dir / "latents.png", title)
+        save_latent_plot(
+            model, data.train_y, data.train_labels, run_dir / "latents.png", title,
+            getattr(data, "label_names", None),
+        )  # fmt: skip
         return {"val_impute_rmse": rmse}
