@@ -60,6 +60,13 @@ def test_embed_writes_one_csv_row_per_test_image_png_and_metrics(cli, ddvae_run,
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["knn_accuracy"] <= 1.0 and metrics["knn_k"] == 20
     assert math.isfinite(metrics["latent_nll"])
+    # The paper's column: the same KDE at the official code's pinwheel samples (seeded by --seed).
+    from diffvi.distributions import official_prior_samples
+    from diffvi.evaluation import latent_nll
+
+    latents = torch.tensor([[float(r[0]), float(r[1])] for r in rows[1:]], dtype=torch.float64)
+    reference = official_prior_samples("pinwheel", 10_000, torch.Generator().manual_seed(3))
+    assert metrics["latent_nll_official"] == pytest.approx(latent_nll(latents, reference), rel=1e-5)
     assert metrics["clusters"] == 10
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("purity", "completeness", "nmi"))
     assert "kNN accuracy (k=20" in result.stdout and "Latent NLL" in result.stdout
