@@ -12,6 +12,10 @@ Stages (``--stages``, default all):
 - ``embed``: per (seed, method): read the PLINK files, quality control, ``--components``
   principal components / 30 (cached per seed), the embedding, GMM(20), scores and seconds. Jobs
   are sharded with ``--shard/--shards`` (one thread each); parts are cached, so a rerun resumes.
+  The GMM is fitted to the standardised embedding (centred, divided by its overall sd:
+  :func:`~diffvi.evaluation.gmm_cluster`'s scale-free default, issue 23) and, for comparison,
+  to the raw one (DDVI's protocol, ``scores_raw``: its ``reg_covar`` floors every component's
+  sd at 0.1 in the embedding's own units, which merged PCA's populations).
   The variational methods run ``--epochs`` with likelihood σ ``--likelihood-scale`` (docs/
   results.md: 200 epochs at 0.03, chosen on seed 0); the series is named by both.
 - ``scale``: ``--scale-samples-per-population`` × 26 individuals (385 × 26 = 10,010) at
@@ -19,22 +23,29 @@ Stages (``--stages``, default all):
   process per ``--scale-methods``, with wall time and peak resident memory (ru_maxrss).
 
 Writes ``benchmarks/results/genotypes-<series>.{json,md}``; ``--assemble-only`` rewrites them
-from the saved parts without running anything.
+from the saved parts without running anything; ``--rescore`` (with ``--stages embed``) first
+re-clusters and re-scores every saved embedding (``parts/s<seed>-<method>.csv``) with the
+current GMM protocol, training nothing. A (seed, method) whose part is not on this machine keeps
+the record saved in the results JSON; one saved before issue 23 has only the raw-latent scores
+and shows "—" in the scale-free columns until it is re-run.
 
     python benchmarks/genotypes.py --quick                                # CI smoke run
     python benchmarks/genotypes.py --stages simulate                      # then, on two cores:
     python benchmarks/genotypes.py --stages embed --shard 0 --shards 2 &
     python benchmarks/genotypes.py --stages embed --shard 1 --shards 2 &
     python benchmarks/genotypes.py --stages embed,scale                   # gather, then scale
+    python benchmarks/genotypes.py --stages embed --rescore               # re-score saved runs
 """
 
 import argparse
+import csv
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -63,6 +74,9 @@ from diffvi.utils.runtime import quiet_lightning  # noqa: E402
 
 RUNS = Path(__file__).resolve().parent / "runs" / "genotypes"
 STAGES = ("simulate", "embed", "scale")
+# The GMM protocol of a record's "scores" (records saved before issue 23 have no "scoring" key:
+# their "scores" are the raw-latent ones).
+SCORING = "standardised"
 # DDVI paper, 1000 Genomes (3,450 individuals, 26 populations), GMM(20) on 2-D latents:
 # purity / completeness / NMI against the populations.
 PAPER = {"ddvae": (0.45, 0.75, 0.66), "aae": (0.37, 0.76, 0.63)}
@@ -89,6 +103,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--scale-length", type=float, default=30e6)
     p.add_argument("--scale-methods", default="pca,ddvae")
     p.add_argument("--scale-epochs", type=int, default=5)
+    p.add_argument("--rescore", action="store_true",
+                   help="with --stages embed: re-cluster and re-score the saved embeddings "
+                   "(no training), then assemble")  # fmt: skip
     common.add_shard_arguments(p, STAGES)
     args = common.parse_shard_args(p, sharded_stages=("embed",))
     if args.quick:
@@ -99,6 +116,10 @@ def parse_args() -> argparse.Namespace:
     if args.likelihood_scale != "auto":
         args.likelihood_scale = float(args.likelihood_scale)
     args.method_list = args.methods.split(",")
+    if args.rescore:
+        if "embed" not in args.stages or args.shards > 1:
+            p.error("--rescore re-scores the embed stage's saved runs: --stages embed, one shard")
+        args.assemble_only = True  # train nothing
     for name, values, valid in (
         ("methods", args.method_list, EMBEDDING_METHODS),
         ("scale-methods", args.scale_methods.split(","), EMBEDDING_METHODS),
@@ -194,7 +215,7 @@ def embed_job(args, seed: int, method: str) -> dict:
     )  # fmt: skip
     run_dir = folder(args) / "runs" / f"s{seed}-{method}"
     embedding = embed_features(pcs, method, options, run_dir=run_dir)
-    clusters = gmm_cluster(embedding.coordinates, args.clusters, seed=seed)
+    clusters, scores = cluster_and_score(genotypes, embedding.coordinates, args, seed)
     part.parent.mkdir(parents=True, exist_ok=True)
     write_embedding_csv(part.with_suffix(".csv"), genotypes, embedding.coordinates, clusters)
     record = {
@@ -202,11 +223,78 @@ def embed_job(args, seed: int, method: str) -> dict:
         "method": method,
         "seconds": embedding.seconds,
         **timing,
-        "scores": label_scores(genotypes, clusters),
+        **scores,
         "details": {k: v for k, v in embedding.details.items() if k != "config"},
         "loadavg": list(os.getloadavg()),
     }
     return record
+
+
+def cluster_and_score(genotypes, coordinates: np.ndarray, args, seed: int) -> tuple:
+    """GMM(``--clusters``) labels of the standardised embedding ``[N, 2]`` and the record's
+    scoring fields: ``scores`` (that GMM) and ``scores_raw`` (the GMM on the raw coordinates,
+    DDVI's protocol and this benchmark's before issue 23)."""
+    clusters = gmm_cluster(coordinates, args.clusters, seed=seed)
+    raw = gmm_cluster(coordinates, args.clusters, seed=seed, standardize=False)
+    return clusters, {
+        "scoring": SCORING,
+        "scores": label_scores(genotypes, clusters),
+        "scores_raw": label_scores(genotypes, raw),
+    }
+
+
+def read_embedding_csv(path: Path) -> tuple[SimpleNamespace, np.ndarray]:
+    """The samples and labels (as ``label_scores`` and ``write_embedding_csv`` take them) and
+    the coordinates ``[N, 2]`` of an embedding CSV written by :func:`embed_job`."""
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    supers = [row["super_population"] for row in rows]
+    labels = SimpleNamespace(
+        samples=[row["sample"] for row in rows],
+        num_samples=len(rows),
+        populations=[row["population"] for row in rows],
+        super_populations=supers if any(supers) else None,
+    )
+    coordinates = np.array([[float(row["z1"]), float(row["z2"])] for row in rows])
+    return labels, coordinates
+
+
+def rescore_stage(args) -> None:
+    """Re-cluster and re-score each saved (seed, method) embedding with the current protocol;
+    the part's JSON and CSV (its cluster column) are rewritten, nothing is trained."""
+    for seed in args.seed_list:
+        for method in args.method_list:
+            part = part_path(args, seed, method)
+            if not part.with_suffix(".csv").exists():
+                where = "no saved embedding" if part.exists() else "not run"
+                print(f"rescore: seed {seed} {method}: {where}, skipped", flush=True)
+                continue
+            labels, coordinates = read_embedding_csv(part.with_suffix(".csv"))
+            clusters, scores = cluster_and_score(labels, coordinates, args, seed)
+            record = {**json.loads(part.read_text()), **scores} if part.exists() else None
+            if record is None:
+                print(f"rescore: seed {seed} {method}: embedding without a record, skipped")
+                continue
+            write_embedding_csv(part.with_suffix(".csv"), labels, coordinates, clusters)
+            common.write_json(part, record)
+            nmi, old = (record[key]["populations"]["nmi"] for key in ("scores", "scores_raw"))
+            print(f"rescore: seed {seed} {method}: NMI {nmi:.3f} (raw latents {old:.3f})")
+
+
+def with_saved_records(records: list[dict], previous: list[dict], args) -> list[dict]:
+    """``records`` (this machine's parts) plus the previously assembled records of this
+    series' seeds that no part here replaces, in method order: a table assembled on another
+    machine keeps its rows."""
+    have = {(r["seed"], r["method"]) for r in records}
+    kept = [
+        r for r in previous
+        if r["seed"] in args.seed_list and (r["seed"], r["method"]) not in have
+    ]  # fmt: skip
+    for r in kept:
+        scored = "" if r.get("scoring") == SCORING else " (raw-latent scores only: re-run)"
+        print(f"kept the saved record of seed {r['seed']} {r['method']}{scored}", flush=True)
+    order = {method: k for k, method in enumerate(EMBEDDING_METHODS)}
+    return sorted(records + kept, key=lambda r: (r["seed"], order.get(r["method"], 99)))
 
 
 def embed_stage(args) -> list[dict] | None:
@@ -259,22 +347,34 @@ def scale_stage(args) -> list[dict]:
     return rows
 
 
+def raw_scores(record: dict) -> dict:
+    """A record's scores of the GMM on the raw embedding (the only ones before issue 23)."""
+    return record["scores_raw"] if record.get("scoring") == SCORING else record["scores"]
+
+
 def summarise(records: list[dict], args) -> tuple[list[dict], str]:
+    """Mean ± sd over seeds per method: the scale-free scores (over the records that have
+    them) and the raw-latent NMI (over every record)."""
     rows, lines = [], []
-    for method in args.method_list:
+    for method in EMBEDDING_METHODS:
         mine = [r for r in records if r["method"] == method]
         if not mine:
             continue
-        row = {"method": method, "seeds": len(mine)}
+        scored = [r for r in mine if r.get("scoring") == SCORING]
+        row = {"method": method, "seeds": len(scored), "seeds_raw": len(mine)}
         for level in ("populations", "super_populations"):
             for key in ("purity", "completeness", "nmi"):
-                values = np.array([r["scores"][level][key] for r in mine])
-                row[f"{level}_{key}"] = (float(values.mean()), float(values.std()))
+                values = np.array([r["scores"][level][key] for r in scored])
+                row[f"{level}_{key}"] = (
+                    (float(values.mean()), float(values.std())) if scored else None
+                )
+            values = np.array([raw_scores(r)[level]["nmi"] for r in mine])
+            row[f"{level}_nmi_raw"] = (float(values.mean()), float(values.std()))
         row["seconds"] = float(np.mean([r["seconds"] for r in mine]))
         rows.append(row)
 
-    def pm(value) -> str:
-        return f"{value[0]:.3f} ± {value[1]:.3f}"
+    def pm(value) -> str | None:
+        return None if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
 
     lines.append(
         markdown_table(
@@ -284,6 +384,8 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
                 "completeness",
                 "NMI",
                 "NMI (super-pop.)",
+                "NMI, raw GMM (old)",
+                "super-pop. NMI, raw GMM (old)",
                 "s / run",
                 "paper P / C / NMI",
             ],
@@ -294,6 +396,8 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
                     pm(r["populations_completeness"]),
                     pm(r["populations_nmi"]),
                     pm(r["super_populations_nmi"]),
+                    pm(r["populations_nmi_raw"]),
+                    pm(r["super_populations_nmi_raw"]),
                     r["seconds"],
                     " / ".join(map(str, PAPER[r["method"]])) if r["method"] in PAPER else None,
                 ]
@@ -301,6 +405,12 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
             ],
         )  # fmt: skip
     )
+    if any(r["seeds"] < r["seeds_raw"] for r in rows):
+        lines.append(
+            "\n— : runs saved before the scale-free GMM (issue 23) whose embeddings are not on "
+            "this machine; re-run them to score them. Purity, completeness and NMI are over the "
+            "re-scored seeds; the raw-GMM columns over every saved seed."
+        )
     return rows, "\n".join(lines)
 
 
@@ -316,7 +426,10 @@ def main() -> None:
     if "simulate" in args.stages and not args.assemble_only:
         result["simulations"] = simulate_stage(args)
     if "embed" in args.stages:
-        result["runs"] = embed_stage(args)
+        if args.rescore:
+            rescore_stage(args)
+        records = embed_stage(args)
+        result["runs"] = with_saved_records(records, result.get("runs", []), args)
         result["summary"], _ = summarise(result["runs"], args)
     if "scale" in args.stages and not args.assemble_only:
         result["scale"] = scale_stage(args)
@@ -331,6 +444,9 @@ def main() -> None:
     if "runs" in result:
         _, table = summarise(result["runs"], args)
         lines += ["## GMM(20) on the 2-D embedding vs the 26 populations (mean ± sd over seeds)\n",
+                  "The GMM is fitted to the embedding centred and divided by its overall sd "
+                  "(scale-free, issue 23); the raw-GMM columns fit it to the raw coordinates "
+                  "(DDVI's protocol, this table's before issue 23).\n",
                   table]  # fmt: skip
     if "scale" in result:
         lines += ["\n## Scale: end to end with `diffvi embed genotypes`\n", markdown_table(

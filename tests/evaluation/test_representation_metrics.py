@@ -148,6 +148,44 @@ def test_gmm_cluster_recovers_three_separated_blobs_and_is_reproducible_under_a_
     np.testing.assert_array_equal(labels, gmm_cluster(z.numpy(), num_clusters=3, seed=0))
 
 
+def tight_grid(seed: int = 0):
+    """Ten clusters of 50 points, sd 0.025 around the centres of a 5 × 2 grid of spacing 0.3:
+    the scale of PCs divided by 30 (issue 23), where reg_covar = 1e-2 (sd floor 0.1) on the raw
+    latents merges clusters."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([(0.3 * i, 0.3 * j) for i in range(5) for j in range(2)])
+    y = np.repeat(np.arange(10), 50)
+    return centres[y] + 0.025 * rng.standard_normal((500, 2)), y
+
+
+def test_gmm_cluster_is_scale_free_and_recovers_tight_clusters_at_any_scale():
+    z, y = tight_grid()
+    labels = gmm_cluster(z, num_clusters=10, seed=0)
+    assert clustering_scores(y, labels)["nmi"] > 0.99
+    for factor, offset in ((1e-3, 0.0), (1e3, 0.0), (1.0, 50.0)):
+        scaled = gmm_cluster(z * factor + offset, num_clusters=10, seed=0)
+        assert clustering_scores(y, scaled)["nmi"] == pytest.approx(
+            clustering_scores(y, labels)["nmi"]
+        )
+        np.testing.assert_array_equal(scaled, labels)
+
+
+def test_gmm_cluster_on_raw_latents_depends_on_their_scale():
+    # The old protocol (DDVI's, on unscaled latents): the sd floor of √1e-2 = 0.1 merges the
+    # tight clusters at scale 1 and everything at 1e-3; only a large scale escapes it.
+    z, y = tight_grid()
+    nmi = {}
+    for factor in (1e-3, 1.0, 1e3):
+        labels = gmm_cluster(z * factor, 10, 0, n_init=3, standardize=False)
+        nmi[factor] = clustering_scores(y, labels)["nmi"]
+    assert nmi[1e-3] < 0.1 and nmi[1.0] < 0.9 and nmi[1e3] > 0.99
+
+
+def test_gmm_cluster_standardises_constant_latents_without_dividing_by_zero():
+    labels = gmm_cluster(np.full((6, 2), 3.0), num_clusters=1, seed=0)
+    np.testing.assert_array_equal(labels, np.zeros(6, dtype=np.int64))
+
+
 # ----------------------------------------------------------------------------- MMD
 
 

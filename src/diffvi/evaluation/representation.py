@@ -348,6 +348,7 @@ def gmm_cluster(
     n_init: int = 10,
     reg_covar: float = 1e-2,
     max_iter: int = 100,
+    standardize: bool = True,
 ) -> np.ndarray:
     """Hard cluster labels of a full-covariance Gaussian mixture fitted to the latents.
 
@@ -356,11 +357,22 @@ def gmm_cluster(
     predicts on the same latents; the keyword defaults here are theirs, ``num_clusters``
     defaults to the 10 MNIST classes.
 
+    ``reg_covar`` is added to every component's variances, so on raw latents it floors each
+    component's sd at √reg_covar = 0.1 in the latents' own units, and the clustering depends on
+    the embedding's scale: PCs divided by 30 (populations with sd ~0.025) are merged, t-SNE's
+    coordinates (tens) are not. ``standardize=True`` (the default) first centres the latents
+    and divides them by their overall scale s = √(mean_d Var(z_d)) — one number for every
+    dimension, so the embedding's shape is kept — which makes ``reg_covar`` relative to the
+    embedding's variance and the labels invariant to its scale and offset: every method's
+    embedding is scored alike. ``standardize=False`` is DDVI's protocol on raw latents (the
+    same on latents of unit scale, such as a VAE's).
+
     Args:
         latents: ``[N, D]``, ``N >= num_clusters``.
         num_clusters: mixture components.
         seed: ``random_state`` of the initialisation: same seed, same labels.
         n_init, reg_covar, max_iter: passed to ``sklearn.mixture.GaussianMixture``.
+        standardize: fit to (z − mean) / s instead of z (see above; s = 0 leaves z centred).
 
     Returns:
         ``[N]`` int64 labels in ``[0, num_clusters)``.
@@ -373,6 +385,11 @@ def gmm_cluster(
             f"num_clusters: expected an int in [1, {z.shape[0]}] (number of latents), "
             f"got {num_clusters!r}"
         )
+    if standardize:
+        z = z - z.mean(dim=0)
+        scale = float(z.square().mean().sqrt())
+        if scale > 0:
+            z = z / scale
     gmm = GaussianMixture(
         n_components=int(num_clusters),
         covariance_type="full",
