@@ -213,3 +213,130 @@ def test_latent_scatter_legends_name_the_classes_where_names_are_given(tmp_path,
     assert legends[-1] == ["unlabelled", "B cell", "T cell", "NK"]
     with pytest.raises(ValueError, match="labels go up to 2, got 2 names"):
         save_latent_scatter(torch.randn(6, 2), labels, tmp_path / "z.png", names=names[:2])
+
+
+# 1000 Genomes: 26 populations in 5 super-populations.
+THOUSAND_GENOMES = {
+    "AFR": ["YRI", "LWK", "GWD", "MSL", "ESN", "ASW", "ACB"],
+    "AMR": ["MXL", "PUR", "CLM", "PEL"],
+    "EAS": ["CHB", "JPT", "CHS", "CDX", "KHV"],
+    "EUR": ["CEU", "TSI", "FIN", "GBR", "IBS"],
+    "SAS": ["GIH", "PJL", "BEB", "STU", "ITU"],
+}
+
+
+def _hsv(colour) -> np.ndarray:
+    from matplotlib.colors import rgb_to_hsv
+
+    return rgb_to_hsv(np.asarray(colour, dtype=float)[:3])
+
+
+def _hue_gap(a, b) -> float:
+    d = abs(_hsv(a)[0] - _hsv(b)[0])
+    return min(d, 1 - d)
+
+
+def _lightness(colour) -> float:
+    rgb = np.asarray(colour, dtype=float)[:3]
+    return (rgb.max() + rgb.min()) / 2
+
+
+def _populations(per_population: int = 3) -> tuple[list[str], list[str]]:
+    pops = [p for group in THOUSAND_GENOMES.values() for p in group for _ in range(per_population)]
+    supers = [
+        s for s, group in THOUSAND_GENOMES.items() for _ in group for _ in range(per_population)
+    ]
+    return pops, supers
+
+
+def test_grouped_palette_shades_one_hue_per_group_and_gives_the_group_its_middle_shade():
+    from diffvi.evaluation.plots import grouped_palette
+
+    pops, supers = _populations()
+    members, groups = grouped_palette(pops, supers)
+    assert set(members) == set(pops) and set(groups) == set(THOUSAND_GENOMES)
+    for group, inside in THOUSAND_GENOMES.items():
+        for pop in inside:  # one hue per super-population, shared with its colour
+            assert _hue_gap(members[pop], groups[group]) < 0.01
+        light = sorted(_lightness(members[pop]) for pop in inside)
+        assert min(np.diff(light)) > 0.05  # distinct shades
+        assert light[0] < _lightness(groups[group]) < light[-1]  # the middle shade
+        assert abs(_lightness(groups[group]) - (light[0] + light[-1]) / 2) < 0.02
+    names = sorted(groups)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert _hue_gap(groups[a], groups[b]) > 0.08, (a, b)  # different hues
+    # more groups than the named hues: evenly spaced ones, still all different
+    many_members, many_groups = grouped_palette([f"p{k}" for k in range(24)],
+                                                [f"g{k % 12}" for k in range(24)])  # fmt: skip
+    hues = sorted(_hsv(colour)[0] for colour in many_groups.values())
+    assert len(many_members) == 24 and min(np.diff(hues)) > 0.07
+    with pytest.raises(ValueError, match="'a' is in two groups"):
+        grouped_palette(["a", "a"], ["X", "Y"])
+
+
+def _legend_colours(monkeypatch) -> list[list[tuple[str, tuple]]]:
+    """(text, face colour) of every legend entry of each axis of the figures saved."""
+    import diffvi.evaluation.plots as plots
+
+    legends: list[list[tuple[str, tuple]]] = []
+    save = plots._save_figure
+
+    def record(fig, path, *args, **kwargs):
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None:
+                legends.append([
+                    (text.get_text(), tuple(handle.get_facecolor()[0][:3]))
+                    for text, handle in zip(legend.get_texts(), legend.legend_handles,
+                                            strict=True)
+                ])  # fmt: skip
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "_save_figure", record)
+    return legends
+
+
+def test_embedding_panels_colour_populations_by_super_population_in_both_panels(
+    tmp_path, monkeypatch
+):
+    from diffvi.evaluation.plots import save_embedding_panels
+
+    legends = _legend_colours(monkeypatch)
+    pops, supers = _populations()
+    xy = np.random.default_rng(0).normal(size=(len(pops), 2))
+    save_embedding_panels(
+        xy, [("population", pops), ("super_population", supers)], tmp_path / "e.png"
+    )
+    by_pop, by_super = dict(legends[0]), dict(legends[1])
+    # the legend lists the populations by super-population, sorted within it
+    assert [name for name, _ in legends[0]] == [
+        p for s in sorted(THOUSAND_GENOMES) for p in sorted(THOUSAND_GENOMES[s])
+    ]
+    for group, inside in THOUSAND_GENOMES.items():
+        for pop in inside:
+            assert _hue_gap(by_pop[pop], by_super[group]) < 0.01
+        assert len({by_pop[pop] for pop in inside}) == len(inside)
+    assert len(set(by_super.values())) == 5
+
+
+def test_embedding_panels_keep_qualitative_colours_without_super_populations(tmp_path, monkeypatch):
+    from diffvi.evaluation.plots import save_embedding_panels
+
+    legends = _legend_colours(monkeypatch)
+    pops, _ = _populations()
+    xy = np.random.default_rng(0).normal(size=(len(pops), 2))
+    none = ["(none)"] * len(pops)
+    save_embedding_panels(xy, [("population", pops), ("super_population", none)],
+                          tmp_path / "e.png")  # fmt: skip
+    save_embedding_panels(xy, [("population", pops)], tmp_path / "one.png")
+    for legend in (legends[0], legends[2]):
+        names = [name for name, _ in legend]
+        assert names == sorted(set(pops))  # alphabetical, no grouping
+        assert len({colour for _, colour in legend}) == 26  # 26 distinct colours
+    # ten classes or fewer: tab10 as before
+    save_embedding_panels(xy[:12], [("population", pops[:12])], tmp_path / "few.png")
+    import matplotlib.pyplot as plt
+
+    tab10 = [tuple(plt.get_cmap("tab10")(k)[:3]) for k in range(4)]
+    np.testing.assert_allclose([colour for _, colour in legends[-1]], tab10)

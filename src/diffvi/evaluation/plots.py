@@ -31,6 +31,7 @@ from diffvi.utils.io import atomic_write
 
 __all__ = [
     "grid_size",
+    "grouped_palette",
     "save_embedding_panels",
     "save_image_grid",
     "save_latent_scatter",
@@ -272,10 +273,16 @@ def _latent_xy(z: ArrayLike, seed: int) -> tuple[np.ndarray, tuple[str, str]]:
 
 
 def _scatter_by_label(
-    ax, xy: np.ndarray, label_array: np.ndarray | None, names: list[str] | None = None
+    ax,
+    xy: np.ndarray,
+    label_array: np.ndarray | None,
+    names: list[str] | None = None,
+    *,
+    colours: Sequence | None = None,
 ) -> bool:
     """Draw ``xy`` on ``ax`` coloured by label (grey for −1); True when there is a legend.
-    ``names[c]`` is the legend text of class ``c`` (default: the number)."""
+    ``names[c]`` is the legend text of class ``c`` (default: the number); ``colours[c]`` its
+    colour (default: tab10/tab20, evenly spaced hues past 20 classes)."""
     size = 12 if len(xy) <= 2000 else 4
     if label_array is None or (label_array < 0).all():
         ax.scatter(xy[:, 0], xy[:, 1], s=size, alpha=0.7, color="tab:blue", linewidths=0)
@@ -287,7 +294,9 @@ def _scatter_by_label(
             linewidths=0, label="unlabelled",
         )  # fmt: skip
     classes = np.unique(label_array[~unlabelled])
-    if len(classes) <= 20:
+    if colours is not None:
+        colours = [colours[cls] for cls in classes]
+    elif len(classes) <= 20:
         cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
         colours = [cmap(i % cmap.N) for i in range(len(classes))]
     else:  # evenly spaced hues: tab20 would repeat colours
@@ -384,6 +393,71 @@ def save_latent_comparison(
     return _save_figure(fig, path)
 
 
+# Hues (degrees) of the groups of a nested palette, in order: blue, orange, green, red, purple,
+# teal, gold, pink; past eight groups, evenly spaced hues.
+_GROUP_HUES = (210.0, 28.0, 125.0, 352.0, 280.0, 178.0, 48.0, 318.0)
+# HLS lightness of a group's darkest and lightest member, and the saturation of every shade.
+_SHADE_LIGHTNESS = (0.27, 0.72)
+_SHADE_SATURATION = 0.8
+
+
+def grouped_palette(
+    members: Sequence[str], groups: Sequence[str]
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, tuple[float, float, float]]]:
+    """Colours for classes nested in groups, such as populations in super-populations.
+
+    ``members[i]`` belongs to ``groups[i]`` (e.g. the population and super-population of point
+    i; each member must lie in one group). Every group gets a hue of its own (sorted group
+    names take blue, orange, green, red, purple, teal, gold, pink; more groups, evenly spaced
+    hues), its members shades of that hue (HLS lightness from 0.27 to 0.72, sorted by name,
+    one fixed saturation) and the group itself the hue's middle shade, so a population and its
+    super-population look alike in two panels and look-alike colours mean one continent.
+
+    Returns:
+        ``(member → RGB, group → RGB)``, components in [0, 1].
+    """
+    import colorsys
+
+    if len(members) != len(groups):
+        raise ValueError(f"{len(members)} members for {len(groups)} groups: expected one each")
+    group_of: dict[str, str] = {}
+    for member, group in zip(members, groups, strict=True):
+        if group_of.setdefault(member, group) != group:
+            raise ValueError(
+                f"member {member!r} is in two groups, {group_of[member]!r} and {group!r}"
+            )
+    names = sorted(set(group_of.values()))
+    if len(names) <= len(_GROUP_HUES):
+        hues = _GROUP_HUES[: len(names)]
+    else:
+        hues = tuple(_GROUP_HUES[0] + 360.0 * k / len(names) for k in range(len(names)))
+    dark, light = _SHADE_LIGHTNESS
+    member_colours, group_colours = {}, {}
+    for name, hue in zip(names, hues, strict=True):
+        h = (hue % 360.0) / 360.0
+        group_colours[name] = colorsys.hls_to_rgb(h, (dark + light) / 2, _SHADE_SATURATION)
+        inside = sorted(m for m, g in group_of.items() if g == name)
+        for k, member in enumerate(inside):
+            t = 0.5 if len(inside) == 1 else k / (len(inside) - 1)
+            member_colours[member] = colorsys.hls_to_rgb(
+                h, dark + t * (light - dark), _SHADE_SATURATION
+            )
+    return member_colours, group_colours
+
+
+def _nesting(panels: list[tuple[str, np.ndarray]]) -> tuple[int, int] | None:
+    """``(i, j)``: the first pair of panels where every class of panel i lies in one class of
+    panel j and j has at least two classes and fewer than i; else None."""
+    for i, (_, fine) in enumerate(panels):
+        for j, (_, coarse) in enumerate(panels):
+            if i == j or not 2 <= len(np.unique(coarse)) < len(np.unique(fine)):
+                continue
+            pairs = set(zip(fine.tolist(), coarse.tolist(), strict=True))
+            if len({member for member, _ in pairs}) == len(pairs):
+                return i, j
+    return None
+
+
 def save_embedding_panels(
     xy: ArrayLike,
     panels: list[tuple[str, list[str]]],
@@ -392,7 +466,13 @@ def save_embedding_panels(
 ) -> Path:
     """One scatter plot of the 2-D points ``xy [N, 2]`` per panel, side by side, each coloured
     by its own names: ``panels = [(legend title, [N] class names), ...]``, e.g. population and
-    super-population of every sample. Returns ``path``."""
+    super-population of every sample.
+
+    When the classes of one panel nest in those of another (every population in one
+    super-population, at least two of them), both take :func:`grouped_palette`'s colours: the
+    populations shades of one hue per super-population, listed in the legend by
+    super-population, and each super-population its hue's middle shade. Otherwise each panel
+    has its own qualitative colours. Returns ``path``."""
     points = _to_numpy(xy, "xy")
     if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] < 1:
         raise ValueError(f"xy must have shape [N, 2] with N >= 1, got {list(points.shape)}")
@@ -402,11 +482,26 @@ def save_embedding_panels(
     fig, axes = plt.subplots(
         1, len(panels), figsize=(7.5 * len(panels), 5.2), squeeze=False, layout="constrained"
     )
-    for ax, (legend_title, labels) in zip(axes[0], panels, strict=True):
+    arrays = []
+    for legend_title, labels in panels:
         if len(labels) != len(points):
             raise ValueError(f"{legend_title}: {len(labels)} names for {len(points)} points")
-        names, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
-        _scatter_by_label(ax, points, codes.astype(np.int64), list(names))
+        arrays.append((legend_title, np.asarray(labels, dtype=str)))
+    nesting = _nesting(arrays)
+    palette: dict[int, dict[str, tuple[float, float, float]]] = {}
+    group_of: dict[str, str] = {}
+    if nesting is not None:
+        fine, coarse = arrays[nesting[0]][1], arrays[nesting[1]][1]
+        palette[nesting[0]], palette[nesting[1]] = grouped_palette(fine, coarse)
+        group_of = dict(zip(fine.tolist(), coarse.tolist(), strict=True))
+    for k, (ax, (legend_title, labels)) in enumerate(zip(axes[0], arrays, strict=True)):
+        names = sorted(set(labels.tolist()))
+        if nesting is not None and k == nesting[0]:  # the legend lists them by group
+            names.sort(key=lambda name: (group_of[name], name))
+        code_of = {name: code for code, name in enumerate(names)}
+        codes = np.array([code_of[name] for name in labels.tolist()], dtype=np.int64)
+        colours = [palette[k][name] for name in names] if k in palette else None
+        _scatter_by_label(ax, points, codes, names, colours=colours)
         _legend_right(ax, len(names), legend_title)
         ax.set_xlabel("z1")
         ax.set_ylabel("z2")
