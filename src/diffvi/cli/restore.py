@@ -30,6 +30,9 @@ from diffvi.nn.adm import ADM_CONFIGS
 TASKS = tuple(OPERATORS)
 SOLVERS = (*SOLVER_REGISTRY, "cvdm")
 
+# RED-diff's lr and λ when not given (diffvi.inverse.solvers.red_diff_defaults).
+RULE_DEFAULT = "by σ_y and operator, see docs/methods.md"
+
 # Solver knobs of the command line: option name -> constructor keyword.
 KNOBS = {
     "--lr": "lr",
@@ -121,10 +124,12 @@ def restore_command(
         typer.Option(min=1, help="Solver steps (NFE per image).", show_default="the solver's"),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option(help="red-diff: Adam's learning rate.", show_default="0.25")
+        float | None,
+        typer.Option(help="red-diff: Adam's learning rate.", show_default=RULE_DEFAULT),
     ] = None,
     reg_weight: Annotated[
-        float | None, typer.Option(help="red-diff: weight λ of the prior.", show_default="0.25")
+        float | None,
+        typer.Option(help="red-diff: weight λ of the prior.", show_default=RULE_DEFAULT),
     ] = None,
     weighting: Annotated[
         choice(WEIGHTINGS) | None,

@@ -198,7 +198,7 @@ def _solver_job(
     from diffvi.data.files import read_image_files
     from diffvi.data.image_files import load_images
     from diffvi.inverse.registry import build_operator, operator_parameters
-    from diffvi.inverse.solvers import build_solver, solver_defaults
+    from diffvi.inverse.solvers import REDDiff, build_solver, solver_defaults
     from diffvi.training import load, read_spec
     from diffvi.utils.paths import find_model
 
@@ -237,10 +237,13 @@ def _solver_job(
             raise ValueError(f"prior {prior!r} does not name its data set; pass --dataset")
         classifier = load_or_train_feature_classifier(data_name, progress=progress)
     generator = torch.Generator(device=device).manual_seed(seed)
+    solver_options = {**solver_defaults(name), **options}
+    if isinstance(solver, REDDiff):  # lr and λ as it resolves them from σ_y and the operator
+        solver_options.update(solver.settings(operator, noise_std))
     settings = {
         "task": task,
         "solver": name,
-        "solver_options": {**solver_defaults(name), **options},
+        "solver_options": solver_options,
         "prior": prior,
         "prior_folder": spec.get("folder") or str(find_model(prior)),  # diffusers: its folder
         "noise_std": noise_std,

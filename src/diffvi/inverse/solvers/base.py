@@ -114,6 +114,7 @@ class Problem:
         operator: the forward model A (in public space).
         y: the measurement in model space.
         noise_std: σ_y in model space.
+        given_noise_std: σ_y as given, in the units of the measurement ([0, 1] for images).
         linear: whether A is linear (then ``forward`` is A itself and ``pinv`` exists).
     """
 
@@ -121,6 +122,7 @@ class Problem:
         self, prior: DiffusionModel, operator: Operator, y: Tensor, noise_std: float
     ) -> None:
         self.operator = operator
+        self.given_noise_std = float(noise_std)
         self.linear = isinstance(operator, LinearOperator)
         self._image = prior.image
         if prior.image and self.linear:

@@ -23,6 +23,15 @@ Options of the official code: ``sigma_x0`` > 0 evaluates both terms at a draw
 x₀ = μ + σ_x0 n of q(x₀ | y) instead of at μ (``x0_pred``), and the weightings of
 :data:`WEIGHTINGS` (``denoise_term_weight``, with its ``power2over3``). The clamp of x̂₀ to
 [−1, 1] (``clip_denoised``, on by default) is ours: the official code does not clamp.
+
+Defaults by noise level. The paper weighs the data term by 1/σ_v²; the official code leaves that
+factor out (``loss = grad_term_weight · w(t) · loss_noise + obs_weight · loss_obs``, its
+``sigma_y`` unused in the loss), so its λ is the paper's times σ_v²:
+λ_code = λ_paper · σ_v² (M/D of the two means aside). A λ tuned at one σ_y is therefore wrong at
+another; left at a noiseless value, the data term wins and the restoration keeps the noise.
+``lr`` and ``reg_weight`` left at ``None`` are chosen at solve time from σ_y and the operator
+by :func:`~diffvi.inverse.solvers.red_diff_defaults.red_diff_defaults` (λ = λ₀ + κσ_y^p per
+operator class, fitted by ``benchmarks/red_diff_defaults.py``); given values override it.
 """
 
 from collections.abc import Callable
@@ -32,7 +41,9 @@ from torch import Tensor
 
 from diffvi.diffusion import DiffusionModel
 from diffvi.diffusion.samplers import per_item
+from diffvi.inverse.operators import Operator
 from diffvi.inverse.solvers.base import Problem, Solver, denoise, standard_normal, time_grid
+from diffvi.inverse.solvers.red_diff_defaults import red_diff_defaults
 from diffvi.utils.progress import progress as progress_bar
 
 # w(t) as a function of 1/√SNR = σ_t/α_t (the weightings of the paper's ablation, Fig. 6).
@@ -56,8 +67,10 @@ class REDDiff(Solver):
 
     Args:
         steps: optimisation steps = denoiser evaluations per image.
-        lr: Adam's learning rate on μ (model space, [−1, 1] for images).
-        reg_weight: λ, the weight of the denoising regulariser.
+        lr: Adam's learning rate on μ (model space, [−1, 1] for images); ``None`` (default):
+            by σ_y and the operator (:func:`red_diff_defaults`), resolved at solve time.
+        reg_weight: λ, the weight of the denoising regulariser; ``None`` (default): by σ_y
+            and the operator, as ``lr``.
         obs_weight: weight of the data term (the reference uses 1).
         weighting: w(t), one of :data:`WEIGHTINGS` (``"snr"``: σ_t/α_t).
         time_order: ``"descending"`` (t from 1 to 0, the paper's choice) or ``"random"``
@@ -85,8 +98,8 @@ class REDDiff(Solver):
     def __init__(
         self,
         steps: int = 100,
-        lr: float = 0.25,
-        reg_weight: float = 0.25,
+        lr: float | None = None,
+        reg_weight: float | None = None,
         obs_weight: float = 1.0,
         weighting: str = "snr",
         time_order: str = "descending",
@@ -98,9 +111,9 @@ class REDDiff(Solver):
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        if not lr > 0:
+        if lr is not None and not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        if reg_weight < 0 or obs_weight < 0:
+        if (reg_weight is not None and not reg_weight >= 0) or not obs_weight >= 0:
             raise ValueError(
                 f"reg_weight and obs_weight must be >= 0, got {reg_weight}, {obs_weight}"
             )
@@ -123,6 +136,15 @@ class REDDiff(Solver):
         self.sigma_x0 = float(sigma_x0)
         self.misfit_mean = misfit_mean
         self.trace = trace
+
+    def settings(self, operator: Operator, noise_std: float) -> dict[str, float]:
+        """``{"lr": ..., "reg_weight": ...}`` for a measurement by ``operator`` with σ_y =
+        ``noise_std`` (units of y): the given values, else :func:`red_diff_defaults`'."""
+        chosen = {"lr": self.lr, "reg_weight": self.reg_weight}
+        if None in chosen.values():
+            rule = red_diff_defaults(operator, noise_std)
+            chosen = {k: rule[k] if v is None else v for k, v in chosen.items()}
+        return chosen
 
     def _times(self, like: Tensor, generator: torch.Generator | None) -> Tensor:
         if self.time_order == "random":
@@ -170,7 +192,8 @@ class REDDiff(Solver):
         if self.sigma_x0 > 0:  # the official x0_pred = μ + σ_x0 n: a draw of q(x₀ | y)
             x0 = mu + self.sigma_x0 * standard_normal(mu, generator)
         reg = self.regulariser_gradient(prior, x0.detach(), t, standard_normal(mu, generator))
-        per_pixel = self.reg_weight / mu[0].numel()
+        reg_weight = self.settings(problem.operator, problem.given_noise_std)["reg_weight"]
+        per_pixel = reg_weight / mu[0].numel()
         # ½‖y − A(x₀)‖²/v + λ⟨sg(w(t)(ε̂ − ε)), x₀⟩ (eq. 9), both terms averaged (M and D).
         return self.data_term(problem, x0).sum() + per_pixel * (reg * x0).sum(), x0
 
@@ -189,7 +212,8 @@ class REDDiff(Solver):
             shape = (batch, *problem.operator.input_shape)
             start = torch.zeros(shape, device=y.device, dtype=y.dtype)
         mu = start.detach().clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([mu], lr=self.lr, betas=self.betas)
+        lr = self.settings(problem.operator, problem.given_noise_std)["lr"]
+        optimiser = torch.optim.Adam([mu], lr=lr, betas=self.betas)
         misfits: list[float] = []
         times = self._times(mu, generator)
         for k in progress_bar(range(self.steps), desc="red-diff", enable=progress):
