@@ -103,13 +103,61 @@ def test_train_vae_with_ddvi_objective_fails_with_one_line_error(cli, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_train_ddvae_recipe_official_runs_both_stages_and_exports_a_model_embed_reads(
+    cli, tmp_path
+):
+    import diffvi
+
+    run_dir = tmp_path / "recipe"
+    args = [a for a in TINY_DDVAE if a != "--sleep-trains-chain"]
+    result = cli(
+        *args, "--recipe", "official", "--max-steps", "12", "--log-every-n-steps", "1",
+        "--stage2-option", "kde_samples=1000", "--run-dir", run_dir,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["objective"] == "ddvi-official" and config["conditional"] is False
+    assert config["beta_reg"] == 7.84 and config["beta_sleep"] == 784
+    stage2 = config["stage2"]  # every official setting is saved
+    assert stage2["diffusion_steps"] == 40 and stage2["context_dim"] == 2
+    assert stage2["kl_weight"] == stage2["prior_weight"] == pytest.approx(0.003 * 784)
+    assert stage2["wake_weight"] == stage2["beta_sleep"] == 784 and stage2["sleep_steps"] == 3
+    assert stage2["kde_samples"] == 1000 and stage2["first_fraction"] == 0.5
+    with open(run_dir / "logs" / "metrics.csv", newline="") as file:
+        stages = {
+            int(r["step"]): r["train/stage"] for r in csv.DictReader(file) if r["train/stage"]
+        }
+    assert stages == {i: "1.0" if i < 6 else "2.0" for i in range(12)}  # half of 12 steps each
+    model = diffvi.load(run_dir)
+    assert int(model.posterior.stage) == 2 and model.posterior.num_steps == 40
+    assert model.posterior.conditional and not model.posterior.first.conditional
+    out = tmp_path / "emb"
+    result = cli("embed", run_dir, "--out", out, "--clusters", "0", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert len((out / "latents.csv").read_text().splitlines()) == 1 + 360
+    assert json.loads((out / "metrics.json").read_text())["latent_nll_official"] > 0
+
+
+def test_recipe_options_that_do_not_fit_fail_in_one_line(cli, tmp_path):
+    runs = [
+        (["--recipe", "bound", "--official"], "--official is --recipe official-stage1"),
+        (["--stage2-option", "sleep_steps=2"], "add --recipe official"),
+        (["--recipe", "official", "--stage2-option", "context_size=2"], "unknown"),
+    ]
+    args = [a for a in TINY_DDVAE if a != "--sleep-trains-chain"]
+    for extra, message in runs:
+        result = cli(*args, *extra, "--run-dir", tmp_path / "r")
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_train_ddvae_official_sets_the_official_weights_and_embeds(cli, tmp_path):
     run_dir = tmp_path / "official"
     args = [a for a in TINY_DDVAE if a != "--sleep-trains-chain"]
     result = cli(*args, "--official", "--max-epochs", "1", "--run-dir", run_dir)
     assert result.exit_code == 0, result.output
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["objective"] == "ddvi-official"
+    assert config["objective"] == "ddvi-official" and config["stage2"] is None  # stage 1 only
     assert config["beta_reg"] == 7.84 and config["beta_sleep"] == 784
     assert config["warmup_steps"] == 5  # the explicit option wins over the official default
     assert "trained with DDIM" in result.stdout

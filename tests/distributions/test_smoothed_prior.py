@@ -8,6 +8,7 @@ import torch
 from test_toy2d_priors import _cell_tv
 
 from diffvi.distributions import (
+    KernelDensityScore,
     MixturePrior,
     PinwheelPrior,
     SmoothedPrior,
@@ -69,3 +70,31 @@ def test_bad_arguments_raise_value_error():
         SmoothedPrior(PinwheelPrior(), bandwidths=(0.1, 0.0))
     with pytest.raises(ValueError, match="multiple of the 10 partitions"):
         SmoothedPrior(PinwheelPrior(), num_samples=25)
+
+
+def test_kernel_density_score_by_hand_and_its_clamp():
+    # The official BasePrior.evaluate: per bandwidth log (1/N) Σ_i N(z; c_i, h² I), clamped to
+    # [−1000, 1000], mixed with equal weights. Centres (0, 0) and (1, 0), h = 1, at z = (0, 0):
+    # log(½ (1 + e^{−1/2}) / (2π)).
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    score = KernelDensityScore(centres, bandwidths=(1.0,))
+    expected = math.log(0.5 * (1 + math.exp(-0.5)) / (2 * math.pi))
+    z = torch.zeros(3, 1, 2, dtype=torch.float64)
+    torch.testing.assert_close(score(z), torch.full((3, 1), expected, dtype=torch.float64))
+    # Two bandwidths: log(½ p_1 + ½ p_2); at (0, 0) with h = 2: log(½ (1 + e^{−1/8}) / (8π)).
+    two = KernelDensityScore(centres, bandwidths=(1.0, 2.0))
+    wide = math.log(0.5 * (1 + math.exp(-1 / 8)) / (8 * math.pi))
+    mixed = math.log(0.5 * math.exp(expected) + 0.5 * math.exp(wide))
+    torch.testing.assert_close(two(z[0, 0]), torch.tensor(mixed, dtype=torch.float64))
+    # Far from every centre at h = 0.005 the log density is about −4·10⁶: clamped to −1000, so
+    # with one bandwidth the score is −1000 and its gradient zero.
+    far = torch.tensor([10.0, 10.0], dtype=torch.float64, requires_grad=True)
+    sharp = KernelDensityScore(centres, bandwidths=(0.005,))
+    value = sharp(far)
+    value.backward()
+    assert float(value.detach()) == -1000.0 and float(far.grad.abs().sum()) == 0.0
+    assert not dict(score.state_dict())  # the samples are not saved with the weights
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        KernelDensityScore(torch.zeros(3))
+    with pytest.raises(ValueError, match="shape"):
+        score(torch.zeros(4, 3))

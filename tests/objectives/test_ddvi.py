@@ -11,10 +11,17 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from diffvi.diffusion import DiscreteSchedule
-from diffvi.distributions import GaussianLikelihood, MixturePrior
+from diffvi.distributions import GaussianLikelihood, KernelDensityScore, MixturePrior
 from diffvi.models import VAE
 from diffvi.nn import MLP
-from diffvi.objectives import DDVI, ELBO, OBJECTIVES, OfficialDDVI, build_objective
+from diffvi.objectives import (
+    DDVI,
+    ELBO,
+    OBJECTIVES,
+    OfficialDDVI,
+    OfficialDDVIStage2,
+    build_objective,
+)
 from diffvi.objectives.base import log_importance_weights
 from diffvi.posteriors import (
     DiffusionPosterior,
@@ -515,3 +522,75 @@ def test_official_sleep_loss_is_the_huber_mean_over_pairs_and_latent_dims(monkey
     without = OfficialDDVI(kl_weight=0.0, beta_sleep=0)(model, posterior, x)
     torch.testing.assert_close(with_sleep.metrics["sleep"], torch.tensor(0.88))
     torch.testing.assert_close(with_sleep.loss - without.loss, torch.tensor(784 * 0.88))
+
+
+# -- the official code's second stage (DiffVAEWarmup) -----------------------------------------
+
+
+def test_official_stage2_wake_loss_is_the_huber_mean_of_the_chain_against_the_forward_mean():
+    # The official weird_loss_at_step_t: Huber(μ̃_t(y_t, y_0), y_{t−1}), F.smooth_l1_loss's
+    # mean over draws and dimensions. β = (0.5, 0.5); every draw's chain is y_2 = (1, 0),
+    # y_1 = (0, 3), y_0 = (1, 1). At t = 2, μ̃ = √2/3 · (y_0 + y_2) = (0.943, 0.471), so the
+    # Huber losses are ½ · 8/9 and 3 − √2/3 − ½: their mean is (4/9 + 5/2 − √2/3) / 2; at
+    # t = 1, μ̃ = y_0 = y_{t−1}: 0. Summed over the dimensions it would be twice as large.
+    schedule = DiscreteSchedule(torch.tensor([0.5, 0.5], dtype=F64)).double()
+    states = torch.tensor([[1.0, 0.0], [0.0, 3.0], [1.0, 1.0]], dtype=F64)
+    chain = states[:, None, None, :].expand(3, 1, 4, 2)  # [T+1, K, B, D]
+    loss = OfficialDDVIStage2.wake_loss(schedule, chain, torch.Generator().manual_seed(0))
+    t = torch.randint(1, 3, (1, 4), generator=torch.Generator().manual_seed(0))
+    at_two = (4 / 9 + 2.5 - math.sqrt(2) / 3) / 2
+    assert 0 < int((t == 2).sum()) < 4  # both steps drawn
+    torch.testing.assert_close(loss, torch.tensor(at_two * float((t == 2).sum()) / 4, dtype=F64))
+    with pytest.raises(ValueError, match="T \\+ 1 = 3 states"):
+        OfficialDDVIStage2.wake_loss(schedule, chain[:2])
+
+
+def test_official_stage2_loss_is_its_weighted_terms_and_trains_every_network():
+    model, posterior, x = small_problem()
+    objective = OfficialDDVIStage2(k=2)
+    assert (objective.kl_weight, objective.prior_weight) == (0.003 * 784, 0.003 * 784)
+    assert (objective.wake_weight, objective.beta_sleep, objective.sleep_steps) == (784, 784, 3)
+    torch.manual_seed(3)
+    out = objective(model, posterior, x)
+    m = out.metrics
+    assert set(m) == {"rec", "kl_y_T", "log_prior", "wake"} and out.bound.shape == (5,)
+    expected = -m["rec"] + 2.352 * m["kl_y_T"] - 2.352 * m["log_prior"] + 784 * m["wake"]
+    torch.testing.assert_close(out.loss.detach(), expected)
+    torch.manual_seed(3)  # z is the DDIM map of the encoder's draw, as in the first stage
+    mean, log_std = posterior.encode(x)
+    y_T = mean + torch.exp(log_std) * torch.randn(2, 5, 2)
+    posterior.sampler = "ddim"
+    torch.testing.assert_close(out.z, posterior.reverse(y_T, x).z)
+    posterior.sampler = "ddpm"
+    torch.testing.assert_close(m["log_prior"], model.log_prior(out.z).mean().detach())
+    out.loss.backward()
+    for net in (posterior.encoder, posterior.denoiser, posterior.context, model.decoder):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    assert all(p.grad.abs().sum() > 0 for p in model.prior.parameters())  # the −log p(z) term
+
+
+def test_official_stage2_prior_term_is_the_kde_score_at_its_weight():
+    model, posterior, x = small_problem()
+    centres = torch.randn(50, 2, generator=torch.Generator().manual_seed(7))
+    score = KernelDensityScore(centres, bandwidths=(0.3, 1.0))
+    weighted = OfficialDDVIStage2(prior_weight=5.0, prior_score=score)
+    torch.manual_seed(4)
+    a = weighted(model, posterior, x)
+    torch.manual_seed(4)
+    b = OfficialDDVIStage2(prior_weight=0.0, prior_score=score)(model, posterior, x)
+    torch.testing.assert_close(a.metrics["log_prior"], score(a.z).mean().detach())
+    torch.testing.assert_close(a.loss - b.loss, -5.0 * a.metrics["log_prior"])
+    a.loss.backward()
+    assert all(p.grad is None for p in model.prior.parameters())  # the KDE replaces log p(z)
+    with pytest.raises(ValueError, match="wake_weight must be >= 0"):
+        OfficialDDVIStage2(wake_weight=-1)
+
+
+def test_official_stage2_sleep_loss_is_one_unweighted_batch_averaged_over_latent_dims():
+    model, posterior, x = small_problem()
+    stage2 = OfficialDDVIStage2(beta_sleep=784, sleep_steps=3)
+    first = OfficialDDVI(sleep_steps=1)  # its sleep loss: the Huber mean over N·D
+    a = stage2.sleep_loss(model, posterior, 6, torch.Generator().manual_seed(2))
+    b = first.sleep_loss(model, posterior, 6, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(a, b)
+    assert 0 < float(a.detach()) < 5  # per element, unweighted

@@ -14,6 +14,7 @@ from diffvi.posteriors import (
     DiffusionPosterior,
     GaussianPosterior,
     PosteriorSample,
+    TwoStagePosterior,
     build_diffusion_posterior,
 )
 
@@ -262,6 +263,55 @@ def test_linear_schedule_derived_quantities():
     assert s.double().alpha_bars.dtype == F64  # buffers follow the module's dtype
     assert linear_betas(0).shape == (0,) and DiscreteSchedule.linear(0).num_steps == 0
     assert DiscreteSchedule.linear(1).reverse_variances("posterior").shape == (1,)
+
+
+def test_posterior_mean_is_the_forward_posterior_mean_by_hand():
+    # β = (0.5, 0.5): ᾱ = (0.5, 0.25). Step 2: both coefficients √0.5 · 0.5 / 0.75 = √2/3;
+    # step 1: ᾱ_0 = 1, so the mean is y_0 itself. It is the mean of r(y_{t−1} | y_t, y_0) by
+    # Bayes' rule: the product of r(y_{t−1} | y_0) = N(√ᾱ_{t−1} y_0, 1 − ᾱ_{t−1}) and
+    # r(y_t | y_{t−1}) = N(√α_t y_{t−1}, β_t) in y_{t−1}.
+    s = DiscreteSchedule(torch.tensor([0.5, 0.5], dtype=F64)).double()
+    y0 = torch.tensor([[1.0, 1.0], [2.0, -1.0]], dtype=F64)
+    y_t = torch.tensor([[1.0, 0.0], [0.5, 4.0]], dtype=F64)
+    mean = s.posterior_mean(y0, y_t, torch.tensor([2, 1]))
+    c = math.sqrt(2) / 3
+    torch.testing.assert_close(mean[0], c * (y0[0] + y_t[0]))
+    torch.testing.assert_close(mean[1], y0[1])
+    ab_prev, alpha, beta = 0.5, 0.5, 0.5  # step 2, by completing the square
+    precision = 1 / (1 - ab_prev) + alpha / beta
+    bayes = math.sqrt(ab_prev) * y0[0] / (1 - ab_prev) + math.sqrt(alpha) * y_t[0] / beta
+    torch.testing.assert_close(mean[0], bayes / precision)
+    with pytest.raises(ValueError, match="t of shape"):
+        s.posterior_mean(y0, y_t, torch.tensor([1]))
+
+
+def test_two_stage_posterior_samples_with_the_active_stage_and_copies_the_encoder():
+    first = make_posterior(num_steps=2, conditional=False)
+    torch.manual_seed(5)
+    second = build_diffusion_posterior(F, D, num_steps=4, hidden=(16, 16), context_dim=2).double()
+    both = TwoStagePosterior(first, second)
+    x = data()
+    assert int(both.stage) == 1 and both.num_steps == 2 and not both.conditional
+    torch.manual_seed(0)
+    a = both.sample(x, 2)
+    torch.manual_seed(0)
+    torch.testing.assert_close(a.z, first.sample(x, 2).z)
+    assert not torch.equal(first.encode(x)[0], second.encode(x)[0])
+    both.start_second_stage()
+    assert int(both.stage) == 2 and both.num_steps == 4 and both.conditional
+    torch.testing.assert_close(both.encode(x), first.encode(x))  # the copied encoder
+    torch.manual_seed(1)
+    b = both.sample(x, 2)
+    torch.manual_seed(1)
+    torch.testing.assert_close(b.z, second.sample(x, 2).z)
+    both.sampler = "ddim"  # sets both stages'
+    assert first.sampler == second.sampler == both.sampler == "ddim"
+    # The stage is saved with the weights: a fresh copy loads into stage 2.
+    again = TwoStagePosterior(make_posterior(num_steps=2, conditional=False), second)
+    again.load_state_dict(both.state_dict())
+    assert int(again.stage) == 2 and again.active is again.second
+    with pytest.raises(ValueError, match="same latent size"):
+        TwoStagePosterior(first, build_diffusion_posterior(F, 3, num_steps=1, hidden=(4,)))
 
 
 def test_schedule_bad_ranges_raise_value_error():

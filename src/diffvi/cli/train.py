@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from diffvi.cli.options import RunOptions, train_command
+from diffvi.cli.options import RunOptions, choice, train_command
 from diffvi.objectives.ddvi import OFFICIAL_KL_WEIGHT, OFFICIAL_SLEEP_WEIGHT
-from diffvi.training.config import PRIORS_2D, TrainConfig
+from diffvi.training.config import PRIORS_2D, STAGE2_DEFAULTS, TrainConfig
 
 train_app = typer.Typer(
     help="Train a model; one sub-command per model family.",
@@ -19,7 +19,7 @@ train_app = typer.Typer(
 # Fields of the diffusion posterior (`train ddvae`), and those of `train vae` only.
 DDVAE_FIELDS = (
     "diffusion_steps", "beta_end", "beta_reg", "beta_sleep", "sleep_steps", "conditional",
-    "wake_updates_chain", "warmup_steps",
+    "wake_updates_chain", "warmup_steps", "stage2",
 )  # fmt: skip
 VAE_FIELDS = (
     "objective", "posterior", "iaf_flows", "made_hidden", "adversarial_weight",
@@ -49,12 +49,17 @@ DDVAE_DEFAULTS: dict[str, Any] = {
     "max_epochs": 50,
 }
 DDVAE_HIDDEN_SMALL: dict[str, list[list[int]]] = {"digits": [[256, 256]]}
-# `train ddvae --official`: the official code's weights in per-image units and its first stage.
+# `train ddvae --recipe official|official-stage1`: the official code's first stage (DiffVAE: its
+# weights in per-image units, an unconditional chain pretrained on the prior first).
 OFFICIAL_DEFAULTS: dict[str, Any] = {
     "beta_reg": OFFICIAL_KL_WEIGHT,
     "beta_sleep": OFFICIAL_SLEEP_WEIGHT,
     "warmup_steps": 500,
+    "conditional": False,
 }
+# `--recipe`: bound (DDVI's bound, the default), official (the official code's two stages,
+# DiffVAE then DiffVAEWarmup), official-stage1 (DiffVAE alone; `--official`).
+RECIPES = ("bound", "official", "official-stage1")
 
 
 def _labelled(config) -> str:
@@ -68,9 +73,12 @@ def _vae_run_name(config) -> str:
 
 
 def _ddvae_run_name(config) -> str:
-    """``DATASET-ddvae-PRIOR``, then ``-official`` and ``-labelledN`` where they apply: the
-    README's plain, semi-supervised and ``--official`` runs get three folders."""
-    official = "-official" if config.objective == "ddvi-official" else ""
+    """``DATASET-ddvae-PRIOR``, then ``-official`` (the two-stage recipe) or
+    ``-official-stage1`` and ``-labelledN`` where they apply: each recipe and the
+    semi-supervised runs get their own folders."""
+    official = ""
+    if config.objective == "ddvi-official":
+        official = "-official" if config.stage2 is not None else "-official-stage1"
     return f"{config.data_name}-ddvae-{config.prior}{official}{_labelled(config)}"
 
 
@@ -160,23 +168,40 @@ def train_vae(given: dict[str, Any], run: RunOptions) -> None:
 def train_ddvae(
     given: dict[str, Any],
     run: RunOptions,
+    recipe: Annotated[
+        choice(RECIPES) | None,
+        typer.Option(
+            "--recipe",
+            help="bound: DDVI's bound. official: the official code's pipeline, two stages "
+            "(not a bound; docs/methods.md): its first stage (DDIM chain, unconditional, "
+            "KL(q(y_T|x) || N(0,I)), Huber sleep) for the first half of the budget "
+            "(--max-epochs or --max-steps; officially 100 + 100 epochs), then its second "
+            f"stage (a new x-conditional chain of T = {STAGE2_DEFAULTS['diffusion_steps']} "
+            "with a context network, -log p_KDE(z), a wake Huber loss, "
+            f"{STAGE2_DEFAULTS['sleep_steps']} sleep optimiser steps per batch) with the "
+            "decoder frozen for its first 30% (officially 30 of 100 epochs). "
+            "official-stage1: the first stage alone. The official recipes default to "
+            f"--beta-reg {OFFICIAL_KL_WEIGHT:g} and --beta-sleep {OFFICIAL_SLEEP_WEIGHT:g} "
+            "(its weights per image), --unconditional, --warmup-steps "
+            f"{OFFICIAL_DEFAULTS['warmup_steps']}.",
+            show_default="bound",
+        ),
+    ] = None,
     official: Annotated[
         bool,
         typer.Option(
             "--official",
-            help="Train with the official code's objective (DDIM chain, KL(q(y_T|x) || N(0,I)), "
-            "Huber sleep; not a bound; docs/methods.md); defaults then --beta-reg "
-            f"{OFFICIAL_KL_WEIGHT:g} (its KL weight per image), --beta-sleep "
-            f"{OFFICIAL_SLEEP_WEIGHT:g}, --warmup-steps {OFFICIAL_DEFAULTS['warmup_steps']}.",
+            help="The same as --recipe official-stage1 (the official code's first stage alone).",
         ),
     ] = False,
 ) -> None:
     """Train a DD-VAE: a VAE whose posterior is a diffusion model, with the DDVI objective
-    (Piriyakulkij, Wang & Kuleshov 2024; see docs/methods.md).
+    (Piriyakulkij, Wang & Kuleshov 2024; see docs/methods.md), or with the official code's
+    recipe (--recipe official).
 
-    The run folder is that of `train vae` (default: runs/DATASET-ddvae-PRIOR, with -official
-    and -labelledN where they apply); the logged bound is DDVI's auxiliary ELBO
-    (β_reg = 1). Then `diffvi embed RUN --out DIR` writes the 2-D latents, their plot, the
+    The run folder is that of `train vae` (default: runs/DATASET-ddvae-PRIOR, with -official,
+    -official-stage1 and -labelledN where they apply); the logged bound is DDVI's auxiliary
+    ELBO (β_reg = 1). Then `diffvi embed RUN --out DIR` writes the 2-D latents, their plot, the
     kNN accuracy and the latent NLL. The MLPs default to 256,256 on the 8x8 digits.
 
     **Examples**
@@ -187,12 +212,26 @@ def train_ddvae(
     diffvi train ddvae --dataset digits --prior standard-normal --latent-dim 8 --unconditional
     diffvi train ddvae --run-dir runs/dd --resume --max-epochs 100
     diffvi train ddvae --dataset mnist --prior pinwheel --labelled 1000
+    diffvi train ddvae --dataset mnist --prior pinwheel --recipe official --max-epochs 30
     diffvi train ddvae --data photos/ --size 32 --prior standard-normal --latent-dim 8
     ```
     """
-    defaults = {**DDVAE_DEFAULTS, **(OFFICIAL_DEFAULTS if official else {})}
     if official:
+        if recipe not in (None, "official-stage1"):
+            raise ValueError(
+                f"--official is --recipe official-stage1; it cannot go with --recipe {recipe}"
+            )
+        recipe = "official-stage1"
+    defaults = dict(DDVAE_DEFAULTS)
+    if recipe == "bound":
+        given["objective"] = "ddvi"
+    elif recipe is not None:  # the official recipes
+        defaults.update(OFFICIAL_DEFAULTS)
         given["objective"] = "ddvi-official"
+        if recipe == "official" and not run.resume:  # a resumed run keeps its saved stage2
+            given["stage2"] = given["stage2"] or {}
+    if given["stage2"] is not None and recipe != "official" and not run.resume:
+        raise ValueError("--stage2-option sets the official second stage: add --recipe official")
     defaults["smooth_prior"] = (given["prior"] or defaults["prior"]) in PRIORS_2D
     if given["data"] is not None:  # the user's own images replace the default data set
         del defaults["dataset"]

@@ -130,6 +130,24 @@ class DiscreteSchedule(nn.Module):
         alpha_bar = self.alpha_bars[t - 1].reshape(shape)
         return alpha_bar.sqrt() * y0 + (1 - alpha_bar).sqrt() * noise
 
+    def posterior_mean(self, y0: Tensor, y_t: Tensor, t: Tensor) -> Tensor:
+        """Mean of the forward posterior r(y_{t−1} | y_t, y_0) (Ho et al. 2020, eq. 7):
+        ``√ᾱ_{t−1} β_t / (1−ᾱ_t) · y0 + √α_t (1−ᾱ_{t−1}) / (1−ᾱ_t) · y_t``.
+
+        ``y0, y_t: [..., D]``; ``t``: integer steps in ``1 … T`` of shape ``y0.shape[:-1]``.
+        At ``t = 1`` it is ``y0``. Returns ``[..., D]``.
+        """
+        if t.shape != y0.shape[:-1] or y_t.shape != y0.shape:
+            raise ValueError(
+                f"need y_t of y0's shape {list(y0.shape)} and t of shape {list(y0.shape[:-1])}, "
+                f"got {list(y_t.shape)} and {list(t.shape)}"
+            )
+        i = t - 1
+        scale = 1 / (1 - self.alpha_bars[i])
+        coef_0 = self.alpha_bars_prev[i].sqrt() * self.betas[i] * scale
+        coef_t = self.alphas[i].sqrt() * (1 - self.alpha_bars_prev[i]) * scale
+        return coef_0.unsqueeze(-1) * y0 + coef_t.unsqueeze(-1) * y_t
+
     def extra_repr(self) -> str:
         if self.num_steps == 0:
             return "num_steps=0"

@@ -16,7 +16,11 @@ from diffvi.distributions.priors import (
     build_prior,
     register_prior,
 )
-from diffvi.distributions.smoothed import DDVI_PRIOR_BANDWIDTHS, SmoothedPrior
+from diffvi.distributions.smoothed import (
+    DDVI_PRIOR_BANDWIDTHS,
+    KernelDensityScore,
+    SmoothedPrior,
+)
 from diffvi.distributions.toy2d import (
     OFFICIAL_REFERENCE_PRIORS,
     MixturePrior,
@@ -30,6 +34,7 @@ __all__ = [
     "DDVI_PRIOR_BANDWIDTHS",
     "BernoulliLikelihood",
     "GaussianLikelihood",
+    "KernelDensityScore",
     "Likelihood",
     "MixturePrior",
     "OFFICIAL_REFERENCE_PRIORS",

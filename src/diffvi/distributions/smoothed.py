@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from diffvi.distributions.priors import PartitionedPrior
 
@@ -117,3 +117,66 @@ class SmoothedPrior(PartitionedPrior):
 
     def _log_prob_given(self, z: Tensor, labels: Tensor) -> Tensor:
         return self.log_prob_per_partition(z).gather(-1, labels[:, None]).squeeze(-1)
+
+
+class KernelDensityScore(nn.Module):
+    """The official DDVI code's prior score, ``priors.py::BasePrior.evaluate``, as a
+    differentiable function of z: an equal-weight mixture over the bandwidths h_b of Gaussian
+    kernel density estimates on fixed reference samples c_1 … c_N, each bandwidth's log
+    density clamped to [−``clamp``, ``clamp``] before mixing (the official clamp is 1000):
+
+        log p_KDE(z) = logsumexp_b clamp(log (1/N) Σ_i N(z; c_i, h_b² I)) − log B.
+
+    The official ``DiffVAEWarmup`` trains with −log p_KDE(z) of 10,000 prior samples (drawn once)
+    and ``DDVI_PRIOR_BANDWIDTHS``. Unlike :class:`SmoothedPrior` it is a score, not a prior: it
+    draws nothing and keeps no partitions. The samples are a non-persistent buffer (rebuilt
+    from their seed, not saved in checkpoints).
+
+    Args:
+        samples: ``[N, D]`` reference samples c_i.
+        bandwidths: kernel standard deviations h_b > 0.
+        clamp: bound on each bandwidth's log density (``inf``: none).
+    """
+
+    samples: Tensor
+    bandwidths: Tensor
+
+    def __init__(
+        self,
+        samples: Tensor,
+        bandwidths: Sequence[float] = DDVI_PRIOR_BANDWIDTHS,
+        clamp: float = 1000.0,
+    ) -> None:
+        super().__init__()
+        if samples.ndim != 2 or samples.shape[0] < 1:
+            raise ValueError(f"samples must be [N, D] with N >= 1, got {list(samples.shape)}")
+        hs = [float(h) for h in bandwidths]
+        if not hs or min(hs) <= 0:
+            raise ValueError(f"bandwidths must be a non-empty list of values > 0, got {hs}")
+        if not clamp > 0:
+            raise ValueError(f"clamp must be > 0, got {clamp}")
+        self.clamp = float(clamp)
+        self.register_buffer("samples", samples.detach().clone(), persistent=False)
+        self.register_buffer("bandwidths", torch.tensor(hs), persistent=False)
+
+    def extra_repr(self) -> str:
+        hs = ", ".join(f"{h:g}" for h in self.bandwidths.tolist())
+        return f"{self.samples.shape[0]} samples, bandwidths ({hs}), clamp {self.clamp:g}"
+
+    def forward(self, z: Tensor) -> Tensor:
+        """log p_KDE(z): ``[..., D] -> [...]`` (differentiable in z)."""
+        dim = self.samples.shape[1]
+        if z.shape[-1] != dim:
+            raise ValueError(f"z must have shape [..., {dim}], got {list(z.shape)}")
+        flat = z.reshape(-1, dim)
+        samples = self.samples.to(flat.dtype)
+        hs = self.bandwidths.to(flat.dtype)
+        # log of each kernel's normaliser (D/2) log(2π h²) and of the 1/N average.
+        log_norm = 0.5 * dim * torch.log(2 * math.pi * hs.square()) + math.log(samples.shape[0])
+        blocks = []
+        for block in flat.split(_BLOCK):
+            d2 = (block[:, None, :] - samples).square().sum(-1)  # [m, N]
+            per_h = torch.stack([torch.logsumexp(d2 / (-2 * h * h), dim=-1) for h in hs])  # [B, m]
+            per_h = (per_h - log_norm[:, None]).clamp(-self.clamp, self.clamp)
+            blocks.append(torch.logsumexp(per_h, dim=0) - math.log(len(hs)))
+        return torch.cat(blocks).reshape(z.shape[:-1])

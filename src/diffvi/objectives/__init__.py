@@ -2,7 +2,7 @@
 
 from diffvi.objectives.adversarial import AAE
 from diffvi.objectives.base import Objective, ObjectiveOutput
-from diffvi.objectives.ddvi import DDVI, OfficialDDVI
+from diffvi.objectives.ddvi import DDVI, OfficialDDVI, OfficialDDVIStage2
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
 from diffvi.objectives.nvil import NVIL
@@ -48,6 +48,7 @@ __all__ = [
     "Objective",
     "ObjectiveOutput",
     "OfficialDDVI",
+    "OfficialDDVIStage2",
     "REINFORCE",
     "RWS",
     "SCORE_FUNCTION_ESTIMATORS",

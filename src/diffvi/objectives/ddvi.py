@@ -50,16 +50,21 @@ Options and defaults, beside the official code (GitHub topwasu/DDVI,
 - ``sleep_x = "sample"`` draws x̂ ~ p(x|z); ``"mean"`` uses E[x|z] (the official code feeds
   the decoder's output to the context network).
 - ``huber = False`` (squared error, L_simple); ``True`` uses the official smooth-L1 loss.
-- Not here (the training loop's job): the official two-stage schedule (``DiffVAEWarmup``:
-  an unconditional latent diffusion trained first, then a conditional one with the decoder
-  frozen for 30 epochs), its learning-rate steps, and the stochastic vs. DDIM reverse steps
-  (the official steps are deterministic DDIM, for which this bound does not exist: a
-  ``DiffusionPosterior`` with ``sampler="ddim"`` is refused with a ValueError).
+- The official pipeline has two stages: ``DiffVAE`` (:class:`OfficialDDVI`, an unconditional
+  T = 20 chain) and then ``DiffVAEWarmup`` (:class:`OfficialDDVIStage2`: a new x-conditional
+  T = 40 chain, a −log p_KDE(z) term, a wake Huber loss on the chain's steps, separate sleep
+  optimiser steps, the decoder frozen for its first 30 of 100 epochs). Scheduling the stages,
+  their optimisers and the frozen decoder is the training loop's job (``TrainConfig.stage2``,
+  ``diffvi train ddvae --recipe official``). The official reverse steps are deterministic
+  DDIM, for which this bound does not exist: a ``DiffusionPosterior`` with ``sampler="ddim"``
+  is refused here with a ValueError.
 """
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from diffvi.distributions.gaussian import kl_to_standard_normal
@@ -288,6 +293,147 @@ class OfficialDDVI(Objective):
         """The official sleep loss: the denoising loss of :meth:`DDVI.sleep_loss` averaged over
         the ``posterior.latent_dim`` latent dimensions as well as the fantasy pairs (the
         official ``F.smooth_l1_loss(ε, ε̂)``, reduction ``'mean'``); a scalar."""
+        return self.sleep.sleep_loss(model, posterior, batch_size, generator) / posterior.latent_dim
+
+
+# The official diff_vae_warmup weights (conf/model/diff_vae_warmup.yaml: kld_weight 0.003 on
+# the KL and, through prior_z_weight 1, on −log p_KDE(z); diff_weight 1 on the wake and sleep
+# Huber losses; diff_ct 3 sleep steps per batch), per image as above: × 784.
+OFFICIAL_STAGE2_KL_WEIGHT = 0.003 * 784
+OFFICIAL_STAGE2_PRIOR_WEIGHT = 0.003 * 784
+OFFICIAL_STAGE2_WAKE_WEIGHT = 1.0 * 784
+OFFICIAL_STAGE2_SLEEP_WEIGHT = 1.0 * 784
+OFFICIAL_STAGE2_SLEEP_STEPS = 3
+
+
+class OfficialDDVIStage2(Objective):
+    """The second stage of the official DDVI pipeline (``DiffVAEWarmup._train_epoch``), trained
+    after :class:`OfficialDDVI` on a new, x-conditional reverse chain (official: T = 40, a
+    context network of x with 2 outputs). Not a bound.
+
+    Per image, with y_T ~ q(y_T|x), the **deterministic DDIM** chain y_T → … → y_0 = z, and a
+    step t ~ U{1, …, T} per draw, the wake loss (one optimiser step) is
+
+        loss = −log p(x|z) + kl_weight · KL(q(y_T|x) ‖ N(0, I)) − prior_weight · log p(z)
+               + wake_weight · Huber(y_{t−1}, μ̃_t(y_t, z)),
+
+    μ̃_t(y_t, z) the mean of the forward posterior r(y_{t−1} | y_t, y_0 = z)
+    (:meth:`~diffvi.diffusion.DiscreteSchedule.posterior_mean`) and y_{t−1} the chain's own step
+    from y_t (the official ``weird_loss_at_step_t``), the Huber (smooth-L1, δ = 1) loss averaged
+    over the draws and the D latent dimensions, gradients through both sides (the official code
+    detaches neither). log p(z) is ``prior_score(z)`` where one is given (the official code's
+    kernel density score, :class:`~diffvi.distributions.KernelDensityScore`), else the model's
+    log prior. The sleep term is not in this loss: the official code takes ``sleep_steps``
+    separate optimiser steps on ``beta_sleep`` · :meth:`sleep_loss` after each wake step (the
+    training loop's job; ``VAEFamily`` does it).
+
+    Defaults are the official weights per image (×784, as :class:`OfficialDDVI`'s):
+    ``OFFICIAL_STAGE2_*``. ``bound`` reports, without gradient, DDVI's auxiliary bound of the
+    same networks run with stochastic DDPM steps (as :class:`OfficialDDVI` does).
+    """
+
+    diffusion_posterior = True
+    name = "ddvi-official-stage2"
+
+    def __init__(
+        self,
+        k: int = 1,
+        kl_weight: float = OFFICIAL_STAGE2_KL_WEIGHT,
+        prior_weight: float = OFFICIAL_STAGE2_PRIOR_WEIGHT,
+        wake_weight: float = OFFICIAL_STAGE2_WAKE_WEIGHT,
+        beta_sleep: float = OFFICIAL_STAGE2_SLEEP_WEIGHT,
+        sleep_steps: int = OFFICIAL_STAGE2_SLEEP_STEPS,
+        sleep_batch: int | None = None,
+        sleep_x: str = "mean",
+        huber: bool = True,
+        prior_score: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        weights = {
+            "kl_weight": kl_weight,
+            "prior_weight": prior_weight,
+            "wake_weight": wake_weight,
+            "beta_sleep": beta_sleep,
+        }
+        for name, value in weights.items():
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.kl_weight = float(kl_weight)
+        self.prior_weight = float(prior_weight)
+        self.wake_weight = float(wake_weight)
+        self.beta_sleep = float(beta_sleep)
+        self.sleep_steps = sleep_steps
+        self.prior_score = prior_score
+        if sleep_steps < 1:
+            raise ValueError(f"sleep_steps must be >= 1, got {sleep_steps}")
+        # One fantasy batch per sleep_loss call; its checks and options are DDVI's.
+        self.sleep = DDVI(k=k, sleep_steps=1, sleep_batch=sleep_batch, sleep_x=sleep_x, huber=huber)
+
+    @property
+    def k(self) -> int:
+        return self.sleep.k
+
+    def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
+        _check_posterior(posterior)
+        check_data(model, x)
+        if posterior.num_steps < 1:
+            raise ValueError("the official second stage needs a reverse chain of T >= 1 steps")
+        mean, log_std = posterior.encode(x)
+        eps = torch.randn((self.k, *mean.shape), device=mean.device, dtype=mean.dtype)
+        posterior.sampler = "ddim"
+        try:
+            chain = posterior.reverse(mean + torch.exp(log_std) * eps, x).chain  # [T+1, K, B, D]
+        finally:
+            posterior.sampler = "ddpm"
+        z = chain[-1]
+        rec = model.log_likelihood(x, z)  # [K, B]
+        kl = kl_to_standard_normal(mean, log_std)  # [B]
+        log_prior = self.prior_score(z) if self.prior_score is not None else model.log_prior(z)
+        wake = self.wake_loss(posterior.schedule, chain)
+        loss = (
+            -(rec.mean(0) - self.kl_weight * kl).mean()
+            - self.prior_weight * log_prior.mean()
+            + self.wake_weight * wake
+        )
+        with torch.no_grad():
+            s = posterior.sample(x, self.k)
+            bound = (model.log_likelihood(x, s.z) - log_density_ratio(model, s)).mean(0)
+        metrics = {
+            "rec": rec.detach().mean(),
+            "kl_y_T": kl.detach().mean(),
+            "log_prior": log_prior.detach().mean(),
+            "wake": wake.detach(),
+        }
+        return ObjectiveOutput(loss=loss, bound=bound, metrics=metrics, z=z)
+
+    @staticmethod
+    def wake_loss(schedule, chain: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The official wake Huber loss on a run of the reverse chain ``chain [T+1, K, B, D]``
+        (``chain[i]`` = y_{T−i}): one step t ~ U{1, …, T} per draw, Huber(y_{t−1},
+        μ̃_t(y_t, y_0)) averaged over the K·B draws and the D dimensions; a scalar."""
+        steps = chain.shape[0] - 1
+        if steps != schedule.num_steps:
+            raise ValueError(
+                f"chain must hold T + 1 = {schedule.num_steps + 1} states, got {chain.shape[0]}"
+            )
+        draws = chain.shape[1:-1]
+        t = torch.randint(1, steps + 1, draws, generator=generator, device=chain.device)
+        index = (steps - t).unsqueeze(0).unsqueeze(-1).expand(1, *chain.shape[1:])
+        y_t = chain.gather(0, index)[0]
+        y_prev = chain.gather(0, index + 1)[0]
+        target = schedule.posterior_mean(chain[-1], y_t, t)
+        return F.smooth_l1_loss(y_prev, target)
+
+    def sleep_loss(
+        self,
+        model,
+        posterior,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """One official sleep batch (``DiffVAEWarmup``'s ``diff_ct`` loop body): the Huber
+        noise-prediction loss of the chain on ``batch_size`` fantasy pairs (z ~ p(z), x̂ the
+        decoder's output, no gradient to the model), averaged over the pairs and the D latent
+        dimensions; unweighted (the caller multiplies by ``beta_sleep``)."""
         return self.sleep.sleep_loss(model, posterior, batch_size, generator) / posterior.latent_dim
 
 

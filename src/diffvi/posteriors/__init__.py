@@ -5,6 +5,7 @@ from diffvi.posteriors.bernoulli import BernoulliPosterior
 from diffvi.posteriors.diffusion import (
     DiffusionPosterior,
     ReverseChain,
+    TwoStagePosterior,
     build_diffusion_posterior,
 )
 from diffvi.posteriors.gaussian import GaussianPosterior
@@ -23,6 +24,7 @@ __all__ = [
     "PosteriorSample",
     "RegisteredPosterior",
     "ReverseChain",
+    "TwoStagePosterior",
     "build_diffusion_posterior",
     "build_iaf_posterior",
 ]

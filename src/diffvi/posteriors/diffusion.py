@@ -44,7 +44,7 @@ Choices, and what the official code (GitHub topwasu/DDVI: ``diffusion/gaussian.p
 """
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -297,6 +297,98 @@ class DiffusionPosterior(Posterior):
         if huber:
             return F.smooth_l1_loss(eps_hat, noise, reduction="none").sum(-1)
         return (eps_hat - noise).square().sum(-1)
+
+
+class TwoStagePosterior(Posterior):
+    """Two diffusion posteriors trained one after the other, of which one at a time is q(z|x):
+    the posterior of the official DDVI pipeline (GitHub topwasu/DDVI: ``DiffVAE``, then
+    ``DiffVAEWarmup``, whose q(y_T|x) starts from the first stage's encoder and whose reverse
+    chain is a new, longer, x-conditional one).
+
+    ``stage`` (a persistent buffer, saved with the weights) says which is active: 1 (``first``)
+    until :meth:`start_second_stage`, then 2 (``second``). Sampling, ``encode``, ``reverse``,
+    the sleep term's ``denoising_loss`` and the chain's properties are the active stage's;
+    setting ``sampler`` sets both stages'. Train each stage through ``first`` and ``second``.
+
+    Args:
+        first: the first stage's posterior.
+        second: the second stage's, of the same latent size; its encoder is overwritten by the
+            first's when the second stage starts.
+    """
+
+    stage: Tensor
+
+    def __init__(self, first: DiffusionPosterior, second: DiffusionPosterior) -> None:
+        super().__init__()
+        if first.latent_dim != second.latent_dim:
+            raise ValueError(
+                f"both stages need the same latent size, got {first.latent_dim} and "
+                f"{second.latent_dim}"
+            )
+        self.first, self.second = first, second
+        self.latent_dim = first.latent_dim
+        self.register_buffer("stage", torch.ones((), dtype=torch.long))
+
+    @property
+    def active(self) -> DiffusionPosterior:
+        """The posterior of the current stage."""
+        return self.second if int(self.stage) == 2 else self.first
+
+    @torch.no_grad()
+    def start_second_stage(self) -> None:
+        """Copy the first stage's encoder of q(y_T|x) into the second and make it active (the
+        official ``DiffVAEWarmup`` loads ``Q`` from ``DiffVAE``'s saved model)."""
+        self.second.encoder.load_state_dict(self.first.encoder.state_dict())
+        self.stage.fill_(2)
+
+    @property
+    def sampler(self) -> str:
+        return self.active.sampler
+
+    @sampler.setter
+    def sampler(self, value: str) -> None:
+        _check_sampler(value)
+        self.first.sampler = self.second.sampler = value
+
+    @property
+    def conditional(self) -> bool:
+        return self.active.conditional
+
+    @property
+    def num_steps(self) -> int:
+        return self.active.num_steps
+
+    @property
+    def schedule(self) -> DiscreteSchedule:
+        return self.active.schedule
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.active.encode(x)
+
+    def reverse(
+        self, y_T: Tensor, x: Tensor | None, generator: torch.Generator | None = None
+    ) -> ReverseChain:
+        return self.active.reverse(y_T, x, generator)
+
+    def frozen_chain(self) -> AbstractContextManager[None]:
+        return self.active.frozen_chain()
+
+    def sample(
+        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
+    ) -> PosteriorSample:
+        return self.active.sample(x, k, generator)
+
+    def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.active.log_prob(x, z)
+
+    def denoising_loss(
+        self,
+        z: Tensor,
+        x: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        huber: bool = False,
+    ) -> Tensor:
+        return self.active.denoising_loss(z, x, generator, huber)
 
 
 def _check_sampler(sampler: str) -> None:

@@ -59,3 +59,34 @@ class PosteriorWarmup(Callback):
         # The decoder got no gradient here, but zero any stale ones for the first real step.
         family.zero_grad(set_to_none=True)
         self.seconds = time.perf_counter() - started
+
+
+class StageSchedule(Callback):
+    """Drives a family trained in stages (the official DDVI recipe, ``TrainConfig.stage2``).
+
+    At the start of training it has the family fix the steps at which its stages change from
+    the run's budget in optimiser steps (``family.fix_stage_boundaries``: the smaller of
+    ``max_steps`` and ``max_epochs`` × the batches of an epoch; ``None`` without either), which
+    a resumed run keeps from its checkpoint; before every batch it tells the family the global
+    step (``family.current_step``), from which the family picks the stage.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.family.fix_stage_boundaries(budget_steps(trainer))
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        pl_module.family.current_step = trainer.global_step
+
+
+def budget_steps(trainer: L.Trainer) -> int | None:
+    """The run's budget in optimiser steps: the smaller of ``max_steps`` and ``max_epochs`` ×
+    the training batches of an epoch, where set (``None`` where neither is)."""
+    limits = []
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        limits.append(int(trainer.max_steps))
+    per_epoch = trainer.num_training_batches
+    if trainer.max_epochs is not None and trainer.max_epochs > 0 and per_epoch != float("inf"):
+        limits.append(int(trainer.max_epochs * per_epoch))
+    return min(limits) if limits else None

@@ -31,6 +31,7 @@ from diffvi.training.config.vae import (
     PARTITIONED_PRIORS,
     PRIORS_2D,
     SCHEDULES,
+    STAGE2_DEFAULTS,
     TrainConfig,
     iwae_lr_factor,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "SBN_ESTIMATORS",
     "SCHEDULES",
     "SEMI",
+    "STAGE2_DEFAULTS",
     "VIMCO_MEANS",
     "CVDMConfig",
     "DiffusionConfig",

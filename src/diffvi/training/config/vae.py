@@ -10,6 +10,13 @@ from diffvi.distributions.priors import PRIORS
 from diffvi.models.vae import ARCHITECTURES
 from diffvi.nn.activations import ACTIVATIONS
 from diffvi.objectives import OBJECTIVES
+from diffvi.objectives.ddvi import (
+    OFFICIAL_STAGE2_KL_WEIGHT,
+    OFFICIAL_STAGE2_PRIOR_WEIGHT,
+    OFFICIAL_STAGE2_SLEEP_STEPS,
+    OFFICIAL_STAGE2_SLEEP_WEIGHT,
+    OFFICIAL_STAGE2_WAKE_WEIGHT,
+)
 from diffvi.objectives.iwae import ESTIMATORS
 from diffvi.posteriors.registry import POSTERIORS
 from diffvi.training.config.base import (
@@ -36,6 +43,23 @@ SCHEDULES = ("constant", "iwae")
 PRIORS_2D = ("pinwheel", "swiss-roll", "square")
 # Priors with labelled partitions p(z) = Σ_l p(l) p(z|l), which semi-supervised runs need.
 PARTITIONED_PRIORS = ("pinwheel", "swiss-roll", "square", "mixture")
+# The settings of the official DDVI code's second stage (``TrainConfig.stage2``; GitHub
+# topwasu/DDVI ``DiffVAEWarmup``, conf/model/diff_vae_warmup.yaml) and their defaults, the
+# official values (weights per image, ×784, as objectives/ddvi.py explains).
+STAGE2_DEFAULTS: dict[str, Any] = {
+    "diffusion_steps": 40,  # T of the new reverse chain (timesteps 40)
+    "context_dim": 2,  # outputs of its context network of x (context_size 2)
+    "kl_weight": OFFICIAL_STAGE2_KL_WEIGHT,  # on KL(q(y_T|x) || N(0, I)) (kld_weight 0.003)
+    "prior_weight": OFFICIAL_STAGE2_PRIOR_WEIGHT,  # on −log p_KDE(z) (0.003 × prior_z_weight 1)
+    "wake_weight": OFFICIAL_STAGE2_WAKE_WEIGHT,  # on the wake Huber loss (diff_weight 1)
+    "beta_sleep": OFFICIAL_STAGE2_SLEEP_WEIGHT,  # on each sleep step's Huber loss (diff_weight 1)
+    "sleep_steps": OFFICIAL_STAGE2_SLEEP_STEPS,  # sleep optimiser steps per batch (diff_ct 3)
+    "kde_samples": 10_000,  # prior samples of the KDE of log p(z) (BasePrior.evaluate)
+    "first_fraction": 0.5,  # stage 1's share of the budget (100 of 100 + 100 epochs)
+    "frozen_fraction": 0.3,  # share of stage 2 with the decoder frozen (30 of 100 epochs)
+    "start_step": None,  # the step stage 2 starts at (None: from first_fraction)
+    "decoder_free_step": None,  # the step the decoder trains from again (None: frozen_fraction)
+}
 
 
 @dataclass
@@ -67,7 +91,10 @@ class TrainConfig(RunConfig, ImageDataConfig):
     "ddvi-official"`` trains the same posterior with the official code's objective
     (:class:`~diffvi.objectives.OfficialDDVI`; not a bound): ``beta_reg`` is then its weight on
     KL(q(y_T|x) ‖ N(0, I)) and ``beta_sleep`` its weight on the sleep loss averaged over the
-    latent dimensions (the official code's reduction), both per image.
+    latent dimensions (the official code's reduction), both per image. ``stage2`` (a dict of
+    :data:`STAGE2_DEFAULTS`' settings, ``None``: off) adds the official second stage
+    (:class:`~diffvi.objectives.OfficialDDVIStage2`) after it: see
+    :class:`~diffvi.training.families.vae.VAEFamily`.
 
     IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
     ``iaf_flows`` steps of MADE ``made_hidden`` (default: the builder's, 128-128-128); its encoder
@@ -231,6 +258,12 @@ class TrainConfig(RunConfig, ImageDataConfig):
     discriminator_lr: float | None = option(
         None, "AAE: discriminator learning rate (default: --lr).", panel=OPTIM
     )
+    stage2: dict[str, Any] | None = option(
+        None,
+        "A setting of the official DDVI code's second stage (NAME=VALUE; `--recipe official` "
+        "turns the stage on with the official values, docs/methods.md lists them).",
+        flag="--stage2-option",
+    )
     num_labelled: int = option(
         0,
         "Train semi-supervised with exactly N labelled training images (balanced over "
@@ -305,6 +338,7 @@ class TrainConfig(RunConfig, ImageDataConfig):
         self._check_objective_options()
         self._check_posterior_options()
         self._check_posterior_and_prior()
+        self._check_stage2()
         if self.features is not None:
             from diffvi.data.tables import TableFeatures
 
@@ -352,6 +386,65 @@ class TrainConfig(RunConfig, ImageDataConfig):
             )
         self._check_aae()
         self._check_semisupervised()
+
+    def _check_stage2(self) -> None:
+        """``stage2``: ``None`` (one stage), or the official second stage's settings, filled in
+        from :data:`STAGE2_DEFAULTS` (so that a saved config names every one)."""
+        if self.stage2 is None:
+            return
+        unknown = set(self.stage2) - set(STAGE2_DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"stage2 settings {sorted(unknown)} are unknown; the second stage takes "
+                f"{sorted(STAGE2_DEFAULTS)}"
+            )
+        self.stage2 = {**STAGE2_DEFAULTS, **self.stage2}
+        s = self.stage2
+        conflicts = [
+            (self.objective != "ddvi-official", f"objective={self.objective!r}"),
+            (self.num_labelled > 0, f"num_labelled={self.num_labelled}"),
+            (self.ema_decay is not None, f"ema_decay={self.ema_decay}"),
+            (self.schedule != "constant", f"schedule={self.schedule!r}"),
+            (self.grad_clip > 0, f"grad_clip={self.grad_clip}"),
+        ]
+        for bad, setting in conflicts:
+            if bad:
+                raise ValueError(
+                    "the official second stage (stage2) follows the official first stage "
+                    "(objective 'ddvi-official') with its own optimisers, unsupervised, with a "
+                    "constant learning rate and no moving average or clipping; got " + setting
+                )
+        for name in ("diffusion_steps", "context_dim", "sleep_steps", "kde_samples"):
+            if not (isinstance(s[name], int) and s[name] >= 1):
+                raise ValueError(f"stage2 {name} must be an integer >= 1, got {s[name]!r}")
+        for name in ("kl_weight", "prior_weight", "wake_weight", "beta_sleep"):
+            if not (isinstance(s[name], int | float) and s[name] >= 0):
+                raise ValueError(f"stage2 {name} must be a number >= 0, got {s[name]!r}")
+        if not (isinstance(s["first_fraction"], int | float) and 0 < s["first_fraction"] < 1):
+            raise ValueError(
+                f"stage2 first_fraction must be in (0, 1), got {s['first_fraction']!r}"
+            )
+        if not (isinstance(s["frozen_fraction"], int | float) and 0 <= s["frozen_fraction"] <= 1):
+            raise ValueError(
+                f"stage2 frozen_fraction must be in [0, 1], got {s['frozen_fraction']!r}"
+            )
+        start, free = s["start_step"], s["decoder_free_step"]
+        if start is not None and not (isinstance(start, int) and start >= 1):
+            raise ValueError(f"stage2 start_step must be None or an integer >= 1, got {start!r}")
+        if free is not None and not (isinstance(start, int) and isinstance(free, int)):
+            raise ValueError(
+                f"stage2 decoder_free_step needs start_step set and must be an integer, got "
+                f"start_step={start!r}, decoder_free_step={free!r}"
+            )
+        if free is not None and free < start:
+            raise ValueError(
+                f"stage2 decoder_free_step must be >= start_step, got {free} < {start}"
+            )
+        if (start is None or free is None) and self.max_epochs < 1 and self.max_steps < 1:
+            raise ValueError(
+                "the official recipe splits a budget of epochs or steps between its stages; "
+                "set max_epochs or max_steps (or stage2 start_step and decoder_free_step)"
+            )
 
     def _check_semisupervised(self) -> None:
         if self.num_labelled == 0:

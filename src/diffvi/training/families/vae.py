@@ -12,6 +12,31 @@ draw z: the prior partition the latent falls in).
 ``objective="aae"`` trains by manual optimisation: per batch a generator step (decoder and
 posterior, on the AAE's reconstruction + adversarial loss) then a discriminator step, each with
 its own Adam; ``global_step`` counts batches, as for the other objectives.
+
+``stage2`` set (with ``objective="ddvi-official"``; ``diffvi train ddvae --recipe official``)
+trains the official DDVI pipeline (GitHub topwasu/DDVI, ``run.py`` with ``diff_vae`` then
+``diff_vae_warmup``) in one run, by manual optimisation. The posterior is a
+:class:`~diffvi.posteriors.TwoStagePosterior`:
+
+1. steps ``0 … start − 1``: :class:`~diffvi.objectives.OfficialDDVI` on the first posterior
+   (the config's chain; the official one is unconditional, T = 20), one Adam step per batch on
+   the model and that posterior (``DiffVAE``);
+2. from step ``start``: the second posterior (a new x-conditional chain of ``stage2``'s
+   ``diffusion_steps`` and ``context_dim``, whose encoder of q(y_T|x) starts as a copy of the
+   first's) trains with :class:`~diffvi.objectives.OfficialDDVIStage2`: per batch a wake step,
+   on the posterior only (decoder and prior frozen) before ``decoder_free`` and on the model
+   too from then on, each by its own Adam, then ``sleep_steps`` sleep steps on
+   ``beta_sleep`` · the sleep loss by the second Adam (``DiffVAEWarmup``'s ``middle_optim`` and
+   ``optim``). log p(z) is the official kernel density score of 10,000 of the official prior
+   samples where the prior is one of the paper's 2-D priors, else the model's prior.
+
+``start`` and ``decoder_free`` are ``stage2``'s ``start_step`` and ``decoder_free_step`` or,
+unset, fixed when a run starts from its budget B in steps (:class:`~diffvi.training.callbacks.
+StageSchedule`): start = round(``first_fraction`` · B), decoder_free = start +
+round(``frozen_fraction`` · (B − start)) (official: 100 + 100 epochs, 30 of them frozen). They
+are saved in the checkpoint, so a resumed run keeps them whatever budget it resumes with, and
+the stage the posterior is in is saved with its weights (and exported). ``global_step`` counts
+batches.
 """
 
 import inspect
@@ -22,9 +47,16 @@ import torch
 from torch import Tensor
 
 from diffvi.models.vae import VAE, build_vae
-from diffvi.objectives import AAE, IWAE, OBJECTIVES, Objective, SemiSupervised
+from diffvi.objectives import (
+    AAE,
+    IWAE,
+    OBJECTIVES,
+    Objective,
+    OfficialDDVIStage2,
+    SemiSupervised,
+)
 from diffvi.objectives.semisupervised import prior_log_responsibilities, top_layer
-from diffvi.posteriors import POSTERIORS
+from diffvi.posteriors import POSTERIORS, TwoStagePosterior, build_diffusion_posterior
 from diffvi.posteriors.base import Posterior
 from diffvi.training.config import ADAM_PRESETS, TrainConfig, iwae_lr_factor
 from diffvi.training.families.tables import TableInputs
@@ -92,6 +124,57 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     return model, posterior
 
 
+def build_second_stage(
+    config: TrainConfig, model: VAE, first: Posterior
+) -> tuple[TwoStagePosterior, OfficialDDVIStage2]:
+    """The official second stage a config's ``stage2`` names: the two-stage posterior around
+    ``first`` (the second chain an x-conditional MLP posterior of ``stage2``'s
+    ``diffusion_steps`` and ``context_dim``, with the config's hidden sizes, activation, β
+    schedule and ``posterior_options``) and its objective, whose log p(z) is the official kernel
+    density score of ``kde_samples`` official prior samples (seeded by ``config.seed``) for the
+    paper's 2-D priors, else the model's log prior."""
+    from diffvi.distributions import (
+        OFFICIAL_REFERENCE_PRIORS,
+        KernelDensityScore,
+        official_prior_samples,
+    )
+
+    settings = config.stage2
+    if settings is None:
+        raise ValueError("config.stage2 is not set: the run has one stage")
+    options = {
+        **config.posterior_options,
+        "num_steps": settings["diffusion_steps"],
+        "context_dim": settings["context_dim"],
+        "conditional": True,
+    }
+    second = build_diffusion_posterior(
+        model.data_dim,
+        model.latent_dim,
+        hidden=bottom_hidden(config),
+        activation=config.activation,
+        beta_end=config.beta_end,
+        **options,
+    )
+    score = None
+    if config.prior in OFFICIAL_REFERENCE_PRIORS:
+        generator = torch.Generator().manual_seed(config.seed)
+        samples = official_prior_samples(
+            config.prior, settings["kde_samples"], generator, dtype=torch.get_default_dtype()
+        )
+        score = KernelDensityScore(samples)
+    objective = OfficialDDVIStage2(
+        k=config.k,
+        kl_weight=settings["kl_weight"],
+        prior_weight=settings["prior_weight"],
+        wake_weight=settings["wake_weight"],
+        beta_sleep=settings["beta_sleep"],
+        sleep_steps=settings["sleep_steps"],
+        prior_score=score,
+    )
+    return TwoStagePosterior(first, second), objective
+
+
 def bottom_hidden(config: TrainConfig) -> list[int]:
     """The bottom layer's hidden sizes: ``hidden[0]``, else the architecture preset's."""
     if config.hidden:
@@ -110,7 +193,7 @@ class VAEFamily(TableInputs, Family):
     table_command = "train vae|ddvae --data TABLE"
     config_class = TrainConfig
     progress_metrics = ("bound", "accuracy")
-    training_only = ("val_objective.",)
+    training_only = ("val_objective.", "stage_boundaries")
 
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
@@ -133,11 +216,51 @@ class VAEFamily(TableInputs, Family):
             )
         if isinstance(self.objective, AAE):
             self.discriminator = self.objective.ensure_discriminator(self.model.latent_dim)
+        self.stage2_objective: OfficialDDVIStage2 | None = None
+        if config.stage2 is not None:
+            self.posterior, self.stage2_objective = build_second_stage(
+                config, self.model, self.posterior
+            )
+            # A module, so that the KDE's reference samples follow the family to its device.
+            self.prior_score = self.stage2_objective.prior_score
+            # (start, decoder_free) steps of stage 2; −1 until fix_stage_boundaries.
+            self.register_buffer("stage_boundaries", torch.full((2,), -1, dtype=torch.long))
+            self.current_step = 0  # the global step of the batch being trained (StageSchedule)
         self.val_objective = IWAE(k=config.val_k)
 
     @property
     def manual_optimization(self) -> bool:  # type: ignore[override]
-        return isinstance(self.objective, AAE)
+        return isinstance(self.objective, AAE) or self.stage2_objective is not None
+
+    def active_stage(self) -> tuple[Posterior, Objective]:
+        """The posterior being trained and its objective: the second stage's once it started
+        (of a ``stage2`` run), else the run's own."""
+        if self.stage2_objective is not None and int(self.posterior.stage) == 2:
+            return self.posterior.second, self.stage2_objective
+        posterior = self.posterior.first if self.stage2_objective is not None else self.posterior
+        return posterior, self.objective
+
+    def fix_stage_boundaries(self, budget: int | None) -> tuple[int, int]:
+        """The steps ``(start, decoder_free)`` of a ``stage2`` run (see the module docstring):
+        kept where already fixed (a resumed run), else ``stage2``'s ``start_step`` and
+        ``decoder_free_step`` or, unset, shares of ``budget`` (steps; needed then)."""
+        fixed = [int(v) for v in self.stage_boundaries]
+        if fixed[0] >= 0:
+            return fixed[0], fixed[1]
+        settings = self.config.stage2
+        start, free = settings["start_step"], settings["decoder_free_step"]
+        if start is None or free is None:
+            if budget is None:
+                raise ValueError(
+                    "the official recipe splits a budget of epochs or steps between its "
+                    "stages; set max_epochs or max_steps (or stage2 start_step and "
+                    "decoder_free_step)"
+                )
+            if start is None:
+                start = max(1, _round_half_up(settings["first_fraction"] * budget))
+            free = start + _round_half_up(settings["frozen_fraction"] * max(0, budget - start))
+        self.stage_boundaries.copy_(torch.tensor([start, free]))
+        return start, free
 
     # -- data -----------------------------------------------------------------------------
     @classmethod
@@ -207,11 +330,14 @@ class VAEFamily(TableInputs, Family):
                 self.posterior.sampler = sampler
 
     def callbacks(self, progress_bar: bool) -> list[L.Callback]:
-        if not self.config.warmup_steps:
-            return []
-        from diffvi.training.callbacks import PosteriorWarmup
+        from diffvi.training.callbacks import PosteriorWarmup, StageSchedule
 
-        return [PosteriorWarmup(self.config.warmup_steps, progress=progress_bar)]
+        callbacks: list[L.Callback] = []
+        if self.config.warmup_steps:
+            callbacks.append(PosteriorWarmup(self.config.warmup_steps, progress=progress_bar))
+        if self.stage2_objective is not None:
+            callbacks.append(StageSchedule())
+        return callbacks
 
     # -- training -------------------------------------------------------------------------
     def loss(self, batch: tuple[Tensor, Tensor]) -> LossOutput:
@@ -224,7 +350,10 @@ class VAEFamily(TableInputs, Family):
 
     def manual_step(self, batch: Any, optimizers: list[Any], backward: Any) -> LossOutput:
         """The AAE's two steps on one batch: generator (decoder + posterior), then
-        discriminator on fresh encodings by the updated posterior."""
+        discriminator on fresh encodings by the updated posterior; or a step of the official
+        two-stage recipe (:meth:`official_step`)."""
+        if self.stage2_objective is not None:
+            return self.official_step(batch, optimizers, backward)
         x = batch[0]
         opt_g, opt_d = optimizers
         out = self.objective(self.model, self.posterior, x)
@@ -241,12 +370,64 @@ class VAEFamily(TableInputs, Family):
         # Both losses must be finite: the module checks this one.
         return LossOutput(out.loss.detach() + 0 * d_loss.detach(), metrics, x.shape[0])
 
+    def official_step(self, batch: Any, optimizers: list[Any], backward: Any) -> LossOutput:
+        """One batch of the official recipe at ``current_step`` (see the module docstring):
+        stage 1, one step of the first optimiser; stage 2, a wake step (the second optimiser
+        while the decoder is frozen, the third after) then ``sleep_steps`` sleep steps of the
+        third. Only the first step of a batch goes through Lightning's wrapper, so that
+        ``global_step`` counts batches."""
+        x = batch[0]
+        first_opt, frozen_opt, full_opt = optimizers
+        start, free = (int(v) for v in self.stage_boundaries)
+        if start < 0:
+            raise RuntimeError(
+                "the stage boundaries are not fixed: train a stage2 run with diffvi.training.fit "
+                "(its StageSchedule callback), or call fix_stage_boundaries first"
+            )
+        step = self.current_step
+        one = torch.ones((), device=x.device)
+        if step < start:
+            out = self.objective(self.model, self.posterior.first, x)
+            first_opt.zero_grad()
+            backward(out.loss)
+            first_opt.step()
+            metrics = {"bound": out.bound.mean(), **out.metrics, "stage": one}
+            return LossOutput(out.loss.detach(), metrics, x.shape[0])
+        if int(self.posterior.stage) == 1:
+            self.posterior.start_second_stage()
+        posterior, objective = self.posterior.second, self.stage2_objective
+        frozen = step < free
+        out = objective(self.model, posterior, x)
+        frozen_opt.zero_grad()
+        full_opt.zero_grad()
+        backward(out.loss)
+        (frozen_opt if frozen else full_opt).step()
+        sleep_opt = getattr(full_opt, "optimizer", full_opt)
+        sleeps = []
+        for _ in range(objective.sleep_steps):
+            sleep = objective.sleep_loss(self.model, posterior, x.shape[0])
+            sleep_opt.zero_grad()
+            backward(objective.beta_sleep * sleep)
+            sleep_opt.step()
+            sleeps.append(sleep.detach())
+        sleep = torch.stack(sleeps).mean()
+        metrics = {
+            "bound": out.bound.mean(),
+            **out.metrics,
+            "sleep": sleep,
+            "stage": 2 * one,
+            "decoder_frozen": one * frozen,
+        }
+        # Both losses must be finite: the module checks this one.
+        return LossOutput(out.loss.detach() + 0 * sleep, metrics, x.shape[0])
+
     def validate(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Metric]:
         x = batch[0]
-        out = self.objective(self.model, self.posterior, x)
+        posterior, objective = self.active_stage()
+        out = objective(self.model, posterior, x)
         metrics: dict[str, Metric] = {
             "bound": out.bound.mean(),
-            "iwae": self.val_objective(self.model, self.posterior, x).bound.mean(),
+            "iwae": self.val_objective(self.model, posterior, x).bound.mean(),
         }
         if self.semisupervised is not None:
             metrics.update(self._accuracy(x, batch[1], out.z))
@@ -277,6 +458,18 @@ class VAEFamily(TableInputs, Family):
         )
 
     def configure_optimizers(self) -> Any:
+        if self.stage2_objective is not None:
+            # Stage 1 (model + first posterior); stage 2 with the decoder frozen (second
+            # posterior) and with it trained (model + second posterior): DiffVAE's optim,
+            # DiffVAEWarmup's middle_optim and optim.
+            lr, model = self.config.lr, list(self.model.parameters())
+            first = list(self.posterior.first.parameters())
+            second = list(self.posterior.second.parameters())
+            return [
+                self._adam(model + first, lr),
+                self._adam(second, lr),
+                self._adam(model + second, lr),
+            ]
         if self.manual_optimization:
             g_lr, d_lr = self._base_lrs()
             generator = [*self.model.parameters(), *self.posterior.parameters()]
@@ -304,3 +497,8 @@ class VAEFamily(TableInputs, Family):
         for optimizer, base in zip(optimizers, self._base_lrs(), strict=True):
             for group in optimizer.param_groups:
                 group["lr"] = base * factor
+
+
+def _round_half_up(value: float) -> int:
+    """The nearest integer to ``value`` >= 0, halves rounded up."""
+    return int(value + 0.5)
