@@ -233,13 +233,16 @@ def embed_job(args, seed: int, method: str) -> dict:
 def cluster_and_score(genotypes, coordinates: np.ndarray, args, seed: int) -> tuple:
     """GMM(``--clusters``) labels of the standardised embedding ``[N, 2]`` and the record's
     scoring fields: ``scores`` (that GMM) and ``scores_raw`` (the GMM on the raw coordinates,
-    DDVI's protocol and this benchmark's before issue 23)."""
+    DDVI's protocol and this benchmark's before issue 23), with the number of components each
+    GMM left non-empty (``clusters_used``, ``clusters_used_raw``)."""
     clusters = gmm_cluster(coordinates, args.clusters, seed=seed)
     raw = gmm_cluster(coordinates, args.clusters, seed=seed, standardize=False)
     return clusters, {
         "scoring": SCORING,
         "scores": label_scores(genotypes, clusters),
         "scores_raw": label_scores(genotypes, raw),
+        "clusters_used": len(np.unique(clusters)),
+        "clusters_used_raw": len(np.unique(raw)),
     }
 
 
@@ -370,11 +373,19 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
                 )
             values = np.array([raw_scores(r)[level]["nmi"] for r in mine])
             row[f"{level}_nmi_raw"] = (float(values.mean()), float(values.std()))
+        for key in ("clusters_used", "clusters_used_raw"):
+            used = [r[key] for r in scored if key in r]
+            row[key] = float(np.mean(used)) if used else None
         row["seconds"] = float(np.mean([r["seconds"] for r in mine]))
         rows.append(row)
 
     def pm(value) -> str | None:
         return None if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+
+    def used(row) -> str | None:
+        if row["clusters_used"] is None or row["clusters_used_raw"] is None:
+            return None
+        return f"{row['clusters_used']:.3g} ({row['clusters_used_raw']:.3g})"
 
     lines.append(
         markdown_table(
@@ -386,6 +397,7 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
                 "NMI (super-pop.)",
                 "NMI, raw GMM (old)",
                 "super-pop. NMI, raw GMM (old)",
+                f"clusters used of {args.clusters} (raw)",
                 "s / run",
                 "paper P / C / NMI",
             ],
@@ -398,6 +410,7 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
                     pm(r["super_populations_nmi"]),
                     pm(r["populations_nmi_raw"]),
                     pm(r["super_populations_nmi_raw"]),
+                    used(r),
                     r["seconds"],
                     " / ".join(map(str, PAPER[r["method"]])) if r["method"] in PAPER else None,
                 ]
