@@ -33,6 +33,9 @@ soon as the run is done, so an interrupted benchmark resumes where it stopped):
   argmax q(l|x) and ``latent_accuracy`` of argmax_l p(l|z) (the prior partition one posterior
   draw falls in) on the test set. AAE has no semi-supervised form here and is skipped. The
   paper's semi-supervised accuracies stand beside ``knn``, the figure its code computes.
+  ``--semi-posterior`` picks q(z, l|x): ``conditional`` (the library's default, q(l|x)
+  q(z|x, l), latents from the posterior of argmax q(l|x); series ``…-semiN-conditional``) or
+  ``factorised`` (q(z|x) q(l|x); series ``…-semiN``, the earlier tables).
 
 Each run also saves its test and train latents (``latents.pt`` in its run folder: ``test``,
 ``train``, ``test_labels``, ``train_labels``) so that they can be re-scored without training.
@@ -133,7 +136,7 @@ def test_accuracies(module, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -
     """Test accuracy of argmax q(l|x) and of argmax_l p(l|z) on the latents ``z [N, 2]``."""
     from diffvi.objectives.semisupervised import prior_log_responsibilities
 
-    predicted = torch.cat([module.classifier(b).argmax(-1) for b in x.split(1000)])
+    predicted = torch.cat([module.label_classifier(b).argmax(-1) for b in x.split(1000)])
     picked = prior_log_responsibilities(module.model.prior, z.double()).argmax(-1)
     return {
         "accuracy": float((predicted == y).double().mean()),
@@ -171,6 +174,8 @@ def train_and_score(prior: str, method: str, seed: int, args: argparse.Namespace
     fields = {**BENCH_CONFIG, **METHODS[method], "prior": prior, "seed": seed}
     fields.update(hidden=[[args.hidden, args.hidden]], max_epochs=args.epochs)
     fields.update(max_steps=args.max_steps, num_labelled=args.labelled)
+    if args.labelled:
+        fields["semi_posterior"] = args.semi_posterior
     fields["smooth_prior"] = args.smooth_prior and prior in PRIORS
     if fields["objective"] == "ddvi":
         fields["beta_reg"] = args.beta_reg
@@ -396,6 +401,12 @@ def main() -> None:
     parser.add_argument(
         "--labelled", type=int, default=0, help="semi-supervised: labelled training images"
     )
+    parser.add_argument(
+        "--semi-posterior",
+        choices=("conditional", "factorised"),
+        default="conditional",
+        help="with --labelled: q(l|x) q(z|x, l) (conditional) or q(z|x) q(l|x) (factorised)",
+    )
     parser.add_argument("--test-size", type=int, default=10_000)
     parser.add_argument("--knn-train-size", type=int, default=60_000)
     parser.add_argument("--eval-size", type=int, default=1000, help="test images for log p̂(x)")
@@ -409,9 +420,10 @@ def main() -> None:
     if args.quick:
         args.epochs, args.max_steps, args.warmup_steps = 1, 60, 20
         args.test_size, args.knn_train_size, args.eval_size, args.eval_k = 1000, 2000, 100, 10
-    suffix = (f"-semi{args.labelled}" if args.labelled else "") + (
-        f"-smooth-b{args.beta_reg:g}" if args.smooth_prior else ""
-    )
+    semi = f"-semi{args.labelled}" if args.labelled else ""
+    if args.labelled and args.semi_posterior == "conditional":
+        semi += "-conditional"  # the factorised series kept the name -semiN
+    suffix = semi + (f"-smooth-b{args.beta_reg:g}" if args.smooth_prior else "")
     args.series = args.series or ("quick" if args.quick else f"full-e{args.epochs}") + suffix
     priors, methods = args.priors.split(","), args.methods.split(",")
     if args.labelled:  # no semi-supervised AAE or official recipe here

@@ -26,7 +26,8 @@ CONFIGS = {
     "vae-aae": lambda **o: tiny_config(
         dict(objective="aae", prior="pinwheel", latent_dims=[2], hidden=[[32]], k=1), **o
     ),
-    # semi-supervised batches: labelled items appended to every batch
+    # semi-supervised batches: labelled items appended to every batch (the label-conditioned
+    # posterior, the default, and the factorised one)
     "vae-ddvi-semisupervised": lambda **o: tiny_config(
         dict(
             objective="ddvi",
@@ -38,6 +39,21 @@ CONFIGS = {
             k=1,
             num_labelled=100,
             labelled_batch=16,
+        ),
+        **o,
+    ),  # fmt: skip
+    "vae-ddvi-semisupervised-factorised": lambda **o: tiny_config(
+        dict(
+            objective="ddvi",
+            posterior="diffusion",
+            prior="mixture",
+            latent_dims=[2],
+            hidden=[[32]],
+            diffusion_steps=3,
+            k=1,
+            num_labelled=100,
+            labelled_batch=16,
+            semi_posterior="factorised",
         ),
         **o,
     ),  # fmt: skip

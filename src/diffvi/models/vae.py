@@ -141,12 +141,15 @@ def build_vae(
     hidden: Sequence[Sequence[int]] | None = None,
     activation: str = "tanh",
     prior: Prior | None = None,
+    num_labels: int = 0,
 ) -> tuple[VAE, GaussianPosterior]:
     """A VAE and its Gaussian posterior with mirrored MLPs.
 
     ``architecture`` names a preset (``iwae-1``, ``iwae-2``, ``aevb``); ``latent_dims`` and
     ``hidden`` (one list of hidden sizes per stochastic layer, bottom first) override it.
-    ``prior`` is p(z_L) over the top layer (``[..., D_L]``); default N(0, I).
+    ``prior`` is p(z_L) over the top layer (``[..., D_L]``); default N(0, I). ``num_labels``
+    L > 0 makes the posterior label-conditioned, q(z|x, l) (its bottom encoder reads x and
+    the one-hot label: :class:`~diffvi.posteriors.GaussianPosterior`).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(
@@ -161,11 +164,11 @@ def build_vae(
         raise ValueError(f"need one hidden-size list per latent layer: {layers} for {dims}")
     lik = build_likelihood(likelihood) if isinstance(likelihood, str) else likelihood
     data_dim = prod(event_shape)
-    below = [data_dim, *dims[:-1]]
+    below = [data_dim + num_labels, *dims[:-1]]
     encoders = [MLP(below[i], layers[i], 2 * dims[i], activation) for i in range(len(dims))]
     decoder = MLP(dims[0], layers[0][::-1], lik.num_params(data_dim), activation)
     conditionals = [
         MLP(dims[i + 1], layers[i + 1][::-1], 2 * dims[i], activation) for i in range(len(dims) - 1)
     ]
     model = VAE(event_shape, dims, decoder, lik, conditionals, prior=prior)
-    return model, GaussianPosterior(encoders, dims)
+    return model, GaussianPosterior(encoders, dims, num_labels)

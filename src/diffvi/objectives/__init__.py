@@ -8,7 +8,7 @@ from diffvi.objectives.iwae import IWAE
 from diffvi.objectives.nvil import NVIL
 from diffvi.objectives.rws import RWS
 from diffvi.objectives.score_function import REINFORCE
-from diffvi.objectives.semisupervised import SemiSupervised
+from diffvi.objectives.semisupervised import LabelConditionedSemiSupervised, SemiSupervised
 from diffvi.objectives.vimco import VIMCO
 
 # The score-function estimators of models with discrete latents (SigmoidBeliefNet, `train sbn`),
@@ -19,8 +19,8 @@ SCORE_FUNCTION_ESTIMATORS: dict[str, type[Objective]] = {
     "vimco": VIMCO,
     "rws": RWS,
 }
-# SemiSupervised wraps an ELBO or DDVI and needs labels and a classifier, so it is exported
-# but not registered as a plain objective.
+# SemiSupervised and LabelConditionedSemiSupervised wrap an ELBO or DDVI and need labels and a
+# classifier, so they are exported but not registered as plain objectives.
 OBJECTIVES: dict[str, type[Objective]] = {
     "elbo": ELBO,
     "iwae": IWAE,
@@ -43,6 +43,7 @@ __all__ = [
     "DDVI",
     "ELBO",
     "IWAE",
+    "LabelConditionedSemiSupervised",
     "NVIL",
     "OBJECTIVES",
     "Objective",

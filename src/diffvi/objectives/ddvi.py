@@ -134,7 +134,7 @@ class DDVI(Objective):
         self.wake_updates_chain = wake_updates_chain
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
-        _check_posterior(posterior)
+        check_diffusion_posterior(posterior)
         check_data(model, x)
         if self.wake_updates_chain:
             s = posterior.sample(x, self.k)
@@ -166,16 +166,27 @@ class DDVI(Objective):
     ) -> Tensor:
         """Mean denoising loss of q on ``sleep_steps`` batches of ``batch_size`` fantasy pairs
         (z ~ p(z), x̂ ~ p(x|z), drawn without gradient): a scalar whose gradient reaches only
-        the posterior's parameters."""
-        _check_posterior(posterior)
+        the posterior's parameters. A label-conditioned chain (``posterior.num_labels`` > 0)
+        learns from fantasy triples (l, z) ~ p(l) p(z|l) of the partitioned prior, x̂ ~ p(x|z),
+        each denoised with its label."""
+        check_diffusion_posterior(posterior)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        labelled = getattr(posterior, "num_labels", 0) > 0
+        if labelled and len(getattr(model, "latent_dims", [0])) != 1:
+            raise ValueError("a label-conditioned chain needs a model with one latent layer")
         total = None
         for _ in range(self.sleep_steps):
+            options = {}  # the fantasies' labels, for a label-conditioned chain
             with torch.no_grad():
-                z = model.sample_latent(batch_size, generator=generator)  # [N, D]
+                if labelled:
+                    z, options["label"] = model.prior.sample_with_labels(batch_size, generator)
+                else:
+                    z = model.sample_latent(batch_size, generator=generator)  # [N, D]
                 x_hat = self._fantasy_x(model, z, generator) if posterior.conditional else None
-            loss = posterior.denoising_loss(z, x_hat, generator=generator, huber=self.huber)
+            loss = posterior.denoising_loss(
+                z, x_hat, generator=generator, huber=self.huber, **options
+            )
             total = loss.mean() if total is None else total + loss.mean()
         return total / self.sleep_steps
 
@@ -258,7 +269,7 @@ class OfficialDDVI(Objective):
         )
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
-        _check_posterior(posterior)
+        check_diffusion_posterior(posterior)
         check_data(model, x)
         mean, log_std = posterior.encode(x)
         k = self.sleep.k
@@ -373,7 +384,7 @@ class OfficialDDVIStage2(Objective):
         return self.sleep.k
 
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput:
-        _check_posterior(posterior)
+        check_diffusion_posterior(posterior)
         check_data(model, x)
         if posterior.num_steps < 1:
             raise ValueError("the official second stage needs a reverse chain of T >= 1 steps")
@@ -437,7 +448,9 @@ class OfficialDDVIStage2(Objective):
         return self.sleep.sleep_loss(model, posterior, batch_size, generator) / posterior.latent_dim
 
 
-def _check_posterior(posterior) -> None:
+def check_diffusion_posterior(posterior) -> None:
+    """ValueError unless ``posterior`` is a diffusion posterior with stochastic steps (what
+    DDVI's bound and sleep term need)."""
     sampler = getattr(posterior, "sampler", None)
     if sampler == "ddim":
         raise ValueError(

@@ -10,6 +10,11 @@ from diffvi.posteriors.diffusion import (
 )
 from diffvi.posteriors.gaussian import GaussianPosterior
 from diffvi.posteriors.iaf import MADE, IAFPosterior, MaskedLinear, build_iaf_posterior
+from diffvi.posteriors.labelled import (
+    LabelConditionedDiffusion,
+    LabelConditionedPosterior,
+    label_conditioned,
+)
 from diffvi.posteriors.registry import POSTERIORS, RegisteredPosterior
 
 __all__ = [
@@ -17,6 +22,8 @@ __all__ = [
     "DiffusionPosterior",
     "GaussianPosterior",
     "IAFPosterior",
+    "LabelConditionedDiffusion",
+    "LabelConditionedPosterior",
     "MADE",
     "MaskedLinear",
     "POSTERIORS",
@@ -27,4 +34,5 @@ __all__ = [
     "TwoStagePosterior",
     "build_diffusion_posterior",
     "build_iaf_posterior",
+    "label_conditioned",
 ]

@@ -21,6 +21,12 @@ The ε-network ``denoiser`` sees ``concat(y_t, time embedding of t, c(x))``; ``c
 "latent wake-sleep" variant: an unconditional latent diffusion fitted to the prior p(z)); x
 then reaches q only through q(y_T | x).
 
+Label-conditioned (``num_labels = L > 0``): q(z|x, l) for semi-supervised training, the reverse
+chain conditioned on a label l: the denoiser sees ``concat(y_t, temb(t), c(x), onehot(l))``
+(one label-conditioned chain in place of the official code's one chain per class), while
+q(y_T | x) stays label-free as in the official ``DiffVAE_semi``. ``sample``, ``reverse`` and
+``denoising_loss`` then take ``label`` (int64 ``[B]``).
+
 Choices, and what the official code (GitHub topwasu/DDVI: ``diffusion/gaussian.py``,
 ``algorithms/vaes/diff_vae.py``, ``models/simple.py``, ``conf/model/diff_vae*.yaml``) does:
 
@@ -56,7 +62,7 @@ from diffvi.diffusion.schedules import DiscreteSchedule
 from diffvi.distributions.gaussian import LOG_2PI
 from diffvi.nn.embeddings import sinusoidal_embedding
 from diffvi.nn.mlp import MLP
-from diffvi.posteriors.base import Posterior, PosteriorSample
+from diffvi.posteriors.base import Posterior, PosteriorSample, label_one_hot
 
 REVERSE_VARIANCES = ("beta", "posterior")
 SAMPLERS = ("ddpm", "ddim")
@@ -94,6 +100,8 @@ class DiffusionPosterior(Posterior):
             (deterministic η = 0 steps, for sampling only). A plain attribute: set
             ``posterior.sampler = "ddim"`` after training to sample deterministically.
         time_embedding_dim: E, the number of sinusoidal features of t/T.
+        num_labels: L > 0 for a label-conditioned chain (the denoiser's input then has L more
+            features, the one-hot label); 0 (the default) for q(z|x).
     """
 
     def __init__(
@@ -106,8 +114,11 @@ class DiffusionPosterior(Posterior):
         reverse_variance: str = "beta",
         sampler: str = "ddpm",
         time_embedding_dim: int = 16,
+        num_labels: int = 0,
     ) -> None:
         super().__init__()
+        if num_labels < 0 or num_labels == 1:
+            raise ValueError(f"num_labels must be 0 or >= 2, got {num_labels}")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         if not isinstance(schedule, DiscreteSchedule):
@@ -125,6 +136,7 @@ class DiffusionPosterior(Posterior):
         self.reverse_variance = reverse_variance
         self.sampler = sampler
         self.time_embedding_dim = time_embedding_dim
+        self.num_labels = num_labels
         self._chain_frozen = False
         steps = torch.arange(1, schedule.num_steps + 1, dtype=torch.float64)
         features = sinusoidal_embedding(steps / max(1, schedule.num_steps), time_embedding_dim)
@@ -186,6 +198,15 @@ class DiffusionPosterior(Posterior):
             raise ValueError(f"x must have batch size {batch}, got {list(x.shape)}")
         return self._run(self.context, x.flatten(1))
 
+    def _condition(self, x: Tensor | None, batch: int, label: Tensor | None) -> Tensor | None:
+        """What the denoiser is conditioned on, ``[B, C + L]``: c(x) (conditional chains) and
+        the one-hot label (label-conditioned ones); ``None`` when neither."""
+        c = self._context(x, batch)
+        code = label_one_hot(label, self.num_labels, batch, self.time_features)
+        if code is None:
+            return c
+        return code if c is None else torch.cat([c, code], dim=-1)
+
     def predict_noise(self, y_t: Tensor, temb: Tensor, c: Tensor | None) -> Tensor:
         """ε_φ: ``y_t [..., D]``, ``temb [..., E]``, ``c [..., C]`` (or None) ``-> [..., D]``."""
         parts = [y_t, temb] if c is None else [y_t, temb, c]
@@ -194,16 +215,21 @@ class DiffusionPosterior(Posterior):
     # -- the reverse chain --------------------------------------------------------------------
 
     def reverse(
-        self, y_T: Tensor, x: Tensor | None, generator: torch.Generator | None = None
+        self,
+        y_T: Tensor,
+        x: Tensor | None,
+        generator: torch.Generator | None = None,
+        label: Tensor | None = None,
     ) -> ReverseChain:
         """Run the reverse chain from ``y_T: [K, B, D]`` with context from ``x: [B, ...]``
-        (``x`` may be ``None`` for an unconditional posterior)."""
+        (``x`` may be ``None`` for an unconditional posterior) and, for a label-conditioned
+        chain, the labels ``label`` (int64 ``[B]``)."""
         if y_T.ndim != 3 or y_T.shape[-1] != self.latent_dim:
             raise ValueError(
                 f"y_T must have shape [K, B, {self.latent_dim}], got {list(y_T.shape)}"
             )
         _check_sampler(self.sampler)
-        c = self._context(x, y_T.shape[1])
+        c = self._condition(x, y_T.shape[1], label)
         if c is not None:
             c = c.expand(y_T.shape[0], *c.shape)
         s = self.schedule
@@ -235,9 +261,14 @@ class DiffusionPosterior(Posterior):
         return ReverseChain(chain=torch.stack(chain), log_q_steps=log_q, log_r=log_r)
 
     def sample(
-        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        k: int = 1,
+        generator: torch.Generator | None = None,
+        label: Tensor | None = None,
     ) -> PosteriorSample:
-        """``z: [K, B, D]`` with ``log_q = None`` (the exact log q(z|x) when T = 0) and extras
+        """``z: [K, B, D]`` (for a label-conditioned chain, given ``label`` ``[B]``) with
+        ``log_q = None`` (the exact log q(z|x) when T = 0) and extras
         ``log_q_joint`` ``[K, B]`` = log q(y_T|x) + Σ_t log q(y_{t−1}|y_t, x), ``log_r``
         ``[K, B]`` = Σ_t log r(y_t|y_{t−1}) with y_0 = z, ``y_T`` ``[K, B, D]``, and the encoder's
         ``y_T_mean``/``y_T_log_std`` ``[B, D]`` (also as ``mean``/``log_std`` when T = 0, where
@@ -250,7 +281,7 @@ class DiffusionPosterior(Posterior):
         )
         y_T = mean + torch.exp(log_std) * eps
         log_q_T = -0.5 * (eps.square() + LOG_2PI).sum(-1) - log_std.sum(-1)
-        out = self.reverse(y_T, x, generator)
+        out = self.reverse(y_T, x, generator, label)
         extras = {"y_T": y_T, "y_T_mean": mean, "y_T_log_std": log_std}
         if out.log_q_steps is not None:
             extras["log_q_joint"] = log_q_T + out.log_q_steps
@@ -275,9 +306,11 @@ class DiffusionPosterior(Posterior):
         x: Tensor | None = None,
         generator: torch.Generator | None = None,
         huber: bool = False,
+        label: Tensor | None = None,
     ) -> Tensor:
         """Noise-prediction loss of the reverse chain on clean latents ``z: [N, D]`` paired with
-        ``x: [N, ...]`` (ignored, and may be ``None``, when the posterior is unconditional).
+        ``x: [N, ...]`` (ignored, and may be ``None``, when the posterior is unconditional) and,
+        for a label-conditioned chain, with their labels ``label`` (int64 ``[N]``).
 
         Draws t ~ U{1, …, T}, ε ~ N(0, I), y_t = √ᾱ_t z + √(1−ᾱ_t) ε, and returns
         Σ_d (ε − ε_φ(y_t, t, c(x)))² (DDPM's L_simple, Ho et al. 2020 eq. 14, summed over the
@@ -289,7 +322,7 @@ class DiffusionPosterior(Posterior):
         n = z.shape[0]
         if self.num_steps == 0:
             return z.new_zeros(n)
-        c = self._context(x, n)
+        c = self._condition(x, n, label)
         t = torch.randint(1, self.num_steps + 1, (n,), generator=generator, device=z.device)
         noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         y_t = self.schedule.add_noise(z, t, noise)
@@ -412,11 +445,13 @@ def build_diffusion_posterior(
     reverse_variance: str = "beta",
     sampler: str = "ddpm",
     zero_init_denoiser: bool = True,
+    num_labels: int = 0,
 ) -> DiffusionPosterior:
     """A :class:`DiffusionPosterior` with MLP networks and a linear β schedule.
 
     Encoder ``F -> encoder_hidden -> 2D``, context ``F -> context_hidden -> C`` (only when
-    ``conditional``), denoiser ``D + E + C -> hidden -> D``; the hidden sizes default to
+    ``conditional``), denoiser ``D + E + C + L -> hidden -> D`` (L = ``num_labels``, 0 unless
+    the chain is label-conditioned); the hidden sizes default to
     ``hidden``. ``zero_init_denoiser`` zeroes the denoiser's output layer, so that at
     initialisation ε̂ = 0 and each reverse step is a slight rescaling plus Gaussian noise: q
     starts close to the Gaussian encoder.
@@ -430,7 +465,9 @@ def build_diffusion_posterior(
     encoder = MLP(data_dim, enc_hidden, 2 * latent_dim, activation)
     context = MLP(data_dim, ctx_hidden, context_dim, activation) if conditional else None
     c_dim = context_dim if conditional else 0
-    denoiser = MLP(latent_dim + time_embedding_dim + c_dim, list(hidden), latent_dim, activation)
+    denoiser = MLP(
+        latent_dim + time_embedding_dim + c_dim + num_labels, list(hidden), latent_dim, activation
+    )
     if zero_init_denoiser:
         nn.init.zeros_(denoiser[-1].weight)
         nn.init.zeros_(denoiser[-1].bias)
@@ -444,4 +481,5 @@ def build_diffusion_posterior(
         reverse_variance=reverse_variance,
         sampler=sampler,
         time_embedding_dim=time_embedding_dim,
+        num_labels=num_labels,
     )

@@ -3,6 +3,10 @@
 One layer: q(z|x) = N(μ(x), diag σ(x)²) (AEVB). Several layers, as in the IWAE paper's
 two-layer model: q(z_1|x) q(z_2|z_1)…, each a diagonal Gaussian whose parameters an MLP
 computes from the layer below; the sample ``z`` concatenates ``[z_1, z_2, …]`` on its last axis.
+
+Label-conditioned (``num_labels = L > 0``): q(z|x, l), the bottom encoder reading x and the
+one-hot label l side by side (M2's encoder, Kingma et al. 2014); ``sample``, ``log_prob`` and
+``expected_latent`` then take ``label`` (int64 ``[B]``).
 """
 
 from collections.abc import Sequence
@@ -11,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from diffvi.distributions.gaussian import LOG_2PI, diagonal_normal_log_prob
-from diffvi.posteriors.base import Posterior, PosteriorSample
+from diffvi.posteriors.base import Posterior, PosteriorSample, with_label
 
 
 class GaussianPosterior(Posterior):
@@ -21,9 +25,13 @@ class GaussianPosterior(Posterior):
         encoders: encoder ``l`` maps the layer below (``x`` flattened to ``[B, F]`` for
             ``l = 0``, else ``z_l: [K, B, D_l]``) to ``[..., 2·D_{l+1}]`` = (mean, log σ).
         latent_dims: ``D_1, …, D_L``, bottom layer first.
+        num_labels: L > 0 for q(z|x, l): encoder 0 then reads ``[B, F + L]`` (x and the
+            one-hot label); 0 (the default) for q(z|x).
     """
 
-    def __init__(self, encoders: Sequence[nn.Module], latent_dims: Sequence[int]) -> None:
+    def __init__(
+        self, encoders: Sequence[nn.Module], latent_dims: Sequence[int], num_labels: int = 0
+    ) -> None:
         super().__init__()
         if len(encoders) != len(latent_dims) or not encoders:
             raise ValueError(
@@ -33,17 +41,24 @@ class GaussianPosterior(Posterior):
         self.encoders = nn.ModuleList(encoders)
         self.latent_dims = list(latent_dims)
         self.latent_dim = sum(self.latent_dims)
+        if num_labels < 0 or num_labels == 1:
+            raise ValueError(f"num_labels must be 0 or >= 2, got {num_labels}")
+        self.num_labels = num_labels
 
     def _params(self, h: Tensor, layer: int) -> tuple[Tensor, Tensor]:
         mean, log_std = self.encoders[layer](h).chunk(2, dim=-1)
         return mean, log_std
 
     def sample(
-        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        k: int = 1,
+        generator: torch.Generator | None = None,
+        label: Tensor | None = None,
     ) -> PosteriorSample:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        h: Tensor = x.flatten(1)
+        h: Tensor = with_label(x.flatten(1), label, self.num_labels)
         zs, log_q = [], None
         extras: dict[str, Tensor] = {}
         for layer in range(len(self.encoders)):
@@ -61,10 +76,10 @@ class GaussianPosterior(Posterior):
         z_all = zs[0] if len(zs) == 1 else torch.cat(zs, dim=-1)
         return PosteriorSample(z=z_all, log_q=log_q, extras=extras)
 
-    def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, z: Tensor, label: Tensor | None = None) -> Tensor:
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have last dimension {self.latent_dim}, got {tuple(z.shape)}")
-        h: Tensor = x.flatten(1)
+        h: Tensor = with_label(x.flatten(1), label, self.num_labels)
         total = None
         for layer, z_layer in enumerate(z.split(self.latent_dims, dim=-1)):
             mean, log_std = self._params(h, layer)
@@ -73,11 +88,11 @@ class GaussianPosterior(Posterior):
             h = z_layer
         return total
 
-    def expected_latent(self, x: Tensor, k: int = 100) -> Tensor:
+    def expected_latent(self, x: Tensor, k: int = 100, label: Tensor | None = None) -> Tensor:
         """E_q[z|x] ``[B, D]``: exact for the bottom layer; for layer l > 1 the Monte Carlo mean
         of its conditional mean μ_l(z_{l−1}) over draws of the layer below (exact for units
         whose mean does not depend on the layer below, e.g. collapsed ones)."""
-        mean, log_std = self._params(x.flatten(1), 0)
+        mean, log_std = self._params(with_label(x.flatten(1), label, self.num_labels), 0)
         means = [mean]
         z = mean + torch.exp(log_std) * torch.randn(
             (k, *mean.shape), dtype=mean.dtype, device=mean.device

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from diffvi.distributions.gaussian import LOG_2PI, diagonal_normal_log_prob
 from diffvi.nn.activations import ACTIVATIONS
 from diffvi.nn.mlp import MLP
-from diffvi.posteriors.base import Posterior, PosteriorSample
+from diffvi.posteriors.base import Posterior, PosteriorSample, with_label
 
 
 class MaskedLinear(nn.Linear):
@@ -80,8 +80,12 @@ class MADE(nn.Module):
         order: Tensor,
         activation: str = "tanh",
         forget_bias: float = 2.0,
+        num_labels: int = 0,
     ) -> None:
         super().__init__()
+        if num_labels < 0 or num_labels == 1:
+            raise ValueError(f"num_labels must be 0 or >= 2, got {num_labels}")
+        self.num_labels = num_labels
         if not hidden:
             raise ValueError("MADE needs at least one hidden layer")
         if activation not in ACTIVATIONS:
@@ -137,6 +141,9 @@ class IAFPosterior(Posterior):
         made_hidden: hidden widths of each MADE.
         activation: MADE activation (a name from ``diffvi.nn.activations.ACTIVATIONS``).
         forget_bias: initial bias of each gate pre-activation s (σ = sigmoid(s)).
+        num_labels: L > 0 for a label-conditioned q(z|x, l): the encoder reads ``[B, F + L]``
+            (x and the one-hot label, so the base and the flows' context see l), and
+            ``sample``/``log_prob`` take ``label`` (int64 ``[B]``); 0 (default) for q(z|x).
     """
 
     def __init__(
@@ -148,8 +155,12 @@ class IAFPosterior(Posterior):
         made_hidden: Sequence[int] = (128, 128, 128),
         activation: str = "tanh",
         forget_bias: float = 2.0,
+        num_labels: int = 0,
     ) -> None:
         super().__init__()
+        if num_labels < 0 or num_labels == 1:
+            raise ValueError(f"num_labels must be 0 or >= 2, got {num_labels}")
+        self.num_labels = num_labels
         if latent_dim < 1 or context_dim < 0 or num_flows < 0:
             raise ValueError(
                 f"need latent_dim >= 1, context_dim >= 0, num_flows >= 0; got {latent_dim}, "
@@ -172,8 +183,10 @@ class IAFPosterior(Posterior):
             for t in range(num_flows)
         )
 
-    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-        out = self.encoder(x.flatten(1))
+    def _encode(
+        self, x: Tensor, label: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+        out = self.encoder(with_label(x.flatten(1), label, self.num_labels))
         expected = 2 * self.latent_dim + self.context_dim
         if out.shape[-1] != expected:
             raise ValueError(f"encoder must output {expected} features, got {out.shape[-1]}")
@@ -201,13 +214,17 @@ class IAFPosterior(Posterior):
         return prev, log_gate
 
     def sample(
-        self, x: Tensor, k: int = 1, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        k: int = 1,
+        generator: torch.Generator | None = None,
+        label: Tensor | None = None,
     ) -> PosteriorSample:
         """``z [K, B, D]``, ``log_q [K, B]``; extras: ``base_mean``/``base_log_std`` ``[B, D]``
         (the Gaussian z_0, not q's moments), ``eps`` and ``z0`` ``[K, B, D]``."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        mean, log_std, ctx = self._encode(x)
+        mean, log_std, ctx = self._encode(x, label)
         eps = torch.randn(
             (k, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
         )
@@ -220,13 +237,13 @@ class IAFPosterior(Posterior):
         extras = {"base_mean": mean, "base_log_std": log_std, "eps": eps, "z0": z0}
         return PosteriorSample(z=z, log_q=log_q, extras=extras)
 
-    def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, z: Tensor, label: Tensor | None = None) -> Tensor:
         """log q(z|x) for ``z [K, B, D]`` by inverting the flow: ``[K, B]`` (D passes a step)."""
         if z.ndim != 3 or z.shape[-1] != self.latent_dim or z.shape[1] != x.shape[0]:
             raise ValueError(
                 f"z must have shape [K, {x.shape[0]}, {self.latent_dim}], got {list(z.shape)}"
             )
-        mean, log_std, ctx = self._encode(x)
+        mean, log_std, ctx = self._encode(x, label)
         log_det = z.new_zeros(z.shape[:-1])
         for made, c in zip(reversed(self.flows), reversed(ctx), strict=True):
             z, log_gate = self._inverse_step(made, z, c)
@@ -243,13 +260,22 @@ def build_iaf_posterior(
     context_dim: int = 64,
     activation: str = "tanh",
     forget_bias: float = 2.0,
+    num_labels: int = 0,
 ) -> IAFPosterior:
-    """An IAF posterior with an MLP encoder ``data_dim -> hidden -> 2·D + C``.
+    """An IAF posterior with an MLP encoder ``data_dim (+ num_labels) -> hidden -> 2·D + C``.
 
     Defaults: 4 steps of MADE 128-128-128 with a 64-wide encoder context (tanh throughout,
-    as the IWAE-style encoders of :func:`diffvi.models.build_vae`).
+    as the IWAE-style encoders of :func:`diffvi.models.build_vae`). ``num_labels`` > 0: a
+    label-conditioned q(z|x, l) (:class:`IAFPosterior`).
     """
-    encoder = MLP(data_dim, hidden, 2 * latent_dim + context_dim, activation)
+    encoder = MLP(data_dim + num_labels, hidden, 2 * latent_dim + context_dim, activation)
     return IAFPosterior(
-        encoder, latent_dim, context_dim, num_flows, made_hidden, activation, forget_bias
+        encoder,
+        latent_dim,
+        context_dim,
+        num_flows,
+        made_hidden,
+        activation,
+        forget_bias,
+        num_labels=num_labels,
     )

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from diffvi.objectives.ddvi import (
     OFFICIAL_STAGE2_WAKE_WEIGHT,
 )
 from diffvi.objectives.iwae import ESTIMATORS
+from diffvi.objectives.semisupervised import OFFICIAL_CLASSIFIER_WEIGHT, OFFICIAL_ENTROPY_WEIGHT
 from diffvi.posteriors.registry import POSTERIORS
 from diffvi.training.config.base import (
     MODEL,
@@ -43,6 +45,9 @@ SCHEDULES = ("constant", "iwae")
 PRIORS_2D = ("pinwheel", "swiss-roll", "square")
 # Priors with labelled partitions p(z) = Σ_l p(l) p(z|l), which semi-supervised runs need.
 PARTITIONED_PRIORS = ("pinwheel", "swiss-roll", "square", "mixture")
+# The posteriors q(z, l|x) of semi-supervised runs (objectives/semisupervised.py): conditional,
+# q(l|x) q(z|x, l) (the default); factorised, q(z|x) q(l|x) with a p(l|z) term.
+SEMI_POSTERIORS = ("conditional", "factorised")
 # The settings of the official DDVI code's second stage (``TrainConfig.stage2``; GitHub
 # topwasu/DDVI ``DiffVAEWarmup``, conf/model/diff_vae_warmup.yaml) and their defaults, the
 # official values (weights per image, ×784, as objectives/ddvi.py explains).
@@ -108,11 +113,17 @@ class TrainConfig(RunConfig, ImageDataConfig):
     Semi-supervised (M2 of Kingma et al. 2014, DDVI's semi-supervised DD-VAE):
     ``num_labelled > 0`` keeps the labels of exactly that many training images (balanced over
     classes, chosen by ``seed``; a multiple of the number of classes) and hides the others;
-    every batch gets ``labelled_batch`` labelled images on top of its ``batch_size``. The
-    objective (``elbo`` or ``ddvi``; not ``iwae`` or ``aae``) is wrapped in
-    :class:`~diffvi.objectives.SemiSupervised` with ``label_weight`` and ``classifier_weight``,
-    a classifier q(l|x) (an MLP of ``hidden[0]`` and ``activation``) is trained beside the
-    model, and the prior must be partitioned (``PARTITIONED_PRIORS``), one partition per class.
+    every batch gets ``labelled_batch`` labelled images on top of its ``batch_size``. A
+    classifier q(l|x) (an MLP of ``hidden[0]`` and ``activation``) is trained beside the model,
+    and the prior must be partitioned (``PARTITIONED_PRIORS``), one partition per class. The
+    objective (``elbo`` or ``ddvi``; not ``iwae`` or ``aae``) is wrapped by ``semi_posterior``:
+    ``"conditional"`` (the default with ``num_labelled > 0``): the posterior sees the label,
+    q(l|x) q(z|x, l) (:class:`~diffvi.objectives.LabelConditionedSemiSupervised`, with
+    ``classifier_weight``, default 78.4, and ``entropy_weight``; the classifier is part of the
+    posterior, and the model embeds with the chain of argmax q(l|x)); ``"factorised"``:
+    q(z|x) q(l|x) (:class:`~diffvi.objectives.SemiSupervised`, with ``label_weight`` and
+    ``classifier_weight``, default 1). A config saved before ``semi_posterior`` existed (it has an
+    ``event_shape`` but no ``semi_posterior``) loads as ``"factorised"``, as it was trained.
     ``num_labelled = 0`` (the default) is unsupervised training.
 
     The data is a registered ``dataset`` or the user's own images, ``data`` (a folder or an
@@ -276,15 +287,32 @@ class TrainConfig(RunConfig, ImageDataConfig):
     labelled_batch: int = option(
         100, "Labelled images added to every batch (with --labelled).", panel=SEMI, min=1
     )
+    semi_posterior: str | None = option(
+        None,
+        "Posterior q(z, l|x) of a --labelled run: conditional = q(l|x) q(z|x, l), the posterior "
+        "(DD-VAE: its reverse chain) sees the label, as in M2 and the official DDVI code; "
+        "factorised = q(z|x) q(l|x) with a p(l|z) term (default: conditional).",
+        panel=SEMI,
+        choices=SEMI_POSTERIORS,
+    )
     label_weight: float = option(
         1.0,
-        "Weight of the label term (log p(l|z), or −KL(q(l|x) ‖ p(l|z)) when unlabelled).",
+        "Factorised posterior: weight of the label term (log p(l|z), or −KL(q(l|x) ‖ p(l|z)) "
+        "when unlabelled).",
         panel=SEMI,
         min=0,
     )
-    classifier_weight: float = option(
-        1.0,
-        "Weight of the label classifier's cross-entropy on labelled images.",
+    entropy_weight: float = option(
+        OFFICIAL_ENTROPY_WEIGHT,
+        "Conditional posterior: weight of H(q(l|x)) of unlabelled images, added to the "
+        "regulariser as in the official code (0.001; it sharpens q(l|x)); -1 with --beta-reg 1 "
+        "trains M2's bound.",
+        panel=SEMI,
+    )
+    classifier_weight: float | None = option(
+        None,
+        "Weight of the label classifier's cross-entropy on labelled images (default: 78.4, the "
+        "official weight per image, for the conditional posterior; 1 for the factorised one).",
         panel=SEMI,
         min=0,
     )
@@ -327,7 +355,11 @@ class TrainConfig(RunConfig, ImageDataConfig):
             (self.num_labelled >= 0, "num_labelled must be >= 0"),
             (self.labelled_batch >= 1, "labelled_batch must be >= 1"),
             (self.label_weight >= 0, "label_weight must be >= 0"),
-            (self.classifier_weight >= 0, "classifier_weight must be >= 0"),
+            (math.isfinite(self.entropy_weight), "entropy_weight must be finite"),
+            (
+                self.classifier_weight is None or self.classifier_weight >= 0,
+                "classifier_weight must be None or >= 0",
+            ),
         ]
         self.check_run()
         self.check_data()
@@ -446,9 +478,55 @@ class TrainConfig(RunConfig, ImageDataConfig):
                 "set max_epochs or max_steps (or stage2 start_step and decoder_free_step)"
             )
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """As :meth:`JSONConfig.from_dict`; a semi-supervised config saved before
+        ``semi_posterior`` existed (an ``event_shape``, set from the data when a run starts, and
+        no ``semi_posterior``) gets ``"factorised"``, the posterior it was trained with."""
+        if (
+            values.get("num_labelled", 0)
+            and values.get("event_shape")
+            and "semi_posterior" not in values
+        ):
+            values = {**values, "semi_posterior": "factorised"}
+        return super().from_dict(values)
+
+    @property
+    def label_conditioned(self) -> bool:
+        """Whether the run trains the label-conditioned posterior q(l|x) q(z|x, l)."""
+        return self.num_labelled > 0 and self.semi_posterior == "conditional"
+
     def _check_semisupervised(self) -> None:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         if self.num_labelled == 0:
+            if self.semi_posterior is not None:
+                raise ValueError(
+                    f"semi_posterior={self.semi_posterior!r} is the posterior of a semi-supervised "
+                    "run: set num_labelled (--labelled N) too, or leave it unset"
+                )
             return
+        if self.semi_posterior is None:
+            self.semi_posterior = "conditional"
+        if self.classifier_weight is None:
+            conditional = self.semi_posterior == "conditional"
+            self.classifier_weight = OFFICIAL_CLASSIFIER_WEIGHT if conditional else 1.0
+        if self.semi_posterior not in SEMI_POSTERIORS:
+            raise ValueError(
+                f"semi_posterior must be one of {SEMI_POSTERIORS}, got {self.semi_posterior!r}"
+            )
+        # The other posterior's weight, changed, would be silently ignored: refuse it.
+        ignored = "label_weight" if self.semi_posterior == "conditional" else "entropy_weight"
+        if getattr(self, ignored) != defaults[ignored]:
+            raise ValueError(
+                f"{ignored}={getattr(self, ignored)!r} is a weight of the other semi-supervised "
+                f"posterior, not of semi_posterior={self.semi_posterior!r}: leave it unset or "
+                "choose the other semi_posterior"
+            )
+        if self.semi_posterior == "conditional" and self.analytic_kl:
+            raise ValueError(
+                "the conditional semi-supervised posterior scores log p(z, l) on the draws: "
+                "use the sampled KL (analytic_kl=False)"
+            )
         if self.objective not in ("elbo", "ddvi"):
             raise ValueError(
                 f"semi-supervised training (num_labelled={self.num_labelled}) adds a per-draw "
@@ -500,7 +578,11 @@ class TrainConfig(RunConfig, ImageDataConfig):
         entry = POSTERIORS[self.posterior]
         free = set()
         if entry.build is not None:
-            taken = {"data_dim", "latent_dim", "hidden", "activation", *entry.config_fields}
+            # num_labels: set by semi_posterior (one label per prior partition)
+            taken = {
+                "data_dim", "latent_dim", "hidden", "activation", "num_labels",
+                *entry.config_fields,
+            }  # fmt: skip
             free = set(inspect.signature(entry.build).parameters) - taken
         unknown = set(self.posterior_options) - free
         if unknown:

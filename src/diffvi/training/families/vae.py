@@ -3,11 +3,16 @@ trained with a variational objective (ELBO, IWAE, DDVI, AAE), optionally semi-su
 
 Logged: ``train/bound`` (the bound, not the surrogate loss), ``val/bound`` (the training
 objective's bound on held-out data), ``val/iwae`` (IWAE bound with ``val_k`` samples).
-Semi-supervised runs (``config.num_labelled > 0``) also train the label classifier
-``classifier`` (q(l|x), in the same Adam) with :class:`~diffvi.objectives.SemiSupervised` on the
-batch's labels (``-1`` = unlabelled), log its terms, and validate on the held-out labels:
-``val/accuracy`` (argmax q(l|x)) and ``val/latent_accuracy`` (argmax_l p(l|z) for one posterior
-draw z: the prior partition the latent falls in).
+Semi-supervised runs (``config.num_labelled > 0``) also train the label classifier q(l|x) (in
+the same Adam) on the batch's labels (``-1`` = unlabelled), log its terms, and validate on the
+held-out labels: ``val/accuracy`` (argmax q(l|x)) and ``val/latent_accuracy`` (argmax_l p(l|z)
+for one posterior draw z: the prior partition the latent falls in). With
+``semi_posterior="conditional"`` (the default) the posterior is a
+:class:`~diffvi.posteriors.LabelConditionedPosterior`, q(l|x) q(z|x, l), whose ``classifier``
+is q(l|x), trained with :class:`~diffvi.objectives.LabelConditionedSemiSupervised`; validation,
+``encode`` and ``diffvi embed`` use the posterior of the predicted label, q(z|x, argmax q(l|x)).
+With ``"factorised"`` the classifier is the family's ``classifier`` and the objective
+:class:`~diffvi.objectives.SemiSupervised`.
 
 ``objective="aae"`` trains by manual optimisation: per batch a generator step (decoder and
 posterior, on the AAE's reconstruction + adversarial loss) then a discriminator step, each with
@@ -51,6 +56,7 @@ from diffvi.objectives import (
     AAE,
     IWAE,
     OBJECTIVES,
+    LabelConditionedSemiSupervised,
     Objective,
     OfficialDDVIStage2,
     SemiSupervised,
@@ -82,7 +88,10 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     :data:`~diffvi.posteriors.POSTERIORS` entry in place of the Gaussian encoder, from the
     bottom layer's hidden sizes (``hidden[0]``), the activation, the config fields the entry
     names (e.g. ``diffusion_steps``, ``beta_end`` for ``"diffusion"``; ``iaf_flows``,
-    ``made_hidden`` for ``"iaf"``) and ``posterior_options``.
+    ``made_hidden`` for ``"iaf"``) and ``posterior_options``. A label-conditioned
+    semi-supervised run (``config.label_conditioned``) builds it with one label per prior
+    partition and joins it to a classifier q(l|x): a
+    :class:`~diffvi.posteriors.LabelConditionedPosterior`.
     """
     from diffvi.distributions.likelihoods import build_likelihood
     from diffvi.distributions.priors import build_prior
@@ -97,6 +106,9 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
     )
     if config.smooth_prior:
         prior = SmoothedPrior(prior, seed=config.seed)
+    labels = {}
+    if config.label_conditioned:  # _check_semisupervised: a partitioned prior
+        labels["num_labels"] = prior.num_partitions
     model, posterior = build_vae(
         config.event_shape,
         config.architecture,
@@ -105,6 +117,7 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
         config.hidden,
         config.activation,
         prior=prior,
+        **labels,
     )
     entry = POSTERIORS[config.posterior]
     if entry.build is not None:  # else the VAE's own Gaussian posterior
@@ -120,7 +133,16 @@ def build_model_from_config(config: TrainConfig) -> tuple[VAE, Posterior]:
             activation=config.activation,
             **options,
             **config.posterior_options,
+            **labels,
         )
+    if labels:
+        from diffvi.models.semisupervised import build_label_classifier
+        from diffvi.posteriors import label_conditioned
+
+        classifier = build_label_classifier(
+            model.data_dim, labels["num_labels"], bottom_hidden(config), config.activation
+        )
+        posterior = label_conditioned(posterior, classifier)
     return model, posterior
 
 
@@ -201,8 +223,12 @@ class VAEFamily(TableInputs, Family):
             raise ValueError("config.event_shape must be set (the shape of one observation)")
         self.model, self.posterior = build_model_from_config(config)
         self.objective = build_objective_from_config(config, self.model.latent_dim)
-        self.semisupervised: SemiSupervised | None = None
-        if config.num_labelled > 0:
+        self.semisupervised: SemiSupervised | LabelConditionedSemiSupervised | None = None
+        if config.label_conditioned:  # the classifier is the posterior's
+            self.semisupervised = LabelConditionedSemiSupervised(
+                self.objective, config.classifier_weight, config.entropy_weight
+            )
+        elif config.num_labelled > 0:
             from diffvi.models.semisupervised import build_label_classifier
 
             self.classifier = build_label_classifier(
@@ -227,6 +253,15 @@ class VAEFamily(TableInputs, Family):
             self.register_buffer("stage_boundaries", torch.full((2,), -1, dtype=torch.long))
             self.current_step = 0  # the global step of the batch being trained (StageSchedule)
         self.val_objective = IWAE(k=config.val_k)
+
+    @property
+    def label_classifier(self) -> torch.nn.Module | None:
+        """q(l|x) of a semi-supervised run (logits ``[B, L]``): the label-conditioned
+        posterior's classifier, or the family's own for the factorised posterior; ``None``
+        for an unsupervised run."""
+        if self.config.label_conditioned:
+            return self.posterior.classifier
+        return getattr(self, "classifier", None)
 
     @property
     def manual_optimization(self) -> bool:  # type: ignore[override]
@@ -342,7 +377,9 @@ class VAEFamily(TableInputs, Family):
     # -- training -------------------------------------------------------------------------
     def loss(self, batch: tuple[Tensor, Tensor]) -> LossOutput:
         x = batch[0]
-        if self.semisupervised is not None:
+        if self.config.label_conditioned:
+            out = self.semisupervised(self.model, self.posterior, x, batch[1])
+        elif self.semisupervised is not None:
             out = self.semisupervised(self.model, self.posterior, x, batch[1], self.classifier)
         else:
             out = self.objective(self.model, self.posterior, x)
@@ -440,7 +477,7 @@ class VAEFamily(TableInputs, Family):
         count = int(known.sum())
         if count == 0:
             return {}
-        predicted = self.classifier(x).argmax(-1)
+        predicted = self.label_classifier(x).argmax(-1)
         metrics: dict[str, Metric] = {
             "accuracy": ((predicted == labels)[known].float().mean(), count)
         }
