@@ -284,15 +284,12 @@ def rescore_stage(args) -> None:
             print(f"rescore: seed {seed} {method}: NMI {nmi:.3f} (raw latents {old:.3f})")
 
 
-def with_saved_records(records: list[dict], previous: list[dict], args) -> list[dict]:
-    """``records`` (this machine's parts) plus the previously assembled records of this
-    series' seeds that no part here replaces, in method order: a table assembled on another
-    machine keeps its rows."""
+def with_saved_records(records: list[dict], previous: list[dict]) -> list[dict]:
+    """``records`` (this machine's parts) plus the previously assembled records that no part
+    here replaces (any seed), in seed and method order: a table assembled on another machine,
+    or from other seeds, keeps its rows."""
     have = {(r["seed"], r["method"]) for r in records}
-    kept = [
-        r for r in previous
-        if r["seed"] in args.seed_list and (r["seed"], r["method"]) not in have
-    ]  # fmt: skip
+    kept = [r for r in previous if (r["seed"], r["method"]) not in have]
     for r in kept:
         scored = "" if r.get("scoring") == SCORING else " (raw-latent scores only: re-run)"
         print(f"kept the saved record of seed {r['seed']} {r['method']}{scored}", flush=True)
@@ -442,7 +439,7 @@ def main() -> None:
         if args.rescore:
             rescore_stage(args)
         records = embed_stage(args)
-        result["runs"] = with_saved_records(records, result.get("runs", []), args)
+        result["runs"] = with_saved_records(records, result.get("runs", []))
         result["summary"], _ = summarise(result["runs"], args)
     if "scale" in args.stages and not args.assemble_only:
         result["scale"] = scale_stage(args)
