@@ -85,6 +85,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lambdas", default=",".join(map(str, LAMBDAS)))
     p.add_argument("--lrs", default=",".join(map(str, LRS)))
     p.add_argument("--steps", type=int, default=100, help="NFE per image")
+    p.add_argument(
+        "--psnr-tolerance", type=float, default=0.0,
+        help="fit: of the rules within this many dB of the best mean PSNR (to 0.01 dB), the "
+        "one with the best mean SSIM",
+    )  # fmt: skip
     p.add_argument("--tune-images", type=int, default=16, help="held-out images of the grid")
     p.add_argument("--images", type=int, default=200, help="scored images of the eval stage")
     p.add_argument("--threads", type=int, default=None, help="default: 2 // shards")
@@ -104,7 +109,8 @@ def floats(text: str) -> list[float]:
 
 
 def series(args: argparse.Namespace) -> str:
-    return "quick" if args.quick else f"nfe{args.steps}-t{args.tune_images}-n{args.images}"
+    """The grid's and the fit's series (the eval stage's adds ``-n<images>``)."""
+    return "quick" if args.quick else f"nfe{args.steps}-t{args.tune_images}"
 
 
 def folder(args: argparse.Namespace) -> Path:
@@ -153,20 +159,24 @@ class Runner:
     def run(self, cell: tuple, options: dict | None, start: int, count: int) -> dict:
         """RED-diff (``options``: lr and λ; ``None``: the library's defaults) on images
         ``start …`` of ``cell``: means and per-image PSNR, SSIM and residual RMS."""
-        dataset, task, noise = cell
+        dataset, task, noise_std = cell
         prior, _, _ = self.ctx.dataset(dataset)
         solver = REDDiff(steps=self.args.steps, **(options or {}))
-        method = solver.bind(prior, noise, torch.Generator().manual_seed(self.args.seed))
+        method = solver.bind(prior, noise_std, torch.Generator().manual_seed(self.args.seed))
         result = self.ctx.restore(cell, method, start, count, classifier=False)
         _, operator = self.ctx.operator(dataset, task, start, count)
-        residual = result.measurement - operator(result.restored)
-        if operator.observed_mask is not None:  # y's hidden entries hold noise only
-            residual = residual * operator.observed_mask
-        rms = residual.flatten(1).square().sum(1).div(operator.observed_count).sqrt()
+        mask = 1.0 if operator.observed_mask is None else operator.observed_mask
+        clean = operator(result.reference)  # y's hidden entries hold noise only: masked out
+        residual = ((result.measurement - operator(result.restored)) * mask).flatten(1).norm(dim=1)
+        error = ((operator(result.restored) - clean) * mask).flatten(1).norm(dim=1)
+        noise = ((result.measurement - clean) * mask).flatten(1).norm(dim=1)
         return {
             "psnr": result.summary["psnr"],
             "ssim": result.summary["ssim"],
-            "residual_rms": rms.mean().item(),
+            "residual_rms": (residual / operator.observed_count**0.5).mean().item(),
+            # ‖A(x̂) − A(x)‖ / ‖y − A(x)‖: 1 when x̂ keeps the measurement noise, 0 when it
+            # explains y by the clean image.
+            "noise_kept": (error / noise).mean().item() if noise_std > 0 else None,
             "psnr_images": result.scores["psnr"].tolist(),
             "ssim_images": result.scores["ssim"].tolist(),
             "seconds": result.seconds,
@@ -232,9 +242,7 @@ def best_point(record: dict, lrs: list[float], lambdas: list[float], key: str = 
 # -------------------------------------------------------------------------------------- fit
 
 
-def score_table(
-    record: dict, lrs: list[float], lambdas: list[float], key: str = "psnr"
-) -> np.ndarray:
+def score_table(record: dict, lrs: list[float], lambdas: list[float], key: str) -> np.ndarray:
     """Mean ``key`` (PSNR or SSIM) ``[len(lrs), len(lambdas)]`` of a grid record."""
     table = np.full((len(lrs), len(lambdas)), np.nan)
     for p in record["points"]:  # points of a wider grid than this one are left out
@@ -285,29 +293,35 @@ def rule_values(c: dict[str, np.ndarray], noise: float) -> tuple[np.ndarray, np.
 
 
 def fit_class(
-    records: list[dict], lrs: list[float], lambdas: list[float], key: str = "psnr"
+    records: list[dict], lrs: list[float], lambdas: list[float], tolerance: float | None
 ) -> dict:
-    """The candidate rule with the best mean interpolated ``key`` (PSNR or SSIM) over
-    ``records``' cells."""
+    """The rule of the class of ``records``' cells: of the candidates whose mean interpolated
+    PSNR (to 0.01 dB) is within ``tolerance`` dB of the best candidate's, the one with the best
+    mean SSIM (``0``: the best mean PSNR, ties to SSIM; ``None``: the best mean SSIM)."""
     c = candidates(lrs, lambdas)
-    total = np.zeros(len(c["lam0"]))
+    means = {key: np.zeros(len(c["lam0"])) for key in ("psnr", "ssim")}
     inside = np.ones(len(c["lam0"]), dtype=bool)
     for record in records:
         lr, lam = rule_values(c, record["noise_std"])
         inside &= (lam <= max(lambdas) * (1 + 1e-9)) & (lr >= min(lrs) * (1 - 1e-9))
-        table = score_table(record, lrs, lambdas, key)
-        total += bilinear(table, fractional_index(lrs, lr), fractional_index(lambdas, lam))
-    score = np.where(inside, np.round(total / len(records), 3 if key == "psnr" else 5), -np.inf)
-    k = int(np.argmax(score))
+        u, v = fractional_index(lrs, lr), fractional_index(lambdas, lam)
+        for key, total in means.items():
+            total += bilinear(score_table(record, lrs, lambdas, key), u, v) / len(records)
+    psnr = np.where(inside, np.round(means["psnr"], 2), -np.inf)  # equal to 0.01 dB
+    ssim = np.where(inside, np.round(means["ssim"], 4), -np.inf)
+    if tolerance is not None:
+        ssim = np.where(psnr >= psnr.max() - tolerance - 1e-9, ssim, -np.inf)
+    k = int(np.argmax(ssim))  # the first of equals: the simplest
     rule = {name: float(values[k]) for name, values in c.items()}
     cells = []
     for record in records:
         lr, lam = rule_values({n: np.array([v]) for n, v in rule.items()}, record["noise_std"])
-        table = score_table(record, lrs, lambdas, key)
-        predicted = float(
-            bilinear(table, fractional_index(lrs, lr), fractional_index(lambdas, lam))[0]
-        )
-        best = best_point(record, lrs, lambdas, key)
+        u, v = fractional_index(lrs, lr), fractional_index(lambdas, lam)
+        best = best_point(record, lrs, lambdas)
+        predicted = {
+            key: float(bilinear(score_table(record, lrs, lambdas, key), u, v)[0])
+            for key in ("psnr", "ssim")
+        }
         cells.append(
             {
                 "dataset": record["dataset"],
@@ -315,14 +329,23 @@ def fit_class(
                 "noise_std": record["noise_std"],
                 "rule_lr": float(lr[0]),
                 "rule_reg_weight": float(lam[0]),
-                "rule_score_interpolated": predicted,
+                "rule_psnr": predicted["psnr"],
+                "rule_ssim": predicted["ssim"],
                 "best_lr": best["lr"],
                 "best_reg_weight": best["reg_weight"],
-                "best_score": best[key],
-                "gap": best[key] - predicted,
+                "best_psnr": best["psnr"],
+                "best_ssim": best["ssim"],
+                "gap": best["psnr"] - predicted["psnr"],
             }
         )
-    return {"rule": rule, "criterion": key, "mean_score": float(score[k]), "cells": cells}
+    return {
+        "rule": rule,
+        "tolerance": tolerance,
+        "mean_psnr": float(means["psnr"][k]),
+        "mean_ssim": float(means["ssim"][k]),
+        "best_mean_psnr": float(psnr.max()),
+        "cells": cells,
+    }
 
 
 def fit(args: argparse.Namespace, records: list[dict], runner: Runner) -> dict:
@@ -331,18 +354,26 @@ def fit(args: argparse.Namespace, records: list[dict], runner: Runner) -> dict:
     for record in records:
         by_class[runner.fingerprint(record["task"])[1]["operator_class"]].append(record)
     by_class["other"] = list(records)
-    fits = {name: fit_class(rs, lrs, lambdas) for name, rs in by_class.items() if rs}
-    # For comparison: the rule that SSIM would choose (the noise PSNR tolerates, SSIM does not).
-    by_ssim = {name: fit_class(rs, lrs, lambdas, "ssim") for name, rs in by_class.items() if rs}
-    result = {"grid": {"lrs": lrs, "lambdas": lambdas}, "classes": fits, "by_ssim": by_ssim}
+    by_class = {name: rs for name, rs in by_class.items() if rs}
+    result = {
+        "grid": {"lrs": lrs, "lambdas": lambdas},
+        "psnr_tolerance": args.psnr_tolerance,
+        "classes": {
+            n: fit_class(rs, lrs, lambdas, args.psnr_tolerance) for n, rs in by_class.items()
+        },
+        # For comparison: SSIM bought with up to 0.1 dB of mean PSNR, and SSIM alone.
+        "tolerance_0.1": {n: fit_class(rs, lrs, lambdas, 0.1) for n, rs in by_class.items()},
+        "by_ssim": {n: fit_class(rs, lrs, lambdas, None) for n, rs in by_class.items()},
+    }
     common.write_json(folder(args) / "fit.json", result)
     print("RULES = {")
-    for name, f in fits.items():
+    for name, f in result["classes"].items():
         r = f["rule"]
         scale = "math.inf" if math.isinf(r["lr_scale"]) else f"{r['lr_scale']:.3g}"
         print(
             f'    "{name}": DefaultsRule({r["lam0"]:.3g}, {r["kappa"]:.3g}, {r["power"]:.0f}, '
-            f"{r['lr0']:.3g}, {scale}),  # mean PSNR {f['mean_score']:.2f} dB"
+            f"{r['lr0']:.3g}, {scale}),  # PSNR {f['mean_psnr']:.2f} dB (best "
+            f"{f['best_mean_psnr']:.2f}), SSIM {f['mean_ssim']:.3f}"
         )
     print("}")
     return result
@@ -393,7 +424,7 @@ def eval_path(runner: Runner, job: tuple) -> Path:
     label = f"lr{options['lr']:.6g}-lam{options['reg_weight']:.6g}"
     digest = runner.fingerprint(task)[0]
     name = f"{dataset}-{task}-s{noise}-{label}-{digest}.json"
-    return folder(runner.args) / "eval" / name
+    return folder(runner.args) / f"eval-n{runner.args.images}" / name
 
 
 def eval_job(runner: Runner, job: tuple) -> dict:
@@ -419,47 +450,53 @@ def eval_job(runner: Runner, job: tuple) -> dict:
 # ----------------------------------------------------------------------------------- report
 
 
+def kept(record: dict | None) -> str | None:
+    value = None if record is None else record.get("noise_kept")
+    return None if value is None else f"{value:.2f}"
+
+
 def paired(a: list[float], b: list[float]) -> tuple[float, float]:
     """Mean and standard error of ``a − b`` over paired images."""
     d = np.asarray(a) - np.asarray(b)
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
+def rule_rows(fits: dict[str, dict]) -> list[list]:
+    return [
+        [name, f["rule"]["lam0"], f["rule"]["kappa"], f["rule"]["power"], f["rule"]["lr0"],
+         f["rule"]["lr_scale"], f["mean_psnr"], f["best_mean_psnr"], f["mean_ssim"]]
+        for name, f in fits.items()
+    ]  # fmt: skip
+
+
+RULE_HEADER = ["class", "λ₀", "κ", "p", "lr₀", "s", "mean PSNR", "best mean PSNR", "mean SSIM"]
+
+
 def report(args: argparse.Namespace, grid: list[dict], fitted: dict, evals: list[dict]) -> None:
     md = [
-        f"# RED-diff's defaults by σ_y and operator, series {series(args)}\n",
+        f"# RED-diff's defaults by σ_y and operator, series {series(args)}-n{args.images}\n",
         f"Grid: λ ∈ {{{args.lambdas}}} × lr ∈ {{{args.lrs}}} at {args.steps} NFE on "
         f"{args.tune_images} held-out test images (indices {bench.TUNE_START} …) per data set "
         f"× task × σ_y ∈ {{{args.noises}}} ([0, 1] pixel units). Rule: λ(σ) = λ₀ + κσ^p, "
-        "lr(σ) = lr₀ exp(−σ/s), per operator class, maximising the mean PSNR interpolated "
-        "bilinearly in (log lr, log λ) over the class's cells.\n",
-        "## The fitted rule (now in `diffvi.inverse.solvers.red_diff_defaults.RULES`)\n",
-    ]
-    rows = []
-    for name, f in fitted["classes"].items():
-        r = f["rule"]
-        lib = RULES[name]
-        rows.append(
-            [name, r["lam0"], r["kappa"], r["power"], r["lr0"], r["lr_scale"], f["mean_score"],
-             f"{lib.reg_weight0:.3g}, {lib.reg_weight_slope:.3g}, {lib.power:g}, "
-             f"{lib.lr0:.3g}, {lib.lr_scale:.3g}"]
-        )  # fmt: skip
-    md.append(
-        markdown_table(
-            ["class", "λ₀", "κ", "p", "lr₀", "s", "mean PSNR (dB)", "library (λ₀, κ, p, lr₀, s)"],
-            rows,
+        "lr(σ) = lr₀ exp(−σ/s) per operator class; PSNR and SSIM of a rule interpolated "
+        "bilinearly in (log lr, log λ) between grid points and averaged over the class's cells; "
+        f"of the rules within {args.psnr_tolerance} dB of the best mean PSNR (to 0.01 dB), the "
+        "one with the best mean SSIM.\n",
+        "## The fitted rule\n",
+        markdown_table(RULE_HEADER, rule_rows(fitted["classes"])),
+        "\n`diffvi.inverse.solvers.red_diff_defaults.RULES` now (λ₀, κ, p, lr₀, s): "
+        + "; ".join(
+            f"{name} {r.reg_weight0:.3g}, {r.reg_weight_slope:.3g}, {r.power:g}, {r.lr0:.3g}, "
+            f"{r.lr_scale:.3g}"
+            for name, r in RULES.items()
         )
-    )
-    md += [
-        "\nFor comparison, the rule SSIM would choose (same search, mean SSIM):\n",
-        markdown_table(
-            ["class", "λ₀", "κ", "p", "lr₀", "s", "mean SSIM"],
-            [[name, f["rule"]["lam0"], f["rule"]["kappa"], f["rule"]["power"], f["rule"]["lr0"],
-              f["rule"]["lr_scale"], f["mean_score"]]
-             for name, f in fitted["by_ssim"].items()],
-        ),
-    ]  # fmt: skip
-    md.append("\n## Fit: per cell on the tuning images (rule interpolated vs best grid point)\n")
+        + ".\n",
+        "\nFor comparison, the best mean SSIM of the rules within 0.1 dB of the best mean PSNR:\n",
+        markdown_table(RULE_HEADER, rule_rows(fitted["tolerance_0.1"])),
+        "\nand the best mean SSIM alone:\n",
+        markdown_table(RULE_HEADER, rule_rows(fitted["by_ssim"])),
+        "\n## Fit: per cell on the tuning images (rule interpolated vs best grid point)\n",
+    ]
     rows = []
     for name, f in fitted["classes"].items():
         if name == "other":
@@ -467,13 +504,13 @@ def report(args: argparse.Namespace, grid: list[dict], fitted: dict, evals: list
         for c in f["cells"]:
             rows.append(
                 [c["dataset"], c["task"], c["noise_std"], c["rule_lr"], c["rule_reg_weight"],
-                 c["rule_score_interpolated"], c["best_lr"], c["best_reg_weight"],
-                 c["best_score"], c["gap"]]
+                 c["rule_psnr"], c["rule_ssim"], c["best_lr"], c["best_reg_weight"],
+                 c["best_psnr"], c["best_ssim"], c["gap"]]
             )  # fmt: skip
     md.append(
         markdown_table(
-            ["data", "task", "σ_y", "rule lr", "rule λ", "rule PSNR", "best lr", "best λ",
-             "best PSNR", "gap (dB)"],
+            ["data", "task", "σ_y", "rule lr", "rule λ", "rule PSNR", "rule SSIM", "best lr",
+             "best λ", "best PSNR", "its SSIM", "gap (dB)"],
             rows,
         )
     )  # fmt: skip
@@ -492,8 +529,7 @@ def report(args: argparse.Namespace, grid: list[dict], fitted: dict, evals: list
              f"{rule['ssim']:.3f}", f"{tuned['lr']:.3g}, {tuned['reg_weight']:.3g}",
              f"{tuned['psnr']:.2f}", f"{tuned['ssim']:.3f}", f"{gap:.2f} ± {sem:.2f}",
              f"{fixed['psnr']:.2f}" if fixed else None, f"{fixed['ssim']:.3f}" if fixed else None,
-             f"{rule['residual_rms'] / cell[2]:.2f}" if cell[2] > 0 else None,
-             f"{fixed['residual_rms'] / cell[2]:.2f}" if fixed and cell[2] > 0 else None]
+             *(kept(v) for v in (rule, tuned, fixed))]
         )  # fmt: skip
     if rows:
         md += [
@@ -501,12 +537,13 @@ def report(args: argparse.Namespace, grid: list[dict], fitted: dict, evals: list
             "rule: the library's defaults; tuned: the cell's best grid point on the tuning "
             "images (the benchmark's procedure); gap = tuned − rule PSNR, ± the paired standard "
             "error over images; fixed: lr = λ = 0.25 (the defaults before the rule); "
-            "res/σ_y: ‖y − A(x̂)‖/(√M σ_y), ≈ 1 when the restoration explains y down to its "
-            "noise, ≪ 1 when it keeps the noise.\n",
+            "noise kept: ‖A(x̂) − A(x)‖/‖y − A(x)‖ over the measured entries (mean over "
+            "images), 1 when the restoration keeps the measurement noise, 0 when it explains y "
+            "by the clean image.\n",
             markdown_table(
                 ["data", "task", "σ_y", "rule lr, λ", "rule PSNR", "rule SSIM", "tuned lr, λ",
                  "tuned PSNR", "tuned SSIM", "gap (dB)", "fixed PSNR", "fixed SSIM",
-                 "rule res/σ_y", "fixed res/σ_y"],
+                 "noise kept: rule", "tuned", "fixed"],
                 rows,
             ),
             f"\nLargest gap {max(gaps):.2f} dB, mean {np.mean(gaps):.2f} dB over {len(gaps)} "

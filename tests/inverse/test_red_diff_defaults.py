@@ -6,7 +6,7 @@ import pytest
 import torch
 from gaussian_data import stationary_problem
 
-from diffvi.inverse import build_operator
+from diffvi.inverse import Inpainting, build_operator
 from diffvi.inverse.registry import OPERATORS
 from diffvi.inverse.solvers import REDDiff
 from diffvi.inverse.solvers.base import Problem
@@ -18,9 +18,9 @@ from diffvi.inverse.solvers.red_diff_defaults import (
 )
 
 CLASSES = {
-    "inpaint-box": "inpainting",
+    "inpaint-box": "box-inpainting",
     "inpaint-random": "inpainting",
-    "inpaint-half": "inpainting",
+    "inpaint-half": "box-inpainting",
     "sr4": "super-resolution",
     "sr2": "super-resolution",
     "sr4-bicubic": "super-resolution",
@@ -36,11 +36,20 @@ def _operator(task: str, size: int = 64):
 
 
 def test_every_registered_task_takes_the_rule_of_its_class():
-    """Masks, down-sampling and blurs have rules of their own; the identity, phase retrieval and
-    any other operator take the rule fitted on every task (``other``)."""
+    """Masks (one rectangular hole or scattered pixels), down-sampling and blurs have rules of
+    their own; the identity, phase retrieval and any other operator take the rule fitted on
+    every task (``other``)."""
     for task in OPERATORS:
         assert operator_class(_operator(task)) == CLASSES.get(task, "other"), task
     assert set(RULES) == set(OPERATOR_CLASSES)
+    hole = torch.ones(3, 8, 8)
+    hole[:, 2:5, 3:7] = 0
+    assert operator_class(Inpainting(hole)) == "box-inpainting"
+    hole[:, 4, 3] = 1  # one observed pixel inside: no longer one rectangle
+    assert operator_class(Inpainting(hole)) == "inpainting"
+    one_channel = torch.ones(3, 8, 8)
+    one_channel[0, 2:5, 3:7] = 0  # a hole in one channel only: not one in every channel
+    assert operator_class(Inpainting(one_channel)) == "inpainting"
 
 
 def test_explicit_values_override_the_rule_one_by_one():
@@ -89,3 +98,60 @@ def test_restore_records_the_values_it_resolved_and_help_names_the_rule():
     result = CliRunner().invoke(app, ["restore", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert result.stdout.count("by σ_y and operator, see docs/methods.md") == 2
+
+
+@pytest.mark.parametrize(
+    ("task", "noise_std", "lr", "reg_weight"),
+    [
+        ("inpaint-box", 0.1, 0.02, 0.01 + 56.2 * 0.1**2),  # 0.572
+        ("inpaint-random", 0.2, 0.108, 0.01),
+        ("sr4", 0.05, 0.164 * 0.60653066, 0.0979 + 56.2 * 0.05**2),  # 0.0995, 0.2384
+        ("deblur-gaussian-dps", 0.2, 0.164 * 0.13533528, 0.01 + 5.62 * 0.2**2),  # 0.0222, 0.2348
+        ("denoise", 0.0, 0.164, 0.0177),
+    ],
+)
+def test_the_rule_gives_the_fitted_values(task, noise_std, lr, reg_weight):
+    rule = red_diff_defaults(_operator(task), noise_std)
+    assert rule["lr"] == pytest.approx(lr, rel=1e-6)
+    assert rule["reg_weight"] == pytest.approx(reg_weight, rel=1e-6)
+
+
+def test_reg_weight_grows_and_lr_falls_with_the_noise():
+    """λ grows with σ_y for every class but scattered-pixel inpainting, whose best λ stayed at
+    the grid's smallest at every σ_y; lr never grows."""
+    noises = (0.0, 0.025, 0.05, 0.1, 0.2, 0.4)
+    for name, rule in RULES.items():
+        lams = [rule.reg_weight(s) for s in noises]
+        lrs = [rule.lr(s) for s in noises]
+        if name == "inpainting":
+            assert len(set(lams)) == 1
+        else:
+            assert all(a < b for a, b in zip(lams, lams[1:], strict=False)), name
+        assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False)), name
+    with pytest.raises(ValueError, match="noise_std"):
+        red_diff_defaults(_operator("sr4"), -0.1)
+
+
+@pytest.mark.parametrize(
+    ("task", "ratio"),
+    [
+        ("inpaint-random", 0.95),
+        ("inpaint-box", 0.85),
+        ("sr4-bicubic", 0.95),
+        ("deblur-gaussian-dps", 0.85),
+    ],
+)
+def test_noisy_restorations_with_the_defaults_beat_the_old_fixed_values(task, ratio):
+    """σ_y = 0.1, an exact Gaussian prior over 32×32 images: the defaults (λ and lr by σ_y and
+    the operator) restore closer to the truth than the σ-blind lr = λ = 0.25 of before. Measured
+    RMSE ratios over solver seeds 0–3: 0.76–0.89 (random inpainting), 0.65–0.78 (box),
+    0.87–0.89 (SR), 0.70–0.79 (deblurring); seed 0 here."""
+    prior, images, operator, y, _ = stationary_problem(1, task, 0.1, size=32)
+    truth = images.sample(1, torch.Generator().manual_seed(0))  # the image y was taken of
+
+    def rmse(**options) -> float:
+        solver = REDDiff(steps=100, **options)
+        x = solver.solve(y, operator, prior, 0.1, torch.Generator().manual_seed(0)).x
+        return (x - truth).pow(2).mean().sqrt().item()
+
+    assert rmse() < ratio * rmse(lr=0.25, reg_weight=0.25)
