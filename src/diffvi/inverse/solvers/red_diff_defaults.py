@@ -21,8 +21,8 @@ grows and the restoration keeps the measurement noise (the official scripts rais
 Fashion-MNIST test images per task and σ_y, the rule's parameters chosen to minimise the
 root-mean-square PSNR gap to each cell's best grid point over the class's cells (see
 docs/methods.md and docs/results.md for the fit and its check on the benchmark's scored
-images). Tasks outside the three classes (the identity, phase retrieval,
-any other operator) take the rule fitted on all tasks together.
+images). Operators outside the four classes (the identity, phase retrieval, any other) take
+the rule fitted on every task together.
 """
 
 from __future__ import annotations
