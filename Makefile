@@ -49,6 +49,9 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/diffusion_speed.py
 	$(PY) benchmarks/inverse_mnist.py
 	$(PY) benchmarks/inverse_cost.py
+	$(PY) benchmarks/red_diff_defaults.py --stages grid --shard 0 --shards 2 & $(PY) benchmarks/red_diff_defaults.py --stages grid --shard 1 --shards 2; wait
+	$(PY) benchmarks/red_diff_defaults.py --stages eval --shard 0 --shards 2 & $(PY) benchmarks/red_diff_defaults.py --stages eval --shard 1 --shards 2; wait
+	$(PY) benchmarks/red_diff_defaults.py --stages fit,report
 	$(PY) benchmarks/cvdm.py --shard 0 --shards 2 & $(PY) benchmarks/cvdm.py --shard 1 --shards 2; wait
 	$(PY) benchmarks/cvdm.py --assemble-only
 	$(PY) benchmarks/sbn_mnist.py --stages variance,speed --minutes 15
@@ -70,6 +73,7 @@ bench-quick: $(VENV)/.bench
 	$(PY) benchmarks/diffusion_speed.py --quick
 	$(PY) benchmarks/inverse_mnist.py --quick
 	$(PY) benchmarks/inverse_cost.py --quick
+	$(PY) benchmarks/red_diff_defaults.py --quick
 	$(PY) benchmarks/cvdm.py --quick
 	$(PY) benchmarks/sbn_mnist.py --quick
 	$(PY) benchmarks/genotypes.py --quick
