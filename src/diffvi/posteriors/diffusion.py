@@ -332,7 +332,33 @@ class DiffusionPosterior(Posterior):
         return (eps_hat - noise).square().sum(-1)
 
 
-class TwoStagePosterior(Posterior):
+class ChainView:
+    """The read-only description of a diffusion chain (``conditional``, ``num_steps``,
+    ``schedule``, ``encode``), forwarded to ``self.wrapped``: for posteriors that wrap a
+    :class:`DiffusionPosterior`."""
+
+    @property
+    def wrapped(self) -> "DiffusionPosterior":
+        raise NotImplementedError
+
+    @property
+    def conditional(self) -> bool:
+        return self.wrapped.conditional
+
+    @property
+    def num_steps(self) -> int:
+        return self.wrapped.num_steps
+
+    @property
+    def schedule(self) -> DiscreteSchedule:
+        return self.wrapped.schedule
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, log σ) of q(y_T|x)."""
+        return self.wrapped.encode(x)
+
+
+class TwoStagePosterior(ChainView, Posterior):
     """Two diffusion posteriors trained one after the other, of which one at a time is q(z|x):
     the posterior of the official DDVI pipeline (GitHub topwasu/DDVI: ``DiffVAE``, then
     ``DiffVAEWarmup``, whose q(y_T|x) starts from the first stage's encoder and whose reverse
@@ -367,6 +393,8 @@ class TwoStagePosterior(Posterior):
         """The posterior of the current stage."""
         return self.second if int(self.stage) == 2 else self.first
 
+    wrapped = active
+
     @torch.no_grad()
     def start_second_stage(self) -> None:
         """Copy the first stage's encoder of q(y_T|x) into the second and make it active (the
@@ -382,21 +410,6 @@ class TwoStagePosterior(Posterior):
     def sampler(self, value: str) -> None:
         _check_sampler(value)
         self.first.sampler = self.second.sampler = value
-
-    @property
-    def conditional(self) -> bool:
-        return self.active.conditional
-
-    @property
-    def num_steps(self) -> int:
-        return self.active.num_steps
-
-    @property
-    def schedule(self) -> DiscreteSchedule:
-        return self.active.schedule
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.active.encode(x)
 
     def reverse(
         self, y_T: Tensor, x: Tensor | None, generator: torch.Generator | None = None

@@ -23,9 +23,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from diffvi.diffusion.schedules import DiscreteSchedule
 from diffvi.posteriors.base import Posterior, PosteriorSample
-from diffvi.posteriors.diffusion import ReverseChain
+from diffvi.posteriors.diffusion import ChainView, DiffusionPosterior, ReverseChain
 
 
 class LabelConditionedPosterior(Posterior):
@@ -96,7 +95,7 @@ class LabelConditionedPosterior(Posterior):
         return self.sample(x, k, label=label).z.mean(0)
 
 
-class LabelConditionedDiffusion(LabelConditionedPosterior):
+class LabelConditionedDiffusion(ChainView, LabelConditionedPosterior):
     """A :class:`LabelConditionedPosterior` around a label-conditioned
     :class:`~diffvi.posteriors.DiffusionPosterior`: also the chain's interface (``encode``,
     ``reverse``, ``denoising_loss``, ``frozen_chain``, ``sampler``, …) that DDVI uses, each
@@ -111,20 +110,9 @@ class LabelConditionedDiffusion(LabelConditionedPosterior):
         self.base.sampler = value
 
     @property
-    def conditional(self) -> bool:
-        return self.base.conditional
-
-    @property
-    def num_steps(self) -> int:
-        return self.base.num_steps
-
-    @property
-    def schedule(self) -> DiscreteSchedule:
-        return self.base.schedule
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean, log σ) of q(y_T|x), label-free."""
-        return self.base.encode(x)
+    def wrapped(self) -> DiffusionPosterior:
+        """The label-conditioned chain; its q(y_T|x) (``encode``) is label-free."""
+        return self.base
 
     def reverse(
         self,
