@@ -5,8 +5,13 @@ Usage (from the repository root)::
 
     PYTHONPATH=src python benchmarks/iwae_speed.py            # full (several minutes)
     PYTHONPATH=src python benchmarks/iwae_speed.py --quick    # CI-sized, well under a minute
+    PYTHONPATH=src python benchmarks/iwae_speed.py --threads 1 --compare eval   # issue 22
 
 Writes ``benchmarks/results/iwae_speed.{json,md}`` (``iwae_speed_quick.*`` with ``--quick``).
+``--compare eval`` times only the k = 5000 evaluation, the current ``estimate_log_likelihood``
+against the pre-issue-22 path (reproduced below: 25,000-row chunks, the full logits through
+``BCEWithLogits``, ``torch.logsumexp``) interleaved block by block, and writes
+``iwae_speed_eval{_quick}.{json,md}``.
 
 Network: the IWAE paper's one-stochastic-layer MNIST model, encoder 784-200-200-(2·50) and
 decoder 50-200-200-784, tanh, Bernoulli likelihood with logits, N(0, I) prior; batch 20, k = 50,
@@ -394,6 +399,168 @@ def time_eval(model, posterior, test: Tensor, block: int, max_seconds: float) ->
     }
 
 
+@torch.no_grad()
+def legacy_estimate(model, posterior, x: Tensor, k: int = EVAL_K) -> Tensor:
+    """``estimate_log_likelihood(...).log_px`` as it was before issue 22 (commit 81c7af9):
+    chunks of at most EVAL_MAX_ROWS rows, the decoder's full ``[draws, B, 784]`` logits scored
+    by ``BernoulliLikelihood.log_prob`` (BCE with logits), ``torch.logsumexp`` per chunk."""
+    flat = x.flatten(1)
+    chunk = max(1, min(k, EVAL_MAX_ROWS // x.shape[0]))
+    lse, done = None, 0
+    while done < k:
+        draws = min(chunk, k - done)
+        s = posterior.sample(x, draws)
+        log_w = model.likelihood.log_prob(flat, model.decode(s.z)) - (
+            s.log_q - model.log_prior(s.z)
+        )
+        a = torch.logsumexp(log_w, 0)
+        lse = a if lse is None else torch.logaddexp(lse, a)
+        torch.logsumexp(2 * log_w, 0)  # the old path's second log-sum-exp (for the stderr)
+        done += draws
+    return lse - math.log(k)
+
+
+def compare_eval(args: argparse.Namespace) -> None:
+    """The k = 5000 evaluation, current against pre-issue-22, interleaved block by block."""
+    quick = args.quick
+    torch.set_num_threads(args.threads)
+    configure_numerics(flush_denormal=True)
+    load_start = list(os.getloadavg())
+    machine = machine_info()
+    gemm_repeats, gemm_inner = (3, 2) if quick else (7, 5)
+    gemm_before = measure_gemms(gemm_repeats, gemm_inner)
+    block = args.eval_block or (5 if quick else 100)
+    rounds = args.rounds or (2 if quick else 5)
+    train, test, data_source = load_data(BATCH * 50, block * rounds, args.seed)
+    torch.manual_seed(args.seed)
+    model, posterior = build_vae((1, 28, 28), "iwae-1")
+    pretrain_steps = (
+        args.pretrain_steps if args.pretrain_steps is not None else (0 if quick else 1500)
+    )
+    pretrain(model, posterior, list(train.split(BATCH)), pretrain_steps)
+    model.eval()
+    posterior.eval()
+    impls = {
+        "current": lambda x: estimate_log_likelihood(model, posterior, x, k=EVAL_K).log_px,
+        "pre_issue_22": lambda x: legacy_estimate(model, posterior, x),
+    }
+    for fn in impls.values():  # warm-up
+        fn(test[:2])
+    times: dict[str, list[float]] = {key: [] for key in impls}
+    cpu_times: dict[str, list[float]] = {key: [] for key in impls}
+    means: dict[str, list[float]] = {key: [] for key in impls}
+    load_rounds = []
+    for i, x in enumerate(test.split(block)):
+        order = list(impls) if i % 2 == 0 else list(impls)[::-1]
+        for key in order:
+            t0, c0 = time.perf_counter(), time.process_time()
+            log_px = impls[key](x)
+            times[key].append((time.perf_counter() - t0) / x.shape[0])
+            cpu_times[key].append((time.process_time() - c0) / x.shape[0])
+            means[key].append(float(log_px.mean()))
+        load_rounds.append(os.getloadavg()[0])
+        print(
+            f"block {i + 1}: "
+            + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms/image" for k, v in times.items()),
+            flush=True,
+        )
+    gemm_after = measure_gemms(gemm_repeats, gemm_inner)
+    peak = max(g["gflops"] for m in (gemm_before, gemm_after) for g in m["rates"]) * 1e9
+    bound_per_image = eval_flops(1) / peak
+    chunk_s = eval_chunk_gemm_seconds(gemm_repeats)
+    gemm_per_image = chunk_s * EVAL_K / EVAL_MAX_ROWS
+    result = {}
+    for key, series in times.items():
+        per_image = statistics.median(series)
+        cpu_per_image = statistics.median(cpu_times[key])
+        result[key] = {
+            "cpu_seconds_per_image_median": cpu_per_image,
+            "cpu_seconds_per_image_rounds": cpu_times[key],
+            "cpu_ratio_to_matmul_bound": cpu_per_image / bound_per_image,
+            "seconds_per_image_median": per_image,
+            "seconds_per_image_rounds": series,
+            "seconds_for_10000_images": per_image * 10_000,
+            "ratio_to_matmul_bound": per_image / bound_per_image,
+            "ratio_to_shape_exact_gemm_time": per_image / gemm_per_image,
+            "mean_log_px_per_block": means[key],
+        }
+    paired = statistics.median(
+        o / n for o, n in zip(times["pre_issue_22"], times["current"], strict=True)
+    )
+    payload = {
+        "mode": "quick" if quick else "full",
+        "seed": args.seed,
+        "threads": args.threads,
+        "machine": machine,
+        "loadavg_start": load_start,
+        "loadavg_end": list(os.getloadavg()),
+        "loadavg_1min_after_each_block": load_rounds,
+        "settings": {
+            "k": EVAL_K,
+            "images_per_block": block,
+            "blocks": rounds,
+            "pretrain_steps": pretrain_steps,
+            "data": data_source,
+            "flush_denormal": True,
+        },
+        "gemm": {"before": gemm_before, "after": gemm_after},
+        "gemm_rate_used_gflops": peak / 1e9,
+        "matmul_bound_seconds_per_image": bound_per_image,
+        "decoder_gemm_seconds_per_image_shape_exact": gemm_per_image,
+        "evaluation": result,
+        "speedup_paired_median": paired,
+        "goal": {"ratio_to_matmul_bound_target": 2.0,
+                 "met": result["current"]["ratio_to_matmul_bound"] <= 2.0},
+    }  # fmt: skip
+    rows = [
+        [
+            label,
+            r["seconds_per_image_median"] * 1e3,
+            r["seconds_for_10000_images"],
+            r["ratio_to_matmul_bound"],
+            r["ratio_to_shape_exact_gemm_time"],
+            r["cpu_seconds_per_image_median"] * 1e3,
+            r["cpu_ratio_to_matmul_bound"],
+        ]
+        for label, r in (
+            ("pre-issue-22 path (full logits, BCE, 25k-row chunks)", result["pre_issue_22"]),
+            ("current `estimate_log_likelihood`", result["current"]),
+        )
+    ]
+    rows.append(["matmul bound (forward FLOPs / peak GEMM rate)", bound_per_image * 1e3,
+                 bound_per_image * 1e4, 1.0, None, bound_per_image * 1e3, 1.0])  # fmt: skip
+    table = markdown_table(
+        [
+            "path",
+            "ms / image (median)",
+            "s for 10k images",
+            "× matmul bound",
+            "× decoder GEMMs",
+            "CPU ms / image",
+            "CPU × matmul bound",
+        ],  # fmt: skip
+        rows,
+    )
+    md = (
+        f"# k = {EVAL_K} evaluation, current vs pre-issue-22 ({payload['mode']} mode)\n\n"
+        f"{machine['cpu_model']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
+        f"{args.threads} thread(s); load average {load_start} at start, "
+        f"{payload['loadavg_end']} at end. {rounds} blocks of {block} images (MNIST test, "
+        f"{data_source}), the two paths interleaved block by block (order alternating), "
+        f"median per image. Peak GEMM {peak / 1e9:.0f} GFLOP/s (best of "
+        + ", ".join(g["shape"] for g in gemm_before["rates"])
+        + " before and after).\n\n"
+        f"{table}\nCPU ms: the process's CPU time (one thread: what other processes' time "
+        "slices do not inflate; a loaded machine still shares caches and memory bandwidth). "
+        f"Speed-up (paired per block, median): {paired:.2f}×. Goal ≤ 2× the matmul "
+        f"bound: {'met' if payload['goal']['met'] else 'not met'}.\n"
+    )
+    name = "iwae_speed_eval_quick" if quick else "iwae_speed_eval"
+    json_path, md_path = write_results(name, payload, md)
+    print(md)
+    print(f"wrote {json_path} and {md_path}")
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -413,6 +580,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--no-pythae", action="store_true", help="skip pythae even if installed")
     p.add_argument(
+        "--compare",
+        choices=["eval"],
+        help="time only this part, current code against the pre-issue-22 path",
+    )
+    p.add_argument("--eval-block", type=int, help="images per block with --compare eval")
+    p.add_argument(
         "--pretrain-steps",
         type=int,
         help="train the shared starting weights this many steps first (default 1500, quick 0)",
@@ -422,6 +595,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.compare == "eval":
+        return compare_eval(args)
     quick = args.quick
     rounds = args.rounds or (2 if quick else 7)
     seconds = args.seconds or (0.4 if quick else 3.0)

@@ -4,14 +4,15 @@ The latent sample ``z: [K, B, D]`` concatenates the layers bottom first, as the 
 posterior produces it: ``D = D_1 + … + D_L``.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import prod
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffvi.distributions.gaussian import diagonal_normal_log_prob
-from diffvi.distributions.likelihoods import Likelihood, build_likelihood
+from diffvi.distributions.likelihoods import BernoulliLikelihood, Likelihood, build_likelihood
 from diffvi.distributions.priors import Prior, StandardNormal
 from diffvi.nn.mlp import MLP
 from diffvi.posteriors.base import Posterior
@@ -87,10 +88,41 @@ class VAE(nn.Module):
         return self.decoder(z[..., : self.latent_dims[0]])
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z) for ``x: [B, *event_shape]``, ``z: [K, B, D]`` -> ``[K, B]``."""
+        """log p(x|z) for ``x: [B, *event_shape]``, ``z: [K, B, D]`` -> ``[K, B]``.
+
+        Without gradients, a Bernoulli likelihood whose logits are a plain MLP's last linear
+        layer is scored by :func:`fused_bernoulli_mlp_log_prob` (the same numbers, to float
+        rounding, at a fraction of the memory traffic); otherwise through ``decode``.
+        """
         flat = self._check_x(x)
         self._check_z(z, flat.shape[0])
+        split = self.linear_bernoulli_decoder()
+        if split is not None and not torch.is_grad_enabled():
+            return fused_bernoulli_mlp_log_prob(flat, z[..., : self.latent_dims[0]], *split)
         return self.likelihood.log_prob(flat, self.decode(z))
+
+    def linear_bernoulli_decoder(self) -> tuple[list[nn.Module], nn.Linear] | None:
+        """``(hidden layers, output layer)`` when p(x|z) is Bernoulli with logits from the last
+        ``nn.Linear`` of a plain ``nn.Sequential`` decoder (an :class:`~diffvi.nn.MLP`), else
+        ``None``."""
+        dec = self.decoder
+        if (
+            type(self.likelihood) is BernoulliLikelihood
+            and isinstance(dec, nn.Sequential)
+            and type(dec).forward is nn.Sequential.forward
+            and len(dec) > 0
+            and type(dec[-1]) is nn.Linear
+        ):
+            layers = list(dec)
+            return layers[:-1], layers[-1]
+        return None
+
+    def inference_row_floats(self) -> int:
+        """About how many floats :meth:`log_likelihood` holds per (sample, data point) pair
+        without gradients, latents included: what sizes a chunk of importance samples."""
+        if self.linear_bernoulli_decoder() is not None:
+            return 4 * self.latent_dim + 8  # the logits stay in a fixed-size block
+        return 4 * (self.latent_dim + self.likelihood.num_params(self.data_dim))
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x, z): ``[K, B]``."""
@@ -122,6 +154,81 @@ class VAE(nn.Module):
         """E[x|z] at the posterior mean of z: ``[B, *event_shape] -> [B, *event_shape]``."""
         z = posterior.expected_latent(x)
         return self.likelihood.mean(self.decode(z)).reshape(x.shape)
+
+
+# (sample, data point) rows per block of fused_bernoulli_mlp_log_prob: a block's logits
+# (256 × 784 floats for MNIST, 0.8 MB) and activations stay in a core's L2 cache.
+FUSED_BLOCK_ROWS = 256
+# In-place activations of the fused path. tanh(a) = 2σ(2a) − 1: torch's vectorised sigmoid is
+# about 4× faster than its tanh on CPU, at an absolute error below 2e-7 (1.5 float32 ulp at 1).
+_IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
+    nn.Tanh: lambda a: a.mul_(2).sigmoid_().mul_(2).sub_(1),
+    nn.ReLU: Tensor.relu_,
+    nn.Sigmoid: Tensor.sigmoid_,
+    nn.SiLU: lambda a: F.silu(a, inplace=True),
+}
+
+
+@torch.no_grad()
+def fused_bernoulli_mlp_log_prob(
+    x: Tensor,
+    z: Tensor,
+    layers: Sequence[nn.Module],
+    head: nn.Linear,
+    block_rows: int = FUSED_BLOCK_ROWS,
+) -> Tensor:
+    """Σ_f x_f l_f − softplus(l_f) with logits ``l = head(layers(z))``, without gradients:
+    ``x [B, F]``, ``z [K, B, D]`` -> ``[K, B]``.
+
+    The same number as ``BernoulliLikelihood.log_prob(x, head(layers(z)))`` (to float
+    rounding; softplus(l) = l above l = 20, an error below 2.1e-9), computed as
+    :meth:`~diffvi.distributions.BernoulliLikelihood.log_prob_linear` does: the data term
+    through the last hidden layer h, Σ_f x_f l_f = h·(Wᵀx) + b·x, so the ``[K, B, F]`` logits
+    only pass through softplus and a sum. The K samples go through the network in blocks of
+    about ``block_rows`` rows, into buffers allocated once, with bias and activation applied
+    in place: each block's logits stay in cache between the GEMM that makes them and the
+    softplus that consumes them, and no ``[K, B, F]`` tensor is ever allocated. tanh is
+    evaluated as 2σ(2a) − 1 (absolute error below 2e-7).
+    """
+    batch, dim = z.shape[-2:]
+    lead = z.shape[:-2]
+    z = z.reshape(-1, batch, dim)
+    num = z.shape[0]
+    per_block = max(1, block_rows // batch)
+    rows = per_block * batch
+    data_term = x @ head.weight  # Wᵀx per data point: [B, H]
+    data_const = x @ head.bias if head.bias is not None else None  # b·x: [B]
+    buffers = [
+        z.new_empty(rows, layer.out_features) if type(layer) is nn.Linear else None
+        for layer in layers
+    ]
+    logits = z.new_empty(rows, head.out_features)
+    out = z.new_empty(num, batch)
+    for start in range(0, num, per_block):
+        a = z[start : start + per_block].reshape(-1, dim)
+        n, owned = a.shape[0], False
+        for layer, buf in zip(layers, buffers, strict=True):
+            if buf is not None:
+                a = _linear_into(a, layer, buf[:n])
+                owned = True
+            elif owned and type(layer) in _IN_PLACE:
+                _IN_PLACE[type(layer)](a)
+            else:
+                a, owned = layer(a), False
+        lg = _linear_into(a, head, logits[:n])
+        torch.ops.aten.softplus.out(lg, 1, 20, out=lg)
+        block = a.view(-1, batch, a.shape[-1]).mul(data_term).sum(-1)
+        if data_const is not None:
+            block += data_const
+        block -= lg.sum(-1).view(-1, batch)
+        out[start : start + n // batch] = block
+    return out.reshape(*lead, batch)
+
+
+def _linear_into(a: Tensor, layer: nn.Linear, out: Tensor) -> Tensor:
+    if layer.bias is None:
+        return torch.mm(a, layer.weight.t(), out=out)
+    return torch.addmm(layer.bias, a, layer.weight.t(), out=out)
 
 
 ARCHITECTURES: dict[str, dict] = {
