@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from diffvi.data.genotype_io import (
+    PlinkBlocks,
     attach_labels,
     extra_labels,
     read_genotypes,
@@ -98,6 +99,22 @@ def test_write_plink_then_read_plink_round_trips_calls_samples_and_variants(tmp_
     assert fam[:2] == ["A", "s0"]  # FID = population, IID = sample
     bim = (tmp_path / "sub" / "out.bim").read_text().splitlines()[1].split()
     assert bim[0] == "1" and bim[3] == "20"  # chromosome and position from the id "1:20"
+
+
+def test_plink_blocks_read_windows_of_the_calls_as_read_plink_does(tmp_path: Path):
+    import pickle
+
+    write_hand_plink(tmp_path / "hand")
+    whole = read_plink(tmp_path / "hand.bed")
+    blocks = PlinkBlocks(tmp_path / "hand")
+    assert (blocks.num_samples, blocks.num_variants) == (5, 3)
+    assert blocks.samples == whole.samples and blocks.variants == whole.variants
+    np.testing.assert_array_equal(blocks.read(1, 3), whole.calls[:, 1:3])  # MISSING is -1
+    rows = blocks.subset(np.array([4, 0, 2]))
+    assert rows.samples == ["s4", "s0", "s2"]
+    np.testing.assert_array_equal(rows.read(0, 2), HAND_CALLS[[4, 0, 2], :2])
+    shipped = pickle.loads(pickle.dumps(rows))  # without its open file: reopened on a read
+    np.testing.assert_array_equal(shipped.read(2, 3), HAND_CALLS[[4, 0, 2], 2:])
 
 
 def test_write_plink_uses_chromosome_1_and_positions_1_to_m_for_plain_ids(tmp_path: Path):

@@ -48,6 +48,7 @@ import numpy as np
 from diffvi.data.genotypes import MISSING, Genotypes
 
 __all__ = [
+    "PlinkBlocks",
     "attach_labels",
     "extra_labels",
     "read_genotypes",
@@ -157,22 +158,111 @@ def read_plink(path: str | Path, num_threads: int | None = None) -> Genotypes:
         f"{prefix}.bed", iid_count=n, sid_count=m, count_A1=False, num_threads=num_threads
     ) as bed:
         calls = bed.read(dtype="int8", order="C", num_threads=num_threads)
-        fid = [str(x) for x in bed.fid]
-        iid = [str(x) for x in bed.iid]
-        sid = [str(x) for x in bed.sid]
-        chromosome = [str(x) for x in bed.chromosome]
-        position = [int(x) for x in bed.bp_position]
+        samples, variants = _plink_ids(bed, prefix)
     _replace(calls, -127, MISSING)  # bed-reader's int8 missing value
+    return Genotypes(calls, samples, variants)
+
+
+def _plink_ids(bed: object, prefix: Path) -> tuple[list[str], list[str]]:
+    """Sample and variant identifiers of an open bed-reader file, as :func:`read_plink` names
+    them."""
+    fid = [str(x) for x in bed.fid]  # type: ignore[attr-defined]
+    iid = [str(x) for x in bed.iid]  # type: ignore[attr-defined]
+    sid = [str(x) for x in bed.sid]  # type: ignore[attr-defined]
+    chromosome = [str(x) for x in bed.chromosome]  # type: ignore[attr-defined]
+    position = [int(x) for x in bed.bp_position]  # type: ignore[attr-defined]
     samples = iid
-    if len(set(iid)) != n:
+    if len(set(iid)) != len(iid):
         samples = [f"{f}:{i}" for f, i in zip(fid, iid, strict=True)]
-        if len(set(samples)) != n:
+        if len(set(samples)) != len(samples):
             raise ValueError(f"{prefix}.fam has repeated (FID, IID) pairs")
     variants = [
         s if s not in ("", ".") else f"{c}:{p}"
         for s, c, p in zip(sid, chromosome, position, strict=True)
     ]
-    return Genotypes(calls, samples, variants)
+    return samples, variants
+
+
+class PlinkBlocks:
+    """Windows of variant columns of a PLINK ``.bed``, read on demand: the block reader of the
+    streaming PCA (:mod:`diffvi.data.genotype_rpca`), which never holds the ``[N, M]`` calls.
+
+    The ``.bed`` is SNP-major, so a window of consecutive variants is one contiguous run of
+    bytes; bed-reader decodes it into int8. The object pickles without its open file (a Dask
+    worker reopens it), so it can be shipped to other processes and machines that see the same
+    path.
+
+    Attributes:
+        path: the ``.bed``.
+        samples: identifiers of the rows read (all ``.fam`` samples, or the ``rows`` subset),
+            as :func:`read_plink` names them.
+        variants: the ``M`` variant identifiers.
+        rows: ``.fam`` row indices read, or ``None`` for all.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        rows: np.ndarray | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        prefix = _plink_prefix(path)
+        n, m = _check_bed(prefix)
+        self.path = Path(f"{prefix}.bed")
+        self.num_threads = num_threads
+        self._shape = (n, m)
+        self._bed: object | None = None
+        samples, self.variants = _plink_ids(self._open(), prefix)
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.intp)
+        if (
+            self.rows is not None
+            and len(self.rows)
+            and not (0 <= self.rows.min() <= self.rows.max() < n)
+        ):
+            raise ValueError(f"rows must index the {n} samples of {self.path}")
+        self.samples = samples if self.rows is None else [samples[i] for i in self.rows]
+
+    def _open(self) -> object:
+        if self._bed is None:
+            bed_reader = _import("bed_reader")
+            n, m = self._shape
+            self._bed = bed_reader.open_bed(
+                self.path, iid_count=n, sid_count=m, count_A1=False, num_threads=self.num_threads
+            )
+        return self._bed
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_bed"] = None  # an open file does not travel; reopened on first read
+        return state
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_variants(self) -> int:
+        return self._shape[1]
+
+    def subset(self, rows: np.ndarray) -> PlinkBlocks:
+        """The same file restricted to ``rows`` (indices into :attr:`samples`)."""
+        rows = np.asarray(rows, dtype=np.intp)
+        base = rows if self.rows is None else self.rows[rows]
+        return PlinkBlocks(self.path, base, self.num_threads)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """int8 ``[N, stop - start]`` calls of variants ``start:stop`` (``MISSING`` -1)."""
+        rows = slice(None) if self.rows is None else self.rows
+        calls = self._open().read(  # type: ignore[attr-defined]
+            index=np.s_[rows, start:stop], dtype="int8", order="F", num_threads=self.num_threads
+        )
+        calls[calls == -127] = MISSING  # bed-reader's int8 missing value
+        return calls
+
+    def close(self) -> None:
+        if self._bed is not None:
+            self._bed.close()  # type: ignore[attr-defined]
+            self._bed = None
 
 
 def _replace(calls: np.ndarray, old: int, new: int, rows: int = 4096) -> None:

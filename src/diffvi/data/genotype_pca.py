@@ -22,12 +22,20 @@ import numpy as np
 
 from diffvi.data.genotypes import MISSING, Genotypes
 
-__all__ = ["allele_frequencies", "genotype_pcs", "quality_control"]
+__all__ = [
+    "allele_frequencies",
+    "allele_frequency",
+    "centred_block",
+    "column_counts",
+    "genotype_pcs",
+    "quality_control",
+    "variant_filter",
+]
 
 log = logging.getLogger(__name__)
 
 
-def _column_stats(calls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def column_counts(calls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(observed, alt)``: non-missing calls and counted alleles per column of a block, int64."""
     missing = calls == MISSING
     observed = calls.shape[0] - missing.sum(axis=0, dtype=np.int64)
@@ -42,7 +50,7 @@ def _allele_counts(calls: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.n
     alt = np.empty(m, dtype=np.int64)
     for start in range(0, m, chunk_size):
         stop = min(start + chunk_size, m)
-        observed[start:stop], alt[start:stop] = _column_stats(calls[:, start:stop])
+        observed[start:stop], alt[start:stop] = column_counts(calls[:, start:stop])
     return observed, alt
 
 
@@ -93,24 +101,80 @@ def quality_control(
         raise ValueError(f"max_missing must be in [0, 1], got {max_missing}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    n = genotypes.num_samples
     observed, alt = _allele_counts(genotypes.calls, chunk_size)
+    index = variant_filter(observed, alt, genotypes.num_samples, maf, thin, max_missing)
+    return genotypes.select_variants(index)
+
+
+def variant_filter(
+    observed: np.ndarray,
+    alt: np.ndarray,
+    num_samples: int,
+    maf: float = 0.01,
+    thin: int = 1,
+    max_missing: float = 1.0,
+) -> np.ndarray:
+    """The columns :func:`quality_control` keeps, from per-variant counts.
+
+    Args:
+        observed: int64 ``[M]`` non-missing calls per variant.
+        alt: int64 ``[M]`` counted alleles per variant (over the non-missing calls).
+        num_samples: ``N``, for the missing rate.
+        maf, thin, max_missing: as :func:`quality_control` (not validated here).
+
+    Returns:
+        int64 ``[M']`` indices of the kept variants, increasing.
+    """
     minor_count = np.minimum(alt, 2 * observed - alt)  # exact, so maf=0.1 keeps 2 of 20
     with np.errstate(invalid="ignore", divide="ignore"):
         minor = minor_count / (2.0 * observed)  # NaN where nothing was observed
-    missing_rate = 1.0 - observed / max(n, 1)
+    missing_rate = 1.0 - observed / max(num_samples, 1)
     keep = (minor_count > 0) & (minor >= maf) & (missing_rate <= max_missing)
     index = np.flatnonzero(keep)[::thin]
     log.info(
         "quality control kept %d of %d variants (%d pass maf >= %g and missing <= %g, thin %d)",
         len(index),
-        genotypes.num_variants,
+        len(observed),
         int(keep.sum()),
         maf,
         max_missing,
         thin,
     )
-    return genotypes.select_variants(index)
+    return index
+
+
+def allele_frequency(observed: np.ndarray, alt: np.ndarray) -> np.ndarray:
+    """float64 ``[M]`` frequency of the counted allele over the non-missing calls, 0 where
+    every call is missing (such a column centres to all zeros)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(observed > 0, alt / (2.0 * np.maximum(observed, 1)), 0.0)
+
+
+def centred_block(
+    calls: np.ndarray,
+    frequency: np.ndarray,
+    standardize: bool = False,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """The analysed matrix of a block of columns: ``g - 2p``, missing calls 0 (mean-imputed),
+    divided by ``sqrt(2p(1 - p))`` when ``standardize`` (1 where that is 0).
+
+    Args:
+        calls: int8 ``[N, b]`` (``MISSING`` for a missing call).
+        frequency: float64 ``[b]`` counted-allele frequencies (:func:`allele_frequency`).
+        standardize: divide by the binomial standard deviation.
+        dtype: float type of the result.
+
+    Returns:
+        Fortran-ordered ``[N, b]`` array of ``dtype``.
+    """
+    x = np.asfortranarray(calls, dtype=dtype)
+    x -= (2.0 * frequency).astype(dtype)
+    x[calls == MISSING] = 0.0
+    if standardize:
+        sd = np.sqrt(2.0 * frequency * (1.0 - frequency))
+        x /= np.where(sd > 0, sd, 1.0).astype(dtype)
+    return x
 
 
 def genotype_pcs(
@@ -174,15 +238,7 @@ def genotype_pcs(
     gram = np.zeros((n, n), order="F")  # upper triangle filled by dsyrk
     for start in range(0, m, chunk_size):
         block = calls[:, start : start + chunk_size]
-        observed, alt = _column_stats(block)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p = np.where(observed > 0, alt / (2.0 * np.maximum(observed, 1)), 0.0)
-        x = np.asfortranarray(block, dtype=np.float64)
-        x -= 2.0 * p
-        x[block == MISSING] = 0.0
-        if standardize:
-            sd = np.sqrt(2.0 * p * (1.0 - p))
-            x /= np.where(sd > 0, sd, 1.0)
+        x = centred_block(block, allele_frequency(*column_counts(block)), standardize)
         gram = dsyrk(1.0, x, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=1)
 
     eigenvalues, eigenvectors = eigh(gram, lower=False, subset_by_index=[n - k, n - 1])
