@@ -17,7 +17,9 @@ from diffvi.distributions import (
 
 
 def test_registry_builds_every_prior_and_rejects_unknown_names_listing_valid_ones():
-    assert set(PRIORS) == {"pinwheel", "swiss-roll", "square", "mixture", "standard-normal"}
+    assert set(PRIORS) == {
+        "pinwheel", "swiss-roll", "square", "mixture", "cluster-heads", "standard-normal"
+    }  # fmt: skip
     for name, cls in PRIORS.items():
         prior = build_prior(name)
         assert isinstance(prior, cls) and prior.dim == 2
@@ -47,7 +49,7 @@ def test_every_registered_prior_follows_the_prior_contract(name: str, shape) -> 
 
 
 def test_partitioned_priors_have_partitions_and_the_standard_normal_has_none():
-    for name in ("pinwheel", "swiss-roll", "square", "mixture"):
+    for name in ("pinwheel", "swiss-roll", "square", "mixture", "cluster-heads"):
         prior = build_prior(name)
         assert isinstance(prior, PartitionedPrior) and prior.num_partitions == 10
         z = prior.sample((6,))

@@ -1,6 +1,7 @@
 """Priors p(z) and likelihoods p(x|z)."""
 
 from diffvi.distributions.bernoulli import bernoulli_log_prob, bernoulli_sample
+from diffvi.distributions.cluster_heads import ClusterHeadsPrior
 from diffvi.distributions.gaussian import diagonal_normal_log_prob, kl_to_standard_normal
 from diffvi.distributions.likelihoods import (
     BernoulliLikelihood,
@@ -33,6 +34,7 @@ from diffvi.distributions.toy2d import (
 __all__ = [
     "DDVI_PRIOR_BANDWIDTHS",
     "BernoulliLikelihood",
+    "ClusterHeadsPrior",
     "GaussianLikelihood",
     "KernelDensityScore",
     "Likelihood",

@@ -2,6 +2,7 @@
 
 from diffvi.objectives.adversarial import AAE
 from diffvi.objectives.base import Objective, ObjectiveOutput
+from diffvi.objectives.cluster_heads import ClusterHeadsDDVI
 from diffvi.objectives.ddvi import DDVI, OfficialDDVI, OfficialDDVIStage2
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
@@ -26,13 +27,14 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "iwae": IWAE,
     "ddvi": DDVI,
     "ddvi-official": OfficialDDVI,
+    "ddvi-heads": ClusterHeadsDDVI,
     "aae": AAE,
 }
 
 
 def build_objective(name: str, **options) -> Objective:
-    """Objective by name (``elbo``, ``iwae``, ``ddvi``, ``ddvi-official``, ``aae``) with its
-    options, e.g. ``k=50``."""
+    """Objective by name (``elbo``, ``iwae``, ``ddvi``, ``ddvi-official``, ``ddvi-heads``,
+    ``aae``) with its options, e.g. ``k=50``."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES[name](**options)
@@ -40,6 +42,7 @@ def build_objective(name: str, **options) -> Objective:
 
 __all__ = [
     "AAE",
+    "ClusterHeadsDDVI",
     "DDVI",
     "ELBO",
     "IWAE",

@@ -99,7 +99,10 @@ class TrainConfig(RunConfig, ImageDataConfig):
     latent dimensions (the official code's reduction), both per image. ``stage2`` (a dict of
     :data:`STAGE2_DEFAULTS`' settings, ``None``: off) adds the official second stage
     (:class:`~diffvi.objectives.OfficialDDVIStage2`) after it: see
-    :class:`~diffvi.training.families.vae.VAEFamily`.
+    :class:`~diffvi.training.families.vae.VAEFamily`. ``objective="ddvi-heads"`` with
+    ``prior="cluster-heads"`` (K = ``mixture_components`` heads) is the official code's
+    genotype clustering model on DDVI's bound: learned heads with an η-margin repulsion
+    (:class:`~diffvi.objectives.ClusterHeadsDDVI`; ``eta`` etc. via ``objective_options``).
 
     IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
     ``iaf_flows`` steps of MADE ``made_hidden`` (default: the builder's, 128-128-128); its encoder
@@ -400,6 +403,11 @@ class TrainConfig(RunConfig, ImageDataConfig):
             )
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {sorted(PRIORS)}, got {self.prior!r}")
+        if self.objective == "ddvi-heads" and self.prior != "cluster-heads":
+            raise ValueError(
+                "objective 'ddvi-heads' learns the heads of prior 'cluster-heads' (the official "
+                f"clustering model), got prior={self.prior!r}"
+            )
         dims = self.resolved_latent_dims()
         if self.smooth_prior and self.prior not in PRIORS_2D:
             raise ValueError(
