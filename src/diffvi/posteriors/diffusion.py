@@ -86,6 +86,20 @@ class ReverseChain:
         return self.chain[-1]
 
 
+@dataclass(frozen=True)
+class _StepConstants:
+    """Per-step coefficients of the DDPM reverse step (index i = t − 1) and the chain's
+    density constants; ``*_desc`` lists run over t = T … 1 (the order of the chain)."""
+
+    inv_sqrt_alpha: list[float]
+    eps_coef: list[float]  # β_t / (√(1 − ᾱ_t) √α_t)
+    sigma: list[float]
+    log_q_const: float  # Σ_t D/2 log(2π σ_t²)
+    sqrt_alpha_desc: list[float]
+    inv_sqrt_2beta_desc: list[float]
+    log_r_const: float  # Σ_t D/2 log(2π β_t)
+
+
 class DiffusionPosterior(Posterior):
     """q(z|x) through a reverse diffusion started from a Gaussian encoder (DDVI).
 
@@ -233,32 +247,115 @@ class DiffusionPosterior(Posterior):
         if c is not None:
             c = c.expand(y_T.shape[0], *c.shape)
         s = self.schedule
-        ddim = self.sampler == "ddim"
-        variances = s.reverse_variances(self.reverse_variance)
-        y, chain = y_T, [y_T]
-        log_q = log_r = y_T.new_zeros(y_T.shape[:-1]) if not ddim else None
+        if self.sampler == "ddim":
+            return self._reverse_ddim(y_T, c)
+        # DDPM ancestral steps (Ho et al. 2020, eq. 11 and Algorithm 2):
+        #   y_{t−1} = (y_t − β_t/√(1−ᾱ_t) ε̂)/√α_t + σ_t n_t,  n_t ~ N(0, I).
+        # The step coefficients are Python floats computed once per schedule, the time embedding
+        # and c(x) enter the denoiser's first layer as a per-step bias (``_denoiser_steps``),
+        # and the densities are taken over the whole chain at the end: per step only the
+        # denoiser, one randn and three scaled adds run.
+        k = self._step_constants()
+        denoise = self._denoiser_steps(c, y_T.dtype)
+        y, chain, noises = y_T, [y_T], []
         for t in range(s.num_steps, 0, -1):
             i = t - 1
-            beta, alpha, alpha_bar = s.betas[i], s.alphas[i], s.alpha_bars[i]
-            eps_hat = self.predict_noise(y, self.time_features[i].expand(*y.shape[:-1], -1), c)
-            if ddim:
-                # DDIM, η = 0 (Song et al. 2021, eq. 12): y_{t−1} = √ᾱ_{t−1} ŷ_0 + √(1−ᾱ_{t−1}) ε̂.
-                y0_hat = (y - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt()
-                ab_prev = s.alpha_bars_prev[i]
-                y_prev = ab_prev.sqrt() * y0_hat + (1 - ab_prev).sqrt() * eps_hat
-            else:
-                # DDPM ancestral step (Ho et al. 2020, eq. 11 and Algorithm 2).
-                mean = (y - beta / (1 - alpha_bar).sqrt() * eps_hat) / alpha.sqrt()
-                noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-                y_prev = mean + variances[i].sqrt() * noise
-                # log N(mean + σn; mean, σ²) = −½n² − log σ − ½log 2π, per dimension.
-                log_q = log_q - 0.5 * (noise.square() + LOG_2PI + variances[i].log()).sum(-1)
-                # The forward kernel r(y_t | y_{t−1}) = N(√α_t y_{t−1}, β_t I) on the same draws.
-                resid = y - alpha.sqrt() * y_prev
-                log_r = log_r - 0.5 * (resid.square() / beta + LOG_2PI + beta.log()).sum(-1)
-            chain.append(y_prev)
-            y = y_prev
-        return ReverseChain(chain=torch.stack(chain), log_q_steps=log_q, log_r=log_r)
+            eps_hat = denoise(y, i)
+            noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+            y = torch.add(
+                y * k.inv_sqrt_alpha[i] - k.eps_coef[i] * eps_hat, noise, alpha=k.sigma[i]
+            )
+            chain.append(y)
+            noises.append(noise)
+        path = torch.stack(chain)  # [T+1, K, B, D], path[j] = y_{T−j}
+        if not noises:
+            zeros = y_T.new_zeros(y_T.shape[:-1])
+            return ReverseChain(chain=path, log_q_steps=zeros, log_r=zeros)
+        # Σ_t log q(y_{t−1}|y_t, x) = Σ_t [−½|n_t|² − D/2 log(2π σ_t²)]: no parameter in it.
+        log_q = torch.stack(noises).square().sum((0, -1)).mul_(-0.5).sub_(k.log_q_const)
+        # Σ_t log r(y_t|y_{t−1}) = Σ_t [−|y_t − √α_t y_{t−1}|²/(2β_t) − D/2 log(2π β_t)], on the
+        # same draws, all steps at once (path[:-1] are y_T … y_1, path[1:] y_{T−1} … y_0).
+        sqrt_alpha = path.new_tensor(k.sqrt_alpha_desc).view(-1, 1, 1, 1)
+        scale = path.new_tensor(k.inv_sqrt_2beta_desc).view(-1, 1, 1, 1)
+        resid = (path[:-1] - sqrt_alpha * path[1:]) * scale
+        log_r = resid.square().sum((0, -1)).neg() - k.log_r_const
+        return ReverseChain(chain=path, log_q_steps=log_q, log_r=log_r)
+
+    def _reverse_ddim(self, y_T: Tensor, c: Tensor | None) -> ReverseChain:
+        """DDIM, η = 0 (Song et al. 2021, eq. 12): y_{t−1} = √ᾱ_{t−1} ŷ_0 + √(1−ᾱ_{t−1}) ε̂."""
+        s = self.schedule
+        denoise = self._denoiser_steps(c, y_T.dtype)
+        y, chain = y_T, [y_T]
+        for t in range(s.num_steps, 0, -1):
+            i = t - 1
+            eps_hat = denoise(y, i)
+            alpha_bar, ab_prev = s.alpha_bars[i], s.alpha_bars_prev[i]
+            y0_hat = (y - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt()
+            y = ab_prev.sqrt() * y0_hat + (1 - ab_prev).sqrt() * eps_hat
+            chain.append(y)
+        return ReverseChain(chain=torch.stack(chain), log_q_steps=None, log_r=None)
+
+    def _step_constants(self) -> "_StepConstants":
+        """The DDPM step's coefficients as Python floats, from the schedule's buffers (computed
+        in float64 once per schedule and reverse variance; recomputed if the buffers change)."""
+        s = self.schedule
+        key = (self.reverse_variance, s.betas.data_ptr(), s.betas._version, s.num_steps)
+        cached = getattr(self, "_constants_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        betas = s.betas.detach().double().cpu()
+        alphas = s.alphas.detach().double().cpu()
+        alpha_bars = s.alpha_bars.detach().double().cpu()
+        variances = s.reverse_variances(self.reverse_variance).detach().double().cpu()
+        dim = self.latent_dim
+        desc = torch.arange(s.num_steps - 1, -1, -1)  # step index i = t − 1 for t = T … 1
+        constants = _StepConstants(
+            inv_sqrt_alpha=alphas.rsqrt().tolist(),
+            eps_coef=(betas / (1 - alpha_bars).sqrt() / alphas.sqrt()).tolist(),
+            sigma=variances.sqrt().tolist(),
+            log_q_const=float(0.5 * dim * (LOG_2PI + variances.log()).sum()),
+            sqrt_alpha_desc=alphas.sqrt()[desc].tolist(),
+            inv_sqrt_2beta_desc=(2 * betas).rsqrt()[desc].tolist(),
+            log_r_const=float(0.5 * dim * (LOG_2PI + betas.log()).sum()),
+        )
+        self._constants_cache = (key, constants)
+        return constants
+
+    def _denoiser_steps(self, c: Tensor | None, dtype: torch.dtype):
+        """``denoise(y [K, B, D], i) -> ε̂`` at step t = i + 1, conditioned on ``c [K, B, C]``.
+
+        When the denoiser is a plain ``nn.Sequential`` whose first layer is an ``nn.Linear`` on
+        ``concat(y_t, temb(t), c)`` (an :class:`~diffvi.nn.MLP`), that layer is split by input:
+        W [y | temb | c] + b = W_y y + (W_temb temb(t) + W_c c + b), the bracket computed for
+        all T steps in one matmul per chain (time) and one per chain (context), so each step's
+        first layer is a [K·B, D] × [D, H] product plus that step's bias: the same function,
+        without the per-step concatenation and the wide first-layer GEMM. Other denoisers get
+        :meth:`predict_noise` per step.
+        """
+        net = self.denoiser
+        c_flat = None if c is None else c[0]  # c was expanded over K: [B, C]
+        dim, emb = self.latent_dim, self.time_embedding_dim
+        first = net[0] if isinstance(net, nn.Sequential) and len(net) > 0 else None
+        width = dim + emb + (0 if c_flat is None else c_flat.shape[-1])
+        if (
+            type(net).forward is not nn.Sequential.forward
+            or type(first) is not nn.Linear
+            or first.in_features != width
+        ):
+            temb = self.time_features.to(dtype)
+            return lambda y, i: self.predict_noise(y, temb[i].expand(*y.shape[:-1], -1), c)
+        weight, bias = first.weight, first.bias
+        if self._chain_frozen:
+            weight, bias = weight.detach(), None if bias is None else bias.detach()
+        step_bias = F.linear(self.time_features.to(weight.dtype), weight[:, dim : dim + emb], bias)
+        if c_flat is not None:
+            step_bias = step_bias.unsqueeze(1) + c_flat @ weight[:, dim + emb :].t()  # [T, B, H]
+        # One unbind (its backward stacks the T gradients once), not T selections (each of
+        # whose backward would zero-fill a whole [T, B, H] gradient).
+        biases = step_bias.unbind(0)
+        w_y = weight[:, :dim].t()
+        rest = nn.Sequential(*list(net)[1:])  # (slicing an MLP would call MLP.__init__)
+        return lambda y, i: self._run(rest, torch.matmul(y, w_y) + biases[i])
 
     def sample(
         self,
