@@ -90,7 +90,7 @@ def test_without_bound_moves_heads_only_the_head_terms_move_the_heads():
     objective(model, posterior, x).loss.backward()
     got = model.prior.scaled_heads.grad.clone()
     model.zero_grad()
-    (model.prior.repulsion(1.5) + 100.0 * model.prior.box_penalty(2.5)).backward()
+    (100.0 * model.prior.repulsion(1.5) + 100.0 * model.prior.box_penalty(2.5)).backward()
     torch.testing.assert_close(got, model.prior.scaled_heads.grad)
     model.zero_grad()
     ClusterHeadsDDVI(beta_sleep=0.0)(model, posterior, x).loss.backward()
