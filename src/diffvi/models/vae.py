@@ -92,7 +92,8 @@ class VAE(nn.Module):
 
         Without gradients, a Bernoulli likelihood whose logits are a plain MLP's last linear
         layer is scored by :func:`fused_bernoulli_mlp_log_prob` (the same numbers, to float
-        rounding, at a fraction of the memory traffic); otherwise through ``decode``.
+        rounding, at a fraction of the memory traffic); otherwise, and with gradients (where
+        the same GEMM form measured no faster, docs/results.md), through ``decode``.
         """
         flat = self._check_x(x)
         self._check_z(z, flat.shape[0])
@@ -181,8 +182,7 @@ def fused_bernoulli_mlp_log_prob(
     ``x [B, F]``, ``z [K, B, D]`` -> ``[K, B]``.
 
     The same number as ``BernoulliLikelihood.log_prob(x, head(layers(z)))`` (to float
-    rounding; softplus(l) = l above l = 20, an error below 2.1e-9), computed as
-    :meth:`~diffvi.distributions.BernoulliLikelihood.log_prob_linear` does: the data term
+    rounding; softplus(l) = l above l = 20, an error below 2.1e-9), with the data term taken
     through the last hidden layer h, Σ_f x_f l_f = h·(Wᵀx) + b·x, so the ``[K, B, F]`` logits
     only pass through softplus and a sum. The K samples go through the network in blocks of
     about ``block_rows`` rows, into buffers allocated once, with bias and activation applied
