@@ -9,7 +9,10 @@ Usage (from the repository root)::
     PYTHONPATH=src python benchmarks/diffusion_speed.py --full-ddpm  # all 1000 DDPM steps
 
 Writes ``benchmarks/results/diffusion_speed.{json,md}`` (``diffusion_speed_quick.*`` with
-``--quick``). Needs the ``bench`` extra (diffusers).
+``--quick``). Needs the ``bench`` extra (diffusers). ``--compare-attention`` (issue 22) times
+only training steps and no-grad network calls of ours now (attention projections as linear
+layers), ours with them as 1×1 convolutions (as before) and diffusers, in wall and CPU time,
+and writes ``diffusion_speed_attention{_quick}.{json,md}``.
 
 Networks, for each width ``w`` in ``--widths``:
 
@@ -361,6 +364,150 @@ def bench_width(width: int, args, cfg: dict, deadline: float) -> dict:
     }
 
 
+# ---------------------------------------------------------- issue 22: attention as linear
+
+
+class ConvAttention(nn.Module):
+    """Our ``AttentionBlock`` as it was before issue 22: qkv and output projections as 1×1
+    convolutions (the same function as the linear layers now)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        channels = block.qkv.in_features
+        self.num_heads, self.norm = block.num_heads, block.norm
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():
+            self.qkv.weight.copy_(block.qkv.weight[..., None, None])
+            self.qkv.bias.copy_(block.qkv.bias)
+            self.proj.weight.copy_(block.proj.weight[..., None, None])
+            self.proj.bias.copy_(block.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+def with_conv_attention(model: DiffusionModel) -> DiffusionModel:
+    """A copy of ``model`` whose attention blocks are the 1×1-convolution ones (same weights)."""
+    import copy
+
+    from diffvi.nn.unet import AttentionBlock
+
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, AttentionBlock):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, ConvAttention(module))
+    return model
+
+
+def compare_attention(args: argparse.Namespace) -> int:
+    """Training steps and network calls (DDIM's no-grad forward) of ours now (linear
+    attention projections), ours before issue 22 (1×1 convolutions) and diffusers, at each
+    width, interleaved; median wall and CPU time; ratios ours / diffusers."""
+    quick = args.quick
+    widths = args.widths or ([16] if quick else [16, 32])
+    rounds = args.rounds or (2 if quick else 7)
+    steps = 2 if quick else 4
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    machine, load_start = machine_info(), list(os.getloadavg())
+    gen = torch.Generator().manual_seed(args.seed)
+    results = []
+    for width in widths:
+        torch.manual_seed(args.seed)
+        now, peer = build_ours(width), build_peer(width)
+        conv = with_conv_attention(now)
+        batches = [
+            torch.randint(0, 256, (args.batch_size, 1, IMAGE, IMAGE), generator=gen).float() / 255
+            for _ in range(4)
+        ]
+        x_noise = torch.randn(args.batch_size, 1, IMAGE, IMAGE, generator=gen)
+        t_ours = torch.full((args.batch_size,), 0.5)
+        t_peer = torch.full((args.batch_size,), 500, dtype=torch.long)
+        train = {"now": ours_train_step(now), "conv": ours_train_step(conv),
+                 "diffusers": peer_train_step(peer)}  # fmt: skip
+
+        def call(net, t, x_noise=x_noise):
+            def run(_x):
+                with torch.no_grad():
+                    net(x_noise, t)
+
+            return run
+
+        calls = {"now": call(now.denoiser, t_ours), "conv": call(conv.denoiser, t_ours),
+                 "diffusers": call(peer, t_peer)}  # fmt: skip
+        timings = {}
+        for kind, fns in (("train", train), ("call", calls)):
+            for fn in fns.values():
+                fn(batches[0])
+            wall = {k: [] for k in fns}
+            cpu = {k: [] for k in fns}
+            for r in range(rounds):
+                order = list(fns) if r % 2 == 0 else list(fns)[::-1]
+                for key in order:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    for j in range(steps):
+                        fns[key](batches[j % len(batches)])
+                    wall[key].append((time.perf_counter() - t0) / steps)
+                    cpu[key].append((time.process_time() - c0) / steps)
+            timings[kind] = {
+                "seconds_median": {k: statistics.median(v) for k, v in wall.items()},
+                "cpu_seconds_median": {k: statistics.median(v) for k, v in cpu.items()},
+                "seconds_rounds": wall,
+                "cpu_seconds_rounds": cpu,
+            }
+            med = timings[kind]["cpu_seconds_median"]
+            print(f"width {width} {kind}: " + ", ".join(f"{k} {v * 1e3:.1f} ms CPU"
+                  for k, v in med.items()), flush=True)  # fmt: skip
+        results.append({"width": width, "params_ours": n_params(now),
+                        "params_peer": n_params(peer), **timings})  # fmt: skip
+    payload = {
+        "mode": "quick" if quick else "full",
+        "seed": args.seed,
+        "threads": args.threads,
+        "machine": machine,
+        "loadavg_start": load_start,
+        "loadavg_end": list(os.getloadavg()),
+        "settings": {"batch_size": args.batch_size, "rounds": rounds, "per_timing": steps},
+        "results": results,
+    }
+    rows = []
+    for r in results:
+        for kind, label in (("train", "train step"), ("call", "network call (no grad)")):
+            cpu, wall = r[kind]["cpu_seconds_median"], r[kind]["seconds_median"]
+            rows.append([
+                r["width"], label, cpu["conv"] * 1e3, cpu["now"] * 1e3, cpu["diffusers"] * 1e3,
+                cpu["diffusers"] / cpu["conv"], cpu["diffusers"] / cpu["now"],
+                wall["diffusers"] / wall["conv"], wall["diffusers"] / wall["now"],
+            ])  # fmt: skip
+    table = markdown_table(
+        ["width", "quantity", "ours before (conv 1×1), CPU ms", "ours now (linear), CPU ms",
+         "diffusers, CPU ms", "speed vs diffusers before (CPU)", "now (CPU)",
+         "before (wall)", "now (wall)"],
+        rows,
+    )  # fmt: skip
+    md = (
+        "# UNet attention projections: 1×1 convolutions (before issue 22) vs linear layers, "
+        f"against diffusers ({payload['mode']} mode)\n\n"
+        f"{machine['cpu_model']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
+        f"{args.threads} thread(s), flush-denormal on; load average {load_start} at start, "
+        f"{payload['loadavg_end']} at end. Batch {args.batch_size}, networks as in the full "
+        f"benchmark; {rounds} interleaved rounds of {steps} (order alternating), median. "
+        "Speed vs diffusers = diffusers' time / ours (> 1: ours faster). CPU time: what other "
+        "processes' time slices do not inflate (one thread).\n\n" + table
+    )
+    name = "diffusion_speed_attention_quick" if quick else "diffusion_speed_attention"
+    json_path, md_path = write_results(name, payload, md)
+    print(md)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run (< 1 minute)")
@@ -379,7 +526,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="profile one training step of each (top operators)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--compare-attention",
+        action="store_true",
+        help="only time ours now, ours with 1×1-conv attention (before issue 22) and diffusers",
+    )
     args = parser.parse_args(argv)
+    if args.compare_attention:
+        return compare_attention(args)
 
     quick = args.quick
     widths = args.widths or ([16] if quick else [16, 32])

@@ -98,7 +98,7 @@ def test_attention_present_exactly_at_requested_resolution():
     assert count(_small(attention_resolutions=(14, 7))) == 7
     model = _small(attention_resolutions=(7,))
     level_7 = [b[1] for b in model.down if isinstance(b, nn.ModuleList)][-1]
-    assert isinstance(level_7, AttentionBlock) and level_7.qkv.in_channels == 16
+    assert isinstance(level_7, AttentionBlock) and level_7.qkv.in_features == 16
 
 
 def test_works_in_float64_and_in_train_and_eval_modes():

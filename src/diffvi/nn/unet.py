@@ -54,7 +54,11 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over the ``H·W`` positions: ``[B, C, H, W] -> [B, C, H, W]``.
 
-    ``GroupNorm → qkv conv1×1 → scaled dot-product attention → conv1×1 (zero-init)``, residual.
+    ``GroupNorm → qkv linear → scaled dot-product attention → linear (zero-init)``, residual,
+    the projections acting on the ``[B, H·W, C]`` tokens (as diffusers' attention does).
+    Checkpoints from before issue 22, whose projections were 1×1 convolutions (weights
+    ``[O, C, 1, 1]``), load unchanged: the weights are reshaped to ``[O, C]`` on load, the
+    same function.
     """
 
     def __init__(self, channels: int, num_heads: int, num_groups: int) -> None:
@@ -63,15 +67,25 @@ class AttentionBlock(nn.Module):
             raise ValueError(f"num_heads={num_heads} must divide the width {channels}")
         self.num_heads = num_heads
         self.norm = nn.GroupNorm(num_groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = _zero(nn.Linear(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each [B, heads, HW, C/heads]
-        out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, HW, C/heads]
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        return x + self.proj(out).transpose(1, 2).reshape(b, c, h, w)
+
+    def _load_from_state_dict(
+        self, state_dict: dict, prefix: str, *args: object, **kwargs: object
+    ) -> None:
+        for name in ("qkv.weight", "proj.weight"):
+            weight = state_dict.get(prefix + name)
+            if weight is not None and weight.ndim == 4 and weight.shape[2:] == (1, 1):
+                state_dict[prefix + name] = weight.reshape(weight.shape[:2])  # a 1×1 conv's
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class UNet(nn.Module):
