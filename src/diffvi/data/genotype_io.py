@@ -51,6 +51,7 @@ __all__ = [
     "PlinkBlocks",
     "attach_labels",
     "extra_labels",
+    "is_plink",
     "read_genotypes",
     "read_labels",
     "read_plink",
@@ -634,6 +635,13 @@ def read_tree_sequence(path: str | Path, block_size: int = 1024) -> Genotypes:
 # dispatch
 
 
+def is_plink(path: str | Path) -> bool:
+    """Whether :func:`read_genotypes` reads ``path`` as PLINK: a ``.bed``/``.bim``/``.fam``, or
+    a prefix with a ``.bed`` beside it."""
+    path = Path(path)
+    return path.suffix.lower() in _PLINK_SUFFIXES or Path(f"{path}.bed").is_file()
+
+
 def read_genotypes(path: str | Path) -> Genotypes:
     """Read a genotype file, choosing the reader by suffix.
 
@@ -643,7 +651,7 @@ def read_genotypes(path: str | Path) -> Genotypes:
     """
     path = Path(path)
     name = path.name.lower()
-    if path.suffix.lower() in _PLINK_SUFFIXES or Path(f"{path}.bed").is_file():
+    if is_plink(path):
         return read_plink(path)
     if name.endswith(_VCF_SUFFIXES):
         return read_vcf(path)

@@ -69,6 +69,7 @@ from diffvi.data.genotype_pca import (
 
 __all__ = [
     "AUTO_SAMPLES",
+    "PCA_METHODS",
     "ArrayBlocks",
     "VariantBlocks",
     "VariantSelection",
@@ -342,7 +343,7 @@ def randomized_pcs(
     standardize: bool = False,
     selection: VariantSelection | None = None,
     oversampling: int | None = None,
-    n_iter: int = 4,
+    n_iter: int = 8,
     seed: int = 0,
     chunk_size: int | None = None,
     dtype: Literal["float32", "float64"] = "float32",
