@@ -51,7 +51,7 @@ Choices, and what the official code (GitHub topwasu/DDVI: ``diffusion/gaussian.p
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,18 @@ class _StepConstants:
     sqrt_alpha_desc: list[float]
     inv_sqrt_2beta_desc: list[float]
     log_r_const: float  # Σ_t D/2 log(2π β_t)
+    _vectors: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def vectors(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``(√α_t, 1/√(2β_t))`` over t = T … 1 as ``[T, 1, 1, 1]`` tensors on ``device``,
+        made once per device and dtype (no host-to-device copy per chain)."""
+        key = (device, dtype)
+        if key not in self._vectors:
+            self._vectors[key] = tuple(
+                torch.tensor(v, device=device, dtype=dtype).view(-1, 1, 1, 1)
+                for v in (self.sqrt_alpha_desc, self.inv_sqrt_2beta_desc)
+            )
+        return self._vectors[key]
 
 
 class DiffusionPosterior(Posterior):
@@ -275,8 +287,7 @@ class DiffusionPosterior(Posterior):
         log_q = torch.stack(noises).square().sum((0, -1)).mul_(-0.5).sub_(k.log_q_const)
         # Σ_t log r(y_t|y_{t−1}) = Σ_t [−|y_t − √α_t y_{t−1}|²/(2β_t) − D/2 log(2π β_t)], on the
         # same draws, all steps at once (path[:-1] are y_T … y_1, path[1:] y_{T−1} … y_0).
-        sqrt_alpha = path.new_tensor(k.sqrt_alpha_desc).view(-1, 1, 1, 1)
-        scale = path.new_tensor(k.inv_sqrt_2beta_desc).view(-1, 1, 1, 1)
+        sqrt_alpha, scale = k.vectors(path.device, path.dtype)  # [T, 1, 1, 1] each
         resid = (path[:-1] - sqrt_alpha * path[1:]) * scale
         log_r = resid.square().sum((0, -1)).neg() - k.log_r_const
         return ReverseChain(chain=path, log_q_steps=log_q, log_r=log_r)
