@@ -98,6 +98,8 @@ class _StepConstants:
     sqrt_alpha_desc: list[float]
     inv_sqrt_2beta_desc: list[float]
     log_r_const: float  # Σ_t D/2 log(2π β_t)
+    ddim_y_coef: list[float]  # √(ᾱ_{t−1}/ᾱ_t)
+    ddim_eps_coef: list[float]  # √(1 − ᾱ_{t−1}) − √(ᾱ_{t−1}(1 − ᾱ_t)/ᾱ_t)
     _vectors: dict = field(default_factory=dict, compare=False, repr=False)
 
     def vectors(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -293,16 +295,16 @@ class DiffusionPosterior(Posterior):
         return ReverseChain(chain=path, log_q_steps=log_q, log_r=log_r)
 
     def _reverse_ddim(self, y_T: Tensor, c: Tensor | None) -> ReverseChain:
-        """DDIM, η = 0 (Song et al. 2021, eq. 12): y_{t−1} = √ᾱ_{t−1} ŷ_0 + √(1−ᾱ_{t−1}) ε̂."""
-        s = self.schedule
+        """DDIM, η = 0 (Song et al. 2021, eq. 12): y_{t−1} = √ᾱ_{t−1} ŷ_0 + √(1−ᾱ_{t−1}) ε̂,
+        ŷ_0 = (y_t − √(1−ᾱ_t) ε̂)/√ᾱ_t; taken as y_{t−1} = a_t y_t + b_t ε̂ with a_t and b_t
+        Python floats (``_StepConstants.ddim_*``): two operations per step."""
+        k = self._step_constants()
         denoise = self._denoiser_steps(c, y_T.dtype)
         y, chain = y_T, [y_T]
-        for t in range(s.num_steps, 0, -1):
+        for t in range(self.schedule.num_steps, 0, -1):
             i = t - 1
             eps_hat = denoise(y, i)
-            alpha_bar, ab_prev = s.alpha_bars[i], s.alpha_bars_prev[i]
-            y0_hat = (y - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt()
-            y = ab_prev.sqrt() * y0_hat + (1 - ab_prev).sqrt() * eps_hat
+            y = torch.add(y * k.ddim_y_coef[i], eps_hat, alpha=k.ddim_eps_coef[i])
             chain.append(y)
         return ReverseChain(chain=torch.stack(chain), log_q_steps=None, log_r=None)
 
@@ -318,6 +320,7 @@ class DiffusionPosterior(Posterior):
         alphas = s.alphas.detach().double().cpu()
         alpha_bars = s.alpha_bars.detach().double().cpu()
         variances = s.reverse_variances(self.reverse_variance).detach().double().cpu()
+        ab_prev = s.alpha_bars_prev.detach().double().cpu()
         dim = self.latent_dim
         desc = torch.arange(s.num_steps - 1, -1, -1)  # step index i = t − 1 for t = T … 1
         constants = _StepConstants(
@@ -328,6 +331,10 @@ class DiffusionPosterior(Posterior):
             sqrt_alpha_desc=alphas.sqrt()[desc].tolist(),
             inv_sqrt_2beta_desc=(2 * betas).rsqrt()[desc].tolist(),
             log_r_const=float(0.5 * dim * (LOG_2PI + betas.log()).sum()),
+            ddim_y_coef=(ab_prev / alpha_bars).sqrt().tolist(),
+            ddim_eps_coef=(
+                (1 - ab_prev).sqrt() - (ab_prev * (1 - alpha_bars) / alpha_bars).sqrt()
+            ).tolist(),
         )
         self._constants_cache = (key, constants)
         return constants
