@@ -133,3 +133,32 @@ def test_kernel_density_score_equals_the_autograd_formulation(dtype):
     torch.testing.assert_close(fast, slow, **tol)
     torch.testing.assert_close(grad_fast, grad_slow, **tol)
     assert (slow.detach() == -1000).any() or (slow.detach() < -100).any()
+
+
+def _per_partition_by_autograd(prior: SmoothedPrior, z: torch.Tensor) -> torch.Tensor:
+    """SmoothedPrior.log_prob_per_partition as it was before issue 23 (one block)."""
+    flat = z.reshape(-1, 2)
+    centres, hs = prior.centres.to(flat.dtype), prior.bandwidths.to(flat.dtype)
+    per = centres.shape[1]
+    log_norm = torch.log(2 * math.pi * hs.square()) + math.log(per * len(hs))
+    d2 = (flat[:, None, None, :] - centres).square().sum(-1)  # [m, L, per]
+    per_h = torch.stack([torch.logsumexp(d2 / (-2 * h * h), dim=-1) for h in hs])
+    per_h = per_h - log_norm[:, None, None]
+    return torch.logsumexp(per_h, dim=0).reshape(*z.shape[:-1], prior.num_partitions)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_smoothed_prior_densities_equal_the_autograd_formulation(dtype):
+    prior = SmoothedPrior(PinwheelPrior(), num_samples=500).to(dtype)
+    generator = torch.Generator().manual_seed(1)
+    near = prior.centres.reshape(-1, 2)[::10] + 0.01 * torch.randn(50, 2, generator=generator)
+    z = torch.cat([near, 3 * torch.randn(30, 2, generator=generator)]).to(dtype)
+    z = z.reshape(4, 20, 2).requires_grad_()
+    weights = torch.rand(4, 20, 10, generator=generator).to(dtype)
+    fast = prior.log_prob_per_partition(z)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), z)
+    slow = _per_partition_by_autograd(prior, z)
+    (grad_slow,) = torch.autograd.grad((slow * weights).sum(), z)
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-3}
+    torch.testing.assert_close(fast, slow, **tol)
+    torch.testing.assert_close(grad_fast, grad_slow, **tol)
