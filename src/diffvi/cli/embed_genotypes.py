@@ -28,12 +28,14 @@ from diffvi.cli.options import (
     DeviceOpt,
     FlushDenormalOpt,
     ThreadsOpt,
+    choice,
     ensure_writable,
     quiet_lightning,
     report_errors,
     set_threads,
     setup_numerics,
 )
+from diffvi.data.genotype_rpca import PCA_METHODS
 from diffvi.training.embedding import Labelling
 from diffvi.utils.io import write_csv
 
@@ -125,6 +127,26 @@ def embed_genotypes(
     pc_scale: Annotated[
         float, typer.Option(min=1e-12, help="Divide the components by this (official code: 30).")
     ] = 30.0,
+    pca: Annotated[
+        choice(PCA_METHODS),
+        typer.Option(
+            help="exact: through the N × N Gram matrix (memory O(N²)); randomized: streaming "
+            "randomised subspace iteration, a .bed read in windows of variants (memory "
+            "O(N·components)); auto: randomized above 20,000 samples or when the Gram matrix "
+            "and calls would not fit in half the memory (docs/methods.md).",
+        ),
+    ] = "auto",
+    pca_iterations: Annotated[
+        int, typer.Option(min=1, help="Passes of subspace iteration of the randomized PCA.")
+    ] = 8,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="Where the randomized PCA's passes run: local (this process), dask-local (a "
+            "Dask LocalCluster) or dask://HOST:PORT (a Dask scheduler; the .bed path must be "
+            "readable on its workers). Dask needs pip install 'diffvi[cluster]'.",
+        ),
+    ] = "local",
     clusters: Annotated[int, typer.Option(min=1, help="GMM components on the embedding.")] = 20,
     knn_k: KnnOpt = 20,
     epochs: EpochsOpt = 200,
@@ -148,8 +170,9 @@ def embed_genotypes(
     """Embed genotypes in 2-D, cluster the embedding and score the clusters.
 
     Reads the genotypes, imputes missing calls by the variant mean, drops variants below
-    --maf, keeps every --thin-th, computes --components principal components (exact, with
-    memory O(N² + N·chunk) whatever the number of variants) divided by --pc-scale, embeds them
+    --maf, keeps every --thin-th, computes --components principal components (--pca: exact,
+    with memory O(N² + N·chunk) whatever the number of variants, or randomized, streaming a
+    .bed in windows with memory O(N·components)) divided by --pc-scale, embeds them
     with --method, fits a --clusters-component GMM to the embedding and scores it against the
     populations and super-populations (purity, completeness, NMI), as well as a leave-one-out
     kNN classifier (k = --knn-k) on the embedding.
@@ -171,15 +194,35 @@ def embed_genotypes(
     set_threads(threads)
     ensure_writable(out, folder=True)
     from diffvi.data.genotype_io import (
+        PlinkBlocks,
         attach_labels,
         extra_labels,
+        is_plink,
         read_genotypes,
         read_labels,
     )
     from diffvi.data.genotype_pca import genotype_pcs, quality_control
+    from diffvi.data.genotype_rpca import (
+        ArrayBlocks,
+        choose_pca,
+        dask_client,
+        randomized_pcs,
+        select_variants,
+    )
+    from diffvi.data.genotypes import Genotypes
     from diffvi.training.embedding import embed_labelled, write_embedding
 
-    genotypes = read_genotypes(input)
+    if scheduler != "local" and pca == "exact":
+        raise ValueError(f"--scheduler {scheduler} runs the randomized PCA: pass --pca randomized")
+    if pca == "auto" and scheduler != "local":
+        pca = "randomized"
+    blocks = PlinkBlocks(input, num_threads=threads) if pca != "exact" and is_plink(input) else None
+    if blocks is not None and choose_pca(pca, blocks.num_samples, blocks.num_variants) == "exact":
+        blocks = None
+    if blocks is None:
+        genotypes = read_genotypes(input)
+    else:  # streamed: the samples alone here, the calls a window at a time in the PCA
+        genotypes = Genotypes(np.empty((blocks.num_samples, 0), np.int8), blocks.samples, [])
     if labels is not None:
         label_table = read_labels(labels)
         extra = extra_labels(genotypes, label_table) if ignore_extra_labels else []
@@ -194,20 +237,42 @@ def embed_genotypes(
     elif drop_unlabelled or ignore_extra_labels:
         flag = "--drop-unlabelled" if drop_unlabelled else "--ignore-extra-labels"
         raise ValueError(f"{flag} applies to the samples of --labels; pass --labels")
-    read_variants = genotypes.num_variants
-    genotypes = quality_control(genotypes, maf=maf, thin=thin)
-    if genotypes.num_variants < 2:
+    client = dask_client(scheduler) if pca != "exact" else None
+    selection = None
+    if blocks is not None:
+        if genotypes.num_samples < blocks.num_samples:  # labels dropped some samples
+            row = {sample: i for i, sample in enumerate(blocks.samples)}
+            blocks = blocks.subset(np.array([row[sample] for sample in genotypes.samples]))
+        read_variants = blocks.num_variants
+        selection = select_variants(blocks, maf, thin, client=client, progress=progress)
+        num_variants = selection.num_variants
+    else:
+        read_variants = genotypes.num_variants
+        genotypes = quality_control(genotypes, maf=maf, thin=thin)
+        num_variants = genotypes.num_variants
+        pca = choose_pca(pca, genotypes.num_samples, num_variants)
+    if num_variants < 2:
         raise ValueError(
-            f"{genotypes.num_variants} variants left after --maf {maf} and --thin {thin} "
+            f"{num_variants} variants left after --maf {maf} and --thin {thin} "
             f"(of {read_variants}): lower --maf or --thin"
         )
     # At most min(N − 1, M) components exist; --components is a cap.
-    components = min(components, genotypes.num_samples - 1, genotypes.num_variants)
+    components = min(components, genotypes.num_samples - 1, num_variants)
+    pca = "randomized" if blocks is not None else pca
     typer.echo(
-        f"{genotypes.num_samples} samples, {genotypes.num_variants} variants after quality "
-        f"control (of {read_variants}); {components} principal components"
+        f"{genotypes.num_samples} samples, {num_variants} variants after quality "
+        f"control (of {read_variants}); {components} principal components ({pca} PCA)"
     )
-    features, explained = genotype_pcs(genotypes, n_components=components, scale=pc_scale)
+    if pca == "exact":
+        features, explained = genotype_pcs(genotypes, n_components=components, scale=pc_scale)
+    else:
+        features, explained = randomized_pcs(
+            blocks if blocks is not None else ArrayBlocks(genotypes.calls), components,
+            scale=pc_scale, selection=selection, n_iter=pca_iterations, seed=seed,
+            client=client, progress=progress,
+        )  # fmt: skip
+    if client is not None:
+        client.close()
     options = embedding_options(
         epochs, batch_size, lr, hidden, likelihood_scale, seed, device, progress
     )
@@ -219,9 +284,11 @@ def embed_genotypes(
     metrics = {
         "input": str(input),
         "num_variants_read": read_variants,
-        "num_variants": genotypes.num_variants,
+        "num_variants": num_variants,
         "maf": maf,
         "thin": thin,
+        "pca": pca,
+        **({"pca_iterations": pca_iterations} if pca == "randomized" else {}),
         "components": int(features.shape[1]),
         "pc_scale": pc_scale,
         "explained_variance_top10": [float(v) for v in explained[:10]],
