@@ -66,9 +66,11 @@ from diffvi.data.genotype_simulation import (  # noqa: E402
 from diffvi.evaluation.representation import gmm_cluster  # noqa: E402
 from diffvi.training.embedding import (  # noqa: E402
     EMBEDDING_METHODS,
+    SCALE_CRITERIA,
     VARIATIONAL_METHODS,
     EmbeddingOptions,
     embed_features,
+    parse_likelihood_scale,
 )
 from diffvi.utils.runtime import quiet_lightning  # noqa: E402
 
@@ -80,13 +82,18 @@ SCORING = "standardised"
 # DDVI paper, 1000 Genomes (3,450 individuals, 26 populations), GMM(20) on 2-D latents:
 # purity / completeness / NMI against the populations.
 PAPER = {"ddvae": (0.45, 0.75, 0.66), "aae": (0.37, 0.76, 0.63)}
+# Benchmark methods beyond EMBEDDING_METHODS: (embedding method, EmbeddingOptions fields).
+# ddvae-heads: DD-VAE with the official code's learned cluster heads (issue 23 item 6), also
+# scored by its nearest head ("scores_heads").
+METHOD_OPTIONS = {"ddvae-heads": ("ddvae", {"clustering": "heads"})}
+METHODS = (*EMBEDDING_METHODS, *METHOD_OPTIONS)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny data and budgets")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--methods", default=",".join(EMBEDDING_METHODS))
+    p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--samples-per-population", type=int, default=133)
     p.add_argument("--length", type=float, default=27e6)
     p.add_argument("--maf", type=float, default=0.01)
@@ -96,9 +103,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--likelihood-scale", default="auto",
-                   help="σ of the variational methods' Gaussian likelihood, in units of "
-                   "std(PC 1), or 'auto' (the median std of the components)")  # fmt: skip
+    p.add_argument(
+        "--likelihood-scale",
+        default=EmbeddingOptions().likelihood_scale,
+        help="σ of the variational methods' Gaussian likelihood, in units of "
+        "std(PC 1); 'median' (the library's default; was 'auto'): the median std "
+        "of the components; 'select': chosen per run by held-out pilots over a "
+        "grid (issue 23, ~2× the training; the σ chosen is in each record)",
+    )
+    p.add_argument("--scale-criterion", default=EmbeddingOptions().scale_criterion,
+                   choices=SCALE_CRITERIA, help="with --likelihood-scale select (docs/"
+                   "methods.md); a non-default one is named in the series")  # fmt: skip
     p.add_argument("--scale-samples-per-population", type=int, default=385)
     p.add_argument("--scale-length", type=float, default=30e6)
     p.add_argument("--scale-methods", default="pca,ddvae")
@@ -113,15 +128,14 @@ def parse_args() -> argparse.Namespace:
         args.epochs, args.hidden, args.components = 2, 32, 50
         args.scale_samples_per_population, args.scale_length, args.scale_epochs = 10, 2e6, 1
     args.seed_list = [int(s) for s in args.seeds.split(",")]
-    if args.likelihood_scale != "auto":
-        args.likelihood_scale = float(args.likelihood_scale)
+    args.likelihood_scale = parse_likelihood_scale(args.likelihood_scale)
     args.method_list = args.methods.split(",")
     if args.rescore:
         if "embed" not in args.stages or args.shards > 1:
             p.error("--rescore re-scores the embed stage's saved runs: --stages embed, one shard")
         args.assemble_only = True  # train nothing
     for name, values, valid in (
-        ("methods", args.method_list, EMBEDDING_METHODS),
+        ("methods", args.method_list, METHODS),
         ("scale-methods", args.scale_methods.split(","), EMBEDDING_METHODS),
     ):
         unknown = set(values) - set(valid)
@@ -134,7 +148,9 @@ def series(args) -> str:
     if args.quick:
         return "quick"
     sigma = args.likelihood_scale
-    sigma = sigma if sigma == "auto" else f"{sigma:g}"
+    sigma = sigma if isinstance(sigma, str) else f"{sigma:g}"  # a rule: select, median
+    if sigma == "select" and args.scale_criterion != EmbeddingOptions().scale_criterion:
+        sigma += f"-{args.scale_criterion}"
     return f"n{args.samples_per_population * 26}-e{args.epochs}-sigma{sigma}"
 
 
@@ -209,13 +225,18 @@ def embed_job(args, seed: int, method: str) -> dict:
     part = part_path(args, seed, method)
     pcs, timing = principal_components(args, seed)
     genotypes = load_genotypes(data_folder(args) / f"sim-s{seed}")
+    base, extra = METHOD_OPTIONS.get(method, (method, {}))
     options = EmbeddingOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
-        likelihood_scale=args.likelihood_scale, seed=seed, device="cpu", progress=False,
+        likelihood_scale=args.likelihood_scale, scale_criterion=args.scale_criterion, seed=seed,
+        device="cpu", progress=False, **extra,
     )  # fmt: skip
     run_dir = folder(args) / "runs" / f"s{seed}-{method}"
-    embedding = embed_features(pcs, method, options, run_dir=run_dir)
+    embedding = embed_features(pcs, base, options, run_dir=run_dir)
     clusters, scores = cluster_and_score(genotypes, embedding.coordinates, args, seed)
+    if embedding.clusters is not None:  # the model's own clusters (ddvae-heads: nearest head)
+        scores["scores_heads"] = label_scores(genotypes, embedding.clusters)
+        scores["clusters_used_heads"] = len(np.unique(embedding.clusters))
     part.parent.mkdir(parents=True, exist_ok=True)
     write_embedding_csv(part.with_suffix(".csv"), genotypes, embedding.coordinates, clusters)
     record = {
@@ -225,6 +246,8 @@ def embed_job(args, seed: int, method: str) -> dict:
         **timing,
         **scores,
         "details": {k: v for k, v in embedding.details.items() if k != "config"},
+        # σ in use (a variational run's; "select" resolved, its grid and criteria in details)
+        "likelihood_scale": embedding.details.get("config", {}).get("likelihood_scale"),
         "loadavg": list(os.getloadavg()),
     }
     return record
@@ -293,7 +316,7 @@ def with_saved_records(records: list[dict], previous: list[dict]) -> list[dict]:
     for r in kept:
         scored = "" if r.get("scoring") == SCORING else " (raw-latent scores only: re-run)"
         print(f"kept the saved record of seed {r['seed']} {r['method']}{scored}", flush=True)
-    order = {method: k for k, method in enumerate(EMBEDDING_METHODS)}
+    order = {method: k for k, method in enumerate(METHODS)}
     return sorted(records + kept, key=lambda r: (r["seed"], order.get(r["method"], 99)))
 
 
@@ -322,8 +345,8 @@ def scale_stage(args) -> list[dict]:
             "--epochs", str(args.scale_epochs), "--hidden", str(args.hidden),
             "--clusters", str(args.clusters), "--no-progress", "--device", "cpu",
         ]  # fmt: skip
-        if args.likelihood_scale != "auto":
-            command += ["--likelihood-scale", str(args.likelihood_scale)]
+        command += ["--likelihood-scale", str(args.likelihood_scale),
+                    "--scale-criterion", args.scale_criterion]  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with open(out / "log.txt", "w") as log:
@@ -356,7 +379,7 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
     """Mean ± sd over seeds per method: the scale-free scores (over the records that have
     them) and the raw-latent NMI (over every record)."""
     rows, lines = [], []
-    for method in EMBEDDING_METHODS:
+    for method in METHODS:
         mine = [r for r in records if r["method"] == method]
         if not mine:
             continue
@@ -373,6 +396,10 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
         for key in ("clusters_used", "clusters_used_raw"):
             used = [r[key] for r in scored if key in r]
             row[key] = float(np.mean(used)) if used else None
+        heads = [r["scores_heads"]["populations"]["nmi"] for r in mine if "scores_heads" in r]
+        row["populations_nmi_heads"] = (
+            (float(np.mean(heads)), float(np.std(heads))) if heads else None
+        )
         row["seconds"] = float(np.mean([r["seconds"] for r in mine]))
         rows.append(row)
 
@@ -393,6 +420,7 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
                 "NMI",
                 "NMI (super-pop.)",
                 "NMI, raw GMM (old)",
+                "NMI, nearest head",
                 "super-pop. NMI, raw GMM (old)",
                 f"clusters used of {args.clusters} (raw)",
                 "s / run",
@@ -406,6 +434,7 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
                     pm(r["populations_nmi"]),
                     pm(r["super_populations_nmi"]),
                     pm(r["populations_nmi_raw"]),
+                    pm(r.get("populations_nmi_heads")),
                     pm(r["super_populations_nmi_raw"]),
                     used(r),
                     r["seconds"],
@@ -421,6 +450,13 @@ def summarise(records: list[dict], args) -> tuple[list[dict], str]:
             "this machine; re-run them to score them. Purity, completeness and NMI are over the "
             "re-scored seeds; the raw-GMM columns over every saved seed."
         )
+    chosen = [
+        f"seed {r['seed']} {r['method']} {r['likelihood_scale']:g}"
+        for r in records
+        if "likelihood_scale_selection" in r.get("details", {})
+    ]
+    if chosen:  # likelihood_scale "select": the grid and criteria are in each run's details
+        lines.append("\nσ / std(PC 1) chosen by the held-out pilots: " + ", ".join(chosen) + ".")
     return rows, "\n".join(lines)
 
 
@@ -447,7 +483,8 @@ def main() -> None:
     result["budget"] = {
         key: getattr(args, key)
         for key in ("samples_per_population", "length", "maf", "components", "clusters",
-                    "epochs", "hidden", "lr", "batch_size", "likelihood_scale", "seeds",
+                    "epochs", "hidden", "lr", "batch_size", "likelihood_scale",
+                    "scale_criterion", "seeds",
                     "scale_samples_per_population", "scale_length", "scale_epochs")
     }  # fmt: skip
     lines = [f"# Genotype embeddings on simulated 1000 Genomes-like data ({series(args)})\n"]

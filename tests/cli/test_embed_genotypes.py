@@ -136,7 +136,7 @@ def test_likelihood_scale_reaches_the_training_run_and_defaults_to_the_librarys(
     from diffvi.training.embedding import EmbeddingOptions
 
     default = inspect.signature(embed_genotypes).parameters["likelihood_scale"].default
-    assert default is None and EmbeddingOptions().likelihood_scale == "auto"  # None → "auto"
+    assert default is None and EmbeddingOptions().likelihood_scale == "median"  # None → it
     result = embed(
         cli, easy_plink, tmp_path / "vae", "--method", "vae", "--components", "10",
         "--epochs", "1", "--hidden", "8", "--likelihood-scale", "0.05",

@@ -47,7 +47,7 @@ def test_bad_arguments_raise_value_error(tmp_path):
         embed_features(np.full((5, 3), np.nan), "pca")
     with pytest.raises(ValueError, match=r"\[N >= 3, D >= 2\]"):
         embed_features(np.zeros((5, 1)), "pca")
-    for bad in ("median", 0.0, -1.0):
+    for bad in ("mean", 0.0, -1.0):
         with pytest.raises(ValueError, match="likelihood_scale"):
             embed_features(x, "vae", EmbeddingOptions(likelihood_scale=bad), run_dir=tmp_path)
     assert set(EMBEDDING_METHODS) == {"ddvae", "vae", "iaf-vae", "aae", "pca", "tsne", "umap"}
@@ -65,8 +65,9 @@ def test_tsne_separates_well_separated_clusters():
 def test_variational_embedding_trains_writes_its_run_and_is_seeded(tmp_path, method):
     x, labels = blobs(per_cluster=30)
     options = EmbeddingOptions(
-        epochs=4, batch_size=40, hidden=32, warmup_steps=10, progress=False, seed=1
-    )
+        epochs=4, batch_size=40, hidden=32, warmup_steps=10, progress=False, seed=1,
+        likelihood_scale="median",
+    )  # fmt: skip
     first = embed_features(x, method, options, run_dir=tmp_path / "a")
     again = embed_features(x, method, options, run_dir=tmp_path / "b")
     assert first.coordinates.shape == (len(x), 2)
@@ -76,7 +77,7 @@ def test_variational_embedding_trains_writes_its_run_and_is_seeded(tmp_path, met
     assert np.isfinite(first.details["val_bound"])
     assert first.details["config"]["mixture_components"] == 20
     assert first.details["config"]["prior"] == "mixture"
-    # σ "auto": the median feature std in units of feature 0's
+    # σ "median": the median feature std in units of feature 0's
     stds = torch.as_tensor(x, dtype=torch.float32).std(0)
     auto = (stds.median() / stds[0]).item()
     assert first.details["config"]["likelihood_scale"] == pytest.approx(auto, rel=1e-5)

@@ -36,7 +36,12 @@ from diffvi.cli.options import (
     setup_numerics,
 )
 from diffvi.data.genotype_rpca import PCA_METHODS
-from diffvi.training.embedding import Labelling
+from diffvi.training.embedding import (
+    CLUSTERING_MODELS,
+    SCALE_CRITERIA,
+    Labelling,
+    parse_scale_grid,
+)
 from diffvi.utils.io import write_csv
 
 
@@ -154,13 +159,41 @@ def embed_genotypes(
     lr: LrOpt = 1e-3,
     batch_size: BatchSizeOpt = 128,
     likelihood_scale: Annotated[
-        float | None,
+        str | None,
         typer.Option(
-            min=1e-6,
-            help="σ of the variational methods' Gaussian likelihood, in std(PC 1) "
-            "[default: the median std of the components, their noise level].",
+            help="σ of the variational methods' Gaussian likelihood, in std(PC 1): a number; "
+            "'median', the median std of the components (called 'auto' before); 'select', "
+            "chosen from --scale-grid by short pilot runs scored on held-out samples by "
+            "--scale-criterion (one pilot per grid value, each 1/5 of --epochs on 80% of the "
+            "samples: about twice the training of a fixed σ; no labels used).",
+            show_default="median",
         ),
     ] = None,
+    scale_criterion: Annotated[
+        choice(SCALE_CRITERIA),
+        typer.Option(
+            help="With --likelihood-scale select: likelihood = the best held-out log p(x) "
+            "(σ near the RMS residual of the components); reconstruction = the broadest σ "
+            "whose held-out reconstruction is within one standard error of the best "
+            "(experimental: narrower σ; docs/methods.md).",
+        ),
+    ] = "likelihood",
+    scale_grid: Annotated[
+        str | None,
+        typer.Option(
+            help="With --likelihood-scale select: the σ values to try, comma-separated, in "
+            "std(PC 1); each costs one pilot.",
+            show_default="0.01,0.0176,0.0311,0.0548,0.0965,0.17,0.3",
+        ),
+    ] = None,
+    clustering: Annotated[
+        choice(CLUSTERING_MODELS),
+        typer.Option(
+            help="DD-VAE's clustering model: mixture = a learnable mixture prior; heads = the "
+            "official DDVI code's learned cluster heads (η-margin repulsion), whose nearest "
+            "head is scored beside the GMM (docs/methods.md).",
+        ),
+    ] = "mixture",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
@@ -276,6 +309,10 @@ def embed_genotypes(
     options = embedding_options(
         epochs, batch_size, lr, hidden, likelihood_scale, seed, device, progress
     )
+    if scale_grid is not None:
+        options.scale_grid = parse_scale_grid(scale_grid)
+    options.scale_criterion = scale_criterion
+    options.clustering = clustering
     labellings = genotype_labellings(genotypes)
     result = embed_labelled(
         features, method, labellings, options, out / "run",
@@ -297,4 +334,10 @@ def embed_genotypes(
     lines = write_embedding(
         out, result, genotypes.samples, labellings, metrics, title=f"{method}: {input.name}"
     )
+    for name, values in result.embedding.details.get("model_cluster_scores", {}).items():
+        lines.append(
+            f"Nearest head ({len(np.unique(result.embedding.clusters))} used) vs {name}: purity "
+            f"{values['purity']:.3f}, completeness {values['completeness']:.3f}, "
+            f"NMI {values['nmi']:.3f}"
+        )
     typer.echo("\n".join(lines))

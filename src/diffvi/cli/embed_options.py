@@ -7,7 +7,11 @@ from typing import Annotated
 import typer
 
 from diffvi.cli.options import choice
-from diffvi.training.embedding import EMBEDDING_METHODS, EmbeddingOptions
+from diffvi.training.embedding import (
+    EMBEDDING_METHODS,
+    EmbeddingOptions,
+    parse_likelihood_scale,
+)
 
 MethodOpt = Annotated[choice(EMBEDDING_METHODS), typer.Option(help="Embedding method.")]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Training epochs (variational methods).")]
@@ -26,15 +30,19 @@ def embedding_options(
     batch_size: int,
     lr: float,
     hidden: int,
-    likelihood_scale: float | None,
+    likelihood_scale: float | str | None,
     seed: int,
     device: str,
     progress: bool,
 ) -> EmbeddingOptions:
-    """The :class:`EmbeddingOptions` of the shared options (``likelihood_scale`` None:
-    ``"auto"``)."""
+    """The :class:`EmbeddingOptions` of the shared options (``likelihood_scale`` None: the
+    library's default, ``"median"``; text: a rule or a number, see
+    :func:`~diffvi.training.embedding.parse_likelihood_scale`)."""
+    default = EmbeddingOptions().likelihood_scale
     return EmbeddingOptions(
         epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
-        likelihood_scale="auto" if likelihood_scale is None else likelihood_scale,
+        likelihood_scale=default if likelihood_scale is None else parse_likelihood_scale(
+            likelihood_scale
+        ),
         seed=seed, device=device, progress=progress,
     )  # fmt: skip

@@ -117,12 +117,14 @@ def embed_table(
     lr: LrOpt = 1e-3,
     batch_size: BatchSizeOpt = 128,
     likelihood_scale: Annotated[
-        float | None,
+        str | None,
         typer.Option(
-            min=1e-6,
             help="σ of the variational methods' Gaussian likelihood, in std(PC 1) with --pca, "
-            "else in the median std of the features [default: the median std of the "
-            "features, their noise level].",
+            "else in the median std of the features: a number; 'median', the median std of "
+            "the features (called 'auto' before); 'select', chosen by short pilot runs over "
+            "a grid scored by the held-out log-likelihood (about twice the training of a "
+            "fixed σ; no labels used; docs/methods.md).",
+            show_default="median",
         ),
     ] = None,
     device: DeviceOpt = "auto",

@@ -12,8 +12,9 @@ up to a constant with σ² = D · kld_weight / 2 in the units of its features (P
 more than any other setting (docs/results.md § Genotype embeddings): a broad σ lets the KL to the
 mixture prior blur the populations, a narrow one fails on small data, and a learned σ lets the
 posterior collapse (the decoder explains the PCs by their marginal variance first). The default
-``"auto"`` is the median feature std, the noise level of the trailing PCs, which lands in the
-good range on large and small data alike. 200 epochs as in the official configs (which also
+``"median"`` is the median feature std (called ``"auto"`` before issue 23); ``"select"``
+chooses σ from the data without labels (:func:`select_likelihood_scale`: short pilot runs over
+a grid, scored on held-out samples). 200 epochs as in the official configs (which also
 repeat the data 5× per epoch). Each point is embedded with ONE posterior draw (DDVI's protocol).
 t-SNE and UMAP run on the first ``neighbour_components`` principal components, as is usual for
 genotypes and single-cell data: the first features when they are components already
@@ -27,6 +28,9 @@ same with a model trained before (``diffvi embed table NEW --model RUN``) instea
 one, and :func:`write_latents` writes its latents of any dimension.
 """
 
+import hashlib
+import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ import numpy as np
 import torch
 
 from diffvi.utils.io import write_csv, write_json
+from diffvi.utils.runtime import resolve_device
 
 VARIATIONAL_METHODS: dict[str, dict[str, Any]] = {
     "ddvae": {"objective": "ddvi", "posterior": "diffusion"},
@@ -45,7 +50,18 @@ VARIATIONAL_METHODS: dict[str, dict[str, Any]] = {
     "aae": {"objective": "aae", "posterior": "gaussian"},
 }
 CLASSIC_METHODS = ("pca", "tsne", "umap")
+# σ / std(PC 1) tried by likelihood_scale="select": 7 points, geometric from 0.01 to 0.3 (a
+# factor of 1.76 apart).
+LIKELIHOOD_SCALE_GRID = (0.01, 0.0176, 0.0311, 0.0548, 0.0965, 0.17, 0.3)
+SCALE_RULES = ("select", "median", "auto")  # "auto": the median rule's name before issue 23
+SCALE_CRITERIA = ("likelihood", "reconstruction")  # how likelihood_scale="select" chooses
 EMBEDDING_METHODS = (*VARIATIONAL_METHODS, *CLASSIC_METHODS)
+# DD-VAE's clustering model (EmbeddingOptions.clustering): the learnable mixture prior, or the
+# official DDVI code's learned cluster heads (diffvi.objectives.cluster_heads).
+CLUSTERING_MODELS: dict[str, dict[str, Any]] = {
+    "mixture": {},
+    "heads": {"objective": "ddvi-heads", "prior": "cluster-heads"},
+}
 
 
 @dataclass
@@ -53,10 +69,16 @@ class EmbeddingOptions:
     """Settings of :func:`embed_features`. ``epochs``, ``batch_size``, ``lr``, ``hidden`` and
     ``mixture_components`` concern the variational methods; ``neighbour_components`` t-SNE and
     UMAP. ``warmup_steps`` pretrains DD-VAE's reverse chain on the prior first;
-    ``likelihood_scale`` is σ in units of std(PC 1); ``"auto"`` (default) takes the median
-    standard deviation of the features in those units (the noise level of the trailing PCs:
-    0.07 for 1000 PCs of 3458 simulated genotypes, 0.35 for 20 PCs of 90); ``None`` learns σ
-    per feature."""
+    ``likelihood_scale`` is σ in units of std(PC 1): a number; ``"select"`` picks it from
+    ``scale_grid`` by :func:`select_likelihood_scale` (pilot runs of ``pilot_fraction`` of the
+    epochs on all but ``pilot_holdout`` of the samples, scored on those by
+    ``scale_criterion``); ``"median"`` (default; ``"auto"``, its name before issue 23) takes
+    the median standard deviation of the features in those units (the noise level of the
+    trailing PCs: 0.07 for 1000 PCs of 3458 simulated
+    genotypes, 0.35 for 20 PCs of 90); ``None`` learns σ per feature. ``clustering``
+    (``ddvae`` only): ``"mixture"`` (default), a learnable mixture prior; ``"heads"``, the
+    official code's learned cluster heads (:class:`~diffvi.objectives.ClusterHeadsDDVI`), whose
+    nearest head is each point's cluster (``Embedding.clusters``)."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -65,8 +87,13 @@ class EmbeddingOptions:
     mixture_components: int = 20
     diffusion_steps: int = 20
     warmup_steps: int = 200
-    likelihood_scale: float | str | None = "auto"
+    likelihood_scale: float | str | None = "median"
+    scale_grid: tuple[float, ...] = LIKELIHOOD_SCALE_GRID
+    scale_criterion: str = "likelihood"
+    pilot_fraction: float = 0.2
+    pilot_holdout: float = 0.2
     neighbour_components: int = 50
+    clustering: str = "mixture"
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -76,12 +103,15 @@ class EmbeddingOptions:
 @dataclass
 class Embedding:
     """``coordinates [N, 2]`` (float64) of ``method``, fitted in ``seconds`` (training and
-    embedding, not data loading); ``details`` holds e.g. the final bound of a variational run."""
+    embedding, not data loading); ``details`` holds e.g. the final bound of a variational run;
+    ``clusters [N]`` the model's own cluster of each point where it has one (the nearest head
+    of ``clustering="heads"``), else None."""
 
     method: str
     coordinates: np.ndarray
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    clusters: np.ndarray | None = None
 
 
 def embed_features(
@@ -103,9 +133,15 @@ def embed_features(
     options = options or EmbeddingOptions()
     if method not in EMBEDDING_METHODS:
         raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
-    scale = options.likelihood_scale
-    if isinstance(scale, str) and scale != "auto" or isinstance(scale, float | int) and scale <= 0:
-        raise ValueError(f"likelihood_scale must be 'auto', None or > 0, got {scale!r}")
+    check_scale_options(options)
+    if options.clustering not in CLUSTERING_MODELS:
+        raise ValueError(
+            f"clustering must be one of {tuple(CLUSTERING_MODELS)}, got {options.clustering!r}"
+        )
+    if options.clustering != "mixture" and method != "ddvae":
+        raise ValueError(
+            f"clustering={options.clustering!r} is DD-VAE's: use method 'ddvae', got {method!r}"
+        )
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     if x.ndim != 2 or x.shape[0] < 3 or x.shape[1] < 2:
         raise ValueError(f"features must be [N >= 3, D >= 2], got {list(x.shape)}")
@@ -120,7 +156,8 @@ def embed_features(
         features64 = x.numpy().astype(np.float64)
         coordinates, details = _classic(features64, method, options, components), {}
     seconds = time.perf_counter() - start
-    return Embedding(method, np.asarray(coordinates, np.float64), seconds, details)
+    clusters = details.pop("model_clusters", None)
+    return Embedding(method, np.asarray(coordinates, np.float64), seconds, details, clusters)
 
 
 @dataclass(frozen=True)
@@ -186,6 +223,9 @@ def embed_labelled(
     num_clusters = min(num_clusters, n)
     clusters = _gmm_cluster(embedding.coordinates, num_clusters, options.seed)
     scores = score_labellings(embedding.coordinates, clusters, labellings, knn_k)
+    if embedding.clusters is not None:  # the model's own clusters, scored beside the GMM's
+        own = score_labellings(embedding.coordinates, embedding.clusters, labellings, knn_k=0)
+        embedding.details["model_cluster_scores"] = own
     return LabelledEmbedding(embedding, clusters, num_clusters, scores)
 
 
@@ -356,19 +396,301 @@ def _gmm_cluster(coordinates: np.ndarray, num_clusters: int, seed: int) -> np.nd
     return gmm_cluster(coordinates, num_clusters, seed=seed)
 
 
+def check_scale_options(options: EmbeddingOptions) -> None:
+    """ValueError unless ``options``' σ settings are usable: ``likelihood_scale`` one of
+    :data:`SCALE_RULES`, None or > 0; ``scale_grid`` non-empty, finite, > 0 and without
+    repeats; ``pilot_fraction`` in (0, 1]; ``pilot_holdout`` in (0, 0.5]."""
+    scale = options.likelihood_scale
+    if isinstance(scale, str):
+        if scale not in SCALE_RULES:
+            raise ValueError(
+                f"likelihood_scale must be one of {SCALE_RULES}, None or > 0, got {scale!r}"
+            )
+    elif scale is not None and not (
+        isinstance(scale, float | int) and math.isfinite(scale) and scale > 0
+    ):
+        raise ValueError(
+            f"likelihood_scale must be one of {SCALE_RULES}, None or > 0, got {scale!r}"
+        )
+    grid = tuple(options.scale_grid)
+    if (
+        not grid
+        or not all(isinstance(v, float | int) and math.isfinite(v) and v > 0 for v in grid)
+        or len(set(grid)) != len(grid)
+    ):
+        raise ValueError(f"scale_grid must be distinct finite values > 0, got {grid!r}")
+    if options.scale_criterion not in SCALE_CRITERIA:
+        raise ValueError(
+            f"scale_criterion must be one of {SCALE_CRITERIA}, got {options.scale_criterion!r}"
+        )
+    if not 0 < options.pilot_fraction <= 1:
+        raise ValueError(f"pilot_fraction must be in (0, 1], got {options.pilot_fraction!r}")
+    if not 0 < options.pilot_holdout <= 0.5:
+        raise ValueError(f"pilot_holdout must be in (0, 0.5], got {options.pilot_holdout!r}")
+
+
+def parse_likelihood_scale(text: str | float) -> float | str:
+    """A ``likelihood_scale`` from the command line: one of :data:`SCALE_RULES` as given, else
+    a number > 0 (ValueError otherwise)."""
+    if isinstance(text, str) and text in SCALE_RULES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"likelihood scale must be one of {SCALE_RULES} or > 0, got {text!r}")
+    return value
+
+
+def parse_scale_grid(text: str) -> tuple[float, ...]:
+    """A ``scale_grid`` from the command line: comma-separated numbers > 0 (ValueError
+    otherwise)."""
+    try:
+        grid = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        grid = ()
+    if not grid or not all(math.isfinite(v) and v > 0 for v in grid) or len(set(grid)) < len(grid):
+        raise ValueError(f"scale grid must be distinct numbers > 0, comma-separated, got {text!r}")
+    return grid
+
+
+@dataclass
+class ScaleSelection:
+    """What :func:`select_likelihood_scale` tried and chose, per σ of ``grid`` (in σ's unit):
+    ``score``, the pilot's held-out reconstruction log-likelihood per sample with every feature
+    at its own maximum-likelihood noise sd (nats), ``gap`` and ``gap_se``, its
+    mean shortfall from the best pilot's on the same samples and that mean's standard error,
+    ``log_px``, the held-out IWAE bound on log p(x) under the pilot's own σ, and
+    ``residual_rms``, the RMS of the held-out reconstruction residual. ``best`` is the σ of the
+    best score; ``chosen_by`` the σ each criterion picks (``"reconstruction"``: the largest σ
+    within one standard error of ``best``; ``"likelihood"``: the best ``log_px``); ``chosen``
+    that of ``criterion``, the one in use. The pilots ran ``pilot_epochs`` epochs on
+    ``train_samples`` samples (``reused`` of them were
+    loaded from an earlier run), scored on ``heldout_samples`` with ``k`` posterior draws each,
+    in ``seconds`` together."""
+
+    grid: list[float]
+    score: list[float]
+    gap: list[float]
+    gap_se: list[float]
+    log_px: list[float]
+    residual_rms: list[float]
+    best: float
+    chosen: float
+    chosen_by: dict[str, float]
+    criterion: str
+    pilot_epochs: int
+    train_samples: int
+    heldout_samples: int
+    k: int
+    reused: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def one_standard_error_choice(scores: torch.Tensor) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    """The one-standard-error rule over ``scores [G, N]`` (per grid point, ascending in σ, a
+    score per held-out sample; higher is better): ``(best, chosen, gap [G], gap_se [G])``,
+    ``best`` the index of the highest mean, ``chosen`` the largest index whose mean shortfall
+    from ``best`` on the same samples (``gap``) is at most its standard error (``gap_se``)."""
+    best = int(scores.mean(1).argmax())
+    differences = scores[best] - scores  # [G, N], paired on the held-out samples
+    gap = differences.mean(1)
+    gap_se = differences.std(1) / math.sqrt(scores.shape[1]) if scores.shape[1] > 1 else gap * 0
+    within = (gap <= gap_se).nonzero().flatten()
+    return best, int(within.max()), gap, gap_se
+
+
+def select_likelihood_scale(
+    x: torch.Tensor,
+    method: str,
+    options: EmbeddingOptions,
+    run_dir: str | Path,
+    k: int = 16,
+    echo: Any = print,
+) -> ScaleSelection:
+    """Choose the likelihood σ of ``method`` for ``x [N, D]`` (already in σ's unit) without
+    labels. For each σ of ``options.scale_grid`` a pilot trains (``options.pilot_fraction`` of
+    ``options.epochs``, at least one epoch) on all but a held-out ``options.pilot_holdout`` of
+    the samples (chosen by ``options.seed``) and reconstructs the held-out samples through its
+    posterior (``k`` draws). Each is scored by the held-out reconstruction log-likelihood with
+    every feature j at its own maximum-likelihood noise sd, the RMS of that pilot's held-out
+    residuals on j:  Σ_j [−½ log(2π s_j²) − r_ij² / (2 s_j²)]  per sample i, and by the IWAE
+    bound on the held-out log p(x) under its own σ. ``options.scale_criterion``
+    ``"likelihood"`` (default) chooses the σ of the best log p(x); ``"reconstruction"`` the
+    largest σ whose mean reconstruction shortfall from the best is within one standard error
+    (Breiman et al.'s one-standard-error rule, the errors paired on the held-out samples). Both
+    choices are recorded. The pilots' runs go to ``run_dir/sigma<σ>`` (a pilot already there
+    with the same config and data, ``pilot.json``, is loaded instead of retrained); ``echo``
+    gets one line per pilot; the selection is written to ``run_dir/likelihood_scale.json``.
+
+    The criteria. Scores of pilots trained at different σ must be comparable. The held-out
+    log p(x) under each pilot's own σ is (a proper density of the same data, whatever σ), but
+    a fixed isotropic σ is not the noise of PCs (PC 1 beside ~1000 noise components): σ is in
+    effect the weight of the reconstruction against the KL to the prior (β ∝ σ² in the
+    official loss), and log p(x) peaks where σ is the RMS residual over all features, which the
+    noise components set (0.08 std(PC 1) on the simulated cohorts, where DD-VAE's populations
+    already blur). The reconstruction score drops the pilot's σ altogether (each feature at
+    the noise sd that fits it) and so asks only what the 2-D code predicts about held-out
+    samples; it improves as σ narrows (β < 1) while the code gains information the decoder
+    uses, then is flat, and the one-standard-error rule takes the broadest σ on that plateau.
+    Kept with σ profiled per feature, the KL term makes it reward the collapsed posterior of
+    the broadest σ (the population structure is a sliver of the variance), and even without
+    it a decoder that adds held-out variance to the ~1000 noise components loses more there
+    than it gains on the few informative ones, so a collapsed pilot can score best (a VAE pilot
+    did). A single learned σ converges to the RMS residual, as log p(x) does, and a learned
+    per-feature σ lets the posterior collapse. Neither criterion follows a clustering score
+    everywhere: reconstruction tracked DD-VAE's population NMI on the simulated 1000
+    Genomes-like cohorts but not the VAE's, nor DD-VAE's on 90 samples × 20 PCs, where the
+    likelihood did (docs/methods.md). The likelihood is the default: a proper, comparable
+    score, and a stable one.
+
+    Cost: len(grid) × pilot_fraction × (1 − pilot_holdout) of the final run's epochs (7 × 0.2
+    × 0.8 ≈ 1.1 with the defaults; plus DD-VAE's ``warmup_steps`` per pilot), so about twice
+    the training of a fixed σ.
+    """
+    from diffvi.objectives.base import log_importance_weights, log_mean_exp
+    from diffvi.training.checkpoint import load
+
+    check_scale_options(options)
+    n = len(x)
+    heldout = min(n - 2, max(1, round(options.pilot_holdout * n)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(options.seed))
+    val_x, train_x = x[order[:heldout]], x[order[heldout:]]
+    epochs = max(1, round(options.pilot_fraction * options.epochs))
+    grid = [float(v) for v in sorted(options.scale_grid)]
+    fingerprint = data_fingerprint(train_x, val_x)
+    per_sample, log_pxs, residuals, reused = [], [], [], 0
+    start = time.perf_counter()
+    for number, sigma in enumerate(grid, 1):
+        tic = time.perf_counter()
+        pilot_dir = Path(run_dir) / f"sigma{sigma:g}"
+        config = _config(method, options, sigma, epochs, len(val_x))
+        if _same_run(pilot_dir, config, fingerprint):
+            family, how = load(pilot_dir, resolve_device(options.device)), "loaded"
+            reused += 1
+        else:
+            module, _ = _train(
+                train_x, method, options, pilot_dir, sigma, epochs, val_x=val_x, progress=False
+            )
+            family, how = module.trained.eval(), "trained"
+            write_json(pilot_dir / "pilot.json", {"data_sha256": fingerprint})
+        device = next(family.posterior.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(options.seed)
+        squared, log_px = [], []
+        with torch.no_grad():
+            for chunk in val_x.to(device).split(500):
+                drawn = family.posterior.sample(chunk, k, generator=generator)
+                log_px.append(log_mean_exp(log_importance_weights(family.model, chunk, drawn)))
+                mean = family.model.likelihood.mean(family.model.decode(drawn.z))
+                squared.append((chunk - mean).square().mean(0).cpu())  # [B, D], over draws
+        squared = torch.cat(squared).double()
+        noise = squared.mean(0).clamp_min(1e-12)  # [D]: each feature's ML noise variance
+        scores = -0.5 * (squared / noise + torch.log(2 * math.pi * noise)).sum(-1)  # [B]
+        per_sample.append(scores)
+        log_pxs.append(float(torch.cat(log_px).mean()))
+        residuals.append(float(squared.mean().sqrt()))
+        echo(
+            f"σ selection, pilot {number}/{len(grid)}: σ = {sigma:g}, held-out reconstruction "
+            f"{float(scores.mean()):.2f} nats per sample (log p(x) ≥ {log_pxs[-1]:.1f}, "
+            f"residual rms {residuals[-1]:.3g}; {how} in {time.perf_counter() - tic:.0f} s)"
+        )
+    scores = torch.stack(per_sample)
+    best, by_reconstruction, gap, gap_se = one_standard_error_choice(scores)
+    chosen_by = {
+        "reconstruction": grid[by_reconstruction],
+        "likelihood": grid[int(np.argmax(log_pxs))],
+    }
+    selection = ScaleSelection(
+        grid, scores.mean(1).tolist(), gap.tolist(), gap_se.tolist(), log_pxs, residuals,
+        grid[best], chosen_by[options.scale_criterion], chosen_by, options.scale_criterion,
+        epochs, n - heldout, heldout, k, reused,
+        time.perf_counter() - start,
+    )  # fmt: skip
+    write_json(Path(run_dir) / "likelihood_scale.json", selection.to_dict())
+    return selection
+
+
+def data_fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 of the tensors' float32 values and shapes: which data a pilot saw."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _same_run(run_dir: Path, config: Any, fingerprint: str) -> bool:
+    """Whether ``run_dir`` holds a finished pilot trained with ``config`` on the data of
+    ``fingerprint`` (its ``pilot.json``), to reuse."""
+    saved, pilot = run_dir / "config.json", run_dir / "pilot.json"
+    if not all(p.is_file() for p in (run_dir / "export" / "model.json", saved, pilot)):
+        return False
+    if json.loads(pilot.read_text()).get("data_sha256") != fingerprint:
+        return False
+    ignore = ("kind", "event_shape")  # set from the data when a run starts
+    old = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ignore}
+    new = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in ignore}
+    return old == new
+
+
 def _variational(
     x: torch.Tensor, method: str, options: EmbeddingOptions, run_dir: Path, components: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    from diffvi.data.modules import FeatureDataModule
     from diffvi.evaluation.representation import embed_latents
+
+    scale = _likelihood_scale(x, options.likelihood_scale, components)
+    x = x / _unit(x, components)  # σ is in units of std(PC 1) (or of the median std)
+    selection = None
+    if options.likelihood_scale == "select":
+        selection = select_likelihood_scale(
+            x, method, options, run_dir / "scale-pilots", echo=_echo(options)
+        )
+        scale = selection.chosen
+        _echo(options)(
+            f"σ selection: chose σ = {scale:g} of {selection.grid} by the held-out "
+            f"{selection.criterion} (likelihood: {selection.chosen_by['likelihood']:g}, "
+            f"reconstruction: {selection.chosen_by['reconstruction']:g}; "
+            f"{selection.seconds:.0f} s of pilots)"
+        )
+    module, config = _train(x, method, options, run_dir, scale, options.epochs)
+    module.eval()
+    generator = torch.Generator(device=module.device).manual_seed(options.seed)
+    with torch.no_grad():
+        z = embed_latents(module.family.posterior, x, generator)
+        prior = module.family.model.prior
+        own = prior.assign(z.to(module.device)).cpu().numpy() if hasattr(prior, "assign") else None
+    details = {
+        key.replace("/", "_"): float(value)
+        for key, value in module.trainer.callback_metrics.items()
+        if key in ("val/bound", "val/iwae", "train/bound")
+    }
+    if selection is not None:
+        details["likelihood_scale_selection"] = selection.to_dict()
+    if own is not None:  # embed_features moves them to Embedding.clusters
+        details["model_clusters"] = own
+    return z.double().numpy(), details | {"config": config.to_dict()}
+
+
+def _echo(options: EmbeddingOptions) -> Any:
+    """``print``, flushed (the σ selection's few lines print with or without progress bars)."""
+    return lambda line: print(line, flush=True)
+
+
+def _config(
+    method: str, options: EmbeddingOptions, scale: float | None, epochs: int, val_n: int
+) -> Any:
+    """The :class:`~diffvi.training.config.TrainConfig` of ``method`` at σ = ``scale`` for
+    ``epochs``, validated on ``val_n`` rows."""
     from diffvi.training.config import TrainConfig
-    from diffvi.training.trainer import fit
-    from diffvi.utils.runtime import resolve_device
 
     fields = {
         "dataset": "features",
         "likelihood": "real-gaussian",
-        "likelihood_scale": _likelihood_scale(x, options.likelihood_scale, components),
+        "likelihood_scale": scale,
         "latent_dims": [2],
         "hidden": [[options.hidden, options.hidden]],
         "activation": "silu",
@@ -376,41 +698,52 @@ def _variational(
         "batch_size": options.batch_size,
         "lr": options.lr,
         "adam": "torch",
-        "max_epochs": options.epochs,
+        "max_epochs": epochs,
         "prior": "mixture",
         "mixture_components": options.mixture_components,
         "diffusion_steps": options.diffusion_steps,
-        "val_size": min(500, len(x)),
+        "val_size": val_n,
         "val_k": 10,
         "seed": options.seed,
         **VARIATIONAL_METHODS[method],
+        **CLUSTERING_MODELS[options.clustering],
         **options.extra,
     }
     if fields["posterior"] == "diffusion":
         fields["warmup_steps"] = options.warmup_steps
-    config = TrainConfig(**fields)
-    x = x / _unit(x, components)  # σ is in units of std(PC 1) (or of the median std)
-    data = FeatureDataModule(x, config.batch_size, config.seed, config.val_size)
+    return TrainConfig(**fields)
+
+
+def _train(
+    x: torch.Tensor,
+    method: str,
+    options: EmbeddingOptions,
+    run_dir: Path,
+    scale: float | None,
+    epochs: int,
+    val_x: torch.Tensor | None = None,
+    progress: bool | None = None,
+) -> tuple[Any, Any]:
+    """Fit ``method`` to ``x [N, D]`` (in σ's unit) at σ = ``scale`` for ``epochs``; validated
+    on ``val_x`` where given, else on up to 500 of the training rows. Returns the trained
+    module and its :class:`~diffvi.training.config.TrainConfig`."""
+    from diffvi.data.modules import FeatureDataModule
+    from diffvi.training.trainer import fit
+
+    val_n = min(500, len(x)) if val_x is None else len(val_x)
+    config = _config(method, options, scale, epochs, val_n)
+    data = FeatureDataModule(x, config.batch_size, config.seed, config.val_size, val_features=val_x)
     device = resolve_device(options.device)
     module = fit(
         config,
         run_dir,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=[device.index or 0] if device.type == "cuda" else 1,
-        progress_bar=options.progress,
+        progress_bar=options.progress if progress is None else progress,
         datamodule=data,
-        checkpoint_every_n_epochs=max(1, options.epochs // 5),
+        checkpoint_every_n_epochs=max(1, epochs // 5),
     )
-    module.eval()
-    generator = torch.Generator(device=module.device).manual_seed(options.seed)
-    with torch.no_grad():
-        z = embed_latents(module.family.posterior, x, generator)
-    details = {
-        key.replace("/", "_"): float(value)
-        for key, value in module.trainer.callback_metrics.items()
-        if key in ("val/bound", "val/iwae", "train/bound")
-    }
-    return z.double().numpy(), details | {"config": config.to_dict()}
+    return module, config
 
 
 def _unit(x: torch.Tensor, components: bool) -> torch.Tensor:
@@ -421,9 +754,10 @@ def _unit(x: torch.Tensor, components: bool) -> torch.Tensor:
 
 def _likelihood_scale(
     x: torch.Tensor, scale: float | str | None, components: bool = True
-) -> float | None:
-    """σ in units of :func:`_unit` of ``x [N, D]``; ``"auto"``: the median column std."""
-    if scale != "auto":
+) -> float | str | None:
+    """σ in units of :func:`_unit` of ``x [N, D]``: ``"median"`` (or ``"auto"``) the median
+    column std; a number, None or ``"select"`` as given."""
+    if scale not in ("median", "auto"):
         return scale
     return float((x.std(0).median() / _unit(x, components)).clamp_min(1e-6))
 
