@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.linalg import subspace_angles
 
-from diffvi.data.genotype_pca import genotype_pcs, quality_control
+from diffvi.data.genotype_pca import centred_block, genotype_pcs, quality_control
 from diffvi.data.genotype_rpca import (
     AUTO_SAMPLES,
     ArrayBlocks,
@@ -218,3 +218,44 @@ def test_dask_client_refuses_unknown_schedulers():
     assert dask_client("local") is None
     with pytest.raises(ValueError, match="scheduler must be 'local', 'dask-local' or"):
         dask_client("spark://host:7077")
+
+
+def test_plink_windows_decode_into_one_reused_buffer(cohort, tmp_path):
+    # read(out=) fills a caller's buffer (garbage before) with the calls read() returns, for
+    # all rows and for a subset; the passes keep one buffer for every window, and their
+    # numbers are bit-identical to reading each window into a fresh array.
+    pytest.importorskip("bed_reader")
+    from diffvi.data.genotype_io import PlinkBlocks, write_plink
+    from diffvi.data.genotype_rpca import _Buffers, _gram_product, _selected_windows
+
+    blocks = PlinkBlocks(write_plink(cohort, tmp_path / "cohort"))
+    for reader in (blocks, blocks.subset(np.arange(0, cohort.num_samples, 3))):
+        out = np.full((reader.num_samples, 300), 99, dtype=np.int8, order="F")
+        for start, stop in ((0, 300), (1000, 1123)):
+            calls = reader.read(start, stop, out=out)
+            assert np.shares_memory(calls, out)
+            np.testing.assert_array_equal(calls, reader.read(start, stop))
+    np.testing.assert_array_equal(blocks.read(0, cohort.num_variants), cohort.calls)
+
+    selection = select_variants(blocks, maf=0.01, chunk_size=256)
+    windows = _selected_windows(selection, 256)
+    assert any(w.columns is not None for w in windows)  # kept columns go through a buffer too
+    q = np.linalg.qr(np.random.default_rng(0).standard_normal((cohort.num_samples, 12)))[0]
+    q = q.astype(np.float32)
+    buffers = _Buffers()
+    reused = _gram_product(blocks, windows[:1], q, False, buffers)
+    arrays = dict(buffers._arrays)
+    reused += _gram_product(blocks, windows[1:], q, False, buffers)
+    assert all(buffers._arrays[name] is a for name, a in arrays.items())  # nothing reallocated
+    fresh = np.zeros_like(reused)
+    for w in windows:  # the unbuffered formula, a new array for every window
+        calls = blocks.read(w.start, w.stop)
+        calls = calls if w.columns is None else calls[:, w.columns]
+        x = centred_block(calls, w.frequency, False, np.float32)
+        fresh += x @ (x.T @ q)
+    np.testing.assert_array_equal(reused, fresh)
+    np.testing.assert_array_equal(
+        randomized_pcs(blocks, 4, selection=selection, n_iter=2, chunk_size=256)[0],
+        randomized_pcs(ArrayBlocks(cohort.calls), 4, selection=selection, n_iter=2,
+                       chunk_size=256)[0],
+    )  # fmt: skip

@@ -199,7 +199,10 @@ class PlinkBlocks:
             as :func:`read_plink` names them.
         variants: the ``M`` variant identifiers.
         rows: ``.fam`` row indices read, or ``None`` for all.
+        reads_into: ``True``: :meth:`read` decodes into a caller's buffer (``out=``).
     """
+
+    reads_into = True
 
     def __init__(
         self,
@@ -235,6 +238,7 @@ class PlinkBlocks:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_bed"] = None  # an open file does not travel; reopened on first read
+        state.pop("_all_rows", None)
         return state
 
     @property
@@ -251,14 +255,58 @@ class PlinkBlocks:
         base = rows if self.rows is None else self.rows[rows]
         return PlinkBlocks(self.path, base, self.num_threads)
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """int8 ``[N, stop - start]`` calls of variants ``start:stop`` (``MISSING`` -1)."""
-        rows = slice(None) if self.rows is None else self.rows
-        calls = self._open().read(  # type: ignore[attr-defined]
-            index=np.s_[rows, start:stop], dtype="int8", order="F", num_threads=self.num_threads
-        )
-        calls[calls == -127] = MISSING  # bed-reader's int8 missing value
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """int8 ``[N, stop - start]`` calls of variants ``start:stop`` (``MISSING`` -1).
+
+        ``out``: a Fortran-ordered int8 ``[N, >= stop - start]`` buffer to decode into; the
+        result is then its first ``stop - start`` columns (no new array, so a pass over many
+        windows reuses one buffer instead of mapping fresh pages for each).
+        """
+        bed = self._open()
+        if out is None:
+            rows = slice(None) if self.rows is None else self.rows
+            calls = bed.read(  # type: ignore[attr-defined]
+                index=np.s_[rows, start:stop], dtype="int8", order="F", num_threads=self.num_threads
+            )
+        else:
+            calls = out[:, : stop - start]
+            self._read_into(bed, start, stop, calls)
+        np.maximum(calls, MISSING, out=calls)  # bed-reader's int8 missing value -127 -> -1
         return calls
+
+    def _read_into(self, bed: object, start: int, stop: int, out: np.ndarray) -> None:
+        """Decode variants ``start:stop`` into ``out`` through bed-reader's file reader (its
+        ``read`` has no ``out=``: it always allocates); the public ``read`` and a copy where
+        that reader is not available (another bed-reader version, a cloud file)."""
+        n, m = self._shape
+        pick = getattr(bed, "_pick_reader", None)
+        reader = pick(np.int8) if pick is not None else None
+        if reader is None or reader[2] or not out.flags.f_contiguous:
+            rows = slice(None) if self.rows is None else self.rows
+            out[...] = bed.read(  # type: ignore[attr-defined]
+                index=np.s_[rows, start:stop], dtype="int8", order="F", num_threads=self.num_threads
+            )
+            return
+        if self.rows is None:
+            rows = getattr(self, "_all_rows", None)
+            if rows is None:
+                rows = self._all_rows = np.arange(n, dtype=np.intp)
+        else:
+            rows = self.rows
+        from bed_reader._open_bed import get_num_threads
+
+        read, location, _ = reader
+        read(
+            location,
+            bed.cloud_options,  # type: ignore[attr-defined]
+            iid_count=n,
+            sid_count=m,
+            is_a1_counted=False,
+            iid_index=rows,
+            sid_index=np.arange(start, stop, dtype=np.intp),
+            val=out,
+            num_threads=get_num_threads(self.num_threads),
+        )
 
     def close(self) -> None:
         if self._bed is not None:

@@ -35,9 +35,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def column_counts(calls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(observed, alt)``: non-missing calls and counted alleles per column of a block, int64."""
-    missing = calls == MISSING
+def column_counts(
+    calls: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(observed, alt)``: non-missing calls and counted alleles per column of a block, int64
+    (``mask``: an optional bool scratch buffer ``[N, >= b]`` of the block's layout)."""
+    if mask is None:
+        missing = calls == MISSING
+    else:
+        missing = np.equal(calls, MISSING, out=mask[:, : calls.shape[1]])
     observed = calls.shape[0] - missing.sum(axis=0, dtype=np.int64)
     alt = calls.sum(axis=0, dtype=np.int64) + missing.sum(axis=0, dtype=np.int64)  # -1 → 0
     return observed, alt
@@ -155,6 +161,8 @@ def centred_block(
     frequency: np.ndarray,
     standardize: bool = False,
     dtype: type = np.float64,
+    out: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """The analysed matrix of a block of columns: ``g - 2p``, missing calls 0 (mean-imputed),
     divided by ``sqrt(2p(1 - p))`` when ``standardize`` (1 where that is 0).
@@ -164,13 +172,25 @@ def centred_block(
         frequency: float64 ``[b]`` counted-allele frequencies (:func:`allele_frequency`).
         standardize: divide by the binomial standard deviation.
         dtype: float type of the result.
+        out: a Fortran-ordered ``[N, >= b]`` buffer of ``dtype`` to write into (its first
+            ``b`` columns are returned), or ``None`` for a new array.
+        mask: a Fortran-ordered bool ``[N, >= b]`` scratch buffer for the missing calls, or
+            ``None``. The numbers are the same with or without the buffers.
 
     Returns:
         Fortran-ordered ``[N, b]`` array of ``dtype``.
     """
-    x = np.asfortranarray(calls, dtype=dtype)
+    if out is None:
+        x = np.asfortranarray(calls, dtype=dtype)
+    else:
+        x = out[:, : calls.shape[1]]
+        np.copyto(x, calls)
     x -= (2.0 * frequency).astype(dtype)
-    x[calls == MISSING] = 0.0
+    if mask is None:
+        x[calls == MISSING] = 0.0
+    else:
+        missing = np.equal(calls, MISSING, out=mask[:, : calls.shape[1]])
+        x[missing] = 0.0
     if standardize:
         sd = np.sqrt(2.0 * frequency * (1.0 - frequency))
         x /= np.where(sd > 0, sd, 1.0).astype(dtype)

@@ -38,7 +38,10 @@ Memory: ``Q`` in the working ``dtype`` (float32 by default: the GEMMs; float64 f
 tests) and ``Z`` in float64 (sums over windows, QR, Nyström), about ``(8 + 8 + 4) N l`` bytes
 with the QR's workspace, plus one window (``N × b`` int8 and ``dtype``), ``b`` chosen so a
 window takes about 256 MiB unless ``chunk_size`` is given. The result does not depend on the
-window size beyond rounding: ``G`` is drawn over samples, not variants.
+window size beyond rounding: ``G`` is drawn over samples, not variants. The window's buffers
+(int8 calls, missing mask, float window, ``[N, l]`` product) are allocated once per pass (per
+task on Dask) and reused for every window: fresh ones each time cost as much system time (the
+kernel mapping and zeroing pages) as a third of the GEMMs' user time.
 
 **Dask.** With a ``distributed.Client`` (:func:`dask_client`: a ``LocalCluster`` or
 ``dask://HOST:PORT``) every pass runs as tasks, each over a contiguous range of windows through
@@ -54,7 +57,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -101,7 +104,11 @@ class VariantBlocks(Protocol):
     def num_variants(self) -> int: ...
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """int8 ``[N, stop - start]`` calls (``MISSING`` = -1) of variants ``start:stop``."""
+        """int8 ``[N, stop - start]`` calls (``MISSING`` = -1) of variants ``start:stop``.
+
+        A reader whose class sets ``reads_into = True`` (``PlinkBlocks``) also takes
+        ``out=``, a Fortran-ordered int8 ``[N, >= stop - start]`` buffer to decode into, and
+        returns a view of it: the passes then reuse one buffer for every window."""
         ...
 
 
@@ -120,7 +127,7 @@ class ArrayBlocks:
         return self.calls.shape[1]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return self.calls[:, start:stop]
+        return self.calls[:, start:stop]  # a view: nothing to buffer
 
 
 @dataclass
@@ -182,26 +189,70 @@ class _Window:
     frequency: np.ndarray | None = None
 
 
-def _count(blocks: VariantBlocks, windows: Sequence[_Window]) -> tuple[np.ndarray, np.ndarray]:
+class _Buffers:
+    """Window buffers reused across the windows of a pass (and across passes): the int8 calls
+    as read, their kept columns, the missing-call mask, the float window and the ``[N, l]``
+    product. A window of 100,000 samples is ~50 MB of int8 and ~200 MB of float32; allocating
+    those afresh for each window maps and zero-fills new pages every time (system time)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, rows: int, columns: int, dtype: Any, order: str = "F") -> np.ndarray:
+        """A ``[rows, >= columns]`` array of ``dtype`` (grown, never shrunk)."""
+        a = self._arrays.get(name)
+        if a is None or a.shape[0] != rows or a.shape[1] < columns or a.dtype != dtype:
+            a = self._arrays[name] = np.empty((rows, columns), dtype=dtype, order=order)
+        return a
+
+    def calls(self, blocks: VariantBlocks, w: _Window) -> np.ndarray:
+        """int8 calls of the window's analysed columns, in the buffers."""
+        n = blocks.num_samples
+        if getattr(blocks, "reads_into", False):
+            out = self.get("read", n, w.stop - w.start, np.int8)
+            calls = blocks.read(w.start, w.stop, out=out)  # type: ignore[call-arg]
+        else:
+            calls = blocks.read(w.start, w.stop)
+        if w.columns is not None:
+            kept = self.get("kept", n, w.stop - w.start, np.int8)[:, : len(w.columns)]
+            calls = np.take(calls, w.columns, axis=1, out=kept, mode="clip")  # unbuffered
+        return calls
+
+
+def _count(
+    blocks: VariantBlocks, windows: Sequence[_Window], buffers: _Buffers | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(observed, alt)`` int64 over the windows' variants, in order."""
-    parts = [column_counts(blocks.read(w.start, w.stop)) for w in windows]
+    buffers = _Buffers() if buffers is None else buffers
+    parts = []
+    for w in windows:
+        calls = buffers.calls(blocks, w)
+        mask = buffers.get("mask", calls.shape[0], w.stop - w.start, np.bool_)
+        parts.append(column_counts(calls, mask))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _gram_product(
     blocks: VariantBlocks,
-    windows: Sequence[_Window],
+    windows: Iterable[_Window],
     q: np.ndarray,
     standardize: bool,
+    buffers: _Buffers | None = None,
 ) -> np.ndarray:
-    """float64 ``[N, l]``: ``Σ_b X_b (X_bᵀ q)`` over the windows (``q`` in the GEMM dtype)."""
+    """float64 ``[N, l]``: ``Σ_b X_b (X_bᵀ q)`` over the windows (``q`` in the GEMM dtype),
+    through ``buffers`` (new ones when ``None``)."""
+    buffers = _Buffers() if buffers is None else buffers
+    n = q.shape[0]
     z = np.zeros(q.shape, dtype=np.float64)
+    product = buffers.get("product", n, q.shape[1], q.dtype, order="C")[:, : q.shape[1]]
     for w in windows:
-        calls = blocks.read(w.start, w.stop)
-        if w.columns is not None:
-            calls = calls[:, w.columns]
-        x = centred_block(calls, w.frequency, standardize, q.dtype.type)  # type: ignore[arg-type]
-        z += x @ (x.T @ q)
+        calls = buffers.calls(blocks, w)
+        b = w.stop - w.start  # the window's width, whatever it keeps: one size for all
+        x = centred_block(
+            calls, w.frequency, standardize, q.dtype.type,  # type: ignore[arg-type]
+            out=buffers.get("window", n, b, q.dtype), mask=buffers.get("mask", n, b, np.bool_),
+        )  # fmt: skip
+        z += np.matmul(x, x.T @ q, out=product)
     return z
 
 
@@ -227,13 +278,10 @@ def _run_pass(
     from diffvi.utils.progress import progress as bar
 
     if client is None:
-        if work is _gram_product:  # sum as we go: one [N, l] accumulator
-            total = None
-            for w in bar(windows, desc=desc, enable=progress):
-                part = work(blocks, [w], *extra)
-                total = part if total is None else total.__iadd__(part)
-            return total
-        return combine([work(blocks, [w], *extra) for w in bar(windows, desc, progress)])
+        buffers = _Buffers()  # one set for the whole pass
+        if work is _gram_product:  # sums as it goes: one [N, l] accumulator
+            return work(blocks, bar(windows, desc=desc, enable=progress), *extra, buffers)
+        return combine([work(blocks, [w], *extra, buffers) for w in bar(windows, desc, progress)])
     from distributed import as_completed
 
     workers = max(1, len(client.scheduler_info().get("workers", {})))
