@@ -22,11 +22,17 @@ from diffvi.cli.embed_options import (
     MethodOpt,
     ProgressOpt,
     SeedOpt,
+    distributed,
     embedding_options,
+    features_key,
+    share_features,
 )
 from diffvi.cli.options import (
     DeviceOpt,
+    DevicesOpt,
     FlushDenormalOpt,
+    NumNodesOpt,
+    StrategyOpt,
     ThreadsOpt,
     choice,
     ensure_writable,
@@ -195,6 +201,9 @@ def embed_genotypes(
         ),
     ] = "mixture",
     device: DeviceOpt = "auto",
+    devices: DevicesOpt = "1",
+    num_nodes: NumNodesOpt = 1,
+    strategy: StrategyOpt = "auto",
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     flush_denormal: FlushDenormalOpt = True,
@@ -214,12 +223,19 @@ def embed_genotypes(
     OUT/embedding.png (coloured by population and by super-population), OUT/metrics.json, and
     for variational methods the training run in OUT/run.
 
+    Larger cohorts: --pca randomized --scheduler dask://HOST:PORT spreads the PCA over a Dask
+    cluster; --strategy ddp --devices D (--num-nodes N under torchrun or SLURM, one process per
+    device on every node) trains on D × N processes. Rank 0 alone reads the genotypes and runs
+    the PCA, handing the components to the other ranks in OUT/features.npz (OUT on a shared
+    file system), and alone writes the outputs (docs/methods.md).
+
     **Examples**
 
     ```
     diffvi simulate genotypes --model thousand-genomes --out sim/kg
     diffvi embed genotypes --input sim/kg.bed --labels sim/kg.labels.tsv --method ddvae --out emb
     diffvi embed genotypes --input 1kg.vcf.gz --labels panel.tsv --method umap --out emb-umap
+    diffvi embed genotypes --input kg.bed --labels kg.tsv --out emb --devices 2 --strategy ddp
     ```
     """
     setup_numerics(flush_denormal)
@@ -244,7 +260,29 @@ def embed_genotypes(
     )
     from diffvi.data.genotypes import Genotypes
     from diffvi.training.embedding import embed_labelled, write_embedding
+    from diffvi.utils.runtime import launcher_rank
 
+    options = embedding_options(
+        epochs, batch_size, lr, hidden, likelihood_scale, seed, device, progress,
+        devices, num_nodes, strategy,
+    )  # fmt: skip
+    if scale_grid is not None:
+        options.scale_grid = parse_scale_grid(scale_grid)
+    options.scale_criterion = scale_criterion
+    options.clustering = clustering
+    key = rank = None
+    if distributed(options):  # rank 0 computes the components, the other ranks load them
+        label_file = None if labels is None else (str(labels), labels.stat().st_mtime_ns)
+        arguments = [label_file, drop_unlabelled, ignore_extra_labels, maf, thin, components]
+        arguments += [pc_scale, pca, pca_iterations, seed]
+        key, rank = features_key(input, {"genotypes": arguments}), launcher_rank()
+        if rank != 0:
+            shared = share_features(out, key, rank, dict)
+            embed_labelled(
+                shared["features"], method, (), options, out / "run",
+                num_clusters=clusters, knn_k=knn_k,
+            )  # fmt: skip
+            return
     if scheduler != "local" and pca == "exact":
         raise ValueError(f"--scheduler {scheduler} runs the randomized PCA: pass --pca randomized")
     if pca == "auto" and scheduler != "local":
@@ -306,13 +344,8 @@ def embed_genotypes(
         )  # fmt: skip
     if client is not None:
         client.close()
-    options = embedding_options(
-        epochs, batch_size, lr, hidden, likelihood_scale, seed, device, progress
-    )
-    if scale_grid is not None:
-        options.scale_grid = parse_scale_grid(scale_grid)
-    options.scale_criterion = scale_criterion
-    options.clustering = clustering
+    if key is not None:
+        share_features(out, key, 0, lambda: {"features": features})
     labellings = genotype_labellings(genotypes)
     result = embed_labelled(
         features, method, labellings, options, out / "run",

@@ -12,6 +12,7 @@ are :func:`diffvi.training.embedding.embed_labelled`, as for ``diffvi embed geno
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 import typer
 
 from diffvi.cli.embed_options import (
@@ -23,11 +24,17 @@ from diffvi.cli.embed_options import (
     MethodOpt,
     ProgressOpt,
     SeedOpt,
+    distributed,
     embedding_options,
+    features_key,
+    share_features,
 )
 from diffvi.cli.options import (
     DeviceOpt,
+    DevicesOpt,
     FlushDenormalOpt,
+    NumNodesOpt,
+    StrategyOpt,
     ThreadsOpt,
     ensure_writable,
     quiet_lightning,
@@ -128,6 +135,9 @@ def embed_table(
         ),
     ] = None,
     device: DeviceOpt = "auto",
+    devices: DevicesOpt = "1",
+    num_nodes: NumNodesOpt = 1,
+    strategy: StrategyOpt = "auto",
     seed: SeedOpt = 0,
     progress: ProgressOpt = True,
     flush_denormal: FlushDenormalOpt = True,
@@ -144,7 +154,9 @@ def embed_table(
 
     Writes OUT/embedding.csv (sample, the label, z1, z2, cluster), OUT/embedding.png (coloured
     by label, else by cluster), OUT/metrics.json and, for variational methods, the training run
-    in OUT/run.
+    in OUT/run. --strategy ddp --devices D (--num-nodes N under torchrun or SLURM) trains on
+    D × N processes; rank 0 alone reads the table, hands the features to the others in
+    OUT/features.npz (OUT on a shared file system) and writes the outputs (docs/methods.md).
 
     With --model, a model trained on a table before (`diffvi train vae|ddvae|vaedgp --data
     TABLE`) embeds PATH instead: the model's feature columns are read by name (in any order; a
@@ -170,6 +182,7 @@ def embed_table(
     from diffvi.data.tables import load_table, principal_components
     from diffvi.data.tables import standardise as standardise_columns
     from diffvi.training.embedding import embed_labelled, write_embedding
+    from diffvi.utils.runtime import launcher_rank
 
     names = [name.strip() for text in columns or [] for name in text.split(",") if name.strip()]
     if model is not None:
@@ -183,6 +196,21 @@ def embed_table(
             path, model, out, labels, impute, clusters, knn_k, batch_size, device, seed, progress
         )
         return
+    options = embedding_options(
+        epochs, batch_size, lr, hidden, likelihood_scale, seed, device, progress,
+        devices, num_nodes, strategy,
+    )  # fmt: skip
+    key = None
+    if distributed(options):  # rank 0 reads the table, the other ranks load its features
+        arguments = [labels, names, drop_non_numeric, impute, standardise, pca, seed]
+        key, rank = features_key(path, {"table": arguments}), launcher_rank()
+        if rank != 0:
+            shared = share_features(out, key, rank, dict)
+            embed_labelled(
+                shared["features"], method, (), options, out / "run", knn_k=knn_k,
+                components=bool(shared["components"]),
+            )  # fmt: skip
+            return
     table = load_table(
         path, labels, names or None, drop_non_numeric=drop_non_numeric,
         impute=None if impute == "none" else impute,
@@ -202,9 +230,9 @@ def embed_table(
     labellings = _labellings(table)
     if clusters is None:
         clusters = len(table.label_names) if labels is not None and table.label_names else 10
-    options = embedding_options(
-        epochs, batch_size, lr, hidden, likelihood_scale, seed, device, progress
-    )
+    if key is not None:
+        shared = {"features": features, "components": np.array(explained is not None)}
+        share_features(out, key, 0, lambda: shared)
     result = embed_labelled(
         features, method, labellings, options, out / "run",
         num_clusters=clusters, knn_k=knn_k, components=explained is not None,

@@ -101,6 +101,32 @@ ThreadsOpt = Annotated[
 ]
 
 
+DevicesOpt = Annotated[
+    str,
+    typer.Option(
+        help="Devices per node (Lightning's devices): auto, a count (2) or ids (0,1); with "
+        "--strategy ddp, one training process each (CPU processes too).",
+        rich_help_panel=HARDWARE,
+    ),
+]
+NumNodesOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Nodes of a multi-node DDP run, started on every node by torchrun or SLURM "
+        "(srun), which set the ranks.",
+        rich_help_panel=HARDWARE,
+    ),
+]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        help="Lightning's strategy: auto, ddp (data-parallel over --devices and --num-nodes) …",
+        rich_help_panel=HARDWARE,
+    ),
+]
+
+
 def parse_devices(devices: str) -> int | str:
     """Lightning's ``devices``: ``"auto"``, a count such as ``"2"``, or a list such as ``"0,1"``."""
     text = devices.strip()
@@ -150,11 +176,9 @@ class RunOptions:
     accelerator: Annotated[str, typer.Option(help="cpu, gpu, auto …", rich_help_panel=HARDWARE)] = (
         "auto"
     )
-    devices: Annotated[
-        str, typer.Option(help="auto, a count (2) or ids (0,1).", rich_help_panel=HARDWARE)
-    ] = "auto"
-    num_nodes: Annotated[int, typer.Option(min=1, rich_help_panel=HARDWARE)] = 1
-    strategy: Annotated[str, typer.Option(help="auto, ddp …", rich_help_panel=HARDWARE)] = "auto"
+    devices: DevicesOpt = "auto"
+    num_nodes: NumNodesOpt = 1
+    strategy: StrategyOpt = "auto"
     flush_denormal: FlushDenormalOpt = True
     threads: ThreadsOpt = None
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from diffvi.utils.io import write_csv, write_json
-from diffvi.utils.runtime import resolve_device
+from diffvi.utils.runtime import launcher_rank, resolve_device
 
 VARIATIONAL_METHODS: dict[str, dict[str, Any]] = {
     "ddvae": {"objective": "ddvi", "posterior": "diffusion"},
@@ -78,7 +78,14 @@ class EmbeddingOptions:
     genotypes, 0.35 for 20 PCs of 90); ``None`` learns σ per feature. ``clustering``
     (``ddvae`` only): ``"mixture"`` (default), a learnable mixture prior; ``"heads"``, the
     official code's learned cluster heads (:class:`~diffvi.objectives.ClusterHeadsDDVI`), whose
-    nearest head is each point's cluster (``Embedding.clusters``)."""
+    nearest head is each point's cluster (``Embedding.clusters``).
+
+    ``devices``, ``num_nodes`` and ``strategy`` are Lightning's (on ``device``'s accelerator):
+    ``strategy="ddp"`` with ``devices=2`` trains on two processes of this machine, with
+    ``num_nodes=N`` across the nodes of a torchrun or SLURM launch. Every rank trains on its
+    shard of each epoch; rank 0 alone then encodes all N samples (one row each) and returns
+    the embedding; the other ranks return an empty one (``Embedding.global_rank`` > 0) and
+    write nothing."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -96,6 +103,9 @@ class EmbeddingOptions:
     clustering: str = "mixture"
     seed: int = 0
     device: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig fields
 
@@ -105,13 +115,15 @@ class Embedding:
     """``coordinates [N, 2]`` (float64) of ``method``, fitted in ``seconds`` (training and
     embedding, not data loading); ``details`` holds e.g. the final bound of a variational run;
     ``clusters [N]`` the model's own cluster of each point where it has one (the nearest head
-    of ``clustering="heads"``), else None."""
+    of ``clustering="heads"``), else None. ``global_rank`` > 0: a rank of a distributed run
+    other than 0, whose embedding is empty (``[0, 2]``; rank 0 has it)."""
 
     method: str
     coordinates: np.ndarray
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
     clusters: np.ndarray | None = None
+    global_rank: int = 0
 
 
 def embed_features(
@@ -157,7 +169,9 @@ def embed_features(
         coordinates, details = _classic(features64, method, options, components), {}
     seconds = time.perf_counter() - start
     clusters = details.pop("model_clusters", None)
-    return Embedding(method, np.asarray(coordinates, np.float64), seconds, details, clusters)
+    rank = details.pop("global_rank", 0)
+    coordinates = np.asarray(coordinates, np.float64)
+    return Embedding(method, coordinates, seconds, details, clusters, global_rank=rank)
 
 
 @dataclass(frozen=True)
@@ -221,6 +235,8 @@ def embed_labelled(
         raise ValueError(f"num_clusters and knn_k must be >= 1, got {num_clusters}, {knn_k}")
     embedding = embed_features(features, method, options, run_dir, components)
     num_clusters = min(num_clusters, n)
+    if embedding.global_rank != 0:  # another rank of a distributed run: rank 0 scores
+        return LabelledEmbedding(embedding, np.zeros(0, np.int64), num_clusters, {})
     clusters = _gmm_cluster(embedding.coordinates, num_clusters, options.seed)
     scores = score_labellings(embedding.coordinates, clusters, labellings, knn_k)
     if embedding.clusters is not None:  # the model's own clusters, scored beside the GMM's
@@ -342,7 +358,10 @@ def write_embedding(
     ``cluster``; one row per point), ``out/embedding.png`` (one panel per labelling with
     labelled points, coloured by class; else by cluster) and ``out/metrics.json`` (``metrics``,
     then the clusters, seconds, scores and the training details). Returns the lines of a
-    summary to print."""
+    summary to print. Writes nothing and returns ``[]`` for a rank of a distributed run other
+    than 0 (``result.embedding.global_rank`` > 0)."""
+    if result.embedding.global_rank != 0:
+        return []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     coordinates = result.embedding.coordinates
@@ -577,7 +596,8 @@ def select_likelihood_scale(
                 train_x, method, options, pilot_dir, sigma, epochs, val_x=val_x, progress=False
             )
             family, how = module.trained.eval(), "trained"
-            write_json(pilot_dir / "pilot.json", {"data_sha256": fingerprint})
+            if module.global_rank == 0:
+                write_json(pilot_dir / "pilot.json", {"data_sha256": fingerprint})
         device = next(family.posterior.parameters()).device
         generator = torch.Generator(device=device).manual_seed(options.seed)
         squared, log_px = [], []
@@ -610,7 +630,8 @@ def select_likelihood_scale(
         epochs, n - heldout, heldout, k, reused,
         time.perf_counter() - start,
     )  # fmt: skip
-    write_json(Path(run_dir) / "likelihood_scale.json", selection.to_dict())
+    if launcher_rank() == 0:  # every rank scores the same pilots and chooses the same σ
+        write_json(Path(run_dir) / "likelihood_scale.json", selection.to_dict())
     return selection
 
 
@@ -657,6 +678,8 @@ def _variational(
             f"{selection.seconds:.0f} s of pilots)"
         )
     module, config = _train(x, method, options, run_dir, scale, options.epochs)
+    if module.global_rank != 0:  # rank 0 encodes all N samples once, after training
+        return np.zeros((0, 2)), {"global_rank": module.global_rank}
     module.eval()
     generator = torch.Generator(device=module.device).manual_seed(options.seed)
     with torch.no_grad():
@@ -734,11 +757,16 @@ def _train(
     config = _config(method, options, scale, epochs, val_n)
     data = FeatureDataModule(x, config.batch_size, config.seed, config.val_size, val_features=val_x)
     device = resolve_device(options.device)
+    devices = options.devices
+    if devices == 1 and device.type == "cuda":
+        devices = [device.index or 0]
     module = fit(
         config,
         run_dir,
         accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=[device.index or 0] if device.type == "cuda" else 1,
+        devices=devices,
+        num_nodes=options.num_nodes,
+        strategy=options.strategy,
         progress_bar=options.progress if progress is None else progress,
         datamodule=data,
         checkpoint_every_n_epochs=max(1, epochs // 5),

@@ -132,6 +132,8 @@ def fit(
         # inside no_grad works; inside inference_mode it does not).
         inference_mode=False,
     )
+    if log_every_n_steps is None and trainer.world_size > 1:  # each rank has 1/W of an epoch
+        trainer.log_every_n_steps = _log_interval(config, data, trainer.world_size)
     if trainer.is_global_zero:
         for folder, name in RUN_FILES:  # what a kill mid-write left behind
             remove_stale_temporaries(run_dir / folder, name)
@@ -172,13 +174,14 @@ def _check_nodes(num_nodes: int) -> None:
         )
 
 
-def _log_interval(config: RunConfig, data: L.LightningDataModule) -> int:
-    """50 steps, at most a tenth of ``max_steps`` and at most one epoch (never below 1)."""
+def _log_interval(config: RunConfig, data: L.LightningDataModule, world_size: int = 1) -> int:
+    """50 steps, at most a tenth of ``max_steps`` and at most one epoch of each of the
+    ``world_size`` ranks (never below 1)."""
     interval = 50
     if config.max_steps > 0:
         interval = min(interval, config.max_steps // 10)
     with contextlib.suppress(TypeError):  # a loader without a length
-        interval = min(interval, len(data.train_dataloader()))
+        interval = min(interval, len(data.train_dataloader()) // world_size)
     return max(1, interval)
 
 

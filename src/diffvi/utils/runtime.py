@@ -7,6 +7,7 @@ this only changes values below ~1e-38 and can be turned off with ``flush_denorma
 """
 
 import logging
+import os
 import warnings
 
 import torch
@@ -56,3 +57,24 @@ def quiet_lightning() -> None:
         r"Checkpoint directory .* exists and is not empty.*",  # the demo reuses its folder
     ):
         warnings.filterwarnings("ignore", message=pattern)
+
+
+# Where launchers put a process's global rank: torchrun (RANK), SLURM (SLURM_PROCID, in a job
+# step of several tasks), Open MPI, and Lightning's own launcher of the other processes of one
+# machine (LOCAL_RANK), in that order.
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "LOCAL_RANK")
+
+
+def launcher_rank() -> int:
+    """This process's global rank as its launcher set it, before any process group exists
+    (0 without a launcher): what lets rank 0 alone do the work that precedes training. A
+    single-task SLURM job's SLURM_PROCID (0 in every process Lightning starts in it) is not
+    a rank."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        tasks = os.environ.get("SLURM_NTASKS", "1").strip()
+        if name == "SLURM_PROCID" and not (tasks.isdigit() and int(tasks) > 1):
+            continue
+        if value.isdigit():
+            return int(value)
+    return 0
