@@ -236,6 +236,8 @@ def test_plink_windows_decode_into_one_reused_buffer(cohort, tmp_path):
             assert np.shares_memory(calls, out)
             np.testing.assert_array_equal(calls, reader.read(start, stop))
     np.testing.assert_array_equal(blocks.read(0, cohort.num_variants), cohort.calls)
+    out = np.full((cohort.num_samples, 64), 99, dtype=np.int8, order="C")  # public read + copy
+    np.testing.assert_array_equal(blocks.read(10, 74, out=out), cohort.calls[:, 10:74])
 
     selection = select_variants(blocks, maf=0.01, chunk_size=256)
     windows = _selected_windows(selection, 256)

@@ -281,6 +281,10 @@ class PlinkBlocks:
         n, m = self._shape
         pick = getattr(bed, "_pick_reader", None)
         reader = pick(np.int8) if pick is not None else None
+        try:
+            from bed_reader._open_bed import get_num_threads
+        except ImportError:  # another layout of bed-reader's internals
+            reader = None
         if reader is None or reader[2] or not out.flags.f_contiguous:
             rows = slice(None) if self.rows is None else self.rows
             out[...] = bed.read(  # type: ignore[attr-defined]
@@ -293,8 +297,6 @@ class PlinkBlocks:
                 rows = self._all_rows = np.arange(n, dtype=np.intp)
         else:
             rows = self.rows
-        from bed_reader._open_bed import get_num_threads
-
         read, location, _ = reader
         read(
             location,
