@@ -10,13 +10,18 @@ from scipy.linalg import subspace_angles
 from diffvi.data.genotype_pca import centred_block, genotype_pcs, quality_control
 from diffvi.data.genotype_rpca import (
     AUTO_SAMPLES,
-    ArrayBlocks,
     choose_pca,
     default_chunk_size,
     randomized_pcs,
     select_variants,
 )
 from diffvi.data.genotypes import MISSING, Genotypes
+
+
+def in_memory(calls: np.ndarray) -> Genotypes:
+    """Calls ``[N, M]`` as genotypes in memory (a ``VariantBlocks``)."""
+    n, m = calls.shape
+    return Genotypes(calls, [f"s{i}" for i in range(n)], [f"v{j}" for j in range(m)])
 
 
 def structured_genotypes(
@@ -75,7 +80,7 @@ def test_top_subspace_and_variances_match_the_exact_pca(cohort):
     k = 4  # the structure of 5 populations
     kept = quality_control(cohort, maf=0.01)
     exact, exact_var = genotype_pcs(kept, n_components=k, scale=1.0)
-    blocks = ArrayBlocks(cohort.calls)
+    blocks = cohort
     selection = select_variants(blocks, maf=0.01)
     scores, var = randomized_pcs(
         blocks, k, scale=1.0, selection=selection, oversampling=10, n_iter=3, dtype="float64"
@@ -89,7 +94,7 @@ def test_top_subspace_and_variances_match_the_exact_pca(cohort):
 
 
 def test_float32_windows_agree_with_float64(cohort):
-    blocks = ArrayBlocks(cohort.calls)
+    blocks = cohort
     single, var32 = randomized_pcs(blocks, 4, n_iter=3, dtype="float32")
     double, var64 = randomized_pcs(blocks, 4, n_iter=3, dtype="float64")
     np.testing.assert_allclose(var32, var64, rtol=1e-5)
@@ -97,7 +102,7 @@ def test_float32_windows_agree_with_float64(cohort):
 
 
 def test_window_size_does_not_change_the_result(cohort):
-    blocks = ArrayBlocks(cohort.calls)
+    blocks = cohort
     selection = select_variants(blocks, maf=0.05, thin=2, chunk_size=7)
     runs = [
         randomized_pcs(blocks, 6, selection=selection, n_iter=2, dtype="float64", chunk_size=c)
@@ -112,7 +117,7 @@ def test_window_size_does_not_change_the_result(cohort):
 
 
 def test_the_same_seed_gives_the_same_numbers_and_another_seed_the_same_subspace(cohort):
-    blocks = ArrayBlocks(cohort.calls)
+    blocks = cohort
     a = randomized_pcs(blocks, 4, n_iter=3, seed=3)
     b = randomized_pcs(blocks, 4, n_iter=3, seed=3)
     c = randomized_pcs(blocks, 4, n_iter=3, seed=4)
@@ -127,7 +132,7 @@ def test_filter_and_standardisation_are_the_exact_paths(standardize):
     cohort = structured_genotypes(n=40, m=600, seed=2, missing=0.05)
     kept = quality_control(cohort, maf=0.05, thin=3)
     exact, exact_var = genotype_pcs(kept, n_components=30, standardize=standardize)
-    blocks = ArrayBlocks(cohort.calls)
+    blocks = cohort
     selection = select_variants(blocks, maf=0.05, thin=3, chunk_size=64)
     assert [cohort.variants[i] for i in selection.index] == kept.variants
     scores, var = randomized_pcs(
@@ -155,7 +160,7 @@ def test_default_window_takes_about_256_mib():
 
 
 def test_invalid_arguments_are_one_line_errors(cohort):
-    blocks = ArrayBlocks(cohort.calls[:30])
+    blocks = in_memory(cohort.calls[:30])
     with pytest.raises(ValueError, match=r"n_components \+ oversampling = 25 \+ 10 = 35 <= "):
         randomized_pcs(blocks, 25, oversampling=10)
     with pytest.raises(ValueError, match="n_iter must be >= 1"):
@@ -165,7 +170,7 @@ def test_invalid_arguments_are_one_line_errors(cohort):
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         randomized_pcs(blocks, 2, chunk_size=0)
     with pytest.raises(ValueError, match="at least 2 samples"):
-        randomized_pcs(ArrayBlocks(cohort.calls[:1]), 1)
+        randomized_pcs(in_memory(cohort.calls[:1]), 1)
     with pytest.raises(ValueError, match="maf must be in"):
         select_variants(blocks, maf=0.7)
 
@@ -180,7 +185,7 @@ def test_auto_takes_the_randomized_pca_for_many_samples_or_too_little_memory():
 
 
 def test_array_blocks_pickle():
-    blocks = ArrayBlocks(np.zeros((3, 4), dtype=np.int8))
+    blocks = in_memory(np.zeros((3, 4), dtype=np.int8))
     assert pickle.loads(pickle.dumps(blocks)).read(1, 3).shape == (3, 2)
 
 
@@ -258,6 +263,6 @@ def test_plink_windows_decode_into_one_reused_buffer(cohort, tmp_path):
     np.testing.assert_array_equal(reused, fresh)
     np.testing.assert_array_equal(
         randomized_pcs(blocks, 4, selection=selection, n_iter=2, chunk_size=256)[0],
-        randomized_pcs(ArrayBlocks(cohort.calls), 4, selection=selection, n_iter=2,
+        randomized_pcs(cohort, 4, selection=selection, n_iter=2,
                        chunk_size=256)[0],
     )  # fmt: skip

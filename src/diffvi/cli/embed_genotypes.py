@@ -252,7 +252,6 @@ def embed_genotypes(
     )
     from diffvi.data.genotype_pca import genotype_pcs, quality_control
     from diffvi.data.genotype_rpca import (
-        ArrayBlocks,
         choose_pca,
         dask_client,
         randomized_pcs,
@@ -338,7 +337,7 @@ def embed_genotypes(
         features, explained = genotype_pcs(genotypes, n_components=components, scale=pc_scale)
     else:
         features, explained = randomized_pcs(
-            blocks if blocks is not None else ArrayBlocks(genotypes.calls), components,
+            blocks if blocks is not None else genotypes, components,
             scale=pc_scale, selection=selection, n_iter=pca_iterations, seed=seed,
             client=client, progress=progress,
         )  # fmt: skip

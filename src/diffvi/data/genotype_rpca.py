@@ -3,7 +3,7 @@
 The exact PCA of :func:`diffvi.data.genotype_pca.genotype_pcs` builds the ``N × N`` Gram matrix:
 40 GB at 70,000 samples, 1 TB at 360,000. :func:`randomized_pcs` never forms it, nor the
 ``[N, M]`` calls: it reads the variants in windows of columns through a block reader
-(:class:`VariantBlocks`: :class:`ArrayBlocks` over calls in memory, or
+(:class:`VariantBlocks`: :class:`~diffvi.data.genotypes.Genotypes` in memory, or
 :class:`~diffvi.data.genotype_io.PlinkBlocks` over a ``.bed``) and keeps only ``N × l``
 matrices, ``l = k + p`` (``k`` components, ``p`` oversampling columns).
 
@@ -73,7 +73,6 @@ from diffvi.data.genotype_pca import (
 __all__ = [
     "AUTO_SAMPLES",
     "PCA_METHODS",
-    "ArrayBlocks",
     "VariantBlocks",
     "VariantSelection",
     "choose_pca",
@@ -110,24 +109,6 @@ class VariantBlocks(Protocol):
         ``out=``, a Fortran-ordered int8 ``[N, >= stop - start]`` buffer to decode into, and
         returns a view of it: the passes then reuse one buffer for every window."""
         ...
-
-
-@dataclass
-class ArrayBlocks:
-    """:class:`VariantBlocks` over int8 calls ``[N, M]`` already in memory."""
-
-    calls: np.ndarray
-
-    @property
-    def num_samples(self) -> int:
-        return self.calls.shape[0]
-
-    @property
-    def num_variants(self) -> int:
-        return self.calls.shape[1]
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return self.calls[:, start:stop]  # a view: nothing to buffer
 
 
 @dataclass

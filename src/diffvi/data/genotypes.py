@@ -61,6 +61,11 @@ class Genotypes:
     def num_variants(self) -> int:
         return self.calls.shape[1]
 
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """int8 ``[N, stop - start]`` calls of variants ``start:stop`` (a view): genotypes in
+        memory are a ``VariantBlocks`` for the streaming PCA (:mod:`diffvi.data.genotype_rpca`)."""
+        return self.calls[:, start:stop]
+
     def select_variants(self, keep: np.ndarray) -> "Genotypes":
         """The variants where the boolean mask or index array ``keep`` selects them."""
         index = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
