@@ -50,3 +50,21 @@ def trained_run(tmp_path_factory):
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return run_dir, result
+
+
+@pytest.fixture(scope="session")
+def easy_plink(tmp_path_factory):
+    """Out of Africa (YRI, CEU, CHB; Gutenkunst et al. 2009), 30 individuals each, 2 Mb, as a
+    PLINK prefix with its labels: three well-separated populations (PCA + GMM NMI ≈ 0.93)."""
+    pytest.importorskip("msprime")
+    pytest.importorskip("stdpopsim")
+    from diffvi.data.genotype_simulation import (
+        genotypes_from_tree_sequence,
+        simulate_stdpopsim,
+        write_simulation,
+    )
+
+    ts = simulate_stdpopsim("OutOfAfrica_3G09", 30, length=2e6, seed=1)
+    prefix = tmp_path_factory.mktemp("genotypes") / "ooa"
+    write_simulation(genotypes_from_tree_sequence(ts), prefix, "plink")
+    return prefix

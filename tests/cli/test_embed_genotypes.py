@@ -9,24 +9,11 @@ import pytest
 pytest.importorskip("msprime")
 pytest.importorskip("stdpopsim")
 
-from diffvi.data.genotype_simulation import (  # noqa: E402
-    genotypes_from_tree_sequence,
-    simulate_stdpopsim,
-    write_simulation,
-)
 
 # Out of Africa (YRI, CEU, CHB; Gutenkunst et al. 2009), 30 individuals each, 2 Mb: three
 # well-separated populations (PCA + GMM: NMI ≈ 0.93 at this seed).
 NMI_THRESHOLD_PCA = 0.8
 NMI_THRESHOLD_DDVAE = 0.8
-
-
-@pytest.fixture(scope="module")
-def easy_plink(tmp_path_factory):
-    ts = simulate_stdpopsim("OutOfAfrica_3G09", 30, length=2e6, seed=1)
-    prefix = tmp_path_factory.mktemp("genotypes") / "ooa"
-    write_simulation(genotypes_from_tree_sequence(ts), prefix, "plink")
-    return prefix
 
 
 def embed(cli, prefix, out, *options):

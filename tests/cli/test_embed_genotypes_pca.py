@@ -10,19 +10,10 @@ import pytest
 pytest.importorskip("msprime")
 pytest.importorskip("bed_reader")
 
-from diffvi.data.genotype_simulation import (  # noqa: E402
-    genotypes_from_tree_sequence,
-    simulate_stdpopsim,
-    write_simulation,
-)
-
 
 @pytest.fixture(scope="module")
-def plink(tmp_path_factory):
-    ts = simulate_stdpopsim("OutOfAfrica_3G09", 30, length=2e6, seed=1)
-    prefix = tmp_path_factory.mktemp("genotypes") / "ooa"
-    write_simulation(genotypes_from_tree_sequence(ts), prefix, "plink")
-    return prefix
+def plink(easy_plink):
+    return easy_plink
 
 
 def embed(cli, prefix, out, *options, labels=None):
