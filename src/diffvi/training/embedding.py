@@ -421,13 +421,12 @@ def check_scale_options(options: EmbeddingOptions) -> None:
     repeats; ``pilot_fraction`` in (0, 1]; ``pilot_holdout`` in (0, 0.5]."""
     scale = options.likelihood_scale
     if isinstance(scale, str):
-        if scale not in SCALE_RULES:
-            raise ValueError(
-                f"likelihood_scale must be one of {SCALE_RULES}, None or > 0, got {scale!r}"
-            )
-    elif scale is not None and not (
-        isinstance(scale, float | int) and math.isfinite(scale) and scale > 0
-    ):
+        usable = scale in SCALE_RULES
+    else:
+        usable = (
+            scale is None or isinstance(scale, float | int) and math.isfinite(scale) and scale > 0
+        )
+    if not usable:
         raise ValueError(
             f"likelihood_scale must be one of {SCALE_RULES}, None or > 0, got {scale!r}"
         )
@@ -668,10 +667,10 @@ def _variational(
     selection = None
     if options.likelihood_scale == "select":
         selection = select_likelihood_scale(
-            x, method, options, run_dir / "scale-pilots", echo=_echo(options)
+            x, method, options, run_dir / "scale-pilots", echo=_echo
         )
         scale = selection.chosen
-        _echo(options)(
+        _echo(
             f"σ selection: chose σ = {scale:g} of {selection.grid} by the held-out "
             f"{selection.criterion} (likelihood: {selection.chosen_by['likelihood']:g}, "
             f"reconstruction: {selection.chosen_by['reconstruction']:g}; "
@@ -698,9 +697,9 @@ def _variational(
     return z.double().numpy(), details | {"config": config.to_dict()}
 
 
-def _echo(options: EmbeddingOptions) -> Any:
+def _echo(line: str) -> None:
     """``print``, flushed (the σ selection's few lines print with or without progress bars)."""
-    return lambda line: print(line, flush=True)
+    print(line, flush=True)
 
 
 def _config(

@@ -70,10 +70,11 @@ def launcher_rank() -> int:
     (0 without a launcher): what lets rank 0 alone do the work that precedes training. A
     single-task SLURM job's SLURM_PROCID (0 in every process Lightning starts in it) is not
     a rank."""
+    tasks = os.environ.get("SLURM_NTASKS", "1").strip()
+    several_tasks = tasks.isdigit() and int(tasks) > 1
     for name in RANK_VARIABLES:
         value = os.environ.get(name, "").strip()
-        tasks = os.environ.get("SLURM_NTASKS", "1").strip()
-        if name == "SLURM_PROCID" and not (tasks.isdigit() and int(tasks) > 1):
+        if name == "SLURM_PROCID" and not several_tasks:
             continue
         if value.isdigit():
             return int(value)
