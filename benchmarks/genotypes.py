@@ -84,8 +84,16 @@ SCORING = "standardised"
 PAPER = {"ddvae": (0.45, 0.75, 0.66), "aae": (0.37, 0.76, 0.63)}
 # Benchmark methods beyond EMBEDDING_METHODS: (embedding method, EmbeddingOptions fields).
 # ddvae-heads: DD-VAE with the official code's learned cluster heads (issue 23 item 6), also
-# scored by its nearest head ("scores_heads").
-METHOD_OPTIONS = {"ddvae-heads": ("ddvae", {"clustering": "heads"})}
+# scored by its nearest head ("scores_heads"); ddvae-heads-official: the same model trained by
+# the official code's loop at its learning rate (1e-4, whatever --lr; the shared networks), its
+# wake loss MSE + 0.005 KL; ddvae-heads-official-kl: that loop with the KL weight 2σ²/F (F
+# features, σ = --likelihood-scale), at which the wake loss is the Gaussian ELBO's at σ (every
+# other row's likelihood) times 2σ²/F.
+METHOD_OPTIONS = {
+    "ddvae-heads": ("ddvae", {"clustering": "heads"}),
+    "ddvae-heads-official": ("ddvae", {"clustering": "heads-official", "lr": 1e-4}),
+    "ddvae-heads-official-kl": ("ddvae", {"clustering": "heads-official", "lr": 1e-4}),
+}
 METHODS = (*EMBEDDING_METHODS, *METHOD_OPTIONS)
 
 
@@ -141,6 +149,8 @@ def parse_args() -> argparse.Namespace:
         unknown = set(values) - set(valid)
         if unknown:
             p.error(f"unknown {name} {sorted(unknown)}; valid: {list(valid)}")
+    if "ddvae-heads-official-kl" in args.method_list and isinstance(args.likelihood_scale, str):
+        p.error("ddvae-heads-official-kl weighs its KL by a fixed σ: pass --likelihood-scale X")
     return args
 
 
@@ -226,11 +236,16 @@ def embed_job(args, seed: int, method: str) -> dict:
     pcs, timing = principal_components(args, seed)
     genotypes = load_genotypes(data_folder(args) / f"sim-s{seed}")
     base, extra = METHOD_OPTIONS.get(method, (method, {}))
-    options = EmbeddingOptions(
+    settings = dict(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden,
         likelihood_scale=args.likelihood_scale, scale_criterion=args.scale_criterion, seed=seed,
-        device="cpu", progress=False, **extra,
+        device="cpu", progress=False,
     )  # fmt: skip
+    if method == "ddvae-heads-official-kl":
+        sigma = args.likelihood_scale  # a number: checked in parse_args
+        weight = 2 * sigma**2 / pcs.shape[1]
+        extra = {**extra, "extra": {"objective_options": {"kl_weight": weight}}}
+    options = EmbeddingOptions(**{**settings, **extra})  # a method's own settings win
     run_dir = folder(args) / "runs" / f"s{seed}-{method}"
     embedding = embed_features(pcs, base, options, run_dir=run_dir)
     clusters, scores = cluster_and_score(genotypes, embedding.coordinates, args, seed)

@@ -74,7 +74,9 @@ def test_heads_clustering_is_refused_for_other_methods_and_unknown_names(tmp_pat
     x, _ = _blobs(5)
     with pytest.raises(ValueError, match="clustering='heads' is DD-VAE's.*got 'vae'"):
         embed_features(x, "vae", _options(), tmp_path / "r")
-    with pytest.raises(ValueError, match=r"clustering must be one of \('mixture', 'heads'\)"):
+    with pytest.raises(
+        ValueError, match=r"clustering must be one of \('mixture', 'heads', 'heads-official'\)"
+    ):
         embed_features(x, "ddvae", _options(clustering="kmeans"), tmp_path / "r")
 
 

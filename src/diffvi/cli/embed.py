@@ -131,6 +131,7 @@ def embed_command(
         knn_accuracy,
         latent_nll,
     )
+    from diffvi.objectives import OBJECTIVES
     from diffvi.training import load
     from diffvi.utils.runtime import resolve_device
 
@@ -144,7 +145,7 @@ def embed_command(
         raise ValueError(
             f"embed needs a VAE run; {run_or_checkpoint} holds a {module.kind!r} model"
         )
-    if module.config.objective == "ddvi-official":
+    if OBJECTIVES[module.config.objective].ddim_chain:
         module.posterior.sampler = "ddim"  # its latents are the deterministic DDIM map's
     name = dataset or module.config.dataset
     load_split = functools.partial(load_images, name, image_shape=module.config.event_shape)

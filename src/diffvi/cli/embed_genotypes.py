@@ -197,7 +197,9 @@ def embed_genotypes(
         typer.Option(
             help="DD-VAE's clustering model: mixture = a learnable mixture prior; heads = the "
             "official DDVI code's learned cluster heads (η-margin repulsion), whose nearest "
-            "head is scored beside the GMM (docs/methods.md).",
+            "head is scored beside the GMM; heads-official = that model trained by the "
+            "official code's loop (per-epoch head and sleep steps, an MSE wake loss; official "
+            "--lr 1e-4) (docs/methods.md).",
         ),
     ] = "mixture",
     device: DeviceOpt = "auto",

@@ -132,6 +132,14 @@ class ClusterHeadsPrior(PartitionedPrior):
         heads = self.heads.detach().to(z.dtype)
         return (z[..., None, :] - heads).square().sum(-1).argmin(-1)
 
+    @torch.no_grad()
+    def min_gap(self) -> Tensor:
+        """The smallest distance between two heads, a scalar (0 with one head)."""
+        if self.num_partitions < 2:
+            return self.heads.new_zeros(())
+        gaps = torch.cdist(self.heads, self.heads)
+        return gaps.fill_diagonal_(float("inf")).min()
+
     def repulsion(self, eta: float) -> Tensor:
         """The η-margin repulsion of the heads (module docstring), a scalar ≥ 0: zero once every
         pair is at least η apart, else its gradient pushes the closer pairs apart."""

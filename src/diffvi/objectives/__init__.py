@@ -2,7 +2,7 @@
 
 from diffvi.objectives.adversarial import AAE
 from diffvi.objectives.base import Objective, ObjectiveOutput
-from diffvi.objectives.cluster_heads import ClusterHeadsDDVI
+from diffvi.objectives.cluster_heads import ClusterHeadsDDVI, OfficialClusterHeads
 from diffvi.objectives.ddvi import DDVI, OfficialDDVI, OfficialDDVIStage2
 from diffvi.objectives.elbo import ELBO
 from diffvi.objectives.iwae import IWAE
@@ -28,13 +28,14 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "ddvi": DDVI,
     "ddvi-official": OfficialDDVI,
     "ddvi-heads": ClusterHeadsDDVI,
+    "ddvi-heads-official": OfficialClusterHeads,
     "aae": AAE,
 }
 
 
 def build_objective(name: str, **options) -> Objective:
     """Objective by name (``elbo``, ``iwae``, ``ddvi``, ``ddvi-official``, ``ddvi-heads``,
-    ``aae``) with its options, e.g. ``k=50``."""
+    ``ddvi-heads-official``, ``aae``) with its options, e.g. ``k=50``."""
     if name not in OBJECTIVES:
         raise ValueError(f"objective must be one of {sorted(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES[name](**options)
@@ -51,6 +52,7 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "ObjectiveOutput",
+    "OfficialClusterHeads",
     "OfficialDDVI",
     "OfficialDDVIStage2",
     "REINFORCE",

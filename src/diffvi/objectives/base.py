@@ -40,13 +40,16 @@ class Objective(ABC):
     (:class:`~diffvi.training.TrainConfig`) they are read from when the objective is trained by
     name; keywords not listed come from the config's ``objective_options`` (or keep their
     defaults). The sample count is ``k`` everywhere. ``diffusion_posterior`` marks objectives
-    that train (and are the only ones that can train) a diffusion posterior.
+    that train (and are the only ones that can train) a diffusion posterior; ``ddim_chain``
+    those that train its chain as the deterministic DDIM map (the official DDVI objectives),
+    whose models embed by that map too.
     """
 
     name: str = "objective"
     config_fields: ClassVar[dict[str, str]] = {"k": "k"}
     # Whether it trains a diffusion posterior (DDVI's auxiliary chain), which needs it.
     diffusion_posterior: ClassVar[bool] = False
+    ddim_chain: ClassVar[bool] = False
 
     @abstractmethod
     def __call__(self, model, posterior, x: Tensor) -> ObjectiveOutput: ...

@@ -26,6 +26,10 @@ clip the chain's gradient norm to 0.1. Here all terms are one loss and one optim
 batch, λ_rep is constant (100 by default: log p(z) pulls the heads here, so the official 1
 would leave them closer than η), and the repulsion and box terms are their expectations over
 head pairs (no sampled pairs).
+
+:class:`OfficialClusterHeads` (``ddvi-heads-official``) is that official loop itself, for the
+family to run (``diffvi embed genotypes --clustering heads-official``): its call is the wake
+loss, and it gives the per-epoch heads and sleep losses and their schedule.
 """
 
 from typing import ClassVar
@@ -35,7 +39,7 @@ from torch import Tensor
 
 from diffvi.distributions.cluster_heads import ClusterHeadsPrior
 from diffvi.objectives.base import ObjectiveOutput
-from diffvi.objectives.ddvi import DDVI, check_diffusion_posterior
+from diffvi.objectives.ddvi import DDVI, OfficialDDVI, check_diffusion_posterior
 
 OFFICIAL_ETA = 1.5  # conf/model/diff_vae_autoclustering*.yaml: eta
 OFFICIAL_BOX = 2.5  # _calc_cluster_loss: "make sure stays within 2.5"
@@ -46,6 +50,14 @@ OFFICIAL_BOX_WEIGHT = 100.0
 # simulated cohorts, 20 epochs, σ = 0.03, λ ∈ {1, 10, 100, 1000}: nearest-head NMI 0.562, 0.566,
 # 0.604, 0.592 (GMM NMI 0.577-0.585 throughout); docs/methods.md.
 REPULSION_WEIGHT = 100.0
+# The official loop's settings (conf/model/diff_vae_autoclustering_mse.yaml and
+# AutoClusteringDiffVAE): kld_weight on the MSE reconstruction, g_norm (the wake steps' clip of
+# the chain's gradient norm), the heads' Adam (cluster_optim) and the sleep Adam (diff_optim).
+OFFICIAL_LOOP_KL_WEIGHT = 0.005
+OFFICIAL_LOOP_CHAIN_CLIP = 0.1
+OFFICIAL_HEADS_LR = 1e-2
+OFFICIAL_SLEEP_LR = 1e-3
+OFFICIAL_REPULSION_RAMP = 100  # the repulsion's weight is 1 to this epoch, then rises
 
 
 class ClusterHeadsDDVI(DDVI):
@@ -108,14 +120,11 @@ class ClusterHeadsDDVI(DDVI):
         repulsion = prior.repulsion(self.eta)
         box = prior.box_penalty(self.box)
         loss = out.loss + self.repulsion_weight * repulsion + self.box_weight * box
-        with torch.no_grad():
-            gaps = torch.cdist(prior.heads, prior.heads)
-            gaps.fill_diagonal_(float("inf"))
         metrics = {
             **out.metrics,
             "repulsion": repulsion.detach(),
             "box": box.detach(),
-            "head_gap": gaps.min() if prior.num_heads > 1 else gaps.new_zeros(()),
+            "head_gap": prior.min_gap(),
         }
         return ObjectiveOutput(loss=loss, bound=out.bound, metrics=metrics, z=out.z)
 
@@ -146,6 +155,104 @@ class ClusterHeadsDDVI(DDVI):
             loss = posterior.denoising_loss(z, x_hat, generator=generator, huber=self.huber)
             total = loss.mean() if total is None else total + loss.mean()
         return total / self.sleep_steps
+
+
+class OfficialClusterHeads(OfficialDDVI):
+    """The official clustering model's training loop (``AutoClusteringDiffVAE._train_epoch``),
+    run by :class:`~diffvi.training.families.vae.VAEFamily` with three Adams. Not a bound.
+
+    - Per batch, the **wake** step (this call, :class:`~diffvi.objectives.OfficialDDVI` without
+      a sleep term, by default on the official MSE): y_T ~ q(y_T|x), z the deterministic DDIM
+      chain from y_T, loss = mean_f (x_f − E[x_f|z])² + kl_weight · KL(q(y_T|x) ‖ N(0, I)),
+      one step of the model and the posterior, the chain's gradient norm clipped to
+      ``chain_clip``. No log p(z): the heads are not in it.
+    - After every epoch e (from 0), e + 1 **heads** steps (:meth:`heads_loss`, only the heads
+      stepped, Adam at ``heads_lr``) and then e + 1 **sleep** steps (:meth:`sleep_loss`, only
+      the chain, Adam at ``sleep_lr``), each on ``sleep_batch`` fantasies.
+
+    Args:
+        k: posterior draws per item in the wake loss (official 1).
+        kl_weight: on KL(q(y_T|x) ‖ N(0, I)) (official 0.005 against the MSE).
+        reconstruction: ``"mse"`` (official) or ``"likelihood"`` (−log p(x|z)).
+        eta, box, box_weight: the head losses' η, c and λ_box (official 1.5, 2.5, 100).
+        chain_clip: the wake steps' clip of the chain's gradient norm (official 0.1).
+        heads_lr, sleep_lr: the heads' and the sleep steps' Adam learning rates (official
+            10⁻², 10⁻³); the wake Adam's is the run's ``lr`` (official 10⁻⁴).
+        sleep_batch: fantasies per heads or sleep step (official 128; ``None``: the batch size).
+    """
+
+    name = "ddvi-heads-official"
+    config_fields: ClassVar[dict[str, str]] = {"k": "k"}
+
+    def __init__(
+        self,
+        k: int = 1,
+        kl_weight: float = OFFICIAL_LOOP_KL_WEIGHT,
+        reconstruction: str = "mse",
+        eta: float = OFFICIAL_ETA,
+        box: float = OFFICIAL_BOX,
+        box_weight: float = OFFICIAL_BOX_WEIGHT,
+        chain_clip: float = OFFICIAL_LOOP_CHAIN_CLIP,
+        heads_lr: float = OFFICIAL_HEADS_LR,
+        sleep_lr: float = OFFICIAL_SLEEP_LR,
+        sleep_batch: int | None = None,
+    ) -> None:
+        super().__init__(
+            k=k,
+            kl_weight=kl_weight,
+            beta_sleep=0.0,
+            sleep_batch=sleep_batch,
+            reconstruction=reconstruction,
+        )
+        # The head losses' checks are ClusterHeadsDDVI's; its sleep loss moves the heads.
+        self.heads = ClusterHeadsDDVI(
+            eta=eta, box=box, box_weight=box_weight, huber=True, sleep_batch=sleep_batch
+        )
+        for label, value in (
+            ("chain_clip", chain_clip),
+            ("heads_lr", heads_lr),
+            ("sleep_lr", sleep_lr),
+        ):
+            if not 0 < value < float("inf"):
+                raise ValueError(f"{label} must be finite and > 0, got {value}")
+        self.chain_clip = float(chain_clip)
+        self.heads_lr = float(heads_lr)
+        self.sleep_lr = float(sleep_lr)
+
+    @staticmethod
+    def steps_after_epoch(epoch: int) -> int:
+        """Heads steps, and then sleep steps, taken after epoch ``epoch`` (from 0): e + 1."""
+        return epoch + 1
+
+    @staticmethod
+    def repulsion_weight(epoch: int) -> float:
+        """w_e: 1 to epoch 100, then 1 more every 10 epochs (official ``cluster_w``)."""
+        if epoch <= OFFICIAL_REPULSION_RAMP:
+            return 1.0
+        return float((epoch - OFFICIAL_REPULSION_RAMP) // 10 + 1)
+
+    def heads_loss(self, model, posterior, batch_size: int, epoch: int) -> Tensor:
+        """One official heads step's loss: w_e (R_η(h) + λ_box B_c(h)) plus the chain's Huber
+        denoising loss on fantasies z = h_k + s ε drawn with gradient to the heads, averaged
+        over the pairs and the D latent dimensions; a scalar (only the heads are stepped)."""
+        prior = heads_prior(model)
+        sleep = self.heads.sleep_loss(model, posterior, batch_size) / posterior.latent_dim
+        penalty = prior.repulsion(self.heads.eta) + self.heads.box_weight * prior.box_penalty(
+            self.heads.box
+        )
+        return self.repulsion_weight(epoch) * penalty + sleep
+
+    def sleep_loss(
+        self,
+        model,
+        posterior,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """One official sleep step's loss: the chain's Huber denoising loss on fantasies of the
+        heads prior (no gradient to the heads), averaged over pairs and latent dimensions."""
+        with heads_prior(model).frozen_heads():
+            return super().sleep_loss(model, posterior, batch_size, generator)
 
 
 def heads_prior(model) -> ClusterHeadsPrior:

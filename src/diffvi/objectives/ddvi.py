@@ -205,6 +205,8 @@ class DDVI(Objective):
 # the D latent dimensions (``OfficialDDVI.sleep_loss``), not DDVI's loss summed over D.
 OFFICIAL_KL_WEIGHT = 0.01 * 784
 OFFICIAL_SLEEP_WEIGHT = 1.0 * 784
+# OfficialDDVI's wake reconstruction: −log p(x|z), or the official `criterion: mse`.
+RECONSTRUCTIONS = ("likelihood", "mse")
 
 
 class OfficialDDVI(Objective):
@@ -236,6 +238,7 @@ class OfficialDDVI(Objective):
     """
 
     diffusion_posterior = True
+    ddim_chain = True
     config_fields: ClassVar[dict[str, str]] = {
         "k": "k",
         "kl_weight": "beta_reg",
@@ -254,10 +257,16 @@ class OfficialDDVI(Objective):
         sleep_batch: int | None = None,
         sleep_x: str = "mean",
         huber: bool = True,
+        reconstruction: str = "likelihood",
     ) -> None:
         if kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+        if reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(
+                f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}"
+            )
         self.kl_weight = float(kl_weight)
+        self.reconstruction = reconstruction
         # The sleep term, its checks and its options are DDVI's.
         self.sleep = DDVI(
             k=k,
@@ -279,7 +288,11 @@ class OfficialDDVI(Objective):
             z = posterior.reverse(mean + torch.exp(log_std) * eps, x).z  # [K, B, D]
         finally:
             posterior.sampler = "ddpm"
-        rec = model.log_likelihood(x, z)  # [K, B]
+        if self.reconstruction == "mse":  # −mean_f (x_f − E[x_f|z])²
+            flat = x.reshape(x.shape[0], -1)
+            rec = -(model.likelihood.mean(model.decode(z)) - flat).square().mean(-1)
+        else:
+            rec = model.log_likelihood(x, z)  # [K, B]
         kl = kl_to_standard_normal(mean, log_std)  # [B]
         loss = -(rec.mean(0) - self.kl_weight * kl).mean()
         with torch.no_grad():

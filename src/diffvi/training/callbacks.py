@@ -61,7 +61,22 @@ class PosteriorWarmup(Callback):
         self.seconds = time.perf_counter() - started
 
 
-class StageSchedule(Callback):
+class BatchClock(Callback):
+    """Before every batch, tells the family where training stands: the global step
+    (``family.current_step``), the epoch (``family.current_epoch``, from 0) and whether the
+    batch is the epoch's last (``family.epoch_ending``), for families whose loop depends on
+    them (the official DDVI recipes)."""
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        family = pl_module.family
+        family.current_step = trainer.global_step
+        family.current_epoch = trainer.current_epoch
+        family.epoch_ending = batch_idx + 1 >= trainer.num_training_batches
+
+
+class StageSchedule(BatchClock):
     """Drives a family trained in stages (the official DDVI recipe, ``TrainConfig.stage2``).
 
     At the start of training it has the family fix the steps at which its stages change from
@@ -73,11 +88,6 @@ class StageSchedule(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.family.fix_stage_boundaries(budget_steps(trainer))
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
-    ) -> None:
-        pl_module.family.current_step = trainer.global_step
 
 
 def budget_steps(trainer: L.Trainer) -> int | None:

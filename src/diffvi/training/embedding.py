@@ -57,10 +57,16 @@ SCALE_RULES = ("select", "median", "auto")  # "auto": the median rule's name bef
 SCALE_CRITERIA = ("likelihood", "reconstruction")  # how likelihood_scale="select" chooses
 EMBEDDING_METHODS = (*VARIATIONAL_METHODS, *CLASSIC_METHODS)
 # DD-VAE's clustering model (EmbeddingOptions.clustering): the learnable mixture prior, or the
-# official DDVI code's learned cluster heads (diffvi.objectives.cluster_heads).
+# official DDVI code's learned cluster heads (diffvi.objectives.cluster_heads) on DDVI's bound,
+# or trained by the official loop (its unconditional chain; official lr 1e-4).
 CLUSTERING_MODELS: dict[str, dict[str, Any]] = {
     "mixture": {},
     "heads": {"objective": "ddvi-heads", "prior": "cluster-heads"},
+    "heads-official": {
+        "objective": "ddvi-heads-official",
+        "prior": "cluster-heads",
+        "conditional": False,
+    },
 }
 
 
@@ -78,7 +84,9 @@ class EmbeddingOptions:
     genotypes, 0.35 for 20 PCs of 90); ``None`` learns σ per feature. ``clustering``
     (``ddvae`` only): ``"mixture"`` (default), a learnable mixture prior; ``"heads"``, the
     official code's learned cluster heads (:class:`~diffvi.objectives.ClusterHeadsDDVI`), whose
-    nearest head is each point's cluster (``Embedding.clusters``).
+    nearest head is each point's cluster (``Embedding.clusters``); ``"heads-official"``, the
+    same model trained by the official code's loop
+    (:class:`~diffvi.objectives.OfficialClusterHeads`; pass ``lr=1e-4``, the official rate).
 
     ``devices``, ``num_nodes`` and ``strategy`` are Lightning's (on ``device``'s accelerator):
     ``strategy="ddp"`` with ``devices=2`` trains on two processes of this machine, with
@@ -660,8 +668,6 @@ def _same_run(run_dir: Path, config: Any, fingerprint: str) -> bool:
 def _variational(
     x: torch.Tensor, method: str, options: EmbeddingOptions, run_dir: Path, components: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    from diffvi.evaluation.representation import embed_latents
-
     scale = _likelihood_scale(x, options.likelihood_scale, components)
     x = x / _unit(x, components)  # σ is in units of std(PC 1) (or of the median std)
     selection = None
@@ -680,9 +686,8 @@ def _variational(
     if module.global_rank != 0:  # rank 0 encodes all N samples once, after training
         return np.zeros((0, 2)), {"global_rank": module.global_rank}
     module.eval()
-    generator = torch.Generator(device=module.device).manual_seed(options.seed)
     with torch.no_grad():
-        z = embed_latents(module.family.posterior, x, generator)
+        z = module.family.encode(x, seed=options.seed)  # the DDIM map where it trained so
         prior = module.family.model.prior
         own = prior.assign(z.to(module.device)).cpu().numpy() if hasattr(prior, "assign") else None
     details = {

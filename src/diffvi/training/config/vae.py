@@ -102,7 +102,9 @@ class TrainConfig(RunConfig, ImageDataConfig):
     :class:`~diffvi.training.families.vae.VAEFamily`. ``objective="ddvi-heads"`` with
     ``prior="cluster-heads"`` (K = ``mixture_components`` heads) is the official code's
     genotype clustering model on DDVI's bound: learned heads with an η-margin repulsion
-    (:class:`~diffvi.objectives.ClusterHeadsDDVI`; ``eta`` etc. via ``objective_options``).
+    (:class:`~diffvi.objectives.ClusterHeadsDDVI`; ``eta`` etc. via ``objective_options``);
+    ``objective="ddvi-heads-official"`` trains it by the official code's own loop
+    (:class:`~diffvi.objectives.OfficialClusterHeads`, options via ``objective_options``).
 
     IAF (Kingma et al. 2016): ``posterior="iaf"`` (one latent layer; ELBO, IWAE or AAE) with
     ``iaf_flows`` steps of MADE ``made_hidden`` (default: the builder's, 128-128-128); its encoder
@@ -403,11 +405,8 @@ class TrainConfig(RunConfig, ImageDataConfig):
             )
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {sorted(PRIORS)}, got {self.prior!r}")
-        if self.objective == "ddvi-heads" and self.prior != "cluster-heads":
-            raise ValueError(
-                "objective 'ddvi-heads' learns the heads of prior 'cluster-heads' (the official "
-                f"clustering model), got prior={self.prior!r}"
-            )
+        if self.objective in ("ddvi-heads", "ddvi-heads-official"):
+            self._check_heads()
         dims = self.resolved_latent_dims()
         if self.smooth_prior and self.prior not in PRIORS_2D:
             raise ValueError(
@@ -598,6 +597,29 @@ class TrainConfig(RunConfig, ImageDataConfig):
                 f"posterior_options {sorted(unknown)} are not options of posterior "
                 f"{self.posterior!r}; it takes {sorted(free)} (the others are config fields)"
             )
+
+    def _check_heads(self) -> None:
+        """The cluster-heads objectives learn the heads of prior 'cluster-heads'; the official
+        loop (``ddvi-heads-official``) steps its own optimisers, unsupervised."""
+        if self.prior != "cluster-heads":
+            raise ValueError(
+                f"objective {self.objective!r} learns the heads of prior 'cluster-heads' (the "
+                f"official clustering model), got prior={self.prior!r}"
+            )
+        if self.objective != "ddvi-heads-official":
+            return
+        conflicts = [
+            (self.num_labelled > 0, f"num_labelled={self.num_labelled}"),
+            (self.schedule != "constant", f"schedule={self.schedule!r}"),
+            (self.grad_clip > 0, f"grad_clip={self.grad_clip}"),
+        ]
+        for bad, setting in conflicts:
+            if bad:
+                raise ValueError(
+                    "objective 'ddvi-heads-official' is the official clustering loop, with its "
+                    "own optimisers and clipping, unsupervised, at a constant learning rate; "
+                    "got " + setting
+                )
 
     def _check_aae(self) -> None:
         if self.objective != "aae":

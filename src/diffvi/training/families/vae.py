@@ -35,6 +35,14 @@ trains the official DDVI pipeline (GitHub topwasu/DDVI, ``run.py`` with ``diff_v
    ``optim``). log p(z) is the official kernel density score of 10,000 of the official prior
    samples where the prior is one of the paper's 2-D priors, else the model's prior.
 
+``objective="ddvi-heads-official"`` (with ``prior="cluster-heads"``; ``diffvi embed genotypes
+--clustering heads-official``) trains the official clustering model's loop
+(:class:`~diffvi.objectives.OfficialClusterHeads`) by manual optimisation with three Adams: per
+batch a wake step of the model (its heads excepted) and the posterior at ``lr``, the chain's
+gradient norm clipped; on an epoch's last batch then e + 1 steps of the heads alone and e + 1
+sleep steps of the chain alone (e the epoch, from 0; :class:`~diffvi.training.callbacks.
+BatchClock` tells the family where it stands).
+
 ``start`` and ``decoder_free`` are ``stage2``'s ``start_step`` and ``decoder_free_step`` or,
 unset, fixed when a run starts from its budget B in steps (:class:`~diffvi.training.callbacks.
 StageSchedule`): start = round(``first_fraction`` · B), decoder_free = start +
@@ -58,6 +66,7 @@ from diffvi.objectives import (
     OBJECTIVES,
     LabelConditionedSemiSupervised,
     Objective,
+    OfficialClusterHeads,
     OfficialDDVIStage2,
     SemiSupervised,
 )
@@ -265,7 +274,10 @@ class VAEFamily(TableInputs, Family):
 
     @property
     def manual_optimization(self) -> bool:  # type: ignore[override]
-        return isinstance(self.objective, AAE) or self.stage2_objective is not None
+        return (
+            isinstance(self.objective, AAE | OfficialClusterHeads)
+            or self.stage2_objective is not None
+        )
 
     def active_stage(self) -> tuple[Posterior, Objective]:
         """The posterior being trained and its objective: the second stage's once it started
@@ -348,13 +360,13 @@ class VAEFamily(TableInputs, Family):
         """Latents ``[N, d]`` of model inputs ``x [N, *event_shape]`` (images, or a table's
         standardised rows): one posterior draw per item (DDVI's protocol, as ``diffvi
         embed``), noise from a generator seeded with ``seed``; float32 on the CPU. A model
-        trained with ``ddvi-official`` maps items by its deterministic DDIM chain, as it
-        trained."""
+        trained on the deterministic DDIM chain (``ddvi-official``, ``ddvi-heads-official``)
+        maps items by that chain, as it trained."""
         from diffvi.evaluation.representation import embed_latents
 
         device = next(self.posterior.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
-        official = self.config.objective == "ddvi-official"
+        official = OBJECTIVES[self.config.objective].ddim_chain
         sampler = getattr(self.posterior, "sampler", None)
         if official:
             self.posterior.sampler = "ddim"
@@ -365,13 +377,15 @@ class VAEFamily(TableInputs, Family):
                 self.posterior.sampler = sampler
 
     def callbacks(self, progress_bar: bool) -> list[L.Callback]:
-        from diffvi.training.callbacks import PosteriorWarmup, StageSchedule
+        from diffvi.training.callbacks import BatchClock, PosteriorWarmup, StageSchedule
 
         callbacks: list[L.Callback] = []
         if self.config.warmup_steps:
             callbacks.append(PosteriorWarmup(self.config.warmup_steps, progress=progress_bar))
         if self.stage2_objective is not None:
             callbacks.append(StageSchedule())
+        elif isinstance(self.objective, OfficialClusterHeads):
+            callbacks.append(BatchClock())
         return callbacks
 
     # -- training -------------------------------------------------------------------------
@@ -391,6 +405,8 @@ class VAEFamily(TableInputs, Family):
         two-stage recipe (:meth:`official_step`)."""
         if self.stage2_objective is not None:
             return self.official_step(batch, optimizers, backward)
+        if isinstance(self.objective, OfficialClusterHeads):
+            return self.heads_loop_step(batch, optimizers, backward)
         x = batch[0]
         opt_g, opt_d = optimizers
         out = self.objective(self.model, self.posterior, x)
@@ -458,6 +474,52 @@ class VAEFamily(TableInputs, Family):
         # Both losses must be finite: the module checks this one.
         return LossOutput(out.loss.detach() + 0 * sleep, metrics, x.shape[0])
 
+    def heads_loop_step(self, batch: Any, optimizers: list[Any], backward: Any) -> LossOutput:
+        """One batch of the official clustering model's loop (see the module docstring): the
+        wake step, and on an epoch's last batch the heads and sleep steps after it. Only the
+        wake step goes through Lightning's wrapper, so that ``global_step`` counts batches."""
+        x = batch[0]
+        objective: OfficialClusterHeads = self.objective  # type: ignore[assignment]
+        wake_opt, heads_opt, sleep_opt = optimizers
+        out = objective(self.model, self.posterior, x)
+        wake_opt.zero_grad()
+        backward(out.loss)
+        torch.nn.utils.clip_grad_norm_(self._chain_parameters(), objective.chain_clip)
+        wake_opt.step()
+        metrics = {"bound": out.bound.mean(), **out.metrics}
+        if getattr(self, "epoch_ending", False):
+            epoch = self.current_epoch
+            fantasies = objective.sleep.sleep_batch or x.shape[0]
+            for name, opt, loss_of in (
+                (
+                    "heads_loss",
+                    heads_opt,
+                    lambda: objective.heads_loss(self.model, self.posterior, fantasies, epoch),
+                ),
+                (
+                    "sleep",
+                    sleep_opt,
+                    lambda: objective.sleep_loss(self.model, self.posterior, fantasies),
+                ),
+            ):
+                raw, losses = getattr(opt, "optimizer", opt), []
+                for _ in range(objective.steps_after_epoch(epoch)):
+                    loss = loss_of()
+                    raw.zero_grad()
+                    backward(loss)
+                    raw.step()
+                    losses.append(loss.detach())
+                metrics[name] = torch.stack(losses).mean()
+            metrics["head_gap"] = self.model.prior.min_gap()
+        return LossOutput(out.loss.detach(), metrics, x.shape[0])
+
+    def _chain_parameters(self) -> list[torch.nn.Parameter]:
+        """The diffusion posterior's reverse chain (all but its encoder of q(y_T|x)): the
+        official ``G``."""
+        return [
+            p for name, p in self.posterior.named_parameters() if not name.startswith("encoder.")
+        ]
+
     def validate(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Metric]:
         x = batch[0]
         posterior, objective = self.active_stage()
@@ -506,6 +568,16 @@ class VAEFamily(TableInputs, Family):
                 self._adam(model + first, lr),
                 self._adam(second, lr),
                 self._adam(model + second, lr),
+            ]
+        if isinstance(self.objective, OfficialClusterHeads):
+            # AutoClusteringDiffVAE's optim (model and posterior), cluster_optim, diff_optim.
+            prior = self.model.prior
+            heads = {id(p) for p in prior.parameters()}
+            wake = [p for p in self.model.parameters() if id(p) not in heads]
+            return [
+                self._adam(wake + list(self.posterior.parameters()), self.config.lr),
+                self._adam(prior.parameters(), self.objective.heads_lr / prior.speed),
+                self._adam(self._chain_parameters(), self.objective.sleep_lr),
             ]
         if self.manual_optimization:
             g_lr, d_lr = self._base_lrs()
