@@ -1,6 +1,6 @@
-"""``embed genotypes --clustering heads``: DD-VAE with the official code's learned cluster heads
-trains that model and reports its nearest-head clusters beside the GMM's; the flag is refused
-for other methods and unknown names."""
+"""``embed genotypes --clustering heads`` (and ``heads-official``, the official loop): DD-VAE with
+the official code's learned cluster heads trains that model and reports its nearest-head
+clusters beside the GMM's; the flag is refused for other methods and unknown names."""
 
 import json
 
@@ -32,8 +32,13 @@ def embed(cli, prefix, out, *options):
     )  # fmt: skip
 
 
-def test_clustering_heads_trains_the_heads_model_and_scores_its_nearest_head(cli, plink, tmp_path):
-    result = embed(cli, plink, tmp_path / "h", "--method", "ddvae", "--clustering", "heads",
+@pytest.mark.parametrize(
+    "clustering, objective", [("heads", "ddvi-heads"), ("heads-official", "ddvi-heads-official")]
+)
+def test_clustering_heads_trains_the_heads_model_and_scores_its_nearest_head(
+    cli, plink, tmp_path, clustering, objective
+):
+    result = embed(cli, plink, tmp_path / "h", "--method", "ddvae", "--clustering", clustering,
                    "--epochs", "2")  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "h" / "metrics.json").read_text())
@@ -41,7 +46,7 @@ def test_clustering_heads_trains_the_heads_model_and_scores_its_nearest_head(cli
     assert 0 <= own["nmi"] <= 1 and "nmi" in metrics["scores"]["populations"]
     assert "Nearest head" in result.output
     config = json.loads((tmp_path / "h" / "run" / "config.json").read_text())
-    assert (config["objective"], config["prior"]) == ("ddvi-heads", "cluster-heads")
+    assert (config["objective"], config["prior"]) == (objective, "cluster-heads")
 
 
 def test_clustering_heads_is_refused_for_other_methods_and_unknown_names(cli, plink, tmp_path):

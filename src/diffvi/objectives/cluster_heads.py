@@ -234,7 +234,8 @@ class OfficialClusterHeads(OfficialDDVI):
     def heads_loss(self, model, posterior, batch_size: int, epoch: int) -> Tensor:
         """One official heads step's loss: w_e (R_η(h) + λ_box B_c(h)) plus the chain's Huber
         denoising loss on fantasies z = h_k + s ε drawn with gradient to the heads, averaged
-        over the pairs and the D latent dimensions; a scalar (only the heads are stepped)."""
+        over the pairs and the D latent dimensions; a scalar (only the heads are stepped). R_η
+        and B_c are the expectations over uniform head pairs of the official sampled ones."""
         prior = heads_prior(model)
         sleep = self.heads.sleep_loss(model, posterior, batch_size) / posterior.latent_dim
         penalty = prior.repulsion(self.heads.eta) + self.heads.box_weight * prior.box_penalty(
