@@ -85,15 +85,16 @@ PAPER = {"ddvae": (0.45, 0.75, 0.66), "aae": (0.37, 0.76, 0.63)}
 # Benchmark methods beyond EMBEDDING_METHODS: (embedding method, EmbeddingOptions fields).
 # ddvae-heads: DD-VAE with the official code's learned cluster heads (issue 23 item 6), also
 # scored by its nearest head ("scores_heads"); ddvae-heads-official: the same model trained by
-# the official code's loop at its learning rate (1e-4, whatever --lr; the shared networks), its
-# wake loss MSE + 0.005 KL; ddvae-heads-official-kl: that loop with the KL weight 2σ²/F (F
-# features, σ = --likelihood-scale), at which the wake loss is the Gaussian ELBO's at σ (every
-# other row's likelihood) times 2σ²/F.
+# the official code's loop at its learning rate (--official-lr, whatever --lr; the shared
+# networks), its wake loss MSE + 0.005 KL; ddvae-heads-official-kl: that loop with the KL
+# weight 2σ²/F (F features, σ = --likelihood-scale), at which the wake loss is the Gaussian
+# ELBO's at σ (every other row's likelihood) times 2σ²/F.
 METHOD_OPTIONS = {
     "ddvae-heads": ("ddvae", {"clustering": "heads"}),
-    "ddvae-heads-official": ("ddvae", {"clustering": "heads-official", "lr": 1e-4}),
-    "ddvae-heads-official-kl": ("ddvae", {"clustering": "heads-official", "lr": 1e-4}),
+    "ddvae-heads-official": ("ddvae", {"clustering": "heads-official"}),
+    "ddvae-heads-official-kl": ("ddvae", {"clustering": "heads-official"}),
 }
+OFFICIAL_LOOP_LR = 1e-4  # conf/model/diff_vae_autoclustering_mse.yaml: lr
 METHODS = (*EMBEDDING_METHODS, *METHOD_OPTIONS)
 
 
@@ -110,6 +111,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=EmbeddingOptions().epochs)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--official-lr", type=float, default=OFFICIAL_LOOP_LR,
+                   help="the official clustering loop's wake learning rate (official 1e-4); "
+                   "another value is named in the series")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument(
         "--likelihood-scale",
@@ -161,7 +165,10 @@ def series(args) -> str:
     sigma = sigma if isinstance(sigma, str) else f"{sigma:g}"  # a rule: select, median
     if sigma == "select" and args.scale_criterion != EmbeddingOptions().scale_criterion:
         sigma += f"-{args.scale_criterion}"
-    return f"n{args.samples_per_population * 26}-e{args.epochs}-sigma{sigma}"
+    name = f"n{args.samples_per_population * 26}-e{args.epochs}-sigma{sigma}"
+    if args.official_lr != OFFICIAL_LOOP_LR:
+        name += f"-olr{args.official_lr:g}"
+    return name
 
 
 def folder(args) -> Path:
@@ -241,6 +248,8 @@ def embed_job(args, seed: int, method: str) -> dict:
         likelihood_scale=args.likelihood_scale, scale_criterion=args.scale_criterion, seed=seed,
         device="cpu", progress=False,
     )  # fmt: skip
+    if extra.get("clustering") == "heads-official":
+        extra = {**extra, "lr": args.official_lr}
     if method == "ddvae-heads-official-kl":
         sigma = args.likelihood_scale  # a number: checked in parse_args
         weight = 2 * sigma**2 / pcs.shape[1]
