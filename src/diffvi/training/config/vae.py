@@ -446,13 +446,12 @@ class TrainConfig(RunConfig, ImageDataConfig):
             (self.schedule != "constant", f"schedule={self.schedule!r}"),
             (self.grad_clip > 0, f"grad_clip={self.grad_clip}"),
         ]
-        for bad, setting in conflicts:
-            if bad:
-                raise ValueError(
-                    "the official second stage (stage2) follows the official first stage "
-                    "(objective 'ddvi-official') with its own optimisers, unsupervised, with a "
-                    "constant learning rate and no moving average or clipping; got " + setting
-                )
+        _refuse_conflicts(
+            conflicts,
+            "the official second stage (stage2) follows the official first stage "
+            "(objective 'ddvi-official') with its own optimisers, unsupervised, with a "
+            "constant learning rate and no moving average or clipping; got ",
+        )
         for name in ("diffusion_steps", "context_dim", "sleep_steps", "kde_samples"):
             if not (isinstance(s[name], int) and s[name] >= 1):
                 raise ValueError(f"stage2 {name} must be an integer >= 1, got {s[name]!r}")
@@ -613,13 +612,11 @@ class TrainConfig(RunConfig, ImageDataConfig):
             (self.schedule != "constant", f"schedule={self.schedule!r}"),
             (self.grad_clip > 0, f"grad_clip={self.grad_clip}"),
         ]
-        for bad, setting in conflicts:
-            if bad:
-                raise ValueError(
-                    "objective 'ddvi-heads-official' is the official clustering loop, with its "
-                    "own optimisers and clipping, unsupervised, at a constant learning rate; "
-                    "got " + setting
-                )
+        _refuse_conflicts(
+            conflicts,
+            "objective 'ddvi-heads-official' is the official clustering loop, with its own "
+            "optimisers and clipping, unsupervised, at a constant learning rate; got ",
+        )
 
     def _check_aae(self) -> None:
         if self.objective != "aae":
@@ -640,6 +637,13 @@ class TrainConfig(RunConfig, ImageDataConfig):
                 "deterministic_encoder encodes with the Gaussian posterior's mean; it needs "
                 f"posterior 'gaussian', got {self.posterior!r}"
             )
+
+
+def _refuse_conflicts(conflicts: list[tuple[bool, str]], why: str) -> None:
+    """ValueError ``why`` + the setting of the first ``(bad, setting)`` pair that is bad."""
+    for bad, setting in conflicts:
+        if bad:
+            raise ValueError(why + setting)
 
 
 def iwae_lr_factor(epoch: int) -> float:

@@ -206,6 +206,22 @@ def build_second_stage(
     return TwoStagePosterior(first, second), objective
 
 
+def _extra_steps(
+    optimizer: Any, backward: Any, count: int, loss_of: Any, weight: float = 1.0
+) -> Tensor:
+    """``count`` steps of ``optimizer``, each on ``weight`` · ``loss_of()``, by the raw optimiser
+    under Lightning's wrapper (so that ``global_step`` counts batches, not these steps); the
+    mean of the unweighted losses, detached."""
+    raw, losses = getattr(optimizer, "optimizer", optimizer), []
+    for _ in range(count):
+        loss = loss_of()
+        raw.zero_grad()
+        backward(weight * loss)
+        raw.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).mean()
+
+
 def bottom_hidden(config: TrainConfig) -> list[int]:
     """The bottom layer's hidden sizes: ``hidden[0]``, else the architecture preset's."""
     if config.hidden:
@@ -261,6 +277,9 @@ class VAEFamily(TableInputs, Family):
             # (start, decoder_free) steps of stage 2; −1 until fix_stage_boundaries.
             self.register_buffer("stage_boundaries", torch.full((2,), -1, dtype=torch.long))
             self.current_step = 0  # the global step of the batch being trained (StageSchedule)
+        elif isinstance(self.objective, OfficialClusterHeads):
+            # where the batch being trained stands (BatchClock): its epoch, and whether it ends it
+            self.current_epoch, self.epoch_ending = 0, False
         self.val_objective = IWAE(k=config.val_k)
 
     @property
@@ -455,15 +474,13 @@ class VAEFamily(TableInputs, Family):
         full_opt.zero_grad()
         backward(out.loss)
         (frozen_opt if frozen else full_opt).step()
-        sleep_opt = getattr(full_opt, "optimizer", full_opt)
-        sleeps = []
-        for _ in range(objective.sleep_steps):
-            sleep = objective.sleep_loss(self.model, posterior, x.shape[0])
-            sleep_opt.zero_grad()
-            backward(objective.beta_sleep * sleep)
-            sleep_opt.step()
-            sleeps.append(sleep.detach())
-        sleep = torch.stack(sleeps).mean()
+        sleep = _extra_steps(
+            full_opt,
+            backward,
+            objective.sleep_steps,
+            lambda: objective.sleep_loss(self.model, posterior, x.shape[0]),
+            weight=objective.beta_sleep,
+        )
         metrics = {
             "bound": out.bound.mean(),
             **out.metrics,
@@ -487,30 +504,19 @@ class VAEFamily(TableInputs, Family):
         torch.nn.utils.clip_grad_norm_(self._chain_parameters(), objective.chain_clip)
         wake_opt.step()
         metrics = {"bound": out.bound.mean(), **out.metrics}
-        if getattr(self, "epoch_ending", False):
-            epoch = self.current_epoch
+        if self.epoch_ending:
+            epoch, model, posterior = self.current_epoch, self.model, self.posterior
+            count = objective.steps_after_epoch(epoch)
             fantasies = objective.sleep.sleep_batch or x.shape[0]
-            for name, opt, loss_of in (
-                (
-                    "heads_loss",
-                    heads_opt,
-                    lambda: objective.heads_loss(self.model, self.posterior, fantasies, epoch),
-                ),
-                (
-                    "sleep",
-                    sleep_opt,
-                    lambda: objective.sleep_loss(self.model, self.posterior, fantasies),
-                ),
-            ):
-                raw, losses = getattr(opt, "optimizer", opt), []
-                for _ in range(objective.steps_after_epoch(epoch)):
-                    loss = loss_of()
-                    raw.zero_grad()
-                    backward(loss)
-                    raw.step()
-                    losses.append(loss.detach())
-                metrics[name] = torch.stack(losses).mean()
-            metrics["head_gap"] = self.model.prior.min_gap()
+            metrics["heads_loss"] = _extra_steps(
+                heads_opt, backward, count,
+                lambda: objective.heads_loss(model, posterior, fantasies, epoch),
+            )  # fmt: skip
+            metrics["sleep"] = _extra_steps(
+                sleep_opt, backward, count,
+                lambda: objective.sleep_loss(model, posterior, fantasies),
+            )  # fmt: skip
+            metrics["head_gap"] = model.prior.min_gap()
         return LossOutput(out.loss.detach(), metrics, x.shape[0])
 
     def _chain_parameters(self) -> list[torch.nn.Parameter]:
